@@ -1,0 +1,1 @@
+//! adoptd's D-Bus contract.

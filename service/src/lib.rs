@@ -1,0 +1,1 @@
+//! adoptd: a supervisor that follows every daemon to its real main process.
