@@ -1,1 +1,302 @@
-fn main() {}
+//! `dance`: a test helper that performs a daemonization choreography.
+//!
+//! Integration tests run the supervisor against `dance` so that they know
+//! the truth: which process forked which, which hops exited how, and which
+//! process finally settled (and with what pid, parent and session).
+//!
+//! ```text
+//! dance [--report SOCKET] [--tag TAG] STEP...
+//! ```
+//!
+//! Steps run in order, each by the process that carries on after the
+//! previous one (the current hop). A *hop* is a fork after which the child
+//! carries on:
+//!
+//! | step             | effect                                                          |
+//! |------------------|-----------------------------------------------------------------|
+//! | `fork`           | hop; the parent exits 0 at once                                 |
+//! | `fork-exit:CODE` | hop; the parent exits with CODE (0-255)                         |
+//! | `fork-kill:SIG`  | hop; the parent kills itself with SIG                           |
+//! | `launch`         | hop; the parent waits for the child, then exits with its status (128+N for signal N) |
+//! | `setsid`         | start a new session                                             |
+//! | `zombie`         | fork a child that exits 0 at once and is never reaped           |
+//! | `workers:N`      | fork N workers that wait until a signal kills them              |
+//! | `orphan`         | fork a child that forks a grandchild and exits; reap the child, the grandchild waits until killed |
+//! | `pidfile:PATH`   | write the pid and `\n` to PATH.tmp, rename it to PATH           |
+//! | `report`         | send the report now                                             |
+//! | `sleep:MS`       | sleep MS milliseconds                                           |
+//! | `exit:CODE`      | exit with CODE                                                  |
+//! | `kill:SIG`       | kill self with SIG                                              |
+//! | `serve`          | send the report, then wait for signals (below)                  |
+//!
+//! `exit`, `kill` and `serve` must come last; without them the last hop exits
+//! 0 after its steps. The parent side of a hop writes nothing. SIG is a name
+//! (`TERM`, `SIGTERM`, `term`) or a number whose default action ends the
+//! process; a process that kills itself disables its core dumps first.
+//!
+//! While serving, SIGTERM or SIGINT sends SIGTERM to the live workers, reaps
+//! them and exits 0; SIGHUP logs `dance: reload` on stderr; workers that die
+//! are reaped. The zombie is never reaped, by design.
+//!
+//! At start, every signal disposition is reset to its default and the signal
+//! mask is emptied.
+//!
+//! # Report
+//!
+//! `serve` and `report` send one line of ASCII, as one datagram without a
+//! newline to the UNIX datagram socket bound at `--report SOCKET`, or else as
+//! a line on stdout:
+//!
+//! ```text
+//! settled tag=TAG pid=PID last_parent=PPID hops=H sid=SID
+//! ```
+//!
+//! PID is `getpid()`, PPID the pid of the process that forked the last hop
+//! (0 without a hop), H the number of hops, SID `getsid(0)`, TAG `-` unless
+//! `--tag` is given. A report that cannot be sent is logged on stderr.
+//!
+//! # Exit status
+//!
+//! 2 for a usage error (before any step runs), 111 for a failed system call,
+//! otherwise as the steps say.
+
+mod cli;
+mod sys;
+
+use std::{
+    fmt::Display,
+    io::{self, Write},
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process, thread,
+    time::Duration,
+};
+
+use cli::{Command, Config, Step};
+use libc::pid_t;
+use sys::Forked;
+
+/// Exit status for a usage error.
+const EXIT_USAGE: i32 = 2;
+/// Exit status for a failed system call.
+const EXIT_SETUP: i32 = 111;
+
+fn main() {
+    let config = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", cli::USAGE);
+            process::exit(0)
+        }
+        Err(err) => {
+            eprintln!("dance: {err}\nTry \"dance --help\".");
+            process::exit(EXIT_USAGE)
+        }
+    };
+    sys::reset_signals().unwrap_or_else(|err| setup_error("resetting the signal mask", err));
+    Dance::new(&config).run(&config.steps)
+}
+
+/// Reports a failed system call and exits 111.
+fn setup_error(what: &str, err: impl Display) -> ! {
+    eprintln!("dance: {what}: {err}");
+    process::exit(EXIT_SETUP)
+}
+
+/// The state of the current hop.
+struct Dance {
+    report_to: Option<PathBuf>,
+    tag: String,
+    /// The pid of the process that forked this hop; 0 before any hop.
+    last_parent: pid_t,
+    /// How many hops led to this process.
+    hops: u32,
+    /// This process's workers that have not been reaped yet.
+    workers: Vec<pid_t>,
+}
+
+impl Dance {
+    fn new(config: &Config) -> Self {
+        Dance {
+            report_to: config.report.clone(),
+            tag: config.tag.clone(),
+            last_parent: 0,
+            hops: 0,
+            workers: Vec::new(),
+        }
+    }
+
+    fn run(mut self, steps: &[Step]) -> ! {
+        for step in steps {
+            self.step(step);
+        }
+        process::exit(0)
+    }
+
+    fn step(&mut self, step: &Step) {
+        match *step {
+            Step::Fork => {
+                if self.hop().is_some() {
+                    sys::exit_quietly(0)
+                }
+            }
+            Step::ForkExit(code) => {
+                if self.hop().is_some() {
+                    sys::exit_quietly(code)
+                }
+            }
+            Step::ForkKill(sig) => {
+                if self.hop().is_some() {
+                    sys::die_by_signal(sig)
+                }
+            }
+            Step::Launch => {
+                if let Some(child) = self.hop() {
+                    match sys::wait_for(child) {
+                        Ok(ended) => process::exit(ended.shell_status()),
+                        Err(err) => setup_error("launch: waiting for the child", err),
+                    }
+                }
+            }
+            Step::Setsid => sys::setsid().unwrap_or_else(|err| setup_error("setsid", err)),
+            Step::Zombie => match fork("zombie") {
+                Forked::Child => sys::exit_quietly(0),
+                Forked::Parent(_) => {}
+            },
+            Step::Workers(n) => {
+                for _ in 0..n {
+                    match fork("workers") {
+                        Forked::Child => sys::park(),
+                        Forked::Parent(worker) => self.workers.push(worker),
+                    }
+                }
+            }
+            Step::Orphan => orphan(),
+            Step::Pidfile(ref path) => write_pidfile(path)
+                .unwrap_or_else(|err| setup_error(&format!("pidfile {}", path.display()), err)),
+            Step::Report => self.report(),
+            Step::Sleep(ms) => thread::sleep(Duration::from_millis(ms)),
+            Step::Exit(code) => process::exit(i32::from(code)),
+            Step::Kill(sig) => sys::die_by_signal(sig),
+            Step::Serve => self.serve(),
+        }
+    }
+
+    /// Forks. The child carries on as the next hop and gets `None`; the
+    /// parent gets the child's pid and must end.
+    fn hop(&mut self) -> Option<pid_t> {
+        let me = sys::getpid();
+        match fork("hop") {
+            Forked::Parent(child) => Some(child),
+            Forked::Child => {
+                self.last_parent = me;
+                self.hops += 1;
+                // The workers are the parent's children, not ours.
+                self.workers.clear();
+                None
+            }
+        }
+    }
+
+    fn report_line(&self) -> String {
+        format!(
+            "settled tag={} pid={} last_parent={} hops={} sid={}",
+            self.tag,
+            sys::getpid(),
+            self.last_parent,
+            self.hops,
+            sys::getsid()
+        )
+    }
+
+    /// Sends the report; a failure is logged, not fatal.
+    fn report(&self) {
+        let line = self.report_line();
+        match &self.report_to {
+            Some(socket) => {
+                let sent =
+                    UnixDatagram::unbound().and_then(|sock| sock.send_to(line.as_bytes(), socket));
+                if let Err(err) = sent {
+                    eprintln!("dance: sending the report to {}: {err}", socket.display());
+                }
+            }
+            None => {
+                let mut stdout = io::stdout().lock();
+                if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+                    eprintln!("dance: printing the report: {err}");
+                }
+            }
+        }
+    }
+
+    /// Reports, then waits for signals until SIGTERM or SIGINT.
+    fn serve(&mut self) -> ! {
+        let signals = sys::SigSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+        // Block before reporting: the test may signal as soon as it has the
+        // report.
+        signals
+            .apply(libc::SIG_BLOCK)
+            .unwrap_or_else(|err| setup_error("blocking signals", err));
+        // Workers that died before SIGCHLD was blocked raised no signal.
+        self.reap_workers();
+        self.report();
+        loop {
+            match signals.wait() {
+                Ok(libc::SIGCHLD) => self.reap_workers(),
+                Ok(libc::SIGHUP) => eprintln!("dance: reload"),
+                Ok(_) => self.stop(),
+                Err(err) => setup_error("waiting for signals", err),
+            }
+        }
+    }
+
+    /// Reaps the workers that have ended (and only them: the zombie stays).
+    fn reap_workers(&mut self) {
+        self.workers.retain(|&worker| !sys::reap_if_ended(worker));
+    }
+
+    /// Terminates and reaps the live workers, then exits 0.
+    fn stop(&mut self) -> ! {
+        for &worker in &self.workers {
+            // The worker may have died since the last reaping: ignore ESRCH.
+            let _ = sys::kill(worker, libc::SIGTERM);
+            // A stopped worker would not act on SIGTERM until continued.
+            let _ = sys::kill(worker, libc::SIGCONT);
+        }
+        for &worker in &self.workers {
+            if let Err(err) = sys::wait_for(worker) {
+                eprintln!("dance: reaping worker {worker}: {err}");
+            }
+        }
+        process::exit(0)
+    }
+}
+
+/// Forks, exiting 111 if that fails.
+fn fork(what: &str) -> Forked {
+    sys::fork().unwrap_or_else(|err| setup_error(&format!("{what}: fork"), err))
+}
+
+/// Leaves behind a grandchild whose parent has exited.
+fn orphan() {
+    match fork("orphan") {
+        Forked::Child => match sys::fork() {
+            Ok(Forked::Child) => sys::park(),
+            Ok(Forked::Parent(_)) => sys::exit_quietly(0),
+            Err(err) => setup_error("orphan: fork of the grandchild", err),
+        },
+        Forked::Parent(child) => match sys::wait_for(child) {
+            Ok(sys::Ended::Exited(0)) => {}
+            Ok(ended) => setup_error("orphan", format!("intermediate child ended {ended:?}")),
+            Err(err) => setup_error("orphan: waiting for the child", err),
+        },
+    }
+}
+
+/// Writes the pid and a newline to `path`, atomically.
+fn write_pidfile(path: &Path) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{}\n", sys::getpid()))?;
+    std::fs::rename(&tmp, path)
+}

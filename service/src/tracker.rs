@@ -1,0 +1,1369 @@
+//! The tracker: which process *is* each service, as a pure state machine.
+//!
+//! It owns every service's run-time state (state, main process, previous
+//! process, members, counters) and decides hand-offs, failures, clean-ups,
+//! restarts and stops. It does no I/O and reads no clock: the supervisor
+//! feeds it [`Event`]s and [`Command`]s with the time they happened, and
+//! carries out the [`Action`]s it returns; the bus layer publishes the
+//! [`Notice`]s.
+//!
+//! # One moment, any order
+//!
+//! [`Tracker::apply`] takes one *batch*: everything the sources and the
+//! reaper learned in one wake-up. The kernel reparents a dying process's
+//! children before the process becomes waitable, so a batch that holds the
+//! exit of a main process also holds every adoption caused by it, but the
+//! order in which the sources report them is arbitrary ("Exited before
+//! Adopted" or the other way round). The tracker therefore records every
+//! fact of the batch first, in a canonical order (spawns, forks, adoptions,
+//! exits), and only then decides about the main processes that exited. The
+//! result does not depend on the order of the events inside a batch; a
+//! property test checks every permutation.
+//!
+//! # The hand-off rule (DESIGN.md, "Following the main process")
+//!
+//! When the main process `M` exits successfully, its heir is looked for
+//! among the service's live adoptees:
+//! 1. those whose previous parent is `M`;
+//! 2. else those orphaned inside the service while `M` was the main process;
+//! 3. a tie at the deciding step is broken by the pid file, then by the one
+//!    session leader, then by age, and flagged as such in the source.
+//!
+//! Step 1 follows a *chain*: when a hop of the dance has already exited
+//! successfully in the same moment (the middle process of a double fork
+//! that was quicker than its parent), the tracker walks through it, so the
+//! result is the same as if the moment had been slower: two hand-offs, and
+//! `previous_pid` is the settled process's real last parent.
+//!
+//! Everything else ends the main process: a non-zero exit or a signal is a
+//! failure even if children were adopted, a clean exit without a live
+//! adoptee is an exit. Leftover members are then stopped (stop signal, then
+//! SIGKILL after the stop timeout) before the service settles or restarts.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    time::Duration,
+};
+
+use crate::config::{Expect, Restart, StartLimit};
+
+/// A process id, as the kernel gives it in adoptd's pid namespace.
+pub type Pid = u32;
+
+/// SIGKILL, the signal of last resort.
+const SIGKILL: i32 = 9;
+
+/// The exit code recorded when a service's program could not be executed
+/// at all (as a shell reports "cannot execute").
+pub const EXIT_CODE_EXEC_FAILED: i32 = 127;
+
+/// Identifies a service inside the tracker; stable for the service's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceId(u32);
+
+impl ServiceId {
+    /// The index of the service in the tracker's table.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The moment an event happened, on both clocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Now {
+    /// Monotonic time, for deadlines and start limits.
+    pub monotonic: Duration,
+    /// Wall-clock time in microseconds since the epoch, for timestamps
+    /// shown to people.
+    pub realtime_us: u64,
+}
+
+/// How a process ended, as `waitid` reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit(code)`.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Exit code 0: the only ending that can be a hand-off.
+    pub fn is_success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+/// What the supervisor knows of a service's configuration that matters
+/// for following and restarting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub expect: Expect,
+    pub restart: Restart,
+    pub restart_delay: Duration,
+    pub start_limit: StartLimit,
+    pub stop_signal: i32,
+    pub stop_timeout: Duration,
+    pub reload_signal: i32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            expect: Expect::Auto,
+            restart: Restart::OnFailure,
+            restart_delay: Duration::from_millis(100),
+            start_limit: StartLimit {
+                burst: 5,
+                interval: Duration::from_secs(10),
+            },
+            stop_signal: 15,
+            stop_timeout: Duration::from_secs(10),
+            reload_signal: 1,
+        }
+    }
+}
+
+/// What an adoption source can tell about a newcomer when it cannot tell
+/// its previous parent (the `procfs` source): used to attribute it to a
+/// service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kinship {
+    /// The session id of the process.
+    pub session: Option<Pid>,
+    /// Its start time (clock ticks since boot), to find the oldest.
+    pub start_time: Option<u64>,
+}
+
+/// The tracker's input: facts about processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// adoptd started the service's first process.
+    Spawned { service: ServiceId, pid: Pid },
+    /// adoptd could not start the service's program at all.
+    SpawnFailed { service: ServiceId },
+    /// A tracked process created a child.
+    Forked { parent: Pid, child: Pid },
+    /// `pid` was reparented to adoptd; `previous_parent` is the parent that
+    /// died, where the source can tell.
+    Adopted {
+        pid: Pid,
+        previous_parent: Option<Pid>,
+        kinship: Kinship,
+    },
+    /// adoptd reaped `pid`.
+    Exited { pid: Pid, status: ExitStatus },
+    /// The pid the service's pid file named when its main process exited;
+    /// only used to break a tie between heirs.
+    PidFile { service: ServiceId, pid: Pid },
+}
+
+/// An operator's request, already authorized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+    /// Send this signal to the main process.
+    Kill(i32),
+    /// Send the configured reload signal to the main process.
+    Reload,
+}
+
+/// Why a command was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("the service is already running")]
+    AlreadyRunning,
+    #[error("the service is not running")]
+    NotRunning,
+}
+
+/// What the supervisor must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start the service's program, then report `Spawned` or `SpawnFailed`.
+    Spawn { service: ServiceId },
+    /// Send `signal` to `pid`, a live member of `service`.
+    Signal {
+        service: ServiceId,
+        pid: Pid,
+        signal: i32,
+    },
+}
+
+/// What changed, for the bus layer and the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// These published properties of the service changed (one notice per
+    /// service per batch).
+    Changed {
+        service: ServiceId,
+        changes: Changes,
+    },
+    /// A hand-off: `pid` took over from `previous_pid`.
+    Adopted {
+        service: ServiceId,
+        pid: Pid,
+        previous_pid: Pid,
+    },
+    /// The main process ended the service's run (not a hand-off).
+    Exited {
+        service: ServiceId,
+        pid: Pid,
+        status: ExitStatus,
+    },
+    /// A reaped process that belonged to no service.
+    OrphanReaped { pid: Pid, status: ExitStatus },
+}
+
+/// The tracker's answer to one batch, tick or command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    pub actions: Vec<Action>,
+    pub notices: Vec<Notice>,
+}
+
+/// A service's state, as published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Restarting,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Restarting => "restarting",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// How the tracker learned the current main process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MainPidSource {
+    Spawn,
+    Adoption,
+    PidFile,
+    Notify,
+    Guess,
+}
+
+impl MainPidSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MainPidSource::Spawn => "spawn",
+            MainPidSource::Adoption => "adoption",
+            MainPidSource::PidFile => "pid-file",
+            MainPidSource::Notify => "notify",
+            MainPidSource::Guess => "guess",
+        }
+    }
+}
+
+/// How the service's last run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunResult {
+    Success,
+    ExitCode,
+    Signal,
+    Timeout,
+    StartLimitHit,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::ExitCode => "exit-code",
+            RunResult::Signal => "signal",
+            RunResult::Timeout => "timeout",
+            RunResult::StartLimitHit => "start-limit-hit",
+        }
+    }
+}
+
+/// A set of published properties, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes(u16);
+
+impl Changes {
+    pub const STATE: Changes = Changes(1);
+    pub const MAIN_PID: Changes = Changes(1 << 1);
+    pub const PREVIOUS_PID: Changes = Changes(1 << 2);
+    pub const MAIN_PID_SOURCE: Changes = Changes(1 << 3);
+    pub const HANDOFFS: Changes = Changes(1 << 4);
+    pub const RESTARTS: Changes = Changes(1 << 5);
+    pub const STATE_CHANGE_TIMESTAMP: Changes = Changes(1 << 6);
+    pub const EXIT: Changes = Changes(1 << 7);
+    pub const RESULT: Changes = Changes(1 << 8);
+
+    pub fn contains(self, other: Changes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn insert(&mut self, other: Changes) {
+        self.0 |= other.0;
+    }
+}
+
+/// The published view of one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    /// The main process, while there is one.
+    pub main_pid: Option<Pid>,
+    /// The process the main process took over from.
+    pub previous_pid: Option<Pid>,
+    pub main_pid_source: MainPidSource,
+    /// Hand-offs since the last start.
+    pub handoffs: u32,
+    /// Automatic restarts since adoptd loaded the service.
+    pub restarts: u32,
+    pub state_changed_at: Now,
+    /// How the last main process that ended the service ended.
+    pub last_exit: Option<ExitStatus>,
+    pub result: RunResult,
+}
+
+/// Every service's run-time state and every tracked process.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    services: Vec<Service>,
+    processes: HashMap<Pid, Process>,
+    /// Session id → the service whose processes live in it.
+    sessions: HashMap<Pid, ServiceId>,
+    /// (deadline, service): restart delays and stop timeouts.
+    deadlines: BTreeSet<(Duration, ServiceId)>,
+    orphans_reaped: u64,
+    /// Orders processes by when the tracker first saw them.
+    next_sequence: u64,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a service, stopped. Starting it is a [`Command::Start`].
+    pub fn add_service(&mut self, policy: Policy, now: Now) -> ServiceId {
+        let id = ServiceId(u32::try_from(self.services.len()).unwrap_or(u32::MAX));
+        self.services.push(Service::new(policy, now));
+        id
+    }
+
+    /// Replaces a service's policy; it applies from the next decision on.
+    pub fn set_policy(&mut self, service: ServiceId, policy: Policy) {
+        if let Some(s) = self.services.get_mut(service.index()) {
+            s.policy = policy;
+        }
+    }
+
+    /// The number of services ever added.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// The published view of a service.
+    pub fn status(&self, service: ServiceId) -> Option<Status> {
+        self.services.get(service.index()).map(Service::status)
+    }
+
+    /// The service's live member processes, ascending.
+    pub fn members(&self, service: ServiceId) -> Vec<Pid> {
+        self.services
+            .get(service.index())
+            .map(|s| sorted(&s.members))
+            .unwrap_or_default()
+    }
+
+    /// The service `pid` belongs to, if any.
+    pub fn service_of(&self, pid: Pid) -> Option<ServiceId> {
+        self.processes.get(&pid).map(|p| p.service)
+    }
+
+    /// The service whose main process `pid` is, if any.
+    pub fn main_of(&self, pid: Pid) -> Option<ServiceId> {
+        let service = self.service_of(pid)?;
+        (self.services[service.index()].main == Some(pid)).then_some(service)
+    }
+
+    /// Reaped processes that belonged to no service.
+    pub fn orphans_reaped(&self) -> u64 {
+        self.orphans_reaped
+    }
+
+    /// The earliest pending deadline: when to call [`Tracker::tick`].
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// True when no service has a process or a pending deadline.
+    pub fn is_idle(&self) -> bool {
+        self.deadlines.is_empty()
+            && self
+                .services
+                .iter()
+                .all(|s| s.main.is_none() && s.members.is_empty() && s.state != State::Starting)
+    }
+
+    /// Applies one moment's events; see the module header for why the order
+    /// inside `events` does not matter.
+    pub fn apply(&mut self, now: Now, events: &[Event]) -> Output {
+        let mut batch = Batch::new(self, now);
+        let facts = Facts::sort(events);
+
+        for &(service, pid) in &facts.spawned {
+            batch.spawned(service, pid);
+        }
+        for &service in &facts.spawn_failed {
+            batch.spawn_failed(service);
+        }
+        batch.forked(&facts.forked);
+        batch.adopted(&facts.adopted, &facts.exited);
+        let main_exits = batch.exited(&facts.exited);
+        for (service, pid, status) in main_exits {
+            batch.main_exited(service, pid, status, &facts.pid_files);
+        }
+        batch.settle_clean_ups();
+        batch.finish()
+    }
+
+    /// Fires the deadlines that are due at `now`.
+    pub fn tick(&mut self, now: Now) -> Output {
+        let mut batch = Batch::new(self, now);
+        while let Some(&(at, service)) = batch.tracker.deadlines.first() {
+            if at > now.monotonic {
+                break;
+            }
+            batch.deadline_passed(service);
+        }
+        batch.settle_clean_ups();
+        batch.finish()
+    }
+
+    /// Carries out an operator's command.
+    pub fn command(
+        &mut self,
+        now: Now,
+        service: ServiceId,
+        command: Command,
+    ) -> Result<Output, CommandError> {
+        if service.index() >= self.services.len() {
+            return Err(CommandError::NotRunning);
+        }
+        let mut batch = Batch::new(self, now);
+        batch.command(service, command)?;
+        batch.settle_clean_ups();
+        Ok(batch.finish())
+    }
+}
+
+/// One service's run-time state.
+#[derive(Debug)]
+struct Service {
+    policy: Policy,
+    state: State,
+    main: Option<Pid>,
+    previous: Option<Pid>,
+    main_source: MainPidSource,
+    handoffs: u32,
+    restarts: u32,
+    state_changed_at: Now,
+    last_exit: Option<ExitStatus>,
+    result: RunResult,
+    /// Live member processes (unordered).
+    members: Vec<Pid>,
+    /// What to do once every member is gone, while stopping.
+    after_stop: Option<AfterStop>,
+    /// When a restart is due or the stop timeout ends.
+    deadline: Option<Duration>,
+    /// SIGKILL was needed to stop it.
+    killed: bool,
+    /// Start times inside the start-limit window.
+    starts: VecDeque<Duration>,
+}
+
+/// Where a service goes once its clean-up is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterStop {
+    Stopped,
+    Failed,
+    Restart,
+    /// An operator's restart: start again at once.
+    StartAgain,
+}
+
+impl Service {
+    fn new(policy: Policy, now: Now) -> Self {
+        Service {
+            policy,
+            state: State::Stopped,
+            main: None,
+            previous: None,
+            main_source: MainPidSource::Spawn,
+            handoffs: 0,
+            restarts: 0,
+            state_changed_at: now,
+            last_exit: None,
+            result: RunResult::Success,
+            members: Vec::new(),
+            after_stop: None,
+            deadline: None,
+            killed: false,
+            starts: VecDeque::new(),
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            state: self.state,
+            main_pid: self.main,
+            previous_pid: self.previous,
+            main_pid_source: self.main_source,
+            handoffs: self.handoffs,
+            restarts: self.restarts,
+            state_changed_at: self.state_changed_at,
+            last_exit: self.last_exit,
+            result: self.result,
+        }
+    }
+
+    /// Hand-offs followed before the main process is considered final.
+    fn handoff_limit(&self) -> u32 {
+        match self.policy.expect {
+            Expect::Foreground => 0,
+            Expect::Fork => 1,
+            Expect::Daemon => 2,
+            Expect::Auto | Expect::Notify => u32::MAX,
+        }
+    }
+
+    /// Hand-offs needed before the service counts as running.
+    fn handoffs_to_run(&self) -> u32 {
+        match self.policy.expect {
+            Expect::Fork => 1,
+            Expect::Daemon => 2,
+            Expect::Auto | Expect::Foreground | Expect::Notify => 0,
+        }
+    }
+
+    fn remove_member(&mut self, pid: Pid) {
+        if let Some(at) = self.members.iter().position(|&m| m == pid) {
+            self.members.swap_remove(at);
+        }
+    }
+}
+
+/// A tracked process.
+#[derive(Clone, Copy, Debug)]
+struct Process {
+    service: ServiceId,
+    adoption: Option<Adoption>,
+    session: Option<Pid>,
+    start_time: Option<u64>,
+    sequence: u64,
+}
+
+/// How a process came to be adoptd's child.
+#[derive(Clone, Copy, Debug)]
+struct Adoption {
+    previous_parent: Option<Pid>,
+    /// The service's main process when the adoption happened: an adoptee
+    /// orphaned inside the service while `M` was alive has `Some(M)`.
+    under_main: Option<Pid>,
+}
+
+/// A batch's events in canonical order.
+#[derive(Default)]
+struct Facts {
+    spawned: Vec<(ServiceId, Pid)>,
+    spawn_failed: Vec<ServiceId>,
+    forked: BTreeMap<Pid, Pid>,
+    adopted: BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    exited: BTreeMap<Pid, ExitStatus>,
+    pid_files: BTreeMap<ServiceId, Pid>,
+}
+
+impl Facts {
+    fn sort(events: &[Event]) -> Self {
+        let mut facts = Facts::default();
+        for event in events {
+            match *event {
+                Event::Spawned { service, pid } => facts.spawned.push((service, pid)),
+                Event::SpawnFailed { service } => facts.spawn_failed.push(service),
+                Event::Forked { parent, child } => {
+                    facts.forked.insert(child, parent);
+                }
+                Event::Adopted {
+                    pid,
+                    previous_parent,
+                    kinship,
+                } => {
+                    facts.adopted.insert(pid, (previous_parent, kinship));
+                }
+                Event::Exited { pid, status } => {
+                    facts.exited.insert(pid, status);
+                }
+                Event::PidFile { service, pid } => {
+                    facts.pid_files.insert(service, pid);
+                }
+            }
+        }
+        facts.spawned.sort_unstable();
+        facts.spawn_failed.sort_unstable();
+        facts
+    }
+}
+
+/// A member that exited in the current batch, kept until the batch's
+/// decisions are made.
+#[derive(Clone, Copy, Debug)]
+struct Departed {
+    process: Process,
+    status: ExitStatus,
+}
+
+/// The work of one `apply`, `tick` or `command`: collects actions and
+/// notices and remembers each touched service's published view as it was,
+/// so that one notice per service lists everything that changed.
+struct Batch<'a> {
+    tracker: &'a mut Tracker,
+    now: Now,
+    before: BTreeMap<ServiceId, Status>,
+    departed: HashMap<Pid, Departed>,
+    out: Output,
+}
+
+impl<'a> Batch<'a> {
+    fn new(tracker: &'a mut Tracker, now: Now) -> Self {
+        Batch {
+            tracker,
+            now,
+            before: BTreeMap::new(),
+            departed: HashMap::new(),
+            out: Output::default(),
+        }
+    }
+
+    /// The service, remembered as it was before this batch touched it.
+    fn touch(&mut self, id: ServiceId) -> &mut Service {
+        let service = &mut self.tracker.services[id.index()];
+        self.before.entry(id).or_insert_with(|| service.status());
+        service
+    }
+
+    fn finish(self) -> Output {
+        let mut out = self.out;
+        for (id, before) in self.before {
+            let after = self.tracker.services[id.index()].status();
+            let changes = diff(&before, &after);
+            if !changes.is_empty() {
+                out.notices.push(Notice::Changed {
+                    service: id,
+                    changes,
+                });
+            }
+        }
+        out
+    }
+
+    fn set_state(&mut self, id: ServiceId, state: State) {
+        let now = self.now;
+        let service = self.touch(id);
+        if service.state != state {
+            service.state = state;
+            service.state_changed_at = now;
+        }
+    }
+
+    fn set_deadline(&mut self, id: ServiceId, deadline: Option<Duration>) {
+        let service = &mut self.tracker.services[id.index()];
+        if let Some(old) = service.deadline.take() {
+            self.tracker.deadlines.remove(&(old, id));
+        }
+        if let Some(at) = deadline {
+            service.deadline = Some(at);
+            self.tracker.deadlines.insert((at, id));
+        }
+    }
+
+    fn new_process(&mut self, service: ServiceId, kinship: Kinship) -> Process {
+        let sequence = self.tracker.next_sequence;
+        self.tracker.next_sequence += 1;
+        Process {
+            service,
+            adoption: None,
+            session: kinship.session,
+            start_time: kinship.start_time,
+            sequence,
+        }
+    }
+
+    fn add_member(&mut self, pid: Pid, process: Process) {
+        let id = process.service;
+        if let Some(session) = process.session {
+            self.tracker.sessions.insert(session, id);
+        }
+        if self.tracker.processes.insert(pid, process).is_none() {
+            self.tracker.services[id.index()].members.push(pid);
+        }
+    }
+
+    // ----- facts ---------------------------------------------------------
+
+    fn spawned(&mut self, id: ServiceId, pid: Pid) {
+        if id.index() >= self.tracker.services.len() {
+            return;
+        }
+        // The spawner makes the process a session leader.
+        let process = self.new_process(
+            id,
+            Kinship {
+                session: Some(pid),
+                start_time: None,
+            },
+        );
+        self.add_member(pid, process);
+        let service = self.touch(id);
+        service.main = Some(pid);
+        service.previous = None;
+        service.main_source = MainPidSource::Spawn;
+        service.handoffs = 0;
+        service.killed = false;
+        let running = service.handoffs_to_run() == 0;
+        self.set_state(
+            id,
+            if running {
+                State::Running
+            } else {
+                State::Starting
+            },
+        );
+    }
+
+    fn spawn_failed(&mut self, id: ServiceId) {
+        if id.index() >= self.tracker.services.len() {
+            return;
+        }
+        self.end_run(id, ExitStatus::Code(EXIT_CODE_EXEC_FAILED));
+    }
+
+    /// Forks join their parent's service; a chain reported in one batch
+    /// joins whatever the order of its links.
+    fn forked(&mut self, forks: &BTreeMap<Pid, Pid>) {
+        for &child in forks.keys() {
+            if self.tracker.processes.contains_key(&child) {
+                continue;
+            }
+            let mut ancestor = forks.get(&child).copied();
+            let mut hops = 0;
+            let service = loop {
+                let Some(pid) = ancestor else { break None };
+                if let Some(p) = self.tracker.processes.get(&pid) {
+                    break Some(p.service);
+                }
+                ancestor = forks.get(&pid).copied();
+                hops += 1;
+                if hops > forks.len() {
+                    break None; // a cycle: inconsistent input
+                }
+            };
+            if let Some(service) = service {
+                let process = self.new_process(service, Kinship::default());
+                self.add_member(child, process);
+                self.touch(service);
+            }
+        }
+    }
+
+    /// Records adoptions: attributes each adoptee to a service (by known
+    /// membership, by its previous parent, by its session, or as the only
+    /// service with an exit in this batch), in rounds until nothing more
+    /// can be attributed, so the result does not depend on the order.
+    fn adopted(
+        &mut self,
+        adoptions: &BTreeMap<Pid, (Option<Pid>, Kinship)>,
+        exited: &BTreeMap<Pid, ExitStatus>,
+    ) {
+        let exiting_services: BTreeSet<ServiceId> = exited
+            .keys()
+            .filter_map(|pid| self.tracker.processes.get(pid).map(|p| p.service))
+            .collect();
+        let mut pending: Vec<Pid> = adoptions.keys().copied().collect();
+        let mut use_batch_exits = false;
+        loop {
+            let mut progress = false;
+            pending.retain(|&pid| {
+                let (previous_parent, kinship) = adoptions[&pid];
+                let service = self.attribute(pid, previous_parent, kinship);
+                let service = service.or_else(|| {
+                    (use_batch_exits && previous_parent.is_none() && exiting_services.len() == 1)
+                        .then(|| exiting_services.first().copied())
+                        .flatten()
+                });
+                match service {
+                    Some(service) => {
+                        self.record_adoption(service, pid, previous_parent, kinship, exited);
+                        progress = true;
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if pending.is_empty() || (!progress && use_batch_exits) {
+                break;
+            }
+            if !progress {
+                use_batch_exits = true;
+            }
+        }
+    }
+
+    fn attribute(
+        &self,
+        pid: Pid,
+        previous_parent: Option<Pid>,
+        kinship: Kinship,
+    ) -> Option<ServiceId> {
+        let tracker = &*self.tracker;
+        if let Some(p) = tracker.processes.get(&pid) {
+            return Some(p.service);
+        }
+        if let Some(p) = previous_parent.and_then(|parent| tracker.processes.get(&parent)) {
+            return Some(p.service);
+        }
+        let session = kinship.session?;
+        tracker
+            .sessions
+            .get(&session)
+            .copied()
+            .or_else(|| tracker.processes.get(&session).map(|p| p.service))
+    }
+
+    fn record_adoption(
+        &mut self,
+        service: ServiceId,
+        pid: Pid,
+        previous_parent: Option<Pid>,
+        kinship: Kinship,
+        exited: &BTreeMap<Pid, ExitStatus>,
+    ) {
+        // A source that cannot tell the previous parent: if exactly one
+        // member of the service died in this moment, it was that one.
+        let previous_parent = previous_parent.or_else(|| {
+            let mut dead = exited.keys().filter(|&&dead| {
+                dead != pid
+                    && self
+                        .tracker
+                        .processes
+                        .get(&dead)
+                        .is_some_and(|p| p.service == service)
+            });
+            match (dead.next(), dead.next()) {
+                (Some(&only), None) => Some(only),
+                _ => None,
+            }
+        });
+        let under_main = self.tracker.services[service.index()].main;
+        let mut process = match self.tracker.processes.get(&pid) {
+            Some(known) => *known,
+            None => self.new_process(service, kinship),
+        };
+        process.session = process.session.or(kinship.session);
+        process.start_time = process.start_time.or(kinship.start_time);
+        process.adoption = Some(Adoption {
+            previous_parent,
+            under_main,
+        });
+        // `add_member` replaces a known process's record in place.
+        self.add_member(pid, process);
+        self.touch(service);
+    }
+
+    /// Removes the exited processes; returns the main processes among them.
+    fn exited(&mut self, exits: &BTreeMap<Pid, ExitStatus>) -> Vec<(ServiceId, Pid, ExitStatus)> {
+        let mut main_exits = Vec::new();
+        for (&pid, &status) in exits {
+            let Some(process) = self.tracker.processes.remove(&pid) else {
+                self.tracker.orphans_reaped += 1;
+                self.out.notices.push(Notice::OrphanReaped { pid, status });
+                continue;
+            };
+            let service = self.touch(process.service);
+            service.remove_member(pid);
+            if service.main == Some(pid) {
+                main_exits.push((process.service, pid, status));
+            }
+            self.departed.insert(pid, Departed { process, status });
+        }
+        main_exits.sort_unstable_by_key(|&(service, pid, _)| (service, pid));
+        main_exits
+    }
+
+    // ----- decisions -----------------------------------------------------
+
+    fn main_exited(
+        &mut self,
+        id: ServiceId,
+        main: Pid,
+        status: ExitStatus,
+        pid_files: &BTreeMap<ServiceId, Pid>,
+    ) {
+        let service = &self.tracker.services[id.index()];
+        let handoffs_left = service.handoff_limit().saturating_sub(service.handoffs);
+        let following = service.after_stop.is_none() && status.is_success() && handoffs_left > 0;
+        let succession = if following {
+            self.find_heir(id, main, handoffs_left, pid_files.get(&id).copied())
+        } else {
+            None
+        };
+        match succession {
+            Some(succession) => self.hand_off(id, main, succession),
+            None => self.end_run(id, status),
+        }
+    }
+
+    /// Looks for the heir of `main` (the hand-off rule).
+    fn find_heir(
+        &self,
+        id: ServiceId,
+        main: Pid,
+        handoffs_left: u32,
+        pid_file: Option<Pid>,
+    ) -> Option<Succession> {
+        let mut hops = Vec::new();
+        let mut current = main;
+        loop {
+            let heirs = self.live_adoptees(id, |a| a.previous_parent == Some(current));
+            if !heirs.is_empty() {
+                let (heir, source) = self.choose(&heirs, pid_file);
+                return Some(Succession { hops, heir, source });
+            }
+            // A hop that finished its own part of the dance in this moment.
+            let through: Vec<Pid> = self
+                .departed_adoptees(id, current)
+                .into_iter()
+                .filter(|&hop| self.has_adoptees(id, hop))
+                .collect();
+            match through.as_slice() {
+                [] => break,
+                // More hops than `expect` allows, or no single path: the
+                // dance is not one this service follows.
+                [_] if hops.len() + 1 >= handoffs_left as usize => return None,
+                [hop] => {
+                    hops.push(*hop);
+                    current = *hop;
+                }
+                _ => return None,
+            }
+        }
+        if !hops.is_empty() {
+            return None;
+        }
+        let orphans = self.live_adoptees(id, |a| a.under_main == Some(main));
+        if orphans.is_empty() {
+            return None;
+        }
+        let (heir, source) = self.choose(&orphans, pid_file);
+        Some(Succession { hops, heir, source })
+    }
+
+    /// Live adoptees of the service that match, ascending by pid.
+    fn live_adoptees(&self, id: ServiceId, matches: impl Fn(&Adoption) -> bool) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self.tracker.services[id.index()]
+            .members
+            .iter()
+            .copied()
+            .filter(|pid| {
+                self.tracker
+                    .processes
+                    .get(pid)
+                    .and_then(|p| p.adoption)
+                    .is_some_and(|a| matches(&a))
+            })
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Adoptees of `parent` that exited successfully in this batch.
+    fn departed_adoptees(&self, id: ServiceId, parent: Pid) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .departed
+            .iter()
+            .filter(|(_, d)| {
+                d.process.service == id
+                    && d.status.is_success()
+                    && d.process
+                        .adoption
+                        .is_some_and(|a| a.previous_parent == Some(parent))
+            })
+            .map(|(&pid, _)| pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Whether any adoptee, live or departed in this batch, came from `parent`.
+    fn has_adoptees(&self, id: ServiceId, parent: Pid) -> bool {
+        let from_parent = |p: &Process| {
+            p.service == id
+                && p.adoption
+                    .is_some_and(|a| a.previous_parent == Some(parent))
+        };
+        self.tracker.services[id.index()]
+            .members
+            .iter()
+            .any(|pid| self.tracker.processes.get(pid).is_some_and(from_parent))
+            || self.departed.values().any(|d| from_parent(&d.process))
+    }
+
+    /// Step 3 of the rule, for several candidates.
+    fn choose(&self, candidates: &[Pid], pid_file: Option<Pid>) -> (Pid, MainPidSource) {
+        if let [only] = candidates {
+            return (*only, MainPidSource::Adoption);
+        }
+        if let Some(pid) = pid_file.filter(|pid| candidates.contains(pid)) {
+            return (pid, MainPidSource::PidFile);
+        }
+        let leaders: Vec<Pid> = candidates
+            .iter()
+            .copied()
+            .filter(|pid| self.tracker.processes.get(pid).and_then(|p| p.session) == Some(*pid))
+            .collect();
+        if let [leader] = leaders.as_slice() {
+            return (*leader, MainPidSource::Guess);
+        }
+        let oldest = candidates
+            .iter()
+            .copied()
+            .min_by_key(|pid| {
+                let p = self.tracker.processes.get(pid);
+                (
+                    p.and_then(|p| p.start_time).unwrap_or(u64::MAX),
+                    p.map_or(u64::MAX, |p| p.sequence),
+                    *pid,
+                )
+            })
+            .unwrap_or(candidates[0]);
+        (oldest, MainPidSource::Guess)
+    }
+
+    fn hand_off(&mut self, id: ServiceId, main: Pid, succession: Succession) {
+        let mut previous = main;
+        for &hop in succession.hops.iter().chain([&succession.heir]) {
+            self.out.notices.push(Notice::Adopted {
+                service: id,
+                pid: hop,
+                previous_pid: previous,
+            });
+            previous = hop;
+        }
+        let hops = u32::try_from(succession.hops.len() + 1).unwrap_or(u32::MAX);
+        let previous = succession.hops.last().copied().unwrap_or(main);
+        let service = self.touch(id);
+        service.main = Some(succession.heir);
+        service.previous = Some(previous);
+        service.main_source = succession.source;
+        service.handoffs = service.handoffs.saturating_add(hops);
+        let running = service.handoffs >= service.handoffs_to_run();
+        if running && service.state == State::Starting {
+            self.set_state(id, State::Running);
+        }
+    }
+
+    /// The main process ended the run: record how, then clean up.
+    fn end_run(&mut self, id: ServiceId, status: ExitStatus) {
+        let service = self.touch(id);
+        let main = service.main.take();
+        service.last_exit = Some(status);
+        let operator_stop = service.after_stop;
+        let after = match operator_stop {
+            Some(after) => {
+                service.result = if service.killed {
+                    RunResult::Timeout
+                } else {
+                    RunResult::Success
+                };
+                after
+            }
+            None => {
+                let (result, failed) = match status {
+                    ExitStatus::Code(0) => (RunResult::Success, false),
+                    ExitStatus::Code(_) => (RunResult::ExitCode, true),
+                    ExitStatus::Signal(_) => (RunResult::Signal, true),
+                };
+                service.result = result;
+                let restart = match service.policy.restart {
+                    Restart::No => false,
+                    Restart::OnFailure => failed,
+                    Restart::Always => true,
+                };
+                match (restart, failed) {
+                    (true, _) => AfterStop::Restart,
+                    (false, true) => AfterStop::Failed,
+                    (false, false) => AfterStop::Stopped,
+                }
+            }
+        };
+        if let Some(pid) = main {
+            self.out.notices.push(Notice::Exited {
+                service: id,
+                pid,
+                status,
+            });
+        }
+        self.begin_stop(id, after);
+    }
+
+    /// Stops what is left of the service, then goes where `after` says.
+    /// With a live main process, only the main process is signalled first
+    /// (it usually stops its own workers); otherwise every member is.
+    fn begin_stop(&mut self, id: ServiceId, after: AfterStop) {
+        let now = self.now;
+        let service = self.touch(id);
+        let first_stop = service.after_stop.is_none() || service.deadline.is_none();
+        service.after_stop = Some(after);
+        let signal = service.policy.stop_signal;
+        let timeout = service.policy.stop_timeout;
+        let targets: Vec<Pid> = match service.main {
+            Some(main) => vec![main],
+            None => sorted(&service.members),
+        };
+        if targets.is_empty() {
+            self.finish_stop(id);
+            return;
+        }
+        self.signal_all(id, &targets, signal);
+        self.set_state(id, State::Stopping);
+        if first_stop {
+            self.set_deadline(id, Some(now.monotonic + timeout));
+        }
+    }
+
+    /// Every member is gone: settle as planned.
+    fn finish_stop(&mut self, id: ServiceId) {
+        let service = self.touch(id);
+        let after = service.after_stop.take().unwrap_or(AfterStop::Stopped);
+        self.set_deadline(id, None);
+        match after {
+            AfterStop::Stopped => self.set_state(id, State::Stopped),
+            AfterStop::Failed => self.set_state(id, State::Failed),
+            AfterStop::StartAgain => self.start(id),
+            AfterStop::Restart => self.schedule_restart(id),
+        }
+    }
+
+    fn schedule_restart(&mut self, id: ServiceId) {
+        let now = self.now;
+        let service = self.touch(id);
+        let limit = service.policy.start_limit;
+        let delay = service.policy.restart_delay;
+        let due = now.monotonic + delay;
+        while service
+            .starts
+            .front()
+            .is_some_and(|&at| due.saturating_sub(at) >= limit.interval)
+        {
+            service.starts.pop_front();
+        }
+        if service.starts.len() >= limit.burst as usize {
+            service.result = RunResult::StartLimitHit;
+            self.set_state(id, State::Failed);
+            return;
+        }
+        service.restarts = service.restarts.saturating_add(1);
+        self.set_state(id, State::Restarting);
+        if delay.is_zero() {
+            self.start(id);
+        } else {
+            self.set_deadline(id, Some(due));
+        }
+    }
+
+    /// Asks the supervisor to spawn the service's program.
+    fn start(&mut self, id: ServiceId) {
+        let now = self.now;
+        let service = self.touch(id);
+        service.starts.push_back(now.monotonic);
+        let keep = service.policy.start_limit.burst as usize + 1;
+        while service.starts.len() > keep {
+            service.starts.pop_front();
+        }
+        service.after_stop = None;
+        service.killed = false;
+        self.set_deadline(id, None);
+        if self.tracker.services[id.index()].state == State::Restarting {
+            // Stays "restarting" until the spawn is reported.
+        } else {
+            self.set_state(id, State::Starting);
+        }
+        self.out.actions.push(Action::Spawn { service: id });
+    }
+
+    /// After a batch: a service that is cleaning up and has no member left
+    /// settles; a settled service that gained members (late adoptees of a
+    /// finished run) cleans them up.
+    fn settle_clean_ups(&mut self) {
+        let touched: Vec<ServiceId> = self.before.keys().copied().collect();
+        for id in touched {
+            let service = &self.tracker.services[id.index()];
+            if service.main.is_some() {
+                continue;
+            }
+            let settled = matches!(
+                service.state,
+                State::Stopped | State::Failed | State::Restarting
+            );
+            if service.state == State::Stopping && service.members.is_empty() {
+                self.finish_stop(id);
+            } else if settled && !service.members.is_empty() {
+                let members = sorted(&service.members);
+                self.signal_all(id, &members, SIGKILL);
+            }
+        }
+    }
+
+    fn signal_all(&mut self, id: ServiceId, pids: &[Pid], signal: i32) {
+        self.out
+            .actions
+            .extend(pids.iter().map(|&pid| Action::Signal {
+                service: id,
+                pid,
+                signal,
+            }));
+    }
+
+    fn deadline_passed(&mut self, id: ServiceId) {
+        let service = &self.tracker.services[id.index()];
+        match service.state {
+            State::Restarting => self.start(id),
+            State::Stopping => {
+                let members = sorted(&service.members);
+                self.signal_all(id, &members, SIGKILL);
+                self.touch(id).killed = true;
+                self.set_deadline(id, None);
+            }
+            _ => self.set_deadline(id, None),
+        }
+    }
+
+    fn command(&mut self, id: ServiceId, command: Command) -> Result<(), CommandError> {
+        let service = &self.tracker.services[id.index()];
+        let state = service.state;
+        let main = service.main;
+        match command {
+            Command::Start => match state {
+                State::Stopped | State::Failed => {
+                    self.touch(id).starts.clear();
+                    self.start(id);
+                }
+                State::Restarting => self.start(id),
+                State::Stopping => self.touch(id).after_stop = Some(AfterStop::StartAgain),
+                State::Starting | State::Running => return Err(CommandError::AlreadyRunning),
+            },
+            Command::Stop => match state {
+                State::Stopped | State::Failed => return Err(CommandError::NotRunning),
+                State::Restarting => {
+                    self.set_deadline(id, None);
+                    self.set_state(id, State::Stopped);
+                }
+                State::Stopping => self.touch(id).after_stop = Some(AfterStop::Stopped),
+                State::Starting | State::Running => {
+                    self.touch(id).after_stop = None;
+                    self.begin_stop(id, AfterStop::Stopped);
+                }
+            },
+            Command::Restart => match state {
+                State::Stopped | State::Failed => {
+                    self.touch(id).starts.clear();
+                    self.start(id);
+                }
+                State::Restarting => self.start(id),
+                State::Stopping => self.touch(id).after_stop = Some(AfterStop::StartAgain),
+                State::Starting | State::Running => {
+                    self.touch(id).after_stop = None;
+                    self.begin_stop(id, AfterStop::StartAgain);
+                }
+            },
+            Command::Kill(_) | Command::Reload if main.is_none() => {
+                return Err(CommandError::NotRunning);
+            }
+            Command::Kill(signal) => self.signal_main(id, main, signal),
+            Command::Reload => {
+                let signal = service.policy.reload_signal;
+                self.signal_main(id, main, signal);
+            }
+        }
+        Ok(())
+    }
+
+    fn signal_main(&mut self, id: ServiceId, main: Option<Pid>, signal: i32) {
+        if let Some(pid) = main {
+            self.out.actions.push(Action::Signal {
+                service: id,
+                pid,
+                signal,
+            });
+        }
+    }
+}
+
+/// The outcome of the hand-off rule.
+struct Succession {
+    /// Processes that took over and exited in the same moment.
+    hops: Vec<Pid>,
+    heir: Pid,
+    source: MainPidSource,
+}
+
+fn sorted(pids: &[Pid]) -> Vec<Pid> {
+    let mut pids = pids.to_vec();
+    pids.sort_unstable();
+    pids
+}
+
+fn diff(before: &Status, after: &Status) -> Changes {
+    let mut changes = Changes::default();
+    let mut mark = |changed: bool, what: Changes| {
+        if changed {
+            changes.insert(what);
+        }
+    };
+    mark(before.state != after.state, Changes::STATE);
+    mark(before.main_pid != after.main_pid, Changes::MAIN_PID);
+    mark(
+        before.previous_pid != after.previous_pid,
+        Changes::PREVIOUS_PID,
+    );
+    mark(
+        before.main_pid_source != after.main_pid_source,
+        Changes::MAIN_PID_SOURCE,
+    );
+    mark(before.handoffs != after.handoffs, Changes::HANDOFFS);
+    mark(before.restarts != after.restarts, Changes::RESTARTS);
+    mark(
+        before.state_changed_at != after.state_changed_at,
+        Changes::STATE_CHANGE_TIMESTAMP,
+    );
+    mark(before.last_exit != after.last_exit, Changes::EXIT);
+    mark(before.result != after.result, Changes::RESULT);
+    changes
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,917 @@
+//! The tracker's specification, as behaviours; no real processes.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::{Expect, Restart, StartLimit};
+
+const SIGTERM: i32 = 15;
+const OK: ExitStatus = ExitStatus::Code(0);
+
+/// A tracker with a clock that only moves when a test says so.
+struct Harness {
+    tracker: Tracker,
+    now: Now,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            tracker: Tracker::new(),
+            now: Now {
+                monotonic: Duration::from_secs(1000),
+                realtime_us: 1_700_000_000_000_000,
+            },
+        }
+    }
+
+    fn service(&mut self, policy: Policy) -> ServiceId {
+        self.tracker.add_service(policy, self.now)
+    }
+
+    fn advance(&mut self, by: Duration) -> Output {
+        self.now.monotonic += by;
+        self.now.realtime_us += by.as_micros() as u64;
+        self.tracker.tick(self.now)
+    }
+
+    /// Starts the service and reports its spawn as `pid`.
+    fn start(&mut self, service: ServiceId, pid: Pid) -> Output {
+        let out = self.command(service, Command::Start).unwrap();
+        assert_eq!(out.actions, vec![Action::Spawn { service }]);
+        self.apply(&[Event::Spawned { service, pid }])
+    }
+
+    fn command(&mut self, service: ServiceId, command: Command) -> Result<Output, CommandError> {
+        self.tracker.command(self.now, service, command)
+    }
+
+    fn apply(&mut self, events: &[Event]) -> Output {
+        self.tracker.apply(self.now, events)
+    }
+
+    fn status(&self, service: ServiceId) -> Status {
+        self.tracker.status(service).unwrap()
+    }
+}
+
+fn policy(expect: Expect) -> Policy {
+    Policy {
+        expect,
+        ..Policy::default()
+    }
+}
+
+fn adopted(pid: Pid, previous_parent: Pid) -> Event {
+    Event::Adopted {
+        pid,
+        previous_parent: Some(previous_parent),
+        kinship: Kinship::default(),
+    }
+}
+
+fn adopted_in_session(pid: Pid, session: Pid) -> Event {
+    Event::Adopted {
+        pid,
+        previous_parent: None,
+        kinship: Kinship {
+            session: Some(session),
+            start_time: None,
+        },
+    }
+}
+
+fn exited(pid: Pid, status: ExitStatus) -> Event {
+    Event::Exited { pid, status }
+}
+
+fn signals(out: &Output) -> Vec<(Pid, i32)> {
+    out.actions
+        .iter()
+        .filter_map(|a| match *a {
+            Action::Signal { pid, signal, .. } => Some((pid, signal)),
+            Action::Spawn { .. } => None,
+        })
+        .collect()
+}
+
+fn handoffs(out: &Output) -> Vec<(Pid, Pid)> {
+    out.notices
+        .iter()
+        .filter_map(|n| match *n {
+            Notice::Adopted {
+                pid, previous_pid, ..
+            } => Some((pid, previous_pid)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs an N-hop dance, one hop per moment: each hop forks and exits 0.
+fn dance_one_hop_per_moment(h: &mut Harness, first: Pid, hops: u32) {
+    for hop in 0..hops {
+        let parent = first + hop;
+        h.apply(&[adopted(parent + 1, parent), exited(parent, OK)]);
+    }
+}
+
+#[test]
+fn a_spawned_service_runs_with_its_first_process_as_main() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    let out = h.start(web, 100);
+    let status = h.status(web);
+    assert_eq!(status.state, State::Running);
+    assert_eq!(status.main_pid, Some(100));
+    assert_eq!(status.previous_pid, None);
+    assert_eq!(status.main_pid_source, MainPidSource::Spawn);
+    assert_eq!(out.notices.len(), 1, "one notice per service per batch");
+}
+
+#[test]
+fn every_dance_of_one_to_four_forks_ends_at_the_settled_process() {
+    for hops in 1..=4 {
+        let mut h = Harness::new();
+        let web = h.service(Policy::default());
+        h.start(web, 100);
+        dance_one_hop_per_moment(&mut h, 100, hops);
+        let status = h.status(web);
+        assert_eq!(status.main_pid, Some(100 + hops), "{hops} hops");
+        assert_eq!(status.previous_pid, Some(100 + hops - 1));
+        assert_eq!(status.handoffs, hops);
+        assert_eq!(status.main_pid_source, MainPidSource::Adoption);
+        assert_eq!(status.state, State::Running);
+    }
+}
+
+#[test]
+fn double_fork_in_one_moment_hands_off_twice_to_the_real_last_parent() {
+    // The middle process forked and exited before its own parent was
+    // reaped: both exits and both adoptions arrive together.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    let out = h.apply(&[
+        exited(100, OK),
+        exited(101, OK),
+        adopted(101, 100),
+        adopted(102, 101),
+    ]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(102));
+    assert_eq!(status.previous_pid, Some(101));
+    assert_eq!(status.handoffs, 2);
+    assert_eq!(handoffs(&out), vec![(101, 100), (102, 101)]);
+}
+
+#[test]
+fn a_main_that_fails_after_forking_is_a_failure_not_a_handoff() {
+    for status in [ExitStatus::Code(1), ExitStatus::Signal(9)] {
+        let mut h = Harness::new();
+        let web = h.service(Policy {
+            restart: Restart::No,
+            ..Policy::default()
+        });
+        h.start(web, 100);
+        let out = h.apply(&[adopted(101, 100), exited(100, status)]);
+        assert!(handoffs(&out).is_empty());
+        assert_eq!(
+            signals(&out),
+            vec![(101, SIGTERM)],
+            "the leftover is stopped"
+        );
+        assert_eq!(h.status(web).state, State::Stopping);
+        assert_eq!(h.status(web).main_pid, None);
+        assert_eq!(h.status(web).last_exit, Some(status));
+        h.apply(&[exited(101, ExitStatus::Signal(SIGTERM))]);
+        assert_eq!(h.status(web).state, State::Failed);
+        let expected = match status {
+            ExitStatus::Code(_) => RunResult::ExitCode,
+            ExitStatus::Signal(_) => RunResult::Signal,
+        };
+        assert_eq!(h.status(web).result, expected);
+    }
+}
+
+#[test]
+fn an_adopted_zombie_is_never_an_heir() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    // 100 left an unreaped helper 101 and exited: both reaped together.
+    let out = h.apply(&[exited(100, OK), adopted(101, 100), exited(101, OK)]);
+    assert!(handoffs(&out).is_empty());
+    assert_eq!(h.status(web).state, State::Stopped);
+    assert_eq!(h.status(web).result, RunResult::Success);
+    assert_eq!(h.status(web).main_pid, None);
+}
+
+#[test]
+fn a_zombie_beside_the_real_child_does_not_disturb_the_handoff() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[
+        adopted(101, 100),
+        adopted(102, 100),
+        exited(102, OK),
+        exited(100, OK),
+    ]);
+    assert_eq!(h.status(web).main_pid, Some(101));
+    assert_eq!(h.status(web).main_pid_source, MainPidSource::Adoption);
+}
+
+#[test]
+fn several_adoptees_prefer_the_pid_file() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[
+        adopted(101, 100),
+        adopted(102, 100),
+        exited(100, OK),
+        Event::PidFile {
+            service: web,
+            pid: 102,
+        },
+    ]);
+    assert_eq!(h.status(web).main_pid, Some(102));
+    assert_eq!(h.status(web).main_pid_source, MainPidSource::PidFile);
+}
+
+#[test]
+fn several_adoptees_without_pid_file_prefer_the_session_leader_and_say_it_is_a_guess() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    let leader = |pid| Event::Adopted {
+        pid,
+        previous_parent: Some(100),
+        kinship: Kinship {
+            session: Some(pid),
+            start_time: Some(5),
+        },
+    };
+    let follower = |pid| Event::Adopted {
+        pid,
+        previous_parent: Some(100),
+        kinship: Kinship {
+            session: Some(100),
+            start_time: Some(1),
+        },
+    };
+    h.apply(&[follower(101), leader(102), follower(103), exited(100, OK)]);
+    assert_eq!(h.status(web).main_pid, Some(102));
+    assert_eq!(h.status(web).main_pid_source, MainPidSource::Guess);
+}
+
+#[test]
+fn several_adoptees_with_no_other_clue_choose_the_oldest() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    let aged = |pid, start_time| Event::Adopted {
+        pid,
+        previous_parent: Some(100),
+        kinship: Kinship {
+            session: Some(100),
+            start_time: Some(start_time),
+        },
+    };
+    h.apply(&[aged(101, 9), aged(102, 3), aged(103, 7), exited(100, OK)]);
+    assert_eq!(h.status(web).main_pid, Some(102));
+    assert_eq!(h.status(web).main_pid_source, MainPidSource::Guess);
+}
+
+#[test]
+fn a_launcher_hands_off_to_the_daemon_orphaned_while_it_waited() {
+    // `apache2ctl start`: the launcher 100 waits for 101, which forks the
+    // daemon 102 and exits; 102 is orphaned while 100 lives.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[Event::Forked {
+        parent: 100,
+        child: 101,
+    }]);
+    h.apply(&[
+        Event::Forked {
+            parent: 101,
+            child: 102,
+        },
+        adopted(102, 101),
+    ]);
+    assert_eq!(
+        h.status(web).main_pid,
+        Some(100),
+        "no hand-off while the launcher waits"
+    );
+    h.apply(&[exited(100, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(102));
+    assert_eq!(status.previous_pid, Some(100));
+    assert_eq!(status.main_pid_source, MainPidSource::Adoption);
+}
+
+#[test]
+fn a_launcher_seen_only_through_procfs_hands_off_to_the_daemon() {
+    // procfs learns of the daemon only when the launcher is reaped, and
+    // cannot tell its previous parent: the only exit of the moment is it.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[exited(100, OK), adopted_in_session(102, 102)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(102));
+    assert_eq!(status.previous_pid, Some(100));
+}
+
+#[test]
+fn orphaned_workers_join_the_service_and_keep_its_main_pid() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[adopted_in_session(150, 100), adopted_in_session(151, 100)]);
+    assert_eq!(h.status(web).main_pid, Some(100));
+    assert_eq!(h.tracker.members(web), vec![100, 150, 151]);
+}
+
+#[test]
+fn a_killed_daemon_is_restarted_after_its_workers_are_gone() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart_delay: Duration::from_millis(100),
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    dance_one_hop_per_moment(&mut h, 100, 1);
+    // The master 101 is killed; its workers are orphaned to adoptd.
+    let out = h.apply(&[
+        exited(101, ExitStatus::Signal(9)),
+        adopted(102, 101),
+        adopted(103, 101),
+    ]);
+    assert_eq!(signals(&out), vec![(102, SIGTERM), (103, SIGTERM)]);
+    assert_eq!(h.status(web).state, State::Stopping);
+    let out = h.apply(&[exited(102, ExitStatus::Signal(SIGTERM)), exited(103, OK)]);
+    assert!(out.actions.is_empty(), "the restart waits for its delay");
+    assert_eq!(h.status(web).state, State::Restarting);
+    assert_eq!(
+        h.tracker.next_deadline(),
+        Some(h.now.monotonic + Duration::from_millis(100))
+    );
+    let out = h.advance(Duration::from_millis(100));
+    assert_eq!(out.actions, vec![Action::Spawn { service: web }]);
+    h.apply(&[Event::Spawned {
+        service: web,
+        pid: 200,
+    }]);
+    let status = h.status(web);
+    assert_eq!(status.state, State::Running);
+    assert_eq!(status.main_pid, Some(200));
+    assert_eq!(status.restarts, 1);
+    assert_eq!(status.handoffs, 0, "hand-offs count since the last start");
+}
+
+#[test]
+fn leftovers_that_ignore_the_stop_signal_are_killed_at_the_stop_timeout() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart: Restart::No,
+        stop_timeout: Duration::from_secs(3),
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    h.apply(&[adopted_in_session(150, 100)]);
+    h.apply(&[exited(100, ExitStatus::Code(3))]);
+    assert_eq!(h.status(web).state, State::Stopping);
+    assert!(h.advance(Duration::from_secs(2)).actions.is_empty());
+    let out = h.advance(Duration::from_secs(1));
+    assert_eq!(signals(&out), vec![(150, SIGKILL)]);
+    h.apply(&[exited(150, ExitStatus::Signal(SIGKILL))]);
+    assert_eq!(h.status(web).state, State::Failed);
+    assert_eq!(h.status(web).result, RunResult::ExitCode);
+}
+
+#[test]
+fn restart_always_restarts_after_a_clean_exit_too() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart: Restart::Always,
+        restart_delay: Duration::ZERO,
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    let out = h.apply(&[exited(100, OK)]);
+    assert_eq!(out.actions, vec![Action::Spawn { service: web }]);
+    assert_eq!(h.status(web).state, State::Restarting);
+}
+
+#[test]
+fn restart_on_failure_leaves_a_clean_exit_stopped() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    let out = h.apply(&[exited(100, OK)]);
+    assert!(out.actions.is_empty());
+    assert_eq!(h.status(web).state, State::Stopped);
+    assert_eq!(h.status(web).result, RunResult::Success);
+    assert_eq!(h.status(web).last_exit, Some(OK));
+}
+
+#[test]
+fn too_many_starts_within_the_interval_hit_the_start_limit() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart_delay: Duration::ZERO,
+        start_limit: StartLimit {
+            burst: 3,
+            interval: Duration::from_secs(10),
+        },
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    for pid in 100..102 {
+        let out = h.apply(&[exited(pid, ExitStatus::Code(1))]);
+        assert_eq!(out.actions, vec![Action::Spawn { service: web }]);
+        h.apply(&[Event::Spawned {
+            service: web,
+            pid: pid + 1,
+        }]);
+    }
+    let out = h.apply(&[exited(102, ExitStatus::Code(1))]);
+    assert!(out.actions.is_empty());
+    assert_eq!(h.status(web).state, State::Failed);
+    assert_eq!(h.status(web).result, RunResult::StartLimitHit);
+    assert_eq!(h.status(web).restarts, 2);
+    // An operator's start resets the limit.
+    h.start(web, 300);
+    assert_eq!(h.status(web).state, State::Running);
+}
+
+#[test]
+fn starts_spread_wider_than_the_interval_never_hit_the_limit() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart_delay: Duration::from_secs(4),
+        start_limit: StartLimit {
+            burst: 2,
+            interval: Duration::from_secs(5),
+        },
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    for pid in 100..110 {
+        h.apply(&[exited(pid, ExitStatus::Code(1))]);
+        let out = h.advance(Duration::from_secs(4));
+        assert_eq!(
+            out.actions,
+            vec![Action::Spawn { service: web }],
+            "start of {}",
+            pid + 1
+        );
+        h.apply(&[Event::Spawned {
+            service: web,
+            pid: pid + 1,
+        }]);
+    }
+    assert_eq!(h.status(web).restarts, 10);
+}
+
+#[test]
+fn expect_fork_follows_exactly_one_handoff() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Fork));
+    h.start(web, 100);
+    assert_eq!(h.status(web).state, State::Starting);
+    h.apply(&[adopted(101, 100), exited(100, OK)]);
+    assert_eq!(h.status(web).state, State::Running);
+    assert_eq!(h.status(web).main_pid, Some(101));
+    // A second fork-and-exit is not followed: the service exited.
+    let out = h.apply(&[adopted(102, 101), exited(101, OK)]);
+    assert!(handoffs(&out).is_empty());
+    assert_eq!(signals(&out), vec![(102, SIGTERM)]);
+    assert_eq!(h.status(web).main_pid, None);
+}
+
+#[test]
+fn expect_fork_does_not_walk_through_a_quick_second_hop() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Fork));
+    h.start(web, 100);
+    h.apply(&[
+        adopted(101, 100),
+        exited(100, OK),
+        exited(101, OK),
+        adopted(102, 101),
+    ]);
+    assert_eq!(h.status(web).main_pid, None);
+    assert_ne!(h.status(web).state, State::Running);
+}
+
+#[test]
+fn expect_daemon_runs_after_the_second_handoff() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Daemon));
+    h.start(web, 100);
+    dance_one_hop_per_moment(&mut h, 100, 1);
+    assert_eq!(h.status(web).state, State::Starting);
+    dance_one_hop_per_moment(&mut h, 101, 1);
+    assert_eq!(h.status(web).state, State::Running);
+    assert_eq!(h.status(web).main_pid, Some(102));
+    assert_eq!(h.status(web).previous_pid, Some(101));
+}
+
+#[test]
+fn expect_foreground_never_hands_off() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Foreground));
+    h.start(web, 100);
+    let out = h.apply(&[adopted(101, 100), exited(100, OK)]);
+    assert!(handoffs(&out).is_empty());
+    assert_eq!(signals(&out), vec![(101, SIGTERM)]);
+}
+
+#[test]
+fn auto_follows_a_master_that_hands_over_long_after_start() {
+    // nginx's binary upgrade: the new master is the old one's child, the old
+    // master quits cleanly and the new one is adopted.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    dance_one_hop_per_moment(&mut h, 100, 1);
+    h.advance(Duration::from_secs(3600));
+    h.apply(&[adopted(500, 101), exited(101, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(500));
+    assert_eq!(status.previous_pid, Some(101));
+    assert_eq!(status.handoffs, 2);
+}
+
+#[test]
+fn an_operator_stop_signals_the_main_process_and_never_restarts() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart: Restart::Always,
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    h.apply(&[adopted_in_session(150, 100)]);
+    let out = h.command(web, Command::Stop).unwrap();
+    assert_eq!(signals(&out), vec![(100, SIGTERM)]);
+    assert_eq!(h.status(web).state, State::Stopping);
+    let out = h.apply(&[exited(100, ExitStatus::Signal(SIGTERM))]);
+    assert_eq!(signals(&out), vec![(150, SIGTERM)], "then what is left");
+    h.apply(&[exited(150, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.state, State::Stopped);
+    assert_eq!(status.result, RunResult::Success);
+    assert_eq!(status.last_exit, Some(ExitStatus::Signal(SIGTERM)));
+    assert_eq!(h.tracker.next_deadline(), None);
+}
+
+#[test]
+fn an_operator_stop_that_needs_sigkill_is_a_timeout() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.command(web, Command::Stop).unwrap();
+    let out = h.advance(Duration::from_secs(10));
+    assert_eq!(signals(&out), vec![(100, SIGKILL)]);
+    h.apply(&[exited(100, ExitStatus::Signal(SIGKILL))]);
+    assert_eq!(h.status(web).state, State::Stopped);
+    assert_eq!(h.status(web).result, RunResult::Timeout);
+}
+
+#[test]
+fn stop_during_a_restart_delay_cancels_the_restart() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[exited(100, ExitStatus::Code(1))]);
+    assert_eq!(h.status(web).state, State::Restarting);
+    h.command(web, Command::Stop).unwrap();
+    assert_eq!(h.status(web).state, State::Stopped);
+    assert!(h.advance(Duration::from_secs(60)).actions.is_empty());
+}
+
+#[test]
+fn restart_stops_then_starts_again() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.command(web, Command::Restart).unwrap();
+    let out = h.apply(&[exited(100, ExitStatus::Signal(SIGTERM))]);
+    assert_eq!(out.actions, vec![Action::Spawn { service: web }]);
+    h.apply(&[Event::Spawned {
+        service: web,
+        pid: 200,
+    }]);
+    assert_eq!(h.status(web).state, State::Running);
+    assert_eq!(
+        h.status(web).restarts,
+        0,
+        "an operator's restart is not counted"
+    );
+}
+
+#[test]
+fn commands_that_make_no_sense_are_refused() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    assert_eq!(h.command(web, Command::Stop), Err(CommandError::NotRunning));
+    assert_eq!(
+        h.command(web, Command::Kill(1)),
+        Err(CommandError::NotRunning)
+    );
+    assert_eq!(
+        h.command(web, Command::Reload),
+        Err(CommandError::NotRunning)
+    );
+    h.start(web, 100);
+    assert_eq!(
+        h.command(web, Command::Start),
+        Err(CommandError::AlreadyRunning)
+    );
+    let unknown = ServiceId(99);
+    assert_eq!(
+        h.command(unknown, Command::Start),
+        Err(CommandError::NotRunning)
+    );
+}
+
+#[test]
+fn kill_and_reload_signal_the_main_process() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        reload_signal: 10,
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    dance_one_hop_per_moment(&mut h, 100, 1);
+    assert_eq!(
+        signals(&h.command(web, Command::Kill(2)).unwrap()),
+        vec![(101, 2)]
+    );
+    assert_eq!(
+        signals(&h.command(web, Command::Reload).unwrap()),
+        vec![(101, 10)]
+    );
+}
+
+#[test]
+fn a_failed_exec_is_a_failure_with_exit_code_127() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart: Restart::No,
+        ..Policy::default()
+    });
+    h.command(web, Command::Start).unwrap();
+    h.apply(&[Event::SpawnFailed { service: web }]);
+    assert_eq!(h.status(web).state, State::Failed);
+    assert_eq!(
+        h.status(web).last_exit,
+        Some(ExitStatus::Code(EXIT_CODE_EXEC_FAILED))
+    );
+}
+
+#[test]
+fn processes_of_no_service_are_counted_as_orphans() {
+    let mut h = Harness::new();
+    let out = h.apply(&[exited(7, OK), exited(8, ExitStatus::Signal(9))]);
+    assert_eq!(h.tracker.orphans_reaped(), 2);
+    assert_eq!(out.notices.len(), 2);
+}
+
+#[test]
+fn a_handoff_is_one_notice_listing_every_changed_property() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    let out = h.apply(&[adopted(101, 100), exited(100, OK)]);
+    let changed: Vec<_> = out
+        .notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Changed { changes, .. } => Some(*changes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changed.len(), 1);
+    let changes = changed[0];
+    for what in [Changes::MAIN_PID, Changes::PREVIOUS_PID, Changes::HANDOFFS] {
+        assert!(changes.contains(what));
+    }
+    assert!(!changes.contains(Changes::STATE), "still running");
+}
+
+#[test]
+fn services_do_not_steal_each_others_adoptees() {
+    let mut h = Harness::new();
+    let a = h.service(Policy::default());
+    let b = h.service(Policy::default());
+    h.start(a, 100);
+    h.start(b, 200);
+    h.apply(&[
+        adopted(101, 100),
+        exited(100, OK),
+        adopted(201, 200),
+        exited(200, OK),
+    ]);
+    assert_eq!(h.status(a).main_pid, Some(101));
+    assert_eq!(h.status(b).main_pid, Some(201));
+}
+
+#[test]
+fn a_late_leftover_of_a_finished_run_is_killed() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart: Restart::No,
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    h.apply(&[exited(100, ExitStatus::Code(1))]);
+    assert_eq!(h.status(web).state, State::Failed);
+    let out = h.apply(&[adopted_in_session(150, 100)]);
+    assert_eq!(signals(&out), vec![(150, SIGKILL)]);
+}
+
+// ----- every interleaving of one moment ---------------------------------
+
+/// Applies the same moment in every order and checks that the results are
+/// identical to the first.
+fn assert_order_does_not_matter(setup: impl Fn(&mut Harness) -> ServiceId, moment: &[Event]) {
+    let run = |events: &[Event]| {
+        let mut h = Harness::new();
+        let service = setup(&mut h);
+        let out = h.apply(events);
+        (out, h.status(service), h.tracker.members(service))
+    };
+    let expected = run(moment);
+    permutations(moment, &mut |order| {
+        assert_eq!(run(order), expected, "order {order:?}");
+    });
+}
+
+fn permutations(events: &[Event], check: &mut impl FnMut(&[Event])) {
+    fn go(events: &mut Vec<Event>, k: usize, check: &mut impl FnMut(&[Event])) {
+        if k == events.len() {
+            check(events);
+            return;
+        }
+        for i in k..events.len() {
+            events.swap(k, i);
+            go(events, k + 1, check);
+            events.swap(k, i);
+        }
+    }
+    go(&mut events.to_vec(), 0, check);
+}
+
+fn started(h: &mut Harness) -> ServiceId {
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    web
+}
+
+#[test]
+fn exited_before_adopted_and_adopted_before_exited_agree() {
+    assert_order_does_not_matter(started, &[adopted(101, 100), exited(100, OK)]);
+}
+
+#[test]
+fn every_order_of_a_quick_double_fork_agrees() {
+    assert_order_does_not_matter(
+        started,
+        &[
+            adopted(101, 100),
+            exited(100, OK),
+            adopted(102, 101),
+            exited(101, OK),
+        ],
+    );
+}
+
+#[test]
+fn every_order_of_a_fork_with_zombies_and_workers_agrees() {
+    assert_order_does_not_matter(
+        started,
+        &[
+            adopted(101, 100),
+            adopted(102, 100),
+            exited(102, OK),
+            adopted_in_session(103, 100),
+            exited(100, OK),
+            exited(77, OK),
+        ],
+    );
+}
+
+#[test]
+fn every_order_of_a_procfs_moment_agrees() {
+    assert_order_does_not_matter(
+        started,
+        &[
+            exited(100, OK),
+            adopted_in_session(101, 101),
+            Event::Adopted {
+                pid: 102,
+                previous_parent: None,
+                kinship: Kinship::default(),
+            },
+            exited(102, OK),
+            adopted_in_session(103, 101),
+        ],
+    );
+}
+
+/// One random moment of a service whose main process is 100: some children
+/// of the main process (each alive, a zombie, or dead after forking
+/// grandchildren of its own), workers found by session, unrelated orphans,
+/// and the main process's own exit.
+fn moment() -> impl Strategy<Value = Vec<Event>> {
+    let status = prop_oneof![
+        4 => Just(OK),
+        1 => Just(ExitStatus::Code(1)),
+        1 => Just(ExitStatus::Signal(9)),
+    ];
+    let child = (0..3u8, status.clone(), 0..3u32, any::<bool>());
+    (
+        proptest::option::of(status),
+        proptest::collection::vec(child, 0..4),
+        0..3u32,
+        0..2u32,
+        any::<bool>(),
+    )
+        .prop_map(|(main_exit, children, workers, orphans, source_knows)| {
+            let mut events = Vec::new();
+            let adopt = |pid: Pid, parent: Pid, session: Pid| Event::Adopted {
+                pid,
+                previous_parent: source_knows.then_some(parent),
+                kinship: Kinship {
+                    session: Some(session),
+                    start_time: Some(u64::from(pid)),
+                },
+            };
+            if let Some(status) = main_exit {
+                events.push(exited(100, status));
+            }
+            for (i, (fate, status, grandchildren, leader)) in children.into_iter().enumerate() {
+                let pid = 110 + 10 * i as Pid;
+                let session = if leader { pid } else { 100 };
+                events.push(adopt(pid, 100, session));
+                match fate {
+                    0 => {}
+                    1 => events.push(exited(pid, status)),
+                    _ => {
+                        events.push(exited(pid, status));
+                        for g in 0..grandchildren {
+                            events.push(adopt(pid + 1 + g, pid, session));
+                        }
+                    }
+                }
+            }
+            for w in 0..workers {
+                events.push(adopt(300 + w, 100, 100));
+            }
+            for o in 0..orphans {
+                events.push(exited(900 + o, OK));
+            }
+            events
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_order_of_one_moment_gives_the_same_result(
+        (events, shuffled) in moment().prop_flat_map(|e| (Just(e.clone()), Just(e).prop_shuffle()))
+    ) {
+        let run = |events: &[Event]| {
+            let mut h = Harness::new();
+            let service = started(&mut h);
+            let out = h.apply(events);
+            (out, h.status(service), h.tracker.members(service), h.tracker.orphans_reaped())
+        };
+        prop_assert_eq!(run(&events), run(&shuffled));
+    }
+
+    #[test]
+    fn the_main_pid_is_always_a_live_member_and_never_an_exited_process(events in moment()) {
+        let mut h = Harness::new();
+        let service = started(&mut h);
+        h.apply(&events);
+        let status = h.status(service);
+        if let Some(main) = status.main_pid {
+            prop_assert!(h.tracker.members(service).contains(&main));
+            prop_assert!(!events.contains(&exited(main, OK)));
+        }
+        let failed = events.iter().any(|e| matches!(e, Event::Exited { pid: 100, status } if !status.is_success()));
+        if failed {
+            prop_assert_eq!(status.main_pid, None, "a failing main is never followed");
+        }
+    }
+}
