@@ -1,5 +1,95 @@
 //! adoptd: a supervisor that follows every daemon to its real main process.
+//!
+//! The binary is a thin `main` over [`run`]. Inside, modules are named
+//! after concepts: [`config`] turns service files into specs, [`tracker`]
+//! is the pure state machine that knows which process is each service,
+//! [`supervisor`] owns all state and drives the tracker, [`spawn`] starts
+//! programs, [`reaper`] collects dead children and [`source`] learns of
+//! adoptions.
 
-#[path = "config_stub.rs"]
+use std::{future::Future, path::PathBuf};
+
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tracing::info;
+
 pub mod config;
+pub mod reaper;
+pub mod source;
+pub mod spawn;
+pub mod supervisor;
 pub mod tracker;
+
+pub use source::SourceChoice;
+pub use supervisor::Role;
+
+/// How to run adoptd.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where the service files are.
+    pub config_dir: PathBuf,
+    /// Which adoption source to use.
+    pub tracker: SourceChoice,
+}
+
+/// Why adoptd could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot become a child subreaper")]
+    Subreaper(#[source] nix::Error),
+    #[error("no adoption tracker can be used")]
+    Source(#[from] source::SourceError),
+    #[error("cannot open the signalfd")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Supervises the services of `options.config_dir` until `shutdown`
+/// resolves or SIGTERM/SIGINT arrives, then stops them all and returns.
+///
+/// The caller must have blocked [`reaper::HANDLED`] signals in every thread
+/// (see [`reaper::block_signals`]) before starting the runtime.
+pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let role = role()?;
+    let source = source::open(options.tracker)?;
+    let signals = reaper::Signals::open().map_err(|e| RunError::Signals(e.into()))?;
+    // SAFETY: `Signals` owns its signalfd and never closes or replaces it
+    // while it lives, so the descriptor stays the one registered.
+    let signals =
+        unsafe { AsyncFd::register_with_interest(signals, tokio::io::Interest::READABLE) }
+            .map_err(|e| RunError::Signals(e.into()))?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        role = role.as_str(),
+        tracker = source.kind().as_str(),
+        "adoptd starting"
+    );
+    let mut supervisor = supervisor::Supervisor::new(options.config_dir, source, signals);
+    supervisor.load();
+    // The sending side belongs to the bus layer; until it exists nothing
+    // sends, and the receiver simply never yields.
+    let (requests, receiver) = mpsc::channel(64);
+    supervisor.run(receiver, shutdown).await;
+    drop(requests);
+    Ok(())
+}
+
+/// PID 1 is init; anything else makes itself a child subreaper so that
+/// orphans of its services are reparented to it.
+fn role() -> Result<Role, RunError> {
+    if std::process::id() == 1 {
+        return Ok(Role::Init);
+    }
+    nix::sys::prctl::set_child_subreaper(true).map_err(RunError::Subreaper)?;
+    Ok(Role::Subreaper)
+}
+
+/// An error and its causes on one line: "a: b: c".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}

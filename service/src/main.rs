@@ -1,1 +1,131 @@
-fn main() {}
+//! `adoptd`: parse the command line, set up logging and signals, run.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// A supervisor that follows every daemon to its real main process.
+///
+/// adoptd starts the services described by the TOML files of its
+/// configuration directory and keeps knowing which process is each
+/// service's main process, however the service forks and exits to
+/// daemonize: no pid file and no fork count needed. It runs as init
+/// (PID 1) or as a child subreaper under another init.
+///
+/// SIGTERM or SIGINT stops every service and exits; SIGHUP re-reads the
+/// configuration directory.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Directory of service files (NAME.toml, and NAME@.toml templates).
+    ///
+    /// Default: /etc/adoptd/services for root, otherwise
+    /// $XDG_CONFIG_HOME/adoptd/services (~/.config/adoptd/services).
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+
+    /// How adoptd learns that a process was reparented to it.
+    ///
+    /// auto takes the first that works of adoptsig (a kernel with the
+    /// PR_SET_ADOPTSIG patch), proc-connector (CAP_NET_ADMIN) and procfs
+    /// (any kernel, any user).
+    #[arg(long, value_name = "TRACKER", default_value = "auto", value_parser = ["auto", "adoptsig", "proc-connector", "procfs"])]
+    tracker: String,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter
+    /// such as "info,adoptd::output=warn". Overrides $ADOPTD_LOG.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("adoptd: {e}");
+        return ExitCode::from(2);
+    }
+    let options = adoptd::Options {
+        config_dir: cli.config_dir.unwrap_or_else(default_config_dir),
+        tracker: match cli.tracker.parse() {
+            Ok(choice) => choice,
+            Err(e) => {
+                eprintln!("adoptd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if let Err(e) = adoptd::reaper::block_signals() {
+        eprintln!("adoptd: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("adoptd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(adoptd::run(options, std::future::pending()));
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{}", adoptd::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    };
+    if std::process::id() == 1 && is_initial_pid_namespace() {
+        power_off();
+    }
+    code
+}
+
+fn init_logging(level: Option<&str>) -> Result<(), String> {
+    let filter = match level {
+        Some(level) => {
+            EnvFilter::try_new(level).map_err(|e| format!("--log-level {level:?}: {e}"))?
+        }
+        None => EnvFilter::try_from_env("ADOPTD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
+}
+
+fn default_config_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/etc/adoptd/services");
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("/etc"));
+    base.join("adoptd/services")
+}
+
+/// The kernel's own pid namespace has this fixed inode number
+/// (PROC_PID_INIT_INO); a container's PID 1 lives in another.
+fn is_initial_pid_namespace() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == PROC_PID_INIT_INO)
+        .unwrap_or(false)
+}
+
+/// The machine's init must never exit: sync and power off instead.
+fn power_off() -> ! {
+    tracing::info!("powering off");
+    nix::unistd::sync();
+    loop {
+        let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        tracing::error!("cannot power off: {e}");
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}

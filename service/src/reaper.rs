@@ -1,0 +1,132 @@
+//! The reaper: the one place that collects dead children.
+//!
+//! The signals adoptd cares about (SIGCHLD, the shutdown signals) are
+//! blocked in every thread before the runtime starts, by [`block_signals`]
+//! in `main`, and read from one signalfd. A SIGCHLD is only a wake-up:
+//! several deaths may share one, so [`reap_all`] loops `waitid(P_ALL,
+//! WEXITED | WNOHANG)` until nothing is left. Nothing else in adoptd may
+//! wait for children (no `tokio::process`, no `Child::wait`): a second
+//! reaper would steal exits from this one.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::{SigSet, SigmaskHow, Signal, pthread_sigmask},
+        signalfd::{SfdFlags, SignalFd},
+    },
+};
+
+use crate::tracker::{ExitStatus, Pid};
+
+/// The signals adoptd reads from its signalfd instead of handling them.
+pub const HANDLED: [Signal; 4] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+];
+
+/// Blocks the signals adoptd reads from its signalfd, for the calling
+/// thread and every thread it starts afterwards. Call it in `main` before
+/// the runtime starts.
+pub fn block_signals() -> nix::Result<()> {
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled_set()), None)
+}
+
+fn handled_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in HANDLED {
+        set.add(signal);
+    }
+    set
+}
+
+/// What one read of the signalfd said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wakeup {
+    /// A child may have died (or was adopted and died).
+    pub children: bool,
+    /// SIGTERM or SIGINT: stop everything and exit.
+    pub shutdown: bool,
+    /// SIGHUP: re-read the configuration.
+    pub reload: bool,
+}
+
+/// The signalfd the handled signals arrive on.
+pub struct Signals {
+    fd: SignalFd,
+}
+
+impl Signals {
+    /// Opens the signalfd (non-blocking, close-on-exec).
+    pub fn open() -> nix::Result<Self> {
+        let fd = SignalFd::with_flags(
+            &handled_set(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )?;
+        Ok(Signals { fd })
+    }
+
+    /// Reads every pending signal without blocking.
+    pub fn drain(&mut self) -> nix::Result<Wakeup> {
+        let mut wakeup = Wakeup::default();
+        loop {
+            match self.fd.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => wakeup.children = true,
+                    Ok(Signal::SIGTERM | Signal::SIGINT) => wakeup.shutdown = true,
+                    Ok(Signal::SIGHUP) => wakeup.reload = true,
+                    _ => {}
+                },
+                Ok(None) => return Ok(wakeup),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Signals {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_fd().as_raw_fd()
+    }
+}
+
+/// Reaps every child that has exited, in the order the kernel gives them.
+///
+/// Uses `waitid` directly rather than nix's wrapper, which refuses statuses
+/// it has no `Signal` variant for (a child killed by a real-time signal
+/// would otherwise stay a zombie for ever).
+pub fn reap_all(reaped: &mut Vec<(Pid, ExitStatus)>) {
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid; the kernel fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t.
+        let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG) };
+        if rc != 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return; // ECHILD: no children at all.
+        }
+        // SAFETY: waitid succeeded, so the SIGCHLD fields are initialised
+        // (si_pid is 0 when no child had exited).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid <= 0 {
+            return;
+        }
+        let status = match info.si_code {
+            libc::CLD_EXITED => ExitStatus::Code(status),
+            _ => ExitStatus::Signal(status),
+        };
+        reaped.push((pid.unsigned_abs(), status));
+    }
+}

@@ -1,0 +1,128 @@
+//! Adoption sources: how adoptd learns that a process was reparented to it.
+//!
+//! One source is chosen at start-up. After every reap batch the supervisor
+//! asks it to [`collect`](AdoptionSource::collect) everything it knows into
+//! tracker [`Event`]s, *before* the tracker decides about the exits of the
+//! batch: the kernel reparents a dying process's children before the
+//! process becomes waitable, so the adoptions caused by an exit are always
+//! known to a source that drains its information at that point.
+
+use std::{fmt, io, str::FromStr};
+
+use crate::tracker::{Event, ExitStatus, Pid};
+
+pub mod procfs;
+
+/// A way of learning adoptions.
+pub trait AdoptionSource {
+    /// The name shown in the Manager's `Tracker` property.
+    fn kind(&self) -> SourceKind;
+
+    /// adoptd started `pid` itself: it is a known child, not an adoptee.
+    fn spawned(&mut self, pid: Pid);
+
+    /// Called after each reap batch with what was reaped: appends the
+    /// adoptions (and, for sources that see them, forks) that happened
+    /// since the last call. Must drain everything pending.
+    fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()>;
+}
+
+/// The adoption sources adoptd knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    Adoptsig,
+    ProcConnector,
+    Procfs,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Adoptsig => "adoptsig",
+            SourceKind::ProcConnector => "proc-connector",
+            SourceKind::Procfs => "procfs",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `--tracker`: a source, or the first one that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SourceChoice {
+    #[default]
+    Auto,
+    Only(SourceKind),
+}
+
+impl FromStr for SourceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(SourceChoice::Auto),
+            "adoptsig" => Ok(SourceChoice::Only(SourceKind::Adoptsig)),
+            "proc-connector" => Ok(SourceChoice::Only(SourceKind::ProcConnector)),
+            "procfs" => Ok(SourceChoice::Only(SourceKind::Procfs)),
+            other => Err(format!(
+                "unknown tracker {other:?} (choose auto, adoptsig, proc-connector or procfs)"
+            )),
+        }
+    }
+}
+
+/// Why no source could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the {0} tracker is not available in this build of adoptd")]
+    NotBuilt(SourceKind),
+    #[error("the {kind} tracker cannot be used on this system")]
+    Unavailable {
+        kind: SourceKind,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Opens the chosen source; `auto` takes the first that works, in the
+/// order of DESIGN.md, and logs why it passed over the others.
+pub fn open(choice: SourceChoice) -> Result<Box<dyn AdoptionSource + Send>, SourceError> {
+    let order: &[SourceKind] = match choice {
+        SourceChoice::Auto => &[
+            SourceKind::Adoptsig,
+            SourceKind::ProcConnector,
+            SourceKind::Procfs,
+        ],
+        SourceChoice::Only(kind) => match kind {
+            SourceKind::Adoptsig => &[SourceKind::Adoptsig],
+            SourceKind::ProcConnector => &[SourceKind::ProcConnector],
+            SourceKind::Procfs => &[SourceKind::Procfs],
+        },
+    };
+    let mut last_error = None;
+    for &kind in order {
+        match open_one(kind) {
+            Ok(source) => return Ok(source),
+            Err(error) => {
+                if choice == SourceChoice::Auto {
+                    tracing::info!(tracker = %kind, "passing over the {kind} tracker: {}", crate::error_chain(&error));
+                }
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(last_error.unwrap_or(SourceError::NotBuilt(SourceKind::Procfs)))
+}
+
+fn open_one(kind: SourceKind) -> Result<Box<dyn AdoptionSource + Send>, SourceError> {
+    match kind {
+        SourceKind::Procfs => procfs::Procfs::open()
+            .map(|s| Box::new(s) as Box<dyn AdoptionSource + Send>)
+            .map_err(|source| SourceError::Unavailable { kind, source }),
+        SourceKind::Adoptsig | SourceKind::ProcConnector => Err(SourceError::NotBuilt(kind)),
+    }
+}

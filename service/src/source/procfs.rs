@@ -1,0 +1,145 @@
+//! The `procfs` source: works for any user on any kernel with `/proc`.
+//!
+//! It cannot see forks or reparenting as they happen. After each reap
+//! batch it compares adoptd's children (`/proc/self/task/*/children`, as
+//! orphans may be reparented to any of adoptd's threads) with the children
+//! it already knows: every newcomer was adopted since the last look, and
+//! every reaped pid it never knew was adopted and died in between. Neither
+//! comes with its previous parent; the source reports each newcomer's
+//! session and start time so the tracker can attribute it (by session, or
+//! as the only service with an exit in the batch).
+//!
+//! Limit: when several tracked processes of one service exit in the same
+//! batch, the previous parent of a newcomer cannot be known; the tracker
+//! then falls back to the later steps of the hand-off rule and flags a
+//! choice among several as a guess.
+
+use std::{collections::HashSet, fs, io};
+
+use super::{AdoptionSource, SourceKind};
+use crate::tracker::{Event, ExitStatus, Kinship, Pid};
+
+/// Known children of adoptd and how to find new ones.
+#[derive(Debug, Default)]
+pub struct Procfs {
+    children: HashSet<Pid>,
+    /// Scratch buffer for reading `children` files.
+    buffer: String,
+}
+
+impl Procfs {
+    /// Checks that this kernel lists children in /proc.
+    pub fn open() -> io::Result<Self> {
+        let tid = rustix::thread::gettid().as_raw_nonzero();
+        fs::metadata(format!("/proc/self/task/{tid}/children"))?;
+        Ok(Procfs::default())
+    }
+
+    fn scan_children(&mut self, found: &mut Vec<Pid>) -> io::Result<()> {
+        for task in fs::read_dir("/proc/self/task")? {
+            let mut path = task?.path();
+            path.push("children");
+            self.buffer.clear();
+            match fs::File::open(&path) {
+                Ok(mut file) => {
+                    io::Read::read_to_string(&mut file, &mut self.buffer)?;
+                }
+                // A thread that ended between the listing and the open.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            found.extend(
+                self.buffer
+                    .split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<Pid>().ok()),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl AdoptionSource for Procfs {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Procfs
+    }
+
+    fn spawned(&mut self, pid: Pid) {
+        self.children.insert(pid);
+    }
+
+    fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
+        for &(pid, _) in reaped {
+            if !self.children.remove(&pid) {
+                events.push(Event::Adopted {
+                    pid,
+                    previous_parent: None,
+                    kinship: Kinship::default(),
+                });
+            }
+        }
+        let mut found = Vec::new();
+        self.scan_children(&mut found)?;
+        for pid in found {
+            if self.children.insert(pid) {
+                events.push(Event::Adopted {
+                    pid,
+                    previous_parent: None,
+                    kinship: kinship_of(pid),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Session and start time from `/proc/PID/stat`; empty if the process is
+/// already gone.
+pub fn kinship_of(pid: Pid) -> Kinship {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .unwrap_or_default()
+}
+
+/// Parses the fields after the command name, which may itself hold spaces
+/// and parentheses: state ppid pgrp session … starttime (field 22).
+fn parse_stat(stat: &str) -> Option<Kinship> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_ascii_whitespace().collect();
+    let session = fields.get(3)?.parse().ok();
+    let start_time = fields.get(19)?.parse().ok();
+    Some(Kinship {
+        session,
+        start_time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_a_hostile_command_name_parses() {
+        let stat = "4242 (a) b (c) ) S 1 4242 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        assert_eq!(
+            parse_stat(stat),
+            Some(Kinship {
+                session: Some(4240),
+                start_time: Some(987654),
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_stat_gives_nothing() {
+        assert_eq!(parse_stat("12 (x) S 1"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn our_own_stat_has_a_session() {
+        let own = std::process::id();
+        assert!(kinship_of(own).session.is_some());
+        assert!(kinship_of(own).start_time.is_some());
+    }
+}

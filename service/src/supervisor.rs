@@ -1,0 +1,540 @@
+//! The supervisor: the one owner of all state.
+//!
+//! A single task runs [`Supervisor::run`]. It alone touches the tracker,
+//! the loaded service files and the pidfds; everything else talks to it by
+//! messages. One turn of its loop handles one wake-up: a signal (children
+//! died, or shutdown), an operator's [`Request`], or a deadline. A wake-up
+//! for children is handled as one *batch*: reap everything, let the
+//! adoption source drain what it knows, then give the tracker the whole
+//! moment at once, and carry out what it answers.
+//!
+//! Spawning happens in this task too, synchronously: the standard library
+//! waits for a child whose `exec` failed, and that must never race the
+//! reaper.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    os::fd::OwnedFd,
+    path::PathBuf,
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{
+    io::{AsyncReadExt, unix::AsyncFd},
+    sync::{mpsc, oneshot},
+};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    config::{self, ServiceSpec},
+    reaper::{self, Signals},
+    source::AdoptionSource,
+    spawn,
+    tracker::{
+        Action, Command, CommandError, Event, ExitStatus, Notice, Now, Pid, Policy, ServiceId,
+        Tracker,
+    },
+};
+
+/// An operator's request for one service, by name.
+#[derive(Debug)]
+pub struct Request {
+    pub name: String,
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<ServiceId, RequestError>>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no service is named {0:?}")]
+    NoSuchService(String),
+    #[error("{name:?} is not a valid service name: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("{name}: {source}")]
+    Refused {
+        name: String,
+        #[source]
+        source: CommandError,
+    },
+    #[error("cannot instantiate {name}: {reason}")]
+    BadInstance { name: String, reason: String },
+}
+
+/// How adoptd runs: as the machine's or a container's init, or as a child
+/// subreaper under another init.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Init,
+    Subreaper,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::Subreaper => "subreaper",
+        }
+    }
+}
+
+/// Everything the supervisor owns.
+pub struct Supervisor {
+    tracker: Tracker,
+    /// Indexed by `ServiceId`.
+    specs: Vec<Arc<ServiceSpec>>,
+    names: BTreeMap<String, ServiceId>,
+    templates: BTreeMap<String, config::Template>,
+    config_dir: PathBuf,
+    source: Box<dyn AdoptionSource + Send>,
+    pidfds: HashMap<Pid, OwnedFd>,
+    signals: AsyncFd<Signals>,
+    epoch: Instant,
+    shutting_down: bool,
+    /// Reused across batches.
+    reaped: Vec<(Pid, ExitStatus)>,
+}
+
+impl Supervisor {
+    pub fn new(
+        config_dir: PathBuf,
+        source: Box<dyn AdoptionSource + Send>,
+        signals: AsyncFd<Signals>,
+    ) -> Self {
+        Supervisor {
+            tracker: Tracker::new(),
+            specs: Vec::new(),
+            names: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            config_dir,
+            source,
+            pidfds: HashMap::new(),
+            signals,
+            epoch: Instant::now(),
+            shutting_down: false,
+            reaped: Vec::new(),
+        }
+    }
+
+    /// Loads the configuration directory and starts what starts by itself.
+    pub fn load(&mut self) {
+        let loaded = config::load_dir(&self.config_dir);
+        for problem in &loaded.errors {
+            error!("{problem}");
+        }
+        self.templates = loaded.templates;
+        let mut autostart = Vec::new();
+        for spec in loaded.services {
+            let starts = spec.autostart;
+            let id = self.add_or_update(spec);
+            if starts {
+                autostart.push(id);
+            }
+        }
+        info!(
+            services = self.names.len(),
+            templates = self.templates.len(),
+            errors = loaded.errors.len(),
+            "loaded {}",
+            self.config_dir.display()
+        );
+        for id in autostart {
+            let running = self
+                .tracker
+                .status(id)
+                .is_some_and(|s| s.main_pid.is_some());
+            if !running {
+                self.command(id, Command::Start).ok();
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves or SIGTERM/SIGINT arrives, then stops
+    /// every service and returns once all are stopped.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut requests_open = true;
+        loop {
+            if self.shutting_down && self.tracker.is_idle() {
+                info!("every service is stopped");
+                return;
+            }
+            let deadline = self
+                .tracker
+                .next_deadline()
+                .map(|at| tokio::time::Instant::from_std(self.epoch + at));
+            tokio::select! {
+                readable = self.signals.readable_mut() => {
+                    let mut guard = match readable {
+                        Ok(guard) => guard,
+                        Err(e) => {
+                            error!("cannot wait for signals: {e}");
+                            return;
+                        }
+                    };
+                    let wakeup = match guard.get_inner_mut().drain() {
+                        Ok(wakeup) => wakeup,
+                        Err(e) => {
+                            error!("cannot read signals: {e}");
+                            Default::default()
+                        }
+                    };
+                    guard.clear_ready();
+                    drop(guard);
+                    // Reap even without SIGCHLD: a coalesced signal is
+                    // never lost this way.
+                    self.reap_batch();
+                    if wakeup.shutdown {
+                        self.begin_shutdown();
+                    }
+                    if wakeup.reload {
+                        self.reload();
+                    }
+                }
+                () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
+                request = requests.recv(), if requests_open => match request {
+                    Some(request) => self.handle_request(request),
+                    None => requests_open = false,
+                },
+                () = sleep_until(deadline) => {
+                    let now = self.now();
+                    let out = self.tracker.tick(now);
+                    self.carry_out(out);
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> Now {
+        let realtime_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Now {
+            monotonic: self.epoch.elapsed(),
+            realtime_us,
+        }
+    }
+
+    fn add_or_update(&mut self, spec: ServiceSpec) -> ServiceId {
+        let policy = policy_of(&spec);
+        match self.names.get(&spec.name) {
+            Some(&id) => {
+                self.tracker.set_policy(id, policy);
+                self.specs[id.index()] = Arc::new(spec);
+                id
+            }
+            None => {
+                let now = self.now();
+                let id = self.tracker.add_service(policy, now);
+                self.names.insert(spec.name.clone(), id);
+                self.specs.push(Arc::new(spec));
+                id
+            }
+        }
+    }
+
+    /// Re-reads the configuration directory: new services are added (and
+    /// started if they start by themselves), changed ones take effect at
+    /// their next start. Removed files leave their services in place until
+    /// they are stopped.
+    fn reload(&mut self) {
+        info!("reloading {}", self.config_dir.display());
+        self.load();
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        info!("stopping every service");
+        self.shutting_down = true;
+        let ids: Vec<ServiceId> = self.names.values().copied().collect();
+        for id in ids {
+            // Stopped services refuse; that is fine.
+            self.command(id, Command::Stop).ok();
+        }
+    }
+
+    fn handle_request(&mut self, request: Request) {
+        let result = self
+            .resolve(&request.name, request.command == Command::Start)
+            .and_then(|id| {
+                self.command(id, request.command)
+                    .map(|()| id)
+                    .map_err(|source| RequestError::Refused {
+                        name: request.name.clone(),
+                        source,
+                    })
+            });
+        // The requester may have gone away; the command stands.
+        request.reply.send(result).ok();
+    }
+
+    /// Finds a service by name; with `instantiate`, creates a template's
+    /// instance on demand.
+    fn resolve(&mut self, name: &str, instantiate: bool) -> Result<ServiceId, RequestError> {
+        config::validate_service_name(name).map_err(|e| RequestError::InvalidName {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if let Some(&id) = self.names.get(name) {
+            return Ok(id);
+        }
+        let (template, instance) = config::split_name(name);
+        let (Some(instance), true) = (instance, instantiate) else {
+            return Err(RequestError::NoSuchService(name.to_owned()));
+        };
+        let template = self
+            .templates
+            .get(template)
+            .ok_or_else(|| RequestError::NoSuchService(name.to_owned()))?;
+        let spec = template
+            .instantiate(instance)
+            .map_err(|e| RequestError::BadInstance {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(self.add_or_update(spec))
+    }
+
+    fn command(&mut self, id: ServiceId, command: Command) -> Result<(), CommandError> {
+        if self.shutting_down && matches!(command, Command::Start | Command::Restart) {
+            return Err(CommandError::NotRunning);
+        }
+        let now = self.now();
+        let out = self.tracker.command(now, id, command)?;
+        self.carry_out(out);
+        Ok(())
+    }
+
+    /// One moment: reap, drain the source, decide.
+    fn reap_batch(&mut self) {
+        let mut reaped = std::mem::take(&mut self.reaped);
+        reaped.clear();
+        reaper::reap_all(&mut reaped);
+        let mut events = Vec::with_capacity(reaped.len() * 2);
+        if let Err(e) = self.source.collect(&reaped, &mut events) {
+            warn!(
+                "the {} tracker could not read adoptions: {e}",
+                self.source.kind()
+            );
+        }
+        for &(pid, _) in &reaped {
+            self.pidfds.remove(&pid);
+        }
+        for event in &events {
+            if let Event::Adopted { pid, .. } = *event {
+                if !reaped.iter().any(|&(dead, _)| dead == pid) {
+                    self.hold(pid);
+                }
+            }
+        }
+        for &(pid, status) in &reaped {
+            events.push(Event::Exited { pid, status });
+            if let Some(id) = self.tracker.main_of(pid) {
+                if let Some(main) = read_pid_file(&self.specs[id.index()]) {
+                    events.push(Event::PidFile {
+                        service: id,
+                        pid: main,
+                    });
+                }
+            }
+        }
+        self.reaped = reaped;
+        if events.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let out = self.tracker.apply(now, &events);
+        self.carry_out(out);
+    }
+
+    /// Keeps a pidfd for a new child of adoptd's.
+    fn hold(&mut self, pid: Pid) {
+        match spawn::open_pidfd(pid) {
+            Ok(fd) => {
+                self.pidfds.insert(pid, fd);
+            }
+            Err(e) => debug!("{}", crate::error_chain(&e)),
+        }
+    }
+
+    /// Carries out the tracker's actions (which may produce further
+    /// outputs, as spawning does) and logs its notices.
+    fn carry_out(&mut self, out: crate::tracker::Output) {
+        let mut pending = vec![out];
+        while let Some(out) = pending.pop() {
+            for notice in &out.notices {
+                self.log_notice(notice);
+            }
+            for action in out.actions {
+                match action {
+                    Action::Spawn { service } => pending.push(self.spawn(service)),
+                    Action::Signal {
+                        service,
+                        pid,
+                        signal,
+                    } => self.signal(service, pid, signal),
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, id: ServiceId) -> crate::tracker::Output {
+        let spec = Arc::clone(&self.specs[id.index()]);
+        let event = match spawn::spawn(&spec) {
+            Ok(spawned) => {
+                self.source.spawned(spawned.pid);
+                self.pidfds.insert(spawned.pid, spawned.pidfd);
+                if let Some(output) = spawned.output {
+                    forward_output(&spec.name, output);
+                }
+                info!(service = %spec.name, pid = spawned.pid, "started {}", spec.exec.join(" "));
+                Event::Spawned {
+                    service: id,
+                    pid: spawned.pid,
+                }
+            }
+            Err(e) => {
+                error!(service = %spec.name, "cannot start: {}", crate::error_chain(&e));
+                Event::SpawnFailed { service: id }
+            }
+        };
+        let now = self.now();
+        self.tracker.apply(now, &[event])
+    }
+
+    fn signal(&mut self, id: ServiceId, pid: Pid, signal: i32) {
+        let name = &self.specs[id.index()].name;
+        match self.pidfds.get(&pid) {
+            Some(fd) => match spawn::send_signal(fd, signal) {
+                Ok(()) => debug!(service = %name, pid, signal, "signalled"),
+                Err(e) => debug!(service = %name, pid, signal, "cannot signal: {e}"),
+            },
+            // Never by bare pid: without a pidfd the process may not be
+            // the one the tracker means any more.
+            None => {
+                warn!(service = %name, pid, signal, "not signalled: adoptd holds no pidfd for it")
+            }
+        }
+    }
+
+    fn log_notice(&self, notice: &Notice) {
+        match *notice {
+            Notice::Changed { service, .. } => {
+                let Some(status) = self.tracker.status(service) else {
+                    return;
+                };
+                info!(
+                    service = %self.specs[service.index()].name,
+                    state = status.state.as_str(),
+                    main_pid = status.main_pid.unwrap_or(0),
+                    previous_pid = status.previous_pid.unwrap_or(0),
+                    source = status.main_pid_source.as_str(),
+                    handoffs = status.handoffs,
+                    restarts = status.restarts,
+                    result = status.result.as_str(),
+                    "status"
+                );
+            }
+            Notice::Adopted {
+                service,
+                pid,
+                previous_pid,
+            } => info!(
+                service = %self.specs[service.index()].name,
+                pid,
+                previous_pid,
+                "hand-off"
+            ),
+            Notice::Exited {
+                service,
+                pid,
+                status,
+            } => {
+                let (code, signal) = match status {
+                    ExitStatus::Code(code) => (code, 0),
+                    ExitStatus::Signal(signal) => (-1, signal),
+                };
+                info!(service = %self.specs[service.index()].name, pid, code, signal, "main process exited");
+            }
+            Notice::OrphanReaped { pid, status } => {
+                debug!(pid, ?status, "reaped a process of no service");
+            }
+        }
+    }
+}
+
+fn policy_of(spec: &ServiceSpec) -> Policy {
+    Policy {
+        expect: spec.expect,
+        restart: spec.restart,
+        restart_delay: spec.restart_delay,
+        start_limit: spec.start_limit,
+        stop_signal: spec.stop_signal.number(),
+        stop_timeout: spec.stop_timeout,
+        reload_signal: spec.reload_signal.number(),
+    }
+}
+
+/// The pid in the service's pid file, if it has one that reads well.
+fn read_pid_file(spec: &ServiceSpec) -> Option<Pid> {
+    let path = spec.pid_file.as_ref()?;
+    let path = match &spec.chroot {
+        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.clone(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    text.trim().parse().ok().filter(|&pid: &Pid| pid > 0)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The longest line of a service's output kept whole; longer ones are cut.
+const MAX_LINE: usize = 4096;
+
+/// Logs a service's output line by line until every writer has closed it.
+fn forward_output(name: &str, fd: OwnedFd) {
+    let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            warn!(service = %name, "cannot read the service's output: {e}");
+            return;
+        }
+    };
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        let mut pipe = pipe;
+        let mut line = Vec::with_capacity(256);
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match pipe.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &byte in &chunk[..n] {
+                if byte == b'\n' || line.len() >= MAX_LINE {
+                    info!(target: "adoptd::output", service = %name, "{}", String::from_utf8_lossy(&line));
+                    line.clear();
+                    if byte == b'\n' {
+                        continue;
+                    }
+                }
+                line.push(byte);
+            }
+        }
+        if !line.is_empty() {
+            info!(target: "adoptd::output", service = %name, "{}", String::from_utf8_lossy(&line));
+        }
+    });
+}
