@@ -1,0 +1,225 @@
+//! Client proxies for `org.adoptd1.Manager` and `org.adoptd1.Service`, and
+//! the row type of `ListServices`.
+//!
+//! These traits restate `org.adoptd1.xml` in Rust; the crate's contract test
+//! holds the two together. Control methods return as soon as adoptd has
+//! accepted the command: a client that wants to wait watches `State`.
+//!
+//! Properties whose value never changes are declared `const` (read once,
+//! cached, no change stream); `PIDs` is `false` because adoptd does not
+//! signal its changes (a fork storm must not become a signal storm), so the
+//! proxy reads it from the bus on every call.
+
+use serde::{Deserialize, Serialize};
+use zbus::{ObjectPath, OwnedObjectPath, Type, proxy};
+
+use crate::{Error, MainPidSource, ServiceResult, State};
+
+/// One entry of `ListServices` (`(ssuuo)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ServiceRow {
+    /// The service's name, `name` or `template@instance`.
+    pub name: String,
+    /// Its `State`.
+    pub state: State,
+    /// Its `MainPID`, 0 when none.
+    pub main_pid: u32,
+    /// Its `PreviousPID`, 0 when none.
+    pub previous_pid: u32,
+    /// Its object path.
+    pub path: OwnedObjectPath,
+}
+
+/// The manager object, `/org/adoptd1`.
+#[proxy(
+    interface = "org.adoptd1.Manager",
+    default_service = "org.adoptd1",
+    default_path = "/org/adoptd1"
+)]
+pub trait Manager {
+    /// adoptd's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> zbus::Result<String>;
+
+    /// The adoption source in use: `adoptsig`, `proc-connector` or `procfs`.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn tracker(&self) -> zbus::Result<String>;
+
+    /// `init` when adoptd is PID 1, else `subreaper`.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn role(&self) -> zbus::Result<String>;
+
+    /// How many reaped processes belonged to no service.
+    #[zbus(property)]
+    fn orphans_reaped(&self) -> zbus::Result<u64>;
+
+    /// Every loaded service.
+    fn list_services(&self) -> Result<Vec<ServiceRow>, Error>;
+
+    /// The object path of a loaded service.
+    fn get_service(&self, name: &str) -> Result<OwnedObjectPath, Error>;
+
+    /// Starts a service, instantiating a template (`apache2@chroot3`) on
+    /// demand; returns its object path.
+    fn start_service(&self, name: &str) -> Result<OwnedObjectPath, Error>;
+
+    /// Stops a service; returns its object path.
+    fn stop_service(&self, name: &str) -> Result<OwnedObjectPath, Error>;
+
+    /// Restarts a service; returns its object path.
+    fn restart_service(&self, name: &str) -> Result<OwnedObjectPath, Error>;
+
+    /// Re-reads the configuration directory.
+    fn reload(&self) -> Result<(), Error>;
+
+    /// A service object appeared.
+    #[zbus(signal)]
+    fn service_added(&self, name: &str, path: ObjectPath<'_>) -> zbus::Result<()>;
+
+    /// A service object went away.
+    #[zbus(signal)]
+    fn service_removed(&self, name: &str, path: ObjectPath<'_>) -> zbus::Result<()>;
+}
+
+/// A service object, `/org/adoptd1/service/<escaped name>`: build it with
+/// `ServiceProxy::new(&connection, service_path(name)).await`, or with the
+/// path `GetService` returned (see [`service_path`](crate::service_path)).
+#[proxy(interface = "org.adoptd1.Service", default_service = "org.adoptd1")]
+pub trait Service {
+    /// The full name, `apache2@chroot1`.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn name(&self) -> zbus::Result<String>;
+
+    /// The template part, `apache2`; the name itself for a plain service.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn template(&self) -> zbus::Result<String>;
+
+    /// The instance part, `chroot1`; empty for a plain service.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn instance(&self) -> zbus::Result<String>;
+
+    /// The configured description, `%i` expanded.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn description(&self) -> zbus::Result<String>;
+
+    /// The lifecycle state.
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<State>;
+
+    /// The main process, 0 when none.
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+
+    /// The process the main process took over from, 0 when none.
+    #[zbus(property, name = "PreviousPID")]
+    fn previous_pid(&self) -> zbus::Result<u32>;
+
+    /// How adoptd learnt `MainPID`.
+    #[zbus(property, name = "MainPIDSource")]
+    fn main_pid_source(&self) -> zbus::Result<MainPidSource>;
+
+    /// Every member process; not signalled, read on demand.
+    #[zbus(property(emits_changed_signal = "false"), name = "PIDs")]
+    fn pids(&self) -> zbus::Result<Vec<u32>>;
+
+    /// Hand-offs since the last start.
+    #[zbus(property)]
+    fn handoffs(&self) -> zbus::Result<u32>;
+
+    /// Restarts so far.
+    #[zbus(property)]
+    fn restarts(&self) -> zbus::Result<u32>;
+
+    /// When `State` last changed, in µs since the epoch.
+    #[zbus(property)]
+    fn state_change_timestamp(&self) -> zbus::Result<u64>;
+
+    /// Exit code of the last main process that ended the service, −1 when
+    /// none.
+    #[zbus(property)]
+    fn exit_code(&self) -> zbus::Result<i32>;
+
+    /// Signal that killed the last main process that ended the service, −1
+    /// when none.
+    #[zbus(property)]
+    fn exit_signal(&self) -> zbus::Result<i32>;
+
+    /// Why the service last ended.
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<ServiceResult>;
+
+    /// The configured argv, `%i` expanded.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn command(&self) -> zbus::Result<Vec<String>>;
+
+    /// The configured chroot, empty when none.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn chroot(&self) -> zbus::Result<String>;
+
+    /// The configured user, empty when adoptd's own.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn user(&self) -> zbus::Result<String>;
+
+    /// The configured `expect`: `auto`, `foreground`, `fork`, `daemon` or
+    /// `notify`.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn expect(&self) -> zbus::Result<String>;
+
+    /// The configured `restart`: `no`, `on-failure` or `always`.
+    #[zbus(property(emits_changed_signal = "const"), name = "Restart")]
+    fn restart_policy(&self) -> zbus::Result<String>;
+
+    /// Starts the service.
+    fn start(&self) -> Result<(), Error>;
+
+    /// Stops the service; it is not restarted.
+    fn stop(&self) -> Result<(), Error>;
+
+    /// Stops the service, then starts it.
+    fn restart(&self) -> Result<(), Error>;
+
+    /// Sends the service's `reload-signal` to its main process.
+    fn reload(&self) -> Result<(), Error>;
+
+    /// Sends `signal` to the main process.
+    fn kill(&self, signal: i32) -> Result<(), Error>;
+
+    /// The main process handed over to `pid`; `previous_pid` is the process
+    /// it took over from.
+    #[zbus(signal)]
+    fn adopted(&self, pid: u32, previous_pid: u32) -> zbus::Result<()>;
+
+    /// The main process ended without a hand-off: `code` is its exit code
+    /// and `signal` the signal that killed it, −1 for the one that does not
+    /// apply.
+    #[zbus(signal)]
+    fn exited(&self, pid: u32, code: i32, signal: i32) -> zbus::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use zbus::wire::{LE, serialized::Context, to_bytes};
+
+    use super::*;
+
+    #[test]
+    fn service_row_survives_the_wire() {
+        let row = ServiceRow {
+            name: "apache2@chroot1".to_owned(),
+            state: State::Running,
+            main_pid: 4242,
+            previous_pid: 4241,
+            path: crate::service_path("apache2@chroot1"),
+        };
+        let encoded = to_bytes(Context::new(LE, 0), &vec![row.clone()]).unwrap();
+        let (decoded, _): (Vec<ServiceRow>, _) = encoded.deserialize().unwrap();
+        assert_eq!(decoded, [row]);
+    }
+
+    #[test]
+    fn a_state_the_client_does_not_know_is_an_error_not_a_guess() {
+        let encoded = to_bytes(Context::new(LE, 0), &"hibernating").unwrap();
+        let decoded: zbus::Result<(State, _)> = encoded.deserialize();
+        assert!(decoded.is_err());
+    }
+}
