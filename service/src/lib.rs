@@ -62,11 +62,13 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         tracker = source.kind().as_str(),
         "adoptd starting"
     );
-    let mut supervisor = supervisor::Supervisor::new(options.config_dir, source, signals);
-    supervisor.load();
-    // The sending side belongs to the bus layer; until it exists nothing
-    // sends, and the receiver simply never yields.
+    // The other ends belong to the bus layer; without one, nothing sends
+    // and updates are dropped.
+    let (updates, _no_bus) = mpsc::unbounded_channel();
     let (requests, receiver) = mpsc::channel(64);
+    let mut supervisor = supervisor::Supervisor::new(options.config_dir, source, signals, updates);
+    drop(_no_bus);
+    supervisor.load();
     supervisor.run(receiver, shutdown).await;
     drop(requests);
     Ok(())

@@ -32,17 +32,65 @@ use crate::{
     source::AdoptionSource,
     spawn,
     tracker::{
-        Action, Command, CommandError, Event, ExitStatus, Notice, Now, Pid, Policy, ServiceId,
-        Tracker,
+        Action, Changes, Command, CommandError, Event, ExitStatus, Notice, Now, Pid, Policy,
+        ServiceId, Status, Tracker,
     },
 };
 
-/// An operator's request for one service, by name.
+/// A question or order for the supervisor, from the bus layer.
 #[derive(Debug)]
-pub struct Request {
-    pub name: String,
-    pub command: Command,
-    pub reply: oneshot::Sender<Result<ServiceId, RequestError>>,
+pub enum Request {
+    /// An operator's command for a service, by name (authorized already).
+    /// `Start` instantiates a template's instance on demand.
+    Control {
+        name: String,
+        command: Command,
+        reply: oneshot::Sender<Result<ServiceId, RequestError>>,
+    },
+    /// Which service is this name, without creating anything.
+    Lookup {
+        name: String,
+        reply: oneshot::Sender<Result<ServiceId, RequestError>>,
+    },
+    /// The service's live member processes, ascending.
+    Members {
+        service: ServiceId,
+        reply: oneshot::Sender<Vec<Pid>>,
+    },
+    /// Re-read the configuration directory.
+    Reload { reply: oneshot::Sender<()> },
+}
+
+/// What the supervisor tells the bus layer, in the order it happened.
+#[derive(Clone, Debug)]
+pub enum Update {
+    /// A service became known (at load, on reload, or as a new instance).
+    ServiceAdded {
+        service: ServiceId,
+        spec: Arc<ServiceSpec>,
+        status: Status,
+    },
+    /// Published properties changed: `status` is the new view, `changes`
+    /// says which parts (one update per service per moment).
+    Status {
+        service: ServiceId,
+        status: Status,
+        changes: Changes,
+    },
+    /// A hand-off.
+    Adopted {
+        service: ServiceId,
+        pid: Pid,
+        previous_pid: Pid,
+    },
+    /// The main process ended the service's run.
+    Exited {
+        service: ServiceId,
+        pid: Pid,
+        status: ExitStatus,
+    },
+    /// The count of reaped processes of no service changed.
+    OrphansReaped(u64),
 }
 
 /// Why a request was refused.
@@ -90,6 +138,7 @@ pub struct Supervisor {
     source: Box<dyn AdoptionSource + Send>,
     pidfds: HashMap<Pid, OwnedFd>,
     signals: AsyncFd<Signals>,
+    updates: mpsc::UnboundedSender<Update>,
     epoch: Instant,
     shutting_down: bool,
     /// Reused across batches.
@@ -101,6 +150,7 @@ impl Supervisor {
         config_dir: PathBuf,
         source: Box<dyn AdoptionSource + Send>,
         signals: AsyncFd<Signals>,
+        updates: mpsc::UnboundedSender<Update>,
     ) -> Self {
         Supervisor {
             tracker: Tracker::new(),
@@ -111,6 +161,7 @@ impl Supervisor {
             source,
             pidfds: HashMap::new(),
             signals,
+            updates,
             epoch: Instant::now(),
             shutting_down: false,
             reaped: Vec::new(),
@@ -232,7 +283,15 @@ impl Supervisor {
                 let now = self.now();
                 let id = self.tracker.add_service(policy, now);
                 self.names.insert(spec.name.clone(), id);
-                self.specs.push(Arc::new(spec));
+                let spec = Arc::new(spec);
+                self.specs.push(Arc::clone(&spec));
+                if let Some(status) = self.tracker.status(id) {
+                    self.publish(Update::ServiceAdded {
+                        service: id,
+                        spec,
+                        status,
+                    });
+                }
                 id
             }
         }
@@ -261,18 +320,33 @@ impl Supervisor {
     }
 
     fn handle_request(&mut self, request: Request) {
-        let result = self
-            .resolve(&request.name, request.command == Command::Start)
-            .and_then(|id| {
-                self.command(id, request.command)
-                    .map(|()| id)
-                    .map_err(|source| RequestError::Refused {
-                        name: request.name.clone(),
-                        source,
-                    })
-            });
-        // The requester may have gone away; the command stands.
-        request.reply.send(result).ok();
+        // A requester that went away does not undo its command.
+        match request {
+            Request::Control {
+                name,
+                command,
+                reply,
+            } => {
+                let result = self
+                    .resolve(&name, command == Command::Start)
+                    .and_then(|id| {
+                        self.command(id, command)
+                            .map(|()| id)
+                            .map_err(|source| RequestError::Refused { name, source })
+                    });
+                reply.send(result).ok();
+            }
+            Request::Lookup { name, reply } => {
+                reply.send(self.resolve(&name, false)).ok();
+            }
+            Request::Members { service, reply } => {
+                reply.send(self.tracker.members(service)).ok();
+            }
+            Request::Reload { reply } => {
+                self.reload();
+                reply.send(()).ok();
+            }
+        }
     }
 
     /// Finds a service by name; with `instantiate`, creates a template's
@@ -328,8 +402,20 @@ impl Supervisor {
             self.pidfds.remove(&pid);
         }
         for event in &events {
-            if let Event::Adopted { pid, .. } = *event {
-                if !reaped.iter().any(|&(dead, _)| dead == pid) {
+            if let Event::Adopted {
+                pid,
+                previous_parent,
+                ..
+            } = *event
+            {
+                let dead = reaped.iter().any(|&(dead, _)| dead == pid);
+                debug!(
+                    pid,
+                    previous_parent = previous_parent.unwrap_or(0),
+                    dead,
+                    "adopted"
+                );
+                if !dead {
                     self.hold(pid);
                 }
             }
@@ -424,12 +510,24 @@ impl Supervisor {
         }
     }
 
+    /// Hands an update to the bus layer, if one listens.
+    fn publish(&self, update: Update) {
+        // No receiver (no bus, or it is reconnecting and will resync): the
+        // log still says everything.
+        self.updates.send(update).ok();
+    }
+
     fn log_notice(&self, notice: &Notice) {
         match *notice {
-            Notice::Changed { service, .. } => {
+            Notice::Changed { service, changes } => {
                 let Some(status) = self.tracker.status(service) else {
                     return;
                 };
+                self.publish(Update::Status {
+                    service,
+                    status,
+                    changes,
+                });
                 info!(
                     service = %self.specs[service.index()].name,
                     state = status.state.as_str(),
@@ -446,12 +544,14 @@ impl Supervisor {
                 service,
                 pid,
                 previous_pid,
-            } => info!(
-                service = %self.specs[service.index()].name,
-                pid,
-                previous_pid,
-                "hand-off"
-            ),
+            } => {
+                info!(service = %self.specs[service.index()].name, pid, previous_pid, "hand-off");
+                self.publish(Update::Adopted {
+                    service,
+                    pid,
+                    previous_pid,
+                });
+            }
             Notice::Exited {
                 service,
                 pid,
@@ -462,9 +562,15 @@ impl Supervisor {
                     ExitStatus::Signal(signal) => (-1, signal),
                 };
                 info!(service = %self.specs[service.index()].name, pid, code, signal, "main process exited");
+                self.publish(Update::Exited {
+                    service,
+                    pid,
+                    status,
+                });
             }
             Notice::OrphanReaped { pid, status } => {
                 debug!(pid, ?status, "reaped a process of no service");
+                self.publish(Update::OrphansReaped(self.tracker.orphans_reaped()));
             }
         }
     }

@@ -80,37 +80,51 @@ impl AdoptionSource for Procfs {
         let mut found = Vec::new();
         self.scan_children(&mut found)?;
         for pid in found {
-            if self.children.insert(pid) {
-                events.push(Event::Adopted {
-                    pid,
-                    previous_parent: None,
-                    kinship: kinship_of(pid),
-                });
+            if self.children.contains(&pid) {
+                continue;
             }
+            // A zombie is left for the next batch, which reaps it: it must
+            // never look like a live adoptee (and so an heir).
+            let Some(stat) = read_stat(pid).filter(|stat| !stat.zombie) else {
+                continue;
+            };
+            self.children.insert(pid);
+            events.push(Event::Adopted {
+                pid,
+                previous_parent: None,
+                kinship: stat.kinship,
+            });
         }
         Ok(())
     }
 }
 
-/// Session and start time from `/proc/PID/stat`; empty if the process is
-/// already gone.
-pub fn kinship_of(pid: Pid) -> Kinship {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| parse_stat(&stat))
-        .unwrap_or_default()
+/// What `/proc/PID/stat` says that matters here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub zombie: bool,
+    pub kinship: Kinship,
+}
+
+/// Reads `/proc/PID/stat`; `None` if the process is gone.
+pub fn read_stat(pid: Pid) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Parses the fields after the command name, which may itself hold spaces
 /// and parentheses: state ppid pgrp session … starttime (field 22).
-fn parse_stat(stat: &str) -> Option<Kinship> {
+fn parse_stat(stat: &str) -> Option<Stat> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_ascii_whitespace().collect();
+    let zombie = matches!(*fields.first()?, "Z" | "X");
     let session = fields.get(3)?.parse().ok();
     let start_time = fields.get(19)?.parse().ok();
-    Some(Kinship {
-        session,
-        start_time,
+    Some(Stat {
+        zombie,
+        kinship: Kinship {
+            session,
+            start_time,
+        },
     })
 }
 
@@ -123,9 +137,12 @@ mod tests {
         let stat = "4242 (a) b (c) ) S 1 4242 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
         assert_eq!(
             parse_stat(stat),
-            Some(Kinship {
-                session: Some(4240),
-                start_time: Some(987654),
+            Some(Stat {
+                zombie: false,
+                kinship: Kinship {
+                    session: Some(4240),
+                    start_time: Some(987654),
+                },
             })
         );
     }
@@ -137,9 +154,16 @@ mod tests {
     }
 
     #[test]
+    fn zombies_are_recognised() {
+        let stat = "77 (sleep) Z 1 77 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5 1000 100";
+        assert!(parse_stat(stat).is_some_and(|s| s.zombie));
+    }
+
+    #[test]
     fn our_own_stat_has_a_session() {
-        let own = std::process::id();
-        assert!(kinship_of(own).session.is_some());
-        assert!(kinship_of(own).start_time.is_some());
+        let own = read_stat(std::process::id()).expect("our own stat");
+        assert!(!own.zombie);
+        assert!(own.kinship.session.is_some());
+        assert!(own.kinship.start_time.is_some());
     }
 }
