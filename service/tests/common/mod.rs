@@ -5,6 +5,8 @@
 //! a pidfd becoming readable); nothing sleeps and hopes.
 
 #![allow(dead_code)] // each test binary uses a different part
+// A failed expectation in test support is a test failure, said with a reason.
+#![allow(clippy::expect_used)]
 
 use std::{
     collections::HashMap,
