@@ -4,14 +4,15 @@
 //! after concepts: [`config`] turns service files into specs, [`tracker`]
 //! is the pure state machine that knows which process is each service,
 //! [`supervisor`] owns all state and drives the tracker, [`spawn`] starts
-//! programs, [`reaper`] collects dead children and [`source`] learns of
-//! adoptions.
+//! programs, [`reaper`] collects dead children, [`source`] learns of
+//! adoptions and [`bus`] publishes it all on D-Bus.
 
 use std::{future::Future, path::PathBuf};
 
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracing::info;
 
+pub mod bus;
 pub mod config;
 pub mod reaper;
 pub mod source;
@@ -19,6 +20,7 @@ pub mod spawn;
 pub mod supervisor;
 pub mod tracker;
 
+pub use bus::BusChoice;
 pub use source::SourceChoice;
 pub use supervisor::Role;
 
@@ -29,6 +31,8 @@ pub struct Options {
     pub config_dir: PathBuf,
     /// Which adoption source to use.
     pub tracker: SourceChoice,
+    /// Where to publish the services.
+    pub bus: BusChoice,
 }
 
 /// Why adoptd could not run.
@@ -62,15 +66,18 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         tracker = source.kind().as_str(),
         "adoptd starting"
     );
-    // The other ends belong to the bus layer; without one, nothing sends
-    // and updates are dropped.
-    let (updates, _no_bus) = mpsc::unbounded_channel();
+    // The bus layer gets every update from the first on, so it never
+    // needs the supervisor to repeat itself (not even after a reconnect).
+    let (updates, published) = mpsc::unbounded_channel();
     let (requests, receiver) = mpsc::channel(64);
+    let identity = bus::Identity {
+        role: role.as_str(),
+        tracker: source.kind().as_str(),
+    };
     let mut supervisor = supervisor::Supervisor::new(options.config_dir, source, signals, updates);
-    drop(_no_bus);
+    tokio::spawn(bus::run(options.bus, identity, published, requests));
     supervisor.load();
     supervisor.run(receiver, shutdown).await;
-    drop(requests);
     Ok(())
 }
 

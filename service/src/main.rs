@@ -15,9 +15,39 @@ use tracing_subscriber::EnvFilter;
 ///
 /// SIGTERM or SIGINT stops every service and exits; SIGHUP re-reads the
 /// configuration directory.
+///
+/// Every service is published on D-Bus as org.adoptd1 (see busctl(1):
+/// `busctl tree org.adoptd1`), by default on the system bus. A bus that is
+/// not there yet, or that goes away, is retried with back-off: supervision
+/// never depends on it.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
+#[command(group = clap::ArgGroup::new("bus").multiple(false))]
 struct Cli {
+    /// Publish on the system bus (the default). Owning org.adoptd1 there
+    /// takes root and the policy file org.adoptd1.conf.
+    #[arg(long, group = "bus")]
+    system: bool,
+
+    /// Publish on the session bus of the user ($DBUS_SESSION_BUS_ADDRESS).
+    #[arg(long, group = "bus")]
+    session: bool,
+
+    /// Publish on the bus at this D-Bus address, such as
+    /// unix:path=/run/dbus/system_bus_socket.
+    #[arg(long, value_name = "ADDR", group = "bus")]
+    address: Option<String>,
+
+    /// Start a bus of adoptd's own and publish there: no dbus-daemon and no
+    /// configuration needed.
+    ///
+    /// Its socket is /run/adoptd/bus for root and
+    /// $XDG_RUNTIME_DIR/adoptd/bus for other users, in a directory only
+    /// adoptd's user may enter. adoptd prints its address on stdout as one
+    /// line, ADOPTD_BUS_ADDRESS=unix:path=…, ready for a shell's eval.
+    #[arg(long, group = "bus")]
+    private_bus: bool,
+
     /// Directory of service files (NAME.toml, and NAME@.toml templates).
     ///
     /// Default: /etc/adoptd/services for root, otherwise
@@ -45,7 +75,17 @@ fn main() -> ExitCode {
         eprintln!("adoptd: {e}");
         return ExitCode::from(2);
     }
+    let bus = if cli.session {
+        adoptd::BusChoice::Session
+    } else if let Some(address) = cli.address {
+        adoptd::BusChoice::Address(address)
+    } else if cli.private_bus {
+        adoptd::BusChoice::Private
+    } else {
+        adoptd::BusChoice::System
+    };
     let options = adoptd::Options {
+        bus,
         config_dir: cli.config_dir.unwrap_or_else(default_config_dir),
         tracker: match cli.tracker.parse() {
             Ok(choice) => choice,

@@ -1,0 +1,622 @@
+//! The bus layer: adoptd's services on D-Bus, as `dbus/org.adoptd1.xml`
+//! says. This is the only code of the daemon that knows zbus.
+//!
+//! Concurrency rules, stated once:
+//!
+//! - One task, [`run`], owns the connection's life and is the only writer of
+//!   the [`Registry`]: it applies every [`Update`] of the supervisor, in
+//!   order, and turns it into at most one `PropertiesChanged` per object
+//!   (plus the `Adopted`, `Exited` and `ServiceAdded` signals).
+//! - The interface objects ([`manager`], [`service`]) only read the
+//!   registry, under a short lock that is never held across an `.await`, so
+//!   reading a property never waits for the supervisor. Only `PIDs` asks
+//!   the supervisor, because member processes change too often to publish.
+//! - Methods that change anything authorize the caller ([`auth`]), then send
+//!   a [`Request`] and await its reply; they never touch state themselves.
+//! - The registry is kept current whether or not a bus is connected, so the
+//!   supervisor never has to resend anything: after a reconnect, every
+//!   object is published again from the registry, then the name is claimed.
+//!
+//! The supervisor never waits for the bus: updates travel on an unbounded
+//! channel and requests come from here.
+
+mod auth;
+mod manager;
+pub mod private;
+mod service;
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use adoptd_dbus::{BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, SERVICE_INTERFACE};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, error, info, warn};
+use zbus::{
+    Connection, Variant,
+    fdo::{ObjectManager, Properties, RequestNameFlags, RequestNameReply},
+    names::InterfaceName,
+    object_server::SignalEmitter,
+};
+
+use crate::{
+    config::ServiceSpec,
+    supervisor::{Request, Update},
+    tracker::{Changes, ExitStatus, ServiceId, Status},
+};
+
+/// Which bus adoptd publishes its services on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusChoice {
+    /// The system bus (`$DBUS_SYSTEM_BUS_ADDRESS`, or its well-known socket).
+    System,
+    /// The session bus of the user (`$DBUS_SESSION_BUS_ADDRESS`).
+    Session,
+    /// The bus at this D-Bus address.
+    Address(String),
+    /// A bus of adoptd's own ([`private`]), whose address adoptd prints on
+    /// stdout as `ADOPTD_BUS_ADDRESS=…`.
+    Private,
+}
+
+/// What the Manager object says about this adoptd.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity {
+    /// `init` or `subreaper`.
+    pub role: &'static str,
+    /// The adoption source in use.
+    pub tracker: &'static str,
+}
+
+/// Publishes the supervisor's services on `choice` until the supervisor
+/// goes away (its update channel closes).
+///
+/// A bus that cannot be reached, or that goes away, is retried with
+/// back-off; meanwhile updates keep the registry current, so nothing is
+/// lost when the bus comes (back).
+pub async fn run(
+    choice: BusChoice,
+    identity: Identity,
+    mut updates: mpsc::UnboundedReceiver<Update>,
+    requests: mpsc::Sender<Request>,
+) {
+    let choice = match choice {
+        BusChoice::Private => match private::start().await {
+            Ok(bus) => {
+                // One line a shell can eval, for adoptctl and busctl.
+                println!("ADOPTD_BUS_ADDRESS={}", bus.address);
+                BusChoice::Address(bus.address)
+            }
+            Err(e) => {
+                error!(
+                    "cannot start the private bus: {}; adoptd supervises without a bus",
+                    crate::error_chain(&e)
+                );
+                return;
+            }
+        },
+        choice => choice,
+    };
+    let shared = Arc::new(Shared {
+        registry: Mutex::new(Registry::default()),
+        published: Notify::new(),
+        requests,
+        identity,
+        owner_uid: nix::unistd::geteuid().as_raw(),
+    });
+    let mut backoff = Backoff::default();
+    let mut warned = false;
+    loop {
+        let connection = {
+            let connecting = async {
+                loop {
+                    match connect(&choice, &shared).await {
+                        Ok(connection) => return connection,
+                        Err(e) => {
+                            let delay = backoff.next_delay();
+                            if warned {
+                                debug!(
+                                    "cannot publish on the {choice} (retrying in {delay:?}): {e}"
+                                );
+                            } else {
+                                warn!(
+                                    "cannot publish on the {choice}: {e}; adoptd supervises without it and keeps trying"
+                                );
+                                warned = true;
+                            }
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+            };
+            let mut connecting = std::pin::pin!(connecting);
+            loop {
+                // Updates first: the registry is current before each step
+                // of connecting, so the services loaded at start-up are all
+                // served before the name is claimed.
+                tokio::select! {
+                    biased;
+                    update = updates.recv() => match update {
+                        // Not connected (yet): only the registry learns it.
+                        Some(update) => shared.registry().apply(&update),
+                        None => return,
+                    },
+                    connection = &mut connecting => break connection,
+                }
+            }
+        };
+        backoff = Backoff::default();
+        if warned {
+            info!("publishing on the {choice} again");
+            warned = false;
+        }
+        let publisher = Publisher {
+            connection: &connection,
+            shared: &shared,
+        };
+        // Services added while the name was being claimed.
+        if let Err(e) = publisher.publish_all().await {
+            debug!("cannot serve every service yet: {e}");
+        }
+        loop {
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Some(update) => publisher.publish(update).await,
+                    None => return,
+                },
+                () = connection.closed() => {
+                    warn!("lost the connection to the {choice}; reconnecting");
+                    break;
+                }
+            }
+        }
+        shared.registry().unpublish_all();
+        // Wake methods waiting for an object that will not appear on
+        // this connection.
+        shared.published.notify_waiters();
+    }
+}
+
+impl std::fmt::Display for BusChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusChoice::System => f.write_str("system bus"),
+            BusChoice::Session => f.write_str("session bus"),
+            BusChoice::Address(address) => write!(f, "bus at {address}"),
+            BusChoice::Private => f.write_str("private bus"),
+        }
+    }
+}
+
+/// What the bus task and the interface objects share.
+struct Shared {
+    registry: Mutex<Registry>,
+    /// Notified whenever service objects were published.
+    published: Notify,
+    requests: mpsc::Sender<Request>,
+    identity: Identity,
+    /// adoptd's own effective uid: its owner may control what it runs.
+    owner_uid: u32,
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock leaves plain data behind, still
+        // consistent enough to read.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends a request to the supervisor and waits for its answer.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Request,
+    ) -> Result<T, adoptd_dbus::Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || adoptd_dbus::Error::Failed("adoptd is shutting down.".to_owned());
+        self.requests
+            .send(request(reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
+    /// Waits until the object of `service` is on the bus (a method that
+    /// created it answers only then), or the connection went away.
+    async fn wait_published(&self, service: ServiceId) {
+        loop {
+            let notified = self.published.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.registry().is_published(service) {
+                return;
+            }
+            // Bounded: a connection lost meanwhile notifies too, but the
+            // answer must never hang on the bus task.
+            if tokio::time::timeout(Duration::from_secs(5), notified)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The bus layer's copy of what it publishes, by service.
+#[derive(Default)]
+struct Registry {
+    /// Indexed by `ServiceId`; ids are dense and never reused.
+    services: Vec<Option<Entry>>,
+    orphans_reaped: u64,
+}
+
+struct Entry {
+    id: ServiceId,
+    spec: Arc<ServiceSpec>,
+    status: Status,
+    /// Whether its object is served on the current connection.
+    published: bool,
+}
+
+impl Registry {
+    fn apply(&mut self, update: &Update) {
+        match update {
+            Update::ServiceAdded {
+                service,
+                spec,
+                status,
+            } => {
+                let index = service.index();
+                if self.services.len() <= index {
+                    self.services.resize_with(index + 1, || None);
+                }
+                let published = self.services[index].as_ref().is_some_and(|e| e.published);
+                self.services[index] = Some(Entry {
+                    id: *service,
+                    spec: Arc::clone(spec),
+                    status: *status,
+                    published,
+                });
+            }
+            Update::Status {
+                service, status, ..
+            } => {
+                if let Some(entry) = self.get_mut(*service) {
+                    entry.status = *status;
+                }
+            }
+            Update::OrphansReaped(count) => self.orphans_reaped = *count,
+            Update::Adopted { .. } | Update::Exited { .. } => {}
+        }
+    }
+
+    fn get(&self, service: ServiceId) -> Option<&Entry> {
+        self.services.get(service.index())?.as_ref()
+    }
+
+    fn get_mut(&mut self, service: ServiceId) -> Option<&mut Entry> {
+        self.services.get_mut(service.index())?.as_mut()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.services.iter().flatten()
+    }
+
+    fn is_published(&self, service: ServiceId) -> bool {
+        self.get(service).is_some_and(|e| e.published)
+    }
+
+    /// The next service whose object is not served yet.
+    fn next_unpublished(&self) -> Option<ServiceId> {
+        self.entries().find(|e| !e.published).map(|e| e.id)
+    }
+
+    fn set_published(&mut self, service: ServiceId) {
+        if let Some(entry) = self.get_mut(service) {
+            entry.published = true;
+        }
+    }
+
+    fn unpublish_all(&mut self) {
+        for entry in self.services.iter_mut().flatten() {
+            entry.published = false;
+        }
+    }
+}
+
+/// Connects, serves the Manager and every service object, then claims
+/// the name, so that whoever sees the name sees everything.
+async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Connection> {
+    let builder = match choice {
+        BusChoice::System => zbus::connection::Builder::system(),
+        BusChoice::Session => zbus::connection::Builder::session(),
+        BusChoice::Address(address) => zbus::connection::Builder::address(address.as_str()),
+        BusChoice::Private => {
+            return Err(zbus::Error::Address(
+                "the private bus has no address before it starts".to_owned(),
+            ));
+        }
+    };
+    let connection = builder
+        .serve_at(MANAGER_PATH, ObjectManager)
+        .serve_at(
+            MANAGER_PATH,
+            manager::Manager {
+                shared: Arc::clone(shared),
+            },
+        )
+        .build()
+        .await?;
+    let publisher = Publisher {
+        connection: &connection,
+        shared,
+    };
+    publisher.publish_all().await?;
+    // Queue behind another owner rather than fail: when it goes, adoptd
+    // takes over without anyone restarting it.
+    match connection
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::empty())
+        .await
+    {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => {
+            info!("published as {BUS_NAME} on the {choice}");
+        }
+        Ok(RequestNameReply::InQueue | RequestNameReply::Exists) => warn!(
+            "another process owns {BUS_NAME} on the {choice}; adoptd waits in its queue and takes over when it leaves"
+        ),
+        // The bus policy refuses it (not root on a system bus): a setup
+        // mistake that retrying will not mend. The objects stay reachable
+        // by adoptd's unique name.
+        Err(e) => error!(
+            "cannot own {BUS_NAME} on the {choice}: {e} (install dbus/org.adoptd1.conf, and run adoptd as root)"
+        ),
+    }
+    Ok(connection)
+}
+
+/// Emits the signals of updates on one connection.
+struct Publisher<'a> {
+    connection: &'a Connection,
+    shared: &'a Arc<Shared>,
+}
+
+impl Publisher<'_> {
+    /// Serves every service object not served yet (including those added
+    /// while this runs).
+    async fn publish_all(&self) -> zbus::Result<()> {
+        loop {
+            let next = self.shared.registry().next_unpublished();
+            let Some(service) = next else {
+                break;
+            };
+            self.serve(service).await?;
+        }
+        self.shared.published.notify_waiters();
+        Ok(())
+    }
+
+    async fn serve(&self, service: ServiceId) -> zbus::Result<()> {
+        let path = {
+            let registry = self.shared.registry();
+            let Some(entry) = registry.get(service) else {
+                return Ok(());
+            };
+            adoptd_dbus::service_path(&entry.spec.name)
+        };
+        let object = service::Service {
+            id: service,
+            shared: Arc::clone(self.shared),
+        };
+        self.connection.object_server().at(&path, object).await?;
+        self.shared.registry().set_published(service);
+        Ok(())
+    }
+
+    async fn publish(&self, update: Update) {
+        let was_known = match &update {
+            Update::ServiceAdded { service, .. } => self.shared.registry().get(*service).is_some(),
+            _ => true,
+        };
+        self.shared.registry().apply(&update);
+        let result = match update {
+            Update::ServiceAdded { service, spec, .. } => {
+                self.service_added(service, &spec.name, was_known).await
+            }
+            Update::Status {
+                service,
+                status,
+                changes,
+            } => self.status_changed(service, &status, changes).await,
+            Update::Adopted {
+                service,
+                pid,
+                previous_pid,
+            } => match self.emitter(service) {
+                Some(emitter) => service::Service::adopted(&emitter, pid, previous_pid).await,
+                None => Ok(()),
+            },
+            Update::Exited {
+                service,
+                pid,
+                status,
+            } => match self.emitter(service) {
+                Some(emitter) => {
+                    let (code, signal) = exit_code_and_signal(Some(status));
+                    service::Service::exited(&emitter, pid, code, signal).await
+                }
+                None => Ok(()),
+            },
+            Update::OrphansReaped(count) => {
+                let changed = HashMap::from([("OrphansReaped", Variant::from(count))]);
+                self.properties_changed(MANAGER_PATH.to_owned(), MANAGER_INTERFACE, changed)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            // A broken connection shows as closed, and is re-made then.
+            debug!("cannot emit a signal: {e}");
+        }
+    }
+
+    async fn service_added(
+        &self,
+        service: ServiceId,
+        name: &str,
+        was_known: bool,
+    ) -> zbus::Result<()> {
+        if was_known {
+            return Ok(());
+        }
+        self.serve(service).await?;
+        self.shared.published.notify_waiters();
+        let path = adoptd_dbus::service_path(name);
+        let emitter = SignalEmitter::new(self.connection, MANAGER_PATH)?;
+        manager::Manager::service_added(&emitter, name, path.as_ref()).await
+    }
+
+    /// One `PropertiesChanged` with every property that changed.
+    async fn status_changed(
+        &self,
+        service: ServiceId,
+        status: &Status,
+        changes: Changes,
+    ) -> zbus::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let path = {
+            let registry = self.shared.registry();
+            match registry.get(service) {
+                Some(entry) if entry.published => adoptd_dbus::service_path(&entry.spec.name),
+                _ => return Ok(()),
+            }
+        };
+        let changed = changed_properties(status, changes);
+        self.properties_changed(path.to_string(), SERVICE_INTERFACE, changed)
+            .await
+    }
+
+    async fn properties_changed(
+        &self,
+        path: String,
+        interface: &'static str,
+        changed: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<()> {
+        let emitter = SignalEmitter::new(self.connection, path)?;
+        let interface = InterfaceName::from_static_str(interface)?;
+        Properties::properties_changed(&emitter, interface, changed, Cow::Borrowed(&[])).await
+    }
+
+    fn emitter(&self, service: ServiceId) -> Option<SignalEmitter<'static>> {
+        let path = {
+            let registry = self.shared.registry();
+            let entry = registry.get(service).filter(|e| e.published)?;
+            adoptd_dbus::service_path(&entry.spec.name)
+        };
+        SignalEmitter::new(self.connection, path).ok()
+    }
+}
+
+/// The properties that `changes` names, with their new values.
+fn changed_properties(
+    status: &Status,
+    changes: Changes,
+) -> HashMap<&'static str, Variant<'static>> {
+    let mut changed = HashMap::new();
+    if changes.contains(Changes::STATE) {
+        changed.insert(
+            "State",
+            Variant::from(service::state(status.state).as_str()),
+        );
+    }
+    if changes.contains(Changes::MAIN_PID) {
+        changed.insert("MainPID", Variant::from(status.main_pid.unwrap_or(0)));
+    }
+    if changes.contains(Changes::PREVIOUS_PID) {
+        changed.insert(
+            "PreviousPID",
+            Variant::from(status.previous_pid.unwrap_or(0)),
+        );
+    }
+    if changes.contains(Changes::MAIN_PID_SOURCE) {
+        let source = service::main_pid_source(status.main_pid_source);
+        changed.insert("MainPIDSource", Variant::from(source.as_str()));
+    }
+    if changes.contains(Changes::HANDOFFS) {
+        changed.insert("Handoffs", Variant::from(status.handoffs));
+    }
+    if changes.contains(Changes::RESTARTS) {
+        changed.insert("Restarts", Variant::from(status.restarts));
+    }
+    if changes.contains(Changes::STATE_CHANGE_TIMESTAMP) {
+        changed.insert(
+            "StateChangeTimestamp",
+            Variant::from(status.state_changed_at.realtime_us),
+        );
+    }
+    if changes.contains(Changes::EXIT) {
+        let (code, signal) = exit_code_and_signal(status.last_exit);
+        changed.insert("ExitCode", Variant::from(code));
+        changed.insert("ExitSignal", Variant::from(signal));
+    }
+    if changes.contains(Changes::RESULT) {
+        let result = service::service_result(status.result);
+        changed.insert("Result", Variant::from(result.as_str()));
+    }
+    changed
+}
+
+/// `ExitCode` and `ExitSignal`: the one that does not apply is −1.
+fn exit_code_and_signal(exit: Option<ExitStatus>) -> (i32, i32) {
+    match exit {
+        Some(ExitStatus::Code(code)) => (code, -1),
+        Some(ExitStatus::Signal(signal)) => (-1, signal),
+        None => (-1, -1),
+    }
+}
+
+/// Exponential back-off between connection attempts.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const LAST: Duration = Duration::from_secs(5);
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::LAST);
+        delay
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_seconds() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u128> = (0..8).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+
+    #[test]
+    fn exit_status_sets_one_of_code_and_signal() {
+        assert_eq!(exit_code_and_signal(None), (-1, -1));
+        assert_eq!(exit_code_and_signal(Some(ExitStatus::Code(3))), (3, -1));
+        assert_eq!(exit_code_and_signal(Some(ExitStatus::Signal(9))), (-1, 9));
+    }
+}

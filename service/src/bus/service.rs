@@ -1,0 +1,311 @@
+//! `/org/adoptd1/service/<label>`, interface `org.adoptd1.Service`: one
+//! object per loaded service.
+//!
+//! The object holds only the service's id and the shared registry (a few
+//! words, so that ten thousand services stay cheap); every property is read
+//! from the registry, which the bus task keeps current.
+
+use std::sync::Arc;
+
+use adoptd_dbus::{Error, MainPidSource, ServiceResult, State};
+use zbus::{Connection, interface, message::Header, object_server::SignalEmitter};
+
+use super::{Entry, Shared, auth, exit_code_and_signal, manager};
+use crate::{
+    supervisor::Request,
+    tracker::{self, Command, ServiceId},
+};
+
+/// A Service object.
+pub(super) struct Service {
+    pub(super) id: ServiceId,
+    pub(super) shared: Arc<Shared>,
+}
+
+#[interface(name = "org.adoptd1.Service")]
+impl Service {
+    /// The full name: apache2@chroot1.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn name(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.spec.name.clone())
+    }
+
+    /// The template part: apache2; the name itself for a plain service.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn template(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| {
+            e.spec
+                .template
+                .clone()
+                .unwrap_or_else(|| e.spec.name.clone())
+        })
+    }
+
+    /// The instance part: chroot1; empty for a plain service.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn instance(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.spec.instance.clone().unwrap_or_default())
+    }
+
+    /// The configured description, %i expanded.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn description(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.spec.description.clone())
+    }
+
+    /// stopped, starting, running, stopping, restarting or failed.
+    #[zbus(property)]
+    fn state(&self) -> zbus::fdo::Result<State> {
+        self.read(|e| state(e.status.state))
+    }
+
+    /// The main process; 0 when none.
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::fdo::Result<u32> {
+        self.read(|e| e.status.main_pid.unwrap_or(0))
+    }
+
+    /// The process the main process took over from; 0 when none.
+    #[zbus(property, name = "PreviousPID")]
+    fn previous_pid(&self) -> zbus::fdo::Result<u32> {
+        self.read(|e| e.status.previous_pid.unwrap_or(0))
+    }
+
+    /// How MainPID was learnt: spawn, adoption, pid-file, notify or guess.
+    #[zbus(property, name = "MainPIDSource")]
+    fn main_pid_source(&self) -> zbus::fdo::Result<MainPidSource> {
+        self.read(|e| main_pid_source(e.status.main_pid_source))
+    }
+
+    /// Every member process; not signalled (a fork storm must not become a
+    /// signal storm).
+    #[zbus(property(emits_changed_signal = "false"), name = "PIDs")]
+    async fn pids(&self) -> zbus::fdo::Result<Vec<u32>> {
+        self.shared
+            .ask(|reply| Request::Members {
+                service: self.id,
+                reply,
+            })
+            .await
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    /// Hand-offs of the main process since the last start.
+    #[zbus(property)]
+    fn handoffs(&self) -> zbus::fdo::Result<u32> {
+        self.read(|e| e.status.handoffs)
+    }
+
+    /// Restarts so far.
+    #[zbus(property)]
+    fn restarts(&self) -> zbus::fdo::Result<u32> {
+        self.read(|e| e.status.restarts)
+    }
+
+    /// When State last changed, in microseconds since the epoch.
+    #[zbus(property)]
+    fn state_change_timestamp(&self) -> zbus::fdo::Result<u64> {
+        self.read(|e| e.status.state_changed_at.realtime_us)
+    }
+
+    /// Exit code of the last main process that ended the service (not of a
+    /// hand-off); -1 when none.
+    #[zbus(property)]
+    fn exit_code(&self) -> zbus::fdo::Result<i32> {
+        self.read(|e| exit_code_and_signal(e.status.last_exit).0)
+    }
+
+    /// Signal that killed the last main process that ended the service; -1
+    /// when none.
+    #[zbus(property)]
+    fn exit_signal(&self) -> zbus::fdo::Result<i32> {
+        self.read(|e| exit_code_and_signal(e.status.last_exit).1)
+    }
+
+    /// Why the service last ended: success, exit-code, signal, timeout or
+    /// start-limit-hit.
+    #[zbus(property)]
+    fn result(&self) -> zbus::fdo::Result<ServiceResult> {
+        self.read(|e| service_result(e.status.result))
+    }
+
+    /// The configured argv, %i expanded.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn command(&self) -> zbus::fdo::Result<Vec<String>> {
+        self.read(|e| e.spec.exec.clone())
+    }
+
+    /// The configured chroot; empty when none.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn chroot(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| {
+            e.spec
+                .chroot
+                .as_ref()
+                .map(|path| path.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The configured user; empty when adoptd's own.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn user(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.spec.user.clone().unwrap_or_default())
+    }
+
+    /// The configured expect: auto, foreground, fork, daemon or notify.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn expect(&self) -> zbus::fdo::Result<&'static str> {
+        self.read(|e| e.spec.expect.as_str())
+    }
+
+    /// The configured restart policy: no, on-failure or always.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn restart(&self) -> zbus::fdo::Result<&'static str> {
+        self.read(|e| e.spec.restart.as_str())
+    }
+
+    /// Starts the service; AlreadyRunning if it is starting or running.
+    #[zbus(name = "Start")]
+    async fn start_method(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.control(Command::Start, &header, connection).await
+    }
+
+    /// Stops the service; it is not restarted.
+    #[zbus(name = "Stop")]
+    async fn stop_method(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.control(Command::Stop, &header, connection).await
+    }
+
+    /// Stops the service if it runs, then starts it.
+    #[zbus(name = "Restart")]
+    async fn restart_method(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.control(Command::Restart, &header, connection).await
+    }
+
+    /// Sends the configured reload-signal (default SIGHUP) to the main
+    /// process; NotRunning if there is none.
+    #[zbus(name = "Reload")]
+    async fn reload_method(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.control(Command::Reload, &header, connection).await
+    }
+
+    /// Sends signal to the main process; NotRunning if there is none.
+    async fn kill(
+        &self,
+        signal: i32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        let highest = libc::SIGRTMAX();
+        if !(1..=highest).contains(&signal) {
+            return Err(Error::ZBus(zbus::Error::FDO(Box::new(
+                zbus::fdo::Error::InvalidArgs(format!(
+                    "{signal} is not a signal: signals are numbered 1 to {highest}."
+                )),
+            ))));
+        }
+        self.control(Command::Kill(signal), &header, connection)
+            .await
+    }
+
+    /// The main process handed over to pid; previous_pid is the process it
+    /// took over from.
+    #[zbus(signal)]
+    pub(super) async fn adopted(
+        emitter: &SignalEmitter<'_>,
+        pid: u32,
+        previous_pid: u32,
+    ) -> zbus::Result<()>;
+
+    /// The main process ended without a hand-off; code or signal is -1 when
+    /// it does not apply.
+    #[zbus(signal)]
+    pub(super) async fn exited(
+        emitter: &SignalEmitter<'_>,
+        pid: u32,
+        code: i32,
+        signal: i32,
+    ) -> zbus::Result<()>;
+}
+
+impl Service {
+    /// Reads from this service's registry entry (which exists before the
+    /// object is served).
+    fn read<T>(&self, read: impl FnOnce(&Entry) -> T) -> zbus::fdo::Result<T> {
+        self.shared
+            .registry()
+            .get(self.id)
+            .map(read)
+            .ok_or_else(|| zbus::fdo::Error::UnknownObject("the service is gone".to_owned()))
+    }
+
+    async fn control(
+        &self,
+        command: Command,
+        header: &Header<'_>,
+        connection: &Connection,
+    ) -> Result<(), Error> {
+        auth::authorize(connection, header, self.shared.owner_uid).await?;
+        let name = self
+            .read(|e| e.spec.name.clone())
+            .map_err(|e| Error::ZBus(zbus::Error::FDO(Box::new(e))))?;
+        self.shared
+            .ask(|reply| Request::Control {
+                name,
+                command,
+                reply,
+            })
+            .await?
+            .map_err(manager::request_error)?;
+        Ok(())
+    }
+}
+
+/// The contract's spelling of a tracker state.
+pub(super) fn state(state: tracker::State) -> State {
+    match state {
+        tracker::State::Stopped => State::Stopped,
+        tracker::State::Starting => State::Starting,
+        tracker::State::Running => State::Running,
+        tracker::State::Stopping => State::Stopping,
+        tracker::State::Restarting => State::Restarting,
+        tracker::State::Failed => State::Failed,
+    }
+}
+
+pub(super) fn main_pid_source(source: tracker::MainPidSource) -> MainPidSource {
+    match source {
+        tracker::MainPidSource::Spawn => MainPidSource::Spawn,
+        tracker::MainPidSource::Adoption => MainPidSource::Adoption,
+        tracker::MainPidSource::PidFile => MainPidSource::PidFile,
+        tracker::MainPidSource::Notify => MainPidSource::Notify,
+        tracker::MainPidSource::Guess => MainPidSource::Guess,
+    }
+}
+
+pub(super) fn service_result(result: tracker::RunResult) -> ServiceResult {
+    match result {
+        tracker::RunResult::Success => ServiceResult::Success,
+        tracker::RunResult::ExitCode => ServiceResult::ExitCode,
+        tracker::RunResult::Signal => ServiceResult::Signal,
+        tracker::RunResult::Timeout => ServiceResult::Timeout,
+        tracker::RunResult::StartLimitHit => ServiceResult::StartLimitHit,
+    }
+}
