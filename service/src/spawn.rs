@@ -134,6 +134,7 @@ pub fn spawn(spec: &ServiceSpec) -> Result<Spawned, SpawnError> {
     // makes async-signal-safe system calls on data prepared before the fork.
     unsafe {
         command.pre_exec(move || {
+            reset_signals()?;
             nix::unistd::setsid()?;
             if let Some(root) = &chroot {
                 nix::unistd::chroot(root.as_c_str())?;
@@ -284,6 +285,36 @@ fn c_path(path: &Path) -> Result<CString, SpawnError> {
 
 fn errno_of(error: &io::Error) -> nix::Error {
     nix::Error::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Unblocks every signal (adoptd blocks the ones it reads from its
+/// signalfd, and a blocked mask survives exec) and gives every signal its
+/// default action: an ignored signal stays ignored across exec, and the
+/// Rust runtime ignores SIGPIPE.
+fn reset_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    // The raw system call, because the C library refuses the signals it
+    // reserves for itself. An all-zero kernel sigaction is SIG_DFL with no
+    // flags and an empty mask, whatever the architecture's layout.
+    let default_action = [0u64; 4];
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads a zeroed kernel sigaction of at least
+        // the kernel's size and writes nothing (null old action).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default_action.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Marks every descriptor above stderr close-on-exec, so the program

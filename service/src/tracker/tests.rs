@@ -915,3 +915,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn stopping_several_services_at_once_gives_each_its_own_timeout() {
+    let mut h = Harness::new();
+    let a = h.service(Policy::default());
+    let b = h.service(Policy {
+        stop_timeout: Duration::from_secs(5),
+        ..Policy::default()
+    });
+    h.start(a, 100);
+    h.start(b, 200);
+    h.command(a, Command::Stop).unwrap();
+    h.command(b, Command::Stop).unwrap();
+    let out = h.apply(&[
+        exited(200, ExitStatus::Signal(SIGTERM)),
+        adopted_in_session(201, 200),
+    ]);
+    assert_eq!(signals(&out), vec![(201, SIGTERM)]);
+    assert!(h.advance(Duration::from_secs(4)).actions.is_empty());
+    assert_eq!(
+        signals(&h.advance(Duration::from_secs(1))),
+        vec![(201, SIGKILL)]
+    );
+    assert!(
+        h.advance(Duration::from_secs(4)).actions.is_empty(),
+        "a has 10 s"
+    );
+    assert_eq!(
+        signals(&h.advance(Duration::from_secs(1))),
+        vec![(100, SIGKILL)]
+    );
+}

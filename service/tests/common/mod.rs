@@ -4,9 +4,9 @@
 //! Every wait has a timeout and waits on an event (a log line, a datagram,
 //! a pidfd becoming readable); nothing sleeps and hopes.
 
-#![allow(dead_code)] // each test binary uses a different part
-// A failed expectation in test support is a test failure, said with a reason.
-#![allow(clippy::expect_used)]
+// Each test binary uses a different part; a failed expectation in test
+// support is a test failure, said with a reason.
+#![allow(dead_code, clippy::expect_used)]
 
 use std::{
     collections::HashMap,
@@ -212,8 +212,17 @@ impl Adoptd {
         self.child.id()
     }
 
-    /// Waits for the next line that matches, and returns it.
+    /// Returns the first line, already seen or still to come, that
+    /// matches; waits for it if need be.
     pub fn wait_for(&mut self, what: &str, matches: impl Fn(&LogLine) -> bool) -> LogLine {
+        if let Some(line) = self.log.iter().find(|l| matches(l)) {
+            return line.clone();
+        }
+        self.wait_next(what, matches)
+    }
+
+    /// Waits for the next new line that matches, and returns it.
+    pub fn wait_next(&mut self, what: &str, matches: impl Fn(&LogLine) -> bool) -> LogLine {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -266,8 +275,15 @@ impl Adoptd {
     }
 
     /// Asks adoptd to stop everything and waits for it to exit.
-    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<LogLine>) {
-        signal(self.child.id(), libc::SIGTERM);
+    pub fn stop(self) -> (std::process::ExitStatus, Vec<LogLine>) {
+        let pid = self.child.id();
+        self.stop_through(pid)
+    }
+
+    /// Like [`Adoptd::stop`], when adoptd is not the child itself (it runs
+    /// under `unshare`): SIGTERM goes to `adoptd_pid`.
+    pub fn stop_through(mut self, adoptd_pid: u32) -> (std::process::ExitStatus, Vec<LogLine>) {
+        signal(adoptd_pid, libc::SIGTERM);
         self.wait_for("adoptd to finish", |l| {
             l.message == "every service is stopped"
         });

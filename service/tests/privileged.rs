@@ -1,0 +1,224 @@
+//! What adoptd does to a process before exec, and adoptd as PID 1: the
+//! paths that run as root. Tests that need root say so and pass vacuously
+//! only when they print why (CI runs them as root).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// The pid of the service's first process, from the log.
+fn started_pid(adoptd: &mut Adoptd, service: &str) -> u32 {
+    adoptd
+        .wait_for("the spawn", |l| {
+            l.message.starts_with("started") && l.get("service") == Some(service)
+        })
+        .pid("pid")
+}
+
+fn status_field(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in status"))
+        .trim()
+        .to_owned()
+}
+
+fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("{test}: skipped: needs root");
+    true
+}
+
+#[test]
+fn a_service_starts_with_a_clean_signal_mask_and_environment() {
+    let scratch = Scratch::new("mask");
+    scratch.service(
+        "plain",
+        "exec = [\"/bin/sleep\", \"1000\"]\nexpect = \"foreground\"\nenvironment = { GREETING = \"hello\" }\n",
+    );
+    let mut adoptd = Adoptd::start(&scratch, &[]);
+    let pid = started_pid(&mut adoptd, "plain");
+    assert_eq!(status_field(pid, "SigBlk"), "0000000000000000");
+    assert_eq!(status_field(pid, "SigIgn"), "0000000000000000");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let mut environ: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    environ.sort();
+    assert_eq!(
+        environ,
+        vec![
+            "GREETING=hello",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ]
+    );
+    let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .count();
+    assert_eq!(descriptors, 3, "only stdin, stdout and stderr");
+    let sid = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = sid.rsplit_once(") ").expect("stat").1.split(' ').collect();
+    assert_eq!(fields[3], pid.to_string(), "a session leader");
+}
+
+#[test]
+fn chroot_user_group_and_working_directory_are_applied() {
+    if skip_unless_root("chroot_user_group_and_working_directory_are_applied") {
+        return;
+    }
+    let scratch = Scratch::new("chroot");
+    let root = scratch.file("root");
+    install_with_libraries("/bin/sleep", &root);
+    std::fs::create_dir_all(root.join("srv")).expect("mkdir");
+    scratch.service(
+        "jailed",
+        &format!(
+            "exec = [\"/bin/sleep\", \"1000\"]\nexpect = \"foreground\"\nchroot = {:?}\nuser = \"nobody\"\nworking-directory = \"/srv\"\n",
+            root.to_str().expect("utf-8")
+        ),
+    );
+    let mut adoptd = Adoptd::start(&scratch, &[]);
+    let pid = started_pid(&mut adoptd, "jailed");
+    let link = |name: &str| std::fs::read_link(format!("/proc/{pid}/{name}")).expect("link");
+    assert_eq!(link("root"), root);
+    assert_eq!(link("cwd"), root.join("srv"));
+    let nobody = nix_user("nobody");
+    assert_eq!(
+        status_field(pid, "Uid"),
+        format!("{0}\t{0}\t{0}\t{0}", nobody.0)
+    );
+    assert_eq!(
+        status_field(pid, "Gid"),
+        format!("{0}\t{0}\t{0}\t{0}", nobody.1)
+    );
+    assert!(
+        !status_field(pid, "Groups")
+            .split_whitespace()
+            .any(|g| g == "0"),
+        "no root group left"
+    );
+}
+
+#[test]
+fn an_unknown_user_is_a_clear_failure_and_others_still_start() {
+    let scratch = Scratch::new("nouser");
+    scratch.service(
+        "ghost",
+        "exec = [\"/bin/sleep\", \"1000\"]\nuser = \"no-such-user-here\"\nrestart = \"no\"\n",
+    );
+    scratch.service("fine", "exec = [\"/bin/sleep\", \"1000\"]\n");
+    let mut adoptd = Adoptd::start(&scratch, &[]);
+    let error = adoptd.wait_for("the spawn error", |l| {
+        l.text.contains("cannot start") && l.get("service") == Some("ghost")
+    });
+    assert!(
+        error
+            .text
+            .contains("user \\\"no-such-user-here\\\" does not exist")
+            || error.text.contains("no-such-user-here"),
+        "{}",
+        error.text
+    );
+    adoptd.wait_status("ghost", "failed", |l| l.get("state") == Some("failed"));
+    started_pid(&mut adoptd, "fine");
+}
+
+#[test]
+fn as_pid_1_of_a_pid_namespace_it_reaps_processes_of_no_service() {
+    if skip_unless_root("as_pid_1_of_a_pid_namespace_it_reaps_processes_of_no_service") {
+        return;
+    }
+    let scratch = Scratch::new("pid1");
+    let reports = Reports::bind(&scratch);
+    scratch.service(
+        "web",
+        &format!(
+            "exec = {}\n",
+            dance_exec(&reports, "web", &["fork", "setsid", "fork", "serve"])
+        ),
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
+        .arg(env!("CARGO_BIN_EXE_adoptd"))
+        .arg("--config-dir")
+        .arg(scratch.services());
+    let mut adoptd = Adoptd::spawn(command);
+    let start = adoptd.wait_for("start-up", |l| l.message == "adoptd starting");
+    assert_eq!(start.get("role"), Some("init"));
+    // The dance reports its pid as seen inside the namespace, as adoptd does.
+    let settled = reports.next();
+    adoptd.wait_main_pid("web", settled.pid);
+    // A process enters the namespace from outside and leaves a child
+    // behind: the child is reparented to PID 1 and belongs to no service.
+    let init = namespace_init(adoptd.pid());
+    let status = Command::new("nsenter")
+        .args([
+            "--target",
+            &init.to_string(),
+            "--pid",
+            "--",
+            "/bin/sh",
+            "-c",
+            "/bin/true & exit 0",
+        ])
+        .status()
+        .expect("nsenter");
+    assert!(status.success());
+    adoptd.wait_next("the orphan to be reaped", |l| {
+        l.message == "reaped a process of no service"
+    });
+    let (exit, log) = adoptd.stop_through(init);
+    assert!(
+        exit.success(),
+        "a container's init exits 0 after stopping everything"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.is("main process exited", "web") && l.pid("pid") == settled.pid)
+    );
+}
+
+/// The pid (outside) of the namespace's init, the child of `unshare`.
+fn namespace_init(unshare: u32) -> u32 {
+    children_of(unshare)
+        .first()
+        .expect("adoptd under unshare")
+        .0
+}
+
+fn nix_user(name: &str) -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name))
+                .then(|| (f[2].parse().expect("uid"), f[3].parse().expect("gid")))
+        })
+        .expect("user exists")
+}
+
+/// Copies a program and the shared libraries `ldd` lists into `root`.
+fn install_with_libraries(program: &str, root: &std::path::Path) {
+    let mut files = vec![program.to_owned()];
+    let ldd = Command::new("ldd").arg(program).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(path.to_owned());
+        }
+    }
+    for file in files {
+        let target = root.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&file, &target).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    }
+}
