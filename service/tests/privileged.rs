@@ -2,6 +2,9 @@
 //! paths that run as root. Tests that need root say so and pass vacuously
 //! only when they print why (CI runs them as root).
 
+// A failed expectation in a test is the test failing, with a reason.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

@@ -1,5 +1,8 @@
 //! adoptd against real processes that really fork and daemonize.
 
+// A failed expectation in a test is the test failing, with a reason.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use common::*;

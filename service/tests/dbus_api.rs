@@ -1,0 +1,646 @@
+//! The D-Bus API against a real dbus-daemon set up as Debian's system bus
+//! with adoptd's policy file, real busctl, zbus proxies and real
+//! daemonizing processes.
+
+// A failed expectation in a test is the test's failure, said with a reason.
+#![allow(clippy::expect_used)]
+
+#[path = "common/bus.rs"]
+mod bus;
+mod common;
+
+use std::{collections::HashMap, future::Future};
+
+use adoptd_dbus::{
+    BUS_NAME, Error, MANAGER_INTERFACE, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE,
+    ServiceProxy, introspection::interface_members,
+};
+use bus::{TestBus, missing_tools};
+use common::*;
+
+/// A dance service that daemonizes with two hops, as daemon(3) users do.
+fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {
+    scratch.service(
+        name,
+        &format!(
+            "exec = {}\nrestart = \"no\"\ndescription = \"dancer {name}\"\n",
+            dance_exec(reports, name, &["fork", "setsid", "fork", "serve"])
+        ),
+    );
+}
+
+/// The bus, or `None` (said on stderr) where the tools are missing.
+fn test_bus(scratch: &Scratch) -> Option<TestBus> {
+    if let Some(reason) = missing_tools() {
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    Some(TestBus::start(scratch))
+}
+
+/// adoptd on `bus`, once it owns its name.
+fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
+    let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
+    wait_published(&mut adoptd);
+    adoptd
+}
+
+fn wait_published(adoptd: &mut Adoptd) {
+    adoptd.wait_for("adoptd to own org.adoptd1", |l| {
+        l.message.starts_with("published as org.adoptd1")
+    });
+}
+
+fn service_path(name: &str) -> String {
+    adoptd_dbus::service_path(name).to_string()
+}
+
+/// A property of a service as busctl prints it: `u 1234`.
+fn property(bus: &TestBus, name: &str, property: &str) -> String {
+    bus.busctl(&[
+        "get-property",
+        BUS_NAME,
+        &service_path(name),
+        SERVICE_INTERFACE,
+        property,
+    ])
+    .trim()
+    .to_owned()
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(async { tokio::time::timeout(TIMEOUT * 2, future).await })
+        .expect("the test's D-Bus conversation timed out")
+}
+
+async fn connect(bus: &TestBus) -> zbus::Connection {
+    zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .expect("connect to the test bus")
+}
+
+/// The introspection of `path`, as comparable lines by interface.
+fn live_members(
+    bus: &TestBus,
+    path: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let xml = bus.busctl(&[
+        "--json=short",
+        "call",
+        BUS_NAME,
+        path,
+        "org.freedesktop.DBus.Introspectable",
+        "Introspect",
+    ]);
+    // {"type":"s","data":["<xml…>"]}
+    let xml = xml
+        .split_once("\"data\":[\"")
+        .and_then(|(_, rest)| rest.rsplit_once("\"]"))
+        .map(|(xml, _)| unescape_json(xml))
+        .expect("busctl's JSON");
+    interface_members(&xml).expect("readable introspection")
+}
+
+fn unescape_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('u') => {
+                let code: String = chars.by_ref().take(4).collect();
+                let code = u32::from_str_radix(&code, 16).expect("\\u escape");
+                out.push(char::from_u32(code).unwrap_or('?'));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn live_introspection_equals_the_contract() {
+    let scratch = Scratch::new("introspect");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    double_fork_service(&scratch, &reports, "web@one");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    reports.next();
+
+    let contract = interface_members(adoptd_dbus::INTROSPECTION_XML).expect("the contract");
+    let manager = live_members(&bus, MANAGER_PATH);
+    assert_eq!(manager[MANAGER_INTERFACE], contract[MANAGER_INTERFACE]);
+    assert!(manager.contains_key("org.freedesktop.DBus.ObjectManager"));
+    let service = live_members(&bus, &service_path("web@one"));
+    assert_eq!(service[SERVICE_INTERFACE], contract[SERVICE_INTERFACE]);
+
+    let tree = bus.busctl(&["tree", BUS_NAME]);
+    assert!(tree.contains("/org/adoptd1/service/web_40one"), "{tree}");
+    let introspect = bus.busctl(&["introspect", BUS_NAME, &service_path("web@one")]);
+    assert!(introspect.contains(".MainPID"), "{introspect}");
+    assert_eq!(property(&bus, "web@one", "Template"), "s \"web\"");
+    assert_eq!(property(&bus, "web@one", "Instance"), "s \"one\"");
+    assert_eq!(
+        property(&bus, "web@one", "Description"),
+        "s \"dancer web@one\""
+    );
+    adoptd.wait_status("web@one", "running", |l| l.get("handoffs") == Some("2"));
+}
+
+#[test]
+fn main_pid_and_previous_pid_follow_a_double_forking_daemon() {
+    let scratch = Scratch::new("follow");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    double_fork_service(&scratch, &reports, "dancer");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("dancer", settled.pid);
+
+    assert_eq!(
+        property(&bus, "dancer", "MainPID"),
+        format!("u {}", settled.pid)
+    );
+    assert_eq!(
+        property(&bus, "dancer", "PreviousPID"),
+        format!("u {}", settled.last_parent)
+    );
+    assert_eq!(property(&bus, "dancer", "State"), "s \"running\"");
+    assert_eq!(property(&bus, "dancer", "MainPIDSource"), "s \"adoption\"");
+    assert_eq!(property(&bus, "dancer", "Handoffs"), "u 2");
+    assert_eq!(property(&bus, "dancer", "ExitCode"), "i -1");
+    let pids = property(&bus, "dancer", "PIDs");
+    assert_eq!(pids, format!("au 1 {}", settled.pid));
+
+    let rows = bus.busctl(&[
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        MANAGER_INTERFACE,
+        "ListServices",
+    ]);
+    assert_eq!(
+        rows.trim(),
+        format!(
+            "a(ssuuo) 1 \"dancer\" \"running\" {} {} \"/org/adoptd1/service/dancer\"",
+            settled.pid, settled.last_parent
+        )
+    );
+
+    // Stopping shows the end of the run in the properties too.
+    bus.busctl(&[
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        MANAGER_INTERFACE,
+        "StopService",
+        "s",
+        "dancer",
+    ]);
+    adoptd.wait_status("dancer", "stopped", |l| l.get("state") == Some("stopped"));
+    assert_eq!(property(&bus, "dancer", "MainPID"), "u 0");
+    assert_eq!(property(&bus, "dancer", "State"), "s \"stopped\"");
+    assert_eq!(property(&bus, "dancer", "ExitCode"), "i 0");
+}
+
+#[test]
+fn a_restart_is_seen_as_one_properties_changed_and_adopted() {
+    let scratch = Scratch::new("restart");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    double_fork_service(&scratch, &reports, "dancer");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let first = reports.next();
+    adoptd.wait_main_pid("dancer", first.pid);
+    let monitor = bus.monitor(&[BUS_NAME]);
+
+    let path = service_path("dancer");
+    let (adopted, changes) = block_on(async {
+        let connection = connect(&bus).await;
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(BUS_NAME)
+            .path(path.as_str())
+            .build()
+            .expect("a match rule");
+        let mut signals = zbus::MessageStream::for_match_rule(rule, &connection, None)
+            .await
+            .expect("subscribe");
+        let manager = ManagerProxy::new(&connection).await.expect("proxy");
+        manager
+            .restart_service("dancer")
+            .await
+            .expect("RestartService");
+        let settled = tokio::task::spawn_blocking(move || reports.next())
+            .await
+            .expect("the dance report");
+        let mut changes: Vec<HashMap<String, String>> = Vec::new();
+        let mut adopted = None;
+        use futures_util::StreamExt as _;
+        while let Some(message) = signals.next().await {
+            let message = message.expect("a message");
+            let header = message.header();
+            match header.member().map(|m| m.as_str()) {
+                Some("PropertiesChanged") => {
+                    let (_, changed, _): (
+                        String,
+                        HashMap<String, zbus::OwnedVariant>,
+                        Vec<String>,
+                    ) = message.body().deserialize().expect("PropertiesChanged");
+                    changes.push(
+                        changed
+                            .into_iter()
+                            .map(|(k, v)| (k, format!("{v:?}")))
+                            .collect(),
+                    );
+                }
+                Some("Adopted") => {
+                    let (pid, previous): (u32, u32) =
+                        message.body().deserialize().expect("Adopted");
+                    if pid == settled.pid {
+                        adopted = Some((pid, previous, settled.clone()));
+                    }
+                }
+                _ => {}
+            }
+            let main_pid_seen = changes.iter().any(|c| {
+                c.get("MainPID")
+                    .is_some_and(|v| v.contains(&settled.pid.to_string()))
+            });
+            if adopted.is_some() && main_pid_seen {
+                break;
+            }
+        }
+        (adopted.expect("an Adopted signal"), changes)
+    });
+    let (pid, previous, settled) = adopted;
+    assert_eq!((pid, previous), (settled.pid, settled.last_parent));
+    assert_ne!(settled.pid, first.pid);
+    // The hand-off's one signal carries MainPID and PreviousPID together.
+    let handoff = changes
+        .iter()
+        .find(|c| {
+            c.get("MainPID")
+                .is_some_and(|v| v.contains(&settled.pid.to_string()))
+        })
+        .expect("a PropertiesChanged with the new MainPID");
+    let previous_pid = handoff.get("PreviousPID").expect("PreviousPID alongside");
+    assert!(
+        previous_pid.contains(&settled.last_parent.to_string()),
+        "{handoff:?}"
+    );
+    assert!(handoff.contains_key("Handoffs"), "{handoff:?}");
+    // No signal names a property twice, and none is empty.
+    assert!(changes.iter().all(|c| !c.is_empty()), "{changes:?}");
+
+    let seen = monitor.wait_for("Adopted in busctl monitor", |line| {
+        line.contains("Member=Adopted")
+    });
+    assert!(!seen.is_empty());
+}
+
+#[test]
+fn nobody_reads_everything_and_controls_nothing() {
+    if !is_root() {
+        eprintln!("skipped: running as another user needs root");
+        return;
+    }
+    let scratch = Scratch::new("nobody");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    double_fork_service(&scratch, &reports, "dancer");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("dancer", settled.pid);
+    let path = service_path("dancer");
+    let nobody = |args: &[&str]| bus.busctl_output(args, Some("nobody"));
+
+    let read = nobody(&[
+        "get-property",
+        BUS_NAME,
+        &path,
+        SERVICE_INTERFACE,
+        "MainPID",
+    ]);
+    assert!(read.status.success(), "{read:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        format!("u {}", settled.pid)
+    );
+    for args in [
+        &[
+            "call",
+            BUS_NAME,
+            MANAGER_PATH,
+            MANAGER_INTERFACE,
+            "ListServices",
+        ][..],
+        &["introspect", BUS_NAME, &path],
+        &["tree", BUS_NAME],
+        &["get-property", BUS_NAME, &path, SERVICE_INTERFACE, "PIDs"],
+    ] {
+        let output = nobody(args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+    }
+
+    for args in [
+        &[
+            "call",
+            BUS_NAME,
+            MANAGER_PATH,
+            MANAGER_INTERFACE,
+            "StopService",
+            "s",
+            "dancer",
+        ][..],
+        &["call", BUS_NAME, &path, SERVICE_INTERFACE, "Stop"],
+        &["call", BUS_NAME, &path, SERVICE_INTERFACE, "Kill", "i", "9"],
+        &["call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, "Reload"],
+    ] {
+        let output = nobody(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was allowed");
+        assert!(
+            stderr.contains("Only root may control adoptd's services"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let own = nobody(&[
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "RequestName",
+        "su",
+        BUS_NAME,
+        "4",
+    ]);
+    assert!(!own.status.success(), "nobody may own {BUS_NAME}");
+    assert!(
+        String::from_utf8_lossy(&own.stderr).contains("not allowed to own"),
+        "{own:?}"
+    );
+
+    // The service never noticed.
+    assert!(is_alive(settled.pid));
+    assert_eq!(
+        property(&bus, "dancer", "MainPID"),
+        format!("u {}", settled.pid)
+    );
+    assert!(adoptd.seen("main process exited", "dancer").is_empty());
+}
+
+#[test]
+fn restarting_the_bus_loses_nothing() {
+    let scratch = Scratch::new("busloss");
+    let Some(mut bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    double_fork_service(&scratch, &reports, "dancer");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("dancer", settled.pid);
+    let before = property(&bus, "dancer", "MainPID");
+
+    bus.restart();
+    adoptd.wait_for("adoptd to notice", |l| {
+        l.message.starts_with("lost the connection")
+    });
+    wait_published(&mut adoptd);
+
+    assert_eq!(property(&bus, "dancer", "MainPID"), before);
+    assert_eq!(
+        property(&bus, "dancer", "PreviousPID"),
+        format!("u {}", settled.last_parent)
+    );
+    let tree = bus.busctl(&["tree", BUS_NAME]);
+    assert!(tree.contains("/org/adoptd1/service/dancer"), "{tree}");
+    assert!(is_alive(settled.pid));
+}
+
+#[test]
+fn bad_input_gets_the_contracts_errors_and_disturbs_nothing() {
+    let scratch = Scratch::new("badinput");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    double_fork_service(&scratch, &reports, "dancer");
+    scratch.service(
+        "web@",
+        &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
+    );
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("dancer", settled.pid);
+
+    block_on(async {
+        let connection = connect(&bus).await;
+        let manager = ManagerProxy::new(&connection).await.expect("proxy");
+        match manager.get_service("nope").await {
+            Err(Error::NoSuchService(_)) => {}
+            other => panic!("GetService(nope): {other:?}"),
+        }
+        match manager.start_service("nope").await {
+            Err(Error::NoSuchService(_)) => {}
+            other => panic!("StartService(nope): {other:?}"),
+        }
+        match manager.start_service("web@../x").await {
+            Err(Error::InvalidName(_)) => {}
+            other => panic!("StartService(web@../x): {other:?}"),
+        }
+        let huge = "x".repeat(1 << 20);
+        match manager.start_service(&huge).await {
+            Err(Error::InvalidName(text)) => assert!(text.len() < 200, "{text}"),
+            other => panic!("StartService(1 MB): {other:?}"),
+        }
+        let service = ServiceProxy::builder(&connection)
+            .path(service_path("dancer"))
+            .build()
+            .await
+            .expect("proxy");
+        for signal in [0, -1, 999] {
+            match service.kill(signal).await {
+                Err(Error::ZBus(zbus::Error::MethodError(name, _, _))) => {
+                    assert_eq!(name.as_str(), "org.freedesktop.DBus.Error.InvalidArgs")
+                }
+                Err(Error::ZBus(zbus::Error::FDO(e)))
+                    if matches!(*e, zbus::fdo::Error::InvalidArgs(_)) => {}
+                other => panic!("Kill({signal}): {other:?}"),
+            }
+        }
+        match service.start().await {
+            Err(Error::AlreadyRunning(_)) => {}
+            other => panic!("Start of a running service: {other:?}"),
+        }
+        let wrong = connection
+            .call_method(
+                Some(BUS_NAME),
+                MANAGER_PATH,
+                Some(MANAGER_INTERFACE),
+                "GetService",
+                &(42u32,),
+            )
+            .await;
+        match wrong {
+            Err(zbus::Error::MethodError(name, _, _)) => {
+                assert_eq!(name.as_str(), "org.freedesktop.DBus.Error.InvalidArgs")
+            }
+            other => panic!("GetService(u): {other:?}"),
+        }
+    });
+
+    // Nothing happened to the service.
+    assert!(is_alive(settled.pid));
+    assert_eq!(
+        property(&bus, "dancer", "MainPID"),
+        format!("u {}", settled.pid)
+    );
+    assert!(adoptd.seen("main process exited", "dancer").is_empty());
+}
+
+#[test]
+fn starting_a_template_instance_adds_its_object() {
+    let scratch = Scratch::new("instance");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    scratch.service(
+        "web@",
+        &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
+    );
+    let _adoptd = adoptd_on(&scratch, &bus);
+    let (path, added) = block_on(async {
+        let connection = connect(&bus).await;
+        let manager = ManagerProxy::new(&connection).await.expect("proxy");
+        let mut added = manager.receive_service_added().await.expect("ServiceAdded");
+        let path = manager
+            .start_service("web@two")
+            .await
+            .expect("StartService");
+        use futures_util::StreamExt as _;
+        let signal = added.next().await.expect("a ServiceAdded signal");
+        let args = signal.args().expect("arguments");
+        (
+            (path.to_string()),
+            (args.name.to_owned(), args.path.to_string()),
+        )
+    });
+    assert_eq!(path, "/org/adoptd1/service/web_40two");
+    assert_eq!(added, ("web@two".to_owned(), path.clone()));
+    // The object is there as soon as the method answered.
+    assert_eq!(property(&bus, "web@two", "Name"), "s \"web@two\"");
+}
+
+#[test]
+fn the_private_bus_works_without_a_system_bus() {
+    if !is_root() {
+        eprintln!("skipped: the test's private bus socket is root's /run/adoptd/bus");
+        return;
+    }
+    if std::process::Command::new("busctl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: busctl is not installed (Debian package systemd)");
+        return;
+    }
+    let scratch = Scratch::new("private");
+    let reports = Reports::bind(&scratch);
+    double_fork_service(&scratch, &reports, "one");
+    double_fork_service(&scratch, &reports, "two");
+    let mut adoptd = std::process::Command::new(env!("CARGO_BIN_EXE_adoptd"))
+        .arg("--private-bus")
+        .arg("--config-dir")
+        .arg(scratch.services())
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/system_bus_socket",
+        )
+        .env("ADOPTD_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start adoptd --private-bus");
+    let stdout = adoptd.stdout.take().expect("stdout");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).ok();
+        sender.send(line).ok();
+    });
+    let line = lines.recv_timeout(TIMEOUT).expect("the printed address");
+    let address = line
+        .trim()
+        .strip_prefix("ADOPTD_BUS_ADDRESS=")
+        .unwrap_or_else(|| panic!("not an address line: {line:?}"))
+        .to_owned();
+    assert_eq!(address, "unix:path=/run/adoptd/bus");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata("/run/adoptd")
+            .expect("the socket directory")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700);
+    let reported = reports.collect(2);
+
+    let rows = block_on(async {
+        let connection = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await
+            .expect("connect to the private bus");
+        let dbus = zbus::fdo::DBusProxy::new(&connection).await.expect("proxy");
+        let mut owners = dbus
+            .receive_name_owner_changed_with_args(&[(0, BUS_NAME)])
+            .await
+            .expect("NameOwnerChanged");
+        let name = zbus::names::BusName::try_from(BUS_NAME).expect("name");
+        if !dbus.name_has_owner(name).await.expect("NameHasOwner") {
+            use futures_util::StreamExt as _;
+            owners.next().await.expect("adoptd to own its name");
+        }
+        let manager = ManagerProxy::new(&connection).await.expect("proxy");
+        manager.list_services().await.expect("ListServices")
+    });
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["one", "two"]);
+    let tree = std::process::Command::new("busctl")
+        .arg(format!("--address={address}"))
+        .args(["tree", BUS_NAME])
+        .output()
+        .expect("busctl tree");
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    assert!(tree.contains("/org/adoptd1/service/one"), "{tree}");
+    assert!(tree.contains("/org/adoptd1/service/two"), "{tree}");
+
+    signal(adoptd.id(), libc::SIGTERM);
+    let pidfd = Pidfd::open(adoptd.id()).expect("pidfd");
+    assert!(pidfd.wait_exit(TIMEOUT), "adoptd did not stop");
+    assert!(adoptd.wait().expect("wait").success());
+    for report in reported.values() {
+        assert_ends(report.pid, "a dancer after adoptd stopped");
+    }
+}
