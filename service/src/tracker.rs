@@ -133,6 +133,9 @@ pub struct Kinship {
     pub session: Option<Pid>,
     /// Its start time (clock ticks since boot), to find the oldest.
     pub start_time: Option<u64>,
+    /// The nearest ancestor that is (or was, in this moment) adoptd's own
+    /// child, for sources that see lineage but not adoptd's services.
+    pub ancestor: Option<Pid>,
 }
 
 /// The tracker's input: facts about processes.
@@ -585,6 +588,41 @@ struct Adoption {
     /// The service's main process when the adoption happened: an adoptee
     /// orphaned inside the service while `M` was alive has `Some(M)`.
     under_main: Option<Pid>,
+    /// The source could not tell its service or previous parent for sure,
+    /// and the tracker chose among several: a hand-off through it is
+    /// published as a guess.
+    guessed: bool,
+}
+
+/// How far attribution may go for a source that cannot tell lineage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fallback {
+    None,
+    OnlyExit,
+    ClosestExit,
+}
+
+/// The previous parent of an adoptee whose source could not tell it, from
+/// the members of its service that died in the same moment: its session
+/// leader if that is one of them (the hop that called setsid and forked
+/// it), else the only one, else the closest earlier pid. The second value
+/// says whether there was a choice to make.
+fn infer_previous_parent(
+    pid: Pid,
+    session: Option<Pid>,
+    candidates: &[Pid],
+) -> (Option<Pid>, bool) {
+    let several = candidates.len() > 1;
+    if let Some(leader) = session.filter(|s| candidates.contains(s)) {
+        return (Some(leader), several);
+    }
+    let closest = candidates
+        .iter()
+        .copied()
+        .filter(|&dead| dead < pid)
+        .max()
+        .or_else(|| candidates.iter().copied().max());
+    (closest, several)
 }
 
 /// A batch's events in canonical order.
@@ -735,6 +773,7 @@ impl<'a> Batch<'a> {
             Kinship {
                 session: Some(pid),
                 start_time: None,
+                ancestor: None,
             },
         );
         self.add_member(pid, process);
@@ -790,10 +829,15 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Records adoptions: attributes each adoptee to a service (by known
-    /// membership, by its previous parent, by its session, or as the only
-    /// service with an exit in this batch), in rounds until nothing more
-    /// can be attributed, so the result does not depend on the order.
+    /// Records adoptions. Each adoptee is first attributed to a service:
+    /// by known membership, by its previous parent, by the ancestor the
+    /// source names, by its session, and, for sources that know none of
+    /// these, as the only service with an exit in this batch or, failing
+    /// that, the service of the closest earlier pid that exited (a guess).
+    /// Attribution runs in rounds until nothing changes, so an adoptee
+    /// linked to another adoptee of the same batch is found whatever the
+    /// order. Only then are missing previous parents inferred, from every
+    /// attribution at once.
     fn adopted(
         &mut self,
         adoptions: &BTreeMap<Pid, (Option<Pid>, Kinship)>,
@@ -803,33 +847,68 @@ impl<'a> Batch<'a> {
             .keys()
             .filter_map(|pid| self.tracker.processes.get(pid).map(|p| p.service))
             .collect();
+        let mut attributed: BTreeMap<Pid, (ServiceId, bool)> = BTreeMap::new();
         let mut pending: Vec<Pid> = adoptions.keys().copied().collect();
-        let mut use_batch_exits = false;
-        loop {
-            let mut progress = false;
-            pending.retain(|&pid| {
-                let (previous_parent, kinship) = adoptions[&pid];
-                let service = self.attribute(pid, previous_parent, kinship);
-                let service = service.or_else(|| {
-                    (use_batch_exits && previous_parent.is_none() && exiting_services.len() == 1)
-                        .then(|| exiting_services.first().copied())
-                        .flatten()
-                });
-                match service {
-                    Some(service) => {
-                        self.record_adoption(service, pid, previous_parent, kinship, exited);
-                        progress = true;
-                        false
+        for fallback in [Fallback::None, Fallback::OnlyExit, Fallback::ClosestExit] {
+            loop {
+                let before = pending.len();
+                pending.retain(|&pid| {
+                    let (previous_parent, kinship) = adoptions[&pid];
+                    let found = self
+                        .attribute(pid, previous_parent, kinship, &attributed)
+                        .map(|service| (service, false))
+                        .or_else(|| match (fallback, previous_parent) {
+                            (Fallback::OnlyExit, None) if exiting_services.len() == 1 => {
+                                exiting_services.first().map(|&service| (service, false))
+                            }
+                            (Fallback::ClosestExit, None) => self
+                                .closest_exit(pid, exited, &attributed)
+                                .map(|service| (service, true)),
+                            _ => None,
+                        });
+                    match found {
+                        Some(found) => {
+                            attributed.insert(pid, found);
+                            false
+                        }
+                        None => true,
                     }
-                    None => true,
+                });
+                if pending.len() == before {
+                    break;
                 }
-            });
-            if pending.is_empty() || (!progress && use_batch_exits) {
-                break;
             }
-            if !progress {
-                use_batch_exits = true;
-            }
+        }
+        let service_of = |pid: &Pid| {
+            attributed
+                .get(pid)
+                .map(|&(service, _)| service)
+                .or_else(|| self.tracker.processes.get(pid).map(|p| p.service))
+        };
+        let mut records = Vec::with_capacity(attributed.len());
+        for (&pid, &(service, attribution_guessed)) in &attributed {
+            let (previous_parent, kinship) = adoptions[&pid];
+            let (previous_parent, inference_guessed) = match previous_parent {
+                Some(parent) => (Some(parent), false),
+                None => {
+                    let candidates: Vec<Pid> = exited
+                        .keys()
+                        .copied()
+                        .filter(|&dead| dead != pid && service_of(&dead) == Some(service))
+                        .collect();
+                    infer_previous_parent(pid, kinship.session, &candidates)
+                }
+            };
+            records.push((
+                pid,
+                service,
+                previous_parent,
+                kinship,
+                attribution_guessed || inference_guessed,
+            ));
+        }
+        for (pid, service, previous_parent, kinship, guessed) in records {
+            self.record_adoption(service, pid, previous_parent, kinship, guessed);
         }
     }
 
@@ -838,20 +917,55 @@ impl<'a> Batch<'a> {
         pid: Pid,
         previous_parent: Option<Pid>,
         kinship: Kinship,
+        attributed: &BTreeMap<Pid, (ServiceId, bool)>,
     ) -> Option<ServiceId> {
         let tracker = &*self.tracker;
-        if let Some(p) = tracker.processes.get(&pid) {
-            return Some(p.service);
-        }
-        if let Some(p) = previous_parent.and_then(|parent| tracker.processes.get(&parent)) {
-            return Some(p.service);
-        }
-        let session = kinship.session?;
-        tracker
-            .sessions
-            .get(&session)
-            .copied()
-            .or_else(|| tracker.processes.get(&session).map(|p| p.service))
+        let known = |pid: Pid| {
+            tracker
+                .processes
+                .get(&pid)
+                .map(|p| p.service)
+                .or_else(|| attributed.get(&pid).map(|&(service, _)| service))
+        };
+        known(pid)
+            .or_else(|| previous_parent.and_then(known))
+            .or_else(|| kinship.ancestor.and_then(known))
+            .or_else(|| {
+                let session = kinship.session?;
+                tracker
+                    .sessions
+                    .get(&session)
+                    .copied()
+                    .or_else(|| known(session))
+            })
+    }
+
+    /// The service of the exited process whose pid came closest before
+    /// `pid` (pids are handed out in increasing order, so a hop usually
+    /// follows its parent).
+    fn closest_exit(
+        &self,
+        pid: Pid,
+        exited: &BTreeMap<Pid, ExitStatus>,
+        attributed: &BTreeMap<Pid, (ServiceId, bool)>,
+    ) -> Option<ServiceId> {
+        let service_of = |dead: &Pid| {
+            self.tracker
+                .processes
+                .get(dead)
+                .map(|p| p.service)
+                .or_else(|| attributed.get(dead).map(|&(service, _)| service))
+        };
+        let mut owned = exited
+            .keys()
+            .filter(|&&dead| dead != pid)
+            .filter_map(|dead| service_of(dead).map(|s| (*dead, s)));
+        let all: Vec<(Pid, ServiceId)> = owned.by_ref().collect();
+        all.iter()
+            .filter(|&&(dead, _)| dead < pid)
+            .max_by_key(|&&(dead, _)| dead)
+            .or_else(|| all.iter().max_by_key(|&&(dead, _)| dead))
+            .map(|&(_, service)| service)
     }
 
     fn record_adoption(
@@ -860,24 +974,8 @@ impl<'a> Batch<'a> {
         pid: Pid,
         previous_parent: Option<Pid>,
         kinship: Kinship,
-        exited: &BTreeMap<Pid, ExitStatus>,
+        guessed: bool,
     ) {
-        // A source that cannot tell the previous parent: if exactly one
-        // member of the service died in this moment, it was that one.
-        let previous_parent = previous_parent.or_else(|| {
-            let mut dead = exited.keys().filter(|&&dead| {
-                dead != pid
-                    && self
-                        .tracker
-                        .processes
-                        .get(&dead)
-                        .is_some_and(|p| p.service == service)
-            });
-            match (dead.next(), dead.next()) {
-                (Some(&only), None) => Some(only),
-                _ => None,
-            }
-        });
         let under_main = self.tracker.services[service.index()].main;
         let mut process = match self.tracker.processes.get(&pid) {
             Some(known) => *known,
@@ -888,6 +986,7 @@ impl<'a> Batch<'a> {
         process.adoption = Some(Adoption {
             previous_parent,
             under_main,
+            guessed,
         });
         // `add_member` replaces a known process's record in place.
         self.add_member(pid, process);
@@ -1032,6 +1131,15 @@ impl<'a> Batch<'a> {
             || self.departed.values().any(|d| from_parent(&d.process))
     }
 
+    /// How `pid`, live or departed in this batch, was adopted.
+    fn adoption_of(&self, pid: Pid) -> Option<Adoption> {
+        self.tracker
+            .processes
+            .get(&pid)
+            .or_else(|| self.departed.get(&pid).map(|d| &d.process))
+            .and_then(|p| p.adoption)
+    }
+
     /// Step 3 of the rule, for several candidates.
     fn choose(&self, candidates: &[Pid], pid_file: Option<Pid>) -> (Pid, MainPidSource) {
         if let [only] = candidates {
@@ -1073,12 +1181,21 @@ impl<'a> Batch<'a> {
             });
             previous = hop;
         }
+        let guessed = succession
+            .hops
+            .iter()
+            .chain([&succession.heir])
+            .any(|pid| self.adoption_of(*pid).is_some_and(|a| a.guessed));
+        let source = match succession.source {
+            MainPidSource::Adoption if guessed => MainPidSource::Guess,
+            source => source,
+        };
         let hops = u32::try_from(succession.hops.len() + 1).unwrap_or(u32::MAX);
         let previous = succession.hops.last().copied().unwrap_or(main);
         let service = self.touch(id);
         service.main = Some(succession.heir);
         service.previous = Some(previous);
-        service.main_source = succession.source;
+        service.main_source = source;
         service.handoffs = service.handoffs.saturating_add(hops);
         let running = service.handoffs >= service.handoffs_to_run();
         if running && service.state == State::Starting {

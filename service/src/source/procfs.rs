@@ -124,6 +124,7 @@ fn parse_stat(stat: &str) -> Option<Stat> {
         kinship: Kinship {
             session,
             start_time,
+            ancestor: None,
         },
     })
 }
@@ -142,6 +143,7 @@ mod tests {
                 kinship: Kinship {
                     session: Some(4240),
                     start_time: Some(987654),
+                    ancestor: None,
                 },
             })
         );

@@ -79,6 +79,7 @@ fn adopted_in_session(pid: Pid, session: Pid) -> Event {
         kinship: Kinship {
             session: Some(session),
             start_time: None,
+            ancestor: None,
         },
     }
 }
@@ -252,6 +253,7 @@ fn several_adoptees_without_pid_file_prefer_the_session_leader_and_say_it_is_a_g
         kinship: Kinship {
             session: Some(pid),
             start_time: Some(5),
+            ancestor: None,
         },
     };
     let follower = |pid| Event::Adopted {
@@ -260,6 +262,7 @@ fn several_adoptees_without_pid_file_prefer_the_session_leader_and_say_it_is_a_g
         kinship: Kinship {
             session: Some(100),
             start_time: Some(1),
+            ancestor: None,
         },
     };
     h.apply(&[follower(101), leader(102), follower(103), exited(100, OK)]);
@@ -278,6 +281,7 @@ fn several_adoptees_with_no_other_clue_choose_the_oldest() {
         kinship: Kinship {
             session: Some(100),
             start_time: Some(start_time),
+            ancestor: None,
         },
     };
     h.apply(&[aged(101, 9), aged(102, 3), aged(103, 7), exited(100, OK)]);
@@ -853,6 +857,7 @@ fn moment() -> impl Strategy<Value = Vec<Event>> {
                 kinship: Kinship {
                     session: Some(session),
                     start_time: Some(u64::from(pid)),
+                    ancestor: None,
                 },
             };
             if let Some(status) = main_exit {
@@ -946,4 +951,79 @@ fn stopping_several_services_at_once_gives_each_its_own_timeout() {
         signals(&h.advance(Duration::from_secs(1))),
         vec![(100, SIGKILL)]
     );
+}
+
+fn seen_by_procfs(pid: Pid, session: Option<Pid>) -> Event {
+    Event::Adopted {
+        pid,
+        previous_parent: None,
+        kinship: Kinship {
+            session,
+            start_time: None,
+            ancestor: None,
+        },
+    }
+}
+
+#[test]
+fn procfs_follows_a_quick_double_fork_through_the_session_leader_and_says_it_guessed() {
+    // The middle hop 101 called setsid, forked 102 and died unseen.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[
+        exited(100, OK),
+        seen_by_procfs(101, None),
+        exited(101, OK),
+        seen_by_procfs(102, Some(101)),
+    ]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(102));
+    assert_eq!(status.previous_pid, Some(101));
+    assert_eq!(status.handoffs, 2);
+    assert_eq!(status.main_pid_source, MainPidSource::Guess);
+}
+
+#[test]
+fn procfs_keeps_two_services_apart_when_both_dance_in_one_moment() {
+    let mut h = Harness::new();
+    let a = h.service(Policy::default());
+    let b = h.service(Policy::default());
+    h.start(a, 100);
+    h.start(b, 200);
+    h.apply(&[
+        exited(100, OK),
+        seen_by_procfs(101, None),
+        exited(101, OK),
+        seen_by_procfs(102, Some(101)),
+        exited(200, OK),
+        seen_by_procfs(201, Some(200)),
+    ]);
+    assert_eq!(h.status(a).main_pid, Some(102));
+    assert_eq!(h.status(b).main_pid, Some(201));
+    assert_eq!(h.status(b).main_pid_source, MainPidSource::Adoption);
+}
+
+#[test]
+fn a_source_that_knows_lineage_attributes_an_orphan_by_its_ancestor() {
+    // The process connector saw 100 → 101 → 102; 101 (not adoptd's child)
+    // died while the launcher 100 waited.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[Event::Adopted {
+        pid: 102,
+        previous_parent: Some(101),
+        kinship: Kinship {
+            session: Some(102),
+            start_time: None,
+            ancestor: Some(100),
+        },
+    }]);
+    assert_eq!(h.status(web).main_pid, Some(100));
+    h.apply(&[exited(100, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(102));
+    assert_eq!(status.previous_pid, Some(100));
+    assert_eq!(status.main_pid_source, MainPidSource::Adoption);
 }
