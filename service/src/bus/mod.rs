@@ -109,6 +109,7 @@ pub async fn run(
     });
     let mut backoff = Backoff::default();
     let mut warned = false;
+    let mut reconnecting = false;
     loop {
         let connection = {
             let connecting = async {
@@ -149,10 +150,11 @@ pub async fn run(
             }
         };
         backoff = Backoff::default();
-        if warned {
-            info!("publishing on the {choice} again");
-            warned = false;
+        warned = false;
+        if reconnecting {
+            info!("reconnected to the {choice}: every service is published again");
         }
+        reconnecting = true;
         let publisher = Publisher {
             connection: &connection,
             shared: &shared,

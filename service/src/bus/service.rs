@@ -212,17 +212,16 @@ impl Service {
         signal: i32,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-    ) -> Result<(), Error> {
+    ) -> Result<(), KillError> {
         let highest = libc::SIGRTMAX();
         if !(1..=highest).contains(&signal) {
-            return Err(Error::ZBus(zbus::Error::FDO(Box::new(
-                zbus::fdo::Error::InvalidArgs(format!(
-                    "{signal} is not a signal: signals are numbered 1 to {highest}."
-                )),
-            ))));
+            return Err(KillError::InvalidArgs(zbus::fdo::Error::InvalidArgs(
+                format!("{signal} is not a signal: signals are numbered 1 to {highest}."),
+            )));
         }
         self.control(Command::Kill(signal), &header, connection)
             .await
+            .map_err(KillError::Refused)
     }
 
     /// The main process handed over to pid; previous_pid is the process it
@@ -275,6 +274,37 @@ impl Service {
             .await?
             .map_err(manager::request_error)?;
         Ok(())
+    }
+}
+
+/// Kill's errors: the contract's, or the standard InvalidArgs for a number
+/// that is no signal (adoptd's error type can only name its own errors).
+#[derive(Debug)]
+pub(super) enum KillError {
+    Refused(Error),
+    InvalidArgs(zbus::fdo::Error),
+}
+
+impl zbus::DBusError for KillError {
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::Message> {
+        match self {
+            KillError::Refused(e) => e.create_reply(call),
+            KillError::InvalidArgs(e) => e.create_reply(call),
+        }
+    }
+
+    fn name(&self) -> zbus::names::ErrorName<'_> {
+        match self {
+            KillError::Refused(e) => e.name(),
+            KillError::InvalidArgs(e) => e.name(),
+        }
+    }
+
+    fn description(&self) -> Option<&str> {
+        match self {
+            KillError::Refused(e) => e.description(),
+            KillError::InvalidArgs(e) => e.description(),
+        }
     }
 }
 

@@ -129,9 +129,23 @@ impl TestBus {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start busctl monitor");
+        // busctl says so on stderr once the bus has made it a monitor.
+        let stderr = child.stderr.take().expect("stderr");
+        let (ready, monitoring) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("Monitoring bus message stream") {
+                    ready.send(()).ok();
+                }
+            }
+        });
+        monitoring
+            .recv_timeout(TIMEOUT)
+            .expect("busctl monitor did not start monitoring");
         let stdout = child.stdout.take().expect("stdout");
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
