@@ -14,7 +14,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    os::fd::OwnedFd,
+    os::fd::{OwnedFd, RawFd},
     path::PathBuf,
     sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
@@ -135,6 +135,9 @@ pub struct Supervisor {
     names: BTreeMap<String, ServiceId>,
     templates: BTreeMap<String, config::Template>,
     config_dir: PathBuf,
+    /// The source's own wake-up descriptor, if it has one; declared (and
+    /// so dropped) before the source that owns the descriptor.
+    source_wakeup: Option<AsyncFd<RawFd>>,
     source: Box<dyn AdoptionSource + Send>,
     pidfds: HashMap<Pid, OwnedFd>,
     signals: AsyncFd<Signals>,
@@ -152,7 +155,21 @@ impl Supervisor {
         signals: AsyncFd<Signals>,
         updates: mpsc::UnboundedSender<Update>,
     ) -> Self {
+        // SAFETY: the descriptor belongs to the source, which the supervisor
+        // owns and drops after this registration (see the field order).
+        let source_wakeup = source.wakeup_fd().and_then(|fd| {
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(|e| {
+                    warn!(
+                        "cannot watch the {} tracker: {}",
+                        source.kind(),
+                        e.into_parts().1
+                    )
+                })
+                .ok()
+        });
         Supervisor {
+            source_wakeup,
             tracker: Tracker::new(),
             specs: Vec::new(),
             names: BTreeMap::new(),
@@ -247,6 +264,7 @@ impl Supervisor {
                         self.reload();
                     }
                 }
+                () = source_news(self.source_wakeup.as_ref()) => self.reap_batch(),
                 () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
                 request = requests.recv(), if requests_open => match request {
                     Some(request) => self.handle_request(request),
@@ -390,13 +408,22 @@ impl Supervisor {
     fn reap_batch(&mut self) {
         let mut reaped = std::mem::take(&mut self.reaped);
         reaped.clear();
-        reaper::reap_all(&mut reaped);
-        let mut events = Vec::with_capacity(reaped.len() * 2);
-        if let Err(e) = self.source.collect(&reaped, &mut events) {
-            warn!(
-                "the {} tracker could not read adoptions: {e}",
-                self.source.kind()
-            );
+        let mut events = Vec::new();
+        // A source that saw a child die between the reap and its look asks
+        // for another round, so the whole moment lands in one batch.
+        let mut looked_at = 0;
+        for _ in 0..MAX_ROUNDS {
+            reaper::reap_all(&mut reaped);
+            if let Err(e) = self.source.collect(&reaped[looked_at..], &mut events) {
+                warn!(
+                    "the {} tracker could not read adoptions: {e}",
+                    self.source.kind()
+                );
+            }
+            looked_at = reaped.len();
+            if !self.source.needs_another_round() {
+                break;
+            }
         }
         for &(pid, _) in &reaped {
             self.pidfds.remove(&pid);
@@ -484,6 +511,8 @@ impl Supervisor {
                 Event::Spawned {
                     service: id,
                     pid: spawned.pid,
+                    start_time: crate::source::procfs::read_stat(spawned.pid)
+                        .and_then(|stat| stat.kinship.start_time),
                 }
             }
             Err(e) => {
@@ -597,6 +626,24 @@ fn read_pid_file(spec: &ServiceSpec) -> Option<Pid> {
     };
     let text = std::fs::read_to_string(path).ok()?;
     text.trim().parse().ok().filter(|&pid: &Pid| pid > 0)
+}
+
+/// How many reap-and-look rounds one batch may take.
+const MAX_ROUNDS: usize = 8;
+
+/// Resolves when the source's descriptor is readable (clearing the
+/// readiness, as `collect` drains it); never without one.
+async fn source_news(wakeup: Option<&AsyncFd<RawFd>>) {
+    let Some(wakeup) = wakeup else {
+        return std::future::pending().await;
+    };
+    match wakeup.readable().await {
+        Ok(mut guard) => guard.clear_ready(),
+        Err(e) => {
+            warn!("cannot wait for the tracker's events: {e}");
+            std::future::pending().await
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

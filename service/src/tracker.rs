@@ -141,8 +141,13 @@ pub struct Kinship {
 /// The tracker's input: facts about processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// adoptd started the service's first process.
-    Spawned { service: ServiceId, pid: Pid },
+    /// adoptd started the service's first process (`start_time` in clock
+    /// ticks since boot, where known).
+    Spawned {
+        service: ServiceId,
+        pid: Pid,
+        start_time: Option<u64>,
+    },
     /// adoptd could not start the service's program at all.
     SpawnFailed { service: ServiceId },
     /// A tracked process created a child.
@@ -352,6 +357,9 @@ pub struct Tracker {
     /// (deadline, service): restart delays and stop timeouts.
     deadlines: BTreeSet<(Duration, ServiceId)>,
     orphans_reaped: u64,
+    /// Live adoptees that no service could be found for yet (a source that
+    /// cannot tell lineage, before the moment that explains them).
+    unclaimed: BTreeMap<Pid, (Option<Pid>, Kinship)>,
     /// Orders processes by when the tracker first saw them.
     next_sequence: u64,
 }
@@ -429,15 +437,24 @@ impl Tracker {
         let mut batch = Batch::new(self, now);
         let facts = Facts::sort(events);
 
-        for &(service, pid) in &facts.spawned {
-            batch.spawned(service, pid);
+        for &(service, pid, start_time) in &facts.spawned {
+            batch.spawned(service, pid, start_time);
         }
         for &service in &facts.spawn_failed {
             batch.spawn_failed(service);
         }
         batch.forked(&facts.forked);
-        batch.adopted(&facts.adopted, &facts.exited);
+        // Adoptees no earlier moment could attribute are tried again.
+        let mut adoptions = std::mem::take(&mut batch.tracker.unclaimed);
+        adoptions.extend(
+            facts
+                .adopted
+                .iter()
+                .map(|(&pid, &adoption)| (pid, adoption)),
+        );
+        batch.adopted(&adoptions, &facts.exited);
         let main_exits = batch.exited(&facts.exited);
+        batch.follow_all_contenders();
         for (service, pid, status) in main_exits {
             batch.main_exited(service, pid, status, &facts.pid_files);
         }
@@ -498,6 +515,23 @@ struct Service {
     killed: bool,
     /// Start times inside the start-limit window.
     starts: VecDeque<Duration>,
+    /// After a hand-off that was a guess among several adoptees: the ones
+    /// not chosen (or, once they handed off in turn, their heirs), each with
+    /// the hand-off count it would give. If the chosen main process ends
+    /// without an heir while a contender lives, the guess was wrong and the
+    /// contender takes over.
+    contenders: Vec<Contender>,
+    /// When the current run's first process started: its descendants
+    /// cannot be older.
+    run_start_time: Option<u64>,
+}
+
+/// A live process that could still turn out to be the main process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Contender {
+    pid: Pid,
+    previous: Pid,
+    handoffs: u32,
 }
 
 /// Where a service goes once its clean-up is over.
@@ -528,6 +562,8 @@ impl Service {
             deadline: None,
             killed: false,
             starts: VecDeque::new(),
+            contenders: Vec::new(),
+            run_start_time: None,
         }
     }
 
@@ -603,19 +639,12 @@ enum Fallback {
 }
 
 /// The previous parent of an adoptee whose source could not tell it, from
-/// the members of its service that died in the same moment: its session
-/// leader if that is one of them (the hop that called setsid and forked
-/// it), else the only one, else the closest earlier pid. The second value
-/// says whether there was a choice to make.
-fn infer_previous_parent(
-    pid: Pid,
-    session: Option<Pid>,
-    candidates: &[Pid],
-) -> (Option<Pid>, bool) {
+/// the members of its service that died in the same moment: the only one,
+/// else the closest earlier pid (pids are handed out in increasing order,
+/// so the youngest older process is the likeliest parent: the hop just
+/// before it). The second value says whether there was a choice to make.
+fn infer_previous_parent(pid: Pid, candidates: &[Pid]) -> (Option<Pid>, bool) {
     let several = candidates.len() > 1;
-    if let Some(leader) = session.filter(|s| candidates.contains(s)) {
-        return (Some(leader), several);
-    }
     let closest = candidates
         .iter()
         .copied()
@@ -628,7 +657,7 @@ fn infer_previous_parent(
 /// A batch's events in canonical order.
 #[derive(Default)]
 struct Facts {
-    spawned: Vec<(ServiceId, Pid)>,
+    spawned: Vec<(ServiceId, Pid, Option<u64>)>,
     spawn_failed: Vec<ServiceId>,
     forked: BTreeMap<Pid, Pid>,
     adopted: BTreeMap<Pid, (Option<Pid>, Kinship)>,
@@ -641,7 +670,11 @@ impl Facts {
         let mut facts = Facts::default();
         for event in events {
             match *event {
-                Event::Spawned { service, pid } => facts.spawned.push((service, pid)),
+                Event::Spawned {
+                    service,
+                    pid,
+                    start_time,
+                } => facts.spawned.push((service, pid, start_time)),
                 Event::SpawnFailed { service } => facts.spawn_failed.push(service),
                 Event::Forked { parent, child } => {
                     facts.forked.insert(child, parent);
@@ -763,7 +796,7 @@ impl<'a> Batch<'a> {
 
     // ----- facts ---------------------------------------------------------
 
-    fn spawned(&mut self, id: ServiceId, pid: Pid) {
+    fn spawned(&mut self, id: ServiceId, pid: Pid, start_time: Option<u64>) {
         if id.index() >= self.tracker.services.len() {
             return;
         }
@@ -772,7 +805,7 @@ impl<'a> Batch<'a> {
             id,
             Kinship {
                 session: Some(pid),
-                start_time: None,
+                start_time,
                 ancestor: None,
             },
         );
@@ -783,6 +816,8 @@ impl<'a> Batch<'a> {
         service.main_source = MainPidSource::Spawn;
         service.handoffs = 0;
         service.killed = false;
+        service.contenders.clear();
+        service.run_start_time = start_time;
         let running = service.handoffs_to_run() == 0;
         self.set_state(
             id,
@@ -857,14 +892,22 @@ impl<'a> Batch<'a> {
                     let found = self
                         .attribute(pid, previous_parent, kinship, &attributed)
                         .map(|service| (service, false))
-                        .or_else(|| match (fallback, previous_parent) {
-                            (Fallback::OnlyExit, None) if exiting_services.len() == 1 => {
-                                exiting_services.first().map(|&service| (service, false))
+                        .or_else(|| {
+                            match (fallback, previous_parent) {
+                                (Fallback::OnlyExit, None) if exiting_services.len() == 1 => {
+                                    exiting_services.first().map(|&service| (service, false))
+                                }
+                                (Fallback::ClosestExit, None) => self
+                                    .closest_exit(pid, exited, &attributed)
+                                    .map(|service| (service, true)),
+                                _ => None,
                             }
-                            (Fallback::ClosestExit, None) => self
-                                .closest_exit(pid, exited, &attributed)
-                                .map(|service| (service, true)),
-                            _ => None,
+                            // A coincidence never claims a live process
+                            // older than the service's run (one that came
+                            // from elsewhere, as PID 1 may adopt).
+                            .filter(|&(service, _)| {
+                                exited.contains_key(&pid) || self.young_enough(service, kinship)
+                            })
                         });
                     match found {
                         Some(found) => {
@@ -876,6 +919,16 @@ impl<'a> Batch<'a> {
                 });
                 if pending.len() == before {
                     break;
+                }
+            }
+        }
+        // Unattributed live adoptees wait for the next moment with an exit
+        // of a tracked process, which may explain them; after that they
+        // belong to no service.
+        if exiting_services.is_empty() {
+            for pid in pending {
+                if !exited.contains_key(&pid) {
+                    self.tracker.unclaimed.insert(pid, adoptions[&pid]);
                 }
             }
         }
@@ -896,7 +949,7 @@ impl<'a> Batch<'a> {
                         .copied()
                         .filter(|&dead| dead != pid && service_of(&dead) == Some(service))
                         .collect();
-                    infer_previous_parent(pid, kinship.session, &candidates)
+                    infer_previous_parent(pid, &candidates)
                 }
             };
             records.push((
@@ -938,6 +991,17 @@ impl<'a> Batch<'a> {
                     .copied()
                     .or_else(|| known(session))
             })
+    }
+
+    /// Whether a live process may descend from the service's current run.
+    fn young_enough(&self, service: ServiceId, kinship: Kinship) -> bool {
+        match (
+            self.tracker.services[service.index()].run_start_time,
+            kinship.start_time,
+        ) {
+            (Some(run), Some(born)) => born >= run,
+            _ => false,
+        }
     }
 
     /// The service of the exited process whose pid came closest before
@@ -1025,14 +1089,106 @@ impl<'a> Batch<'a> {
         let service = &self.tracker.services[id.index()];
         let handoffs_left = service.handoff_limit().saturating_sub(service.handoffs);
         let following = service.after_stop.is_none() && status.is_success() && handoffs_left > 0;
-        let succession = if following {
-            self.find_heir(id, main, handoffs_left, pid_files.get(&id).copied())
-        } else {
-            None
+        // A guessed main process with contenders gets step 1 only: its own
+        // heirs prove the guess right; anything else is settled among the
+        // contenders.
+        let guessed = service.main_source == MainPidSource::Guess && !service.contenders.is_empty();
+        let pid_file = pid_files.get(&id).copied();
+        let succession = match (following, guessed) {
+            (false, _) => None,
+            (true, false) => self.find_heir(id, main, handoffs_left, pid_file),
+            (true, true) => match self.follow(id, main, handoffs_left as usize, pid_file) {
+                Path::Found(succession) => Some(succession),
+                _ => None,
+            },
         };
-        match succession {
-            Some(succession) => self.hand_off(id, main, succession),
-            None => self.end_run(id, status),
+        if let Some(succession) = succession {
+            return self.hand_off(id, main, succession);
+        }
+        if let Some(contender) = self.best_contender(id, pid_files.get(&id).copied()) {
+            return self.correct_guess(id, contender);
+        }
+        self.end_run(id, status)
+    }
+
+    fn follow_all_contenders(&mut self) {
+        let touched: Vec<ServiceId> = self.before.keys().copied().collect();
+        for id in touched {
+            if !self.tracker.services[id.index()].contenders.is_empty() {
+                self.follow_contenders(id);
+            }
+        }
+    }
+
+    /// Follows each contender of the service through its own exits in
+    /// this batch: a contender that exited successfully is replaced by the
+    /// adoptees it left (one more hand-off each); one that failed is gone.
+    fn follow_contenders(&mut self, id: ServiceId) {
+        let contenders = std::mem::take(&mut self.tracker.services[id.index()].contenders);
+        let mut next = Vec::new();
+        let mut queue = contenders;
+        while let Some(contender) = queue.pop() {
+            let alive = self.tracker.services[id.index()]
+                .members
+                .contains(&contender.pid);
+            if alive {
+                next.push(contender);
+                continue;
+            }
+            let succeeded = self
+                .departed
+                .get(&contender.pid)
+                .is_some_and(|d| d.status.is_success());
+            if !succeeded {
+                continue;
+            }
+            let live = self.live_adoptees(id, |a| a.previous_parent == Some(contender.pid));
+            let dead = self.departed_adoptees(id, contender.pid);
+            for pid in live.into_iter().chain(dead) {
+                queue.push(Contender {
+                    pid,
+                    previous: contender.pid,
+                    handoffs: contender.handoffs.saturating_add(1),
+                });
+            }
+        }
+        next.sort_unstable_by_key(|c| c.pid);
+        next.dedup_by_key(|c| c.pid);
+        self.tracker.services[id.index()].contenders = next;
+    }
+
+    /// The contender to take over from a guessed main process that ended
+    /// without an heir.
+    fn best_contender(&mut self, id: ServiceId, pid_file: Option<Pid>) -> Option<Contender> {
+        let service = &self.tracker.services[id.index()];
+        if service.after_stop.is_some() || service.main_source != MainPidSource::Guess {
+            return None;
+        }
+        self.follow_contenders(id);
+        let contenders = &self.tracker.services[id.index()].contenders;
+        let pids: Vec<Pid> = contenders.iter().map(|c| c.pid).collect();
+        if pids.is_empty() {
+            return None;
+        }
+        let (chosen, _) = self.choose(&pids, pid_file);
+        contenders.iter().copied().find(|c| c.pid == chosen)
+    }
+
+    /// Replaces a wrongly guessed main process by a contender.
+    fn correct_guess(&mut self, id: ServiceId, contender: Contender) {
+        self.out.notices.push(Notice::Adopted {
+            service: id,
+            pid: contender.pid,
+            previous_pid: contender.previous,
+        });
+        let service = self.touch(id);
+        service.main = Some(contender.pid);
+        service.previous = Some(contender.previous);
+        service.handoffs = contender.handoffs;
+        service.contenders.retain(|c| c.pid != contender.pid);
+        let running = service.handoffs >= service.handoffs_to_run();
+        if running && service.state == State::Starting {
+            self.set_state(id, State::Running);
         }
     }
 
@@ -1044,41 +1200,85 @@ impl<'a> Batch<'a> {
         handoffs_left: u32,
         pid_file: Option<Pid>,
     ) -> Option<Succession> {
-        let mut hops = Vec::new();
-        let mut current = main;
-        loop {
-            let heirs = self.live_adoptees(id, |a| a.previous_parent == Some(current));
-            if !heirs.is_empty() {
-                let (heir, source) = self.choose(&heirs, pid_file);
-                return Some(Succession { hops, heir, source });
-            }
-            // A hop that finished its own part of the dance in this moment.
-            let through: Vec<Pid> = self
-                .departed_adoptees(id, current)
-                .into_iter()
-                .filter(|&hop| self.has_adoptees(id, hop))
-                .collect();
-            match through.as_slice() {
-                [] => break,
-                // More hops than `expect` allows, or no single path: the
-                // dance is not one this service follows.
-                [_] if hops.len() + 1 >= handoffs_left as usize => return None,
-                [hop] => {
-                    hops.push(*hop);
-                    current = *hop;
-                }
-                _ => return None,
-            }
-        }
-        if !hops.is_empty() {
-            return None;
-        }
+        // Step 2 also where the chain ended without a live heir or forked
+        // into several paths (then the choice is a guess).
+        let ambiguous = match self.follow(id, main, handoffs_left as usize, pid_file) {
+            Path::Found(succession) => return Some(succession),
+            Path::TooLong => return None,
+            Path::Ambiguous => true,
+            Path::None => false,
+        };
         let orphans = self.live_adoptees(id, |a| a.under_main == Some(main));
         if orphans.is_empty() {
             return None;
         }
         let (heir, source) = self.choose(&orphans, pid_file);
-        Some(Succession { hops, heir, source })
+        let source = if ambiguous {
+            MainPidSource::Guess
+        } else {
+            source
+        };
+        Some(Succession {
+            hops: Vec::new(),
+            heir,
+            source,
+            others: orphans.into_iter().filter(|&pid| pid != heir).collect(),
+        })
+    }
+
+    /// Step 1 from `parent`: its live adoptees, or a path through hops
+    /// that finished their own part of the dance in this moment (a process
+    /// adopted from `parent` that exited successfully and left adoptees).
+    /// A path through such a hop is preferred to a live sibling, which is
+    /// then likelier a helper still exiting; that choice is a guess.
+    fn follow(
+        &self,
+        id: ServiceId,
+        parent: Pid,
+        handoffs_left: usize,
+        pid_file: Option<Pid>,
+    ) -> Path {
+        if handoffs_left == 0 {
+            return Path::TooLong;
+        }
+        let live = self.live_adoptees(id, |a| a.previous_parent == Some(parent));
+        let mut found = Vec::new();
+        let mut too_long = false;
+        for hop in self.departed_adoptees(id, parent) {
+            if !self.has_adoptees(id, hop) {
+                continue;
+            }
+            match self.follow(id, hop, handoffs_left - 1, pid_file) {
+                Path::Found(mut succession) => {
+                    succession.hops.insert(0, hop);
+                    found.push(succession);
+                }
+                Path::Ambiguous => return Path::Ambiguous,
+                Path::TooLong => too_long = true,
+                Path::None => {}
+            }
+        }
+        match (found.len(), live.is_empty()) {
+            (1, true) => Path::Found(found.remove(0)),
+            (1, false) => {
+                let mut succession = found.remove(0);
+                succession.source = MainPidSource::Guess;
+                succession.others.extend(live);
+                Path::Found(succession)
+            }
+            (0, false) => {
+                let (heir, source) = self.choose(&live, pid_file);
+                Path::Found(Succession {
+                    hops: Vec::new(),
+                    heir,
+                    source,
+                    others: live.into_iter().filter(|&pid| pid != heir).collect(),
+                })
+            }
+            (0, true) if too_long => Path::TooLong,
+            (0, true) => Path::None,
+            _ => Path::Ambiguous,
+        }
     }
 
     /// Live adoptees of the service that match, ascending by pid.
@@ -1192,11 +1392,29 @@ impl<'a> Batch<'a> {
         };
         let hops = u32::try_from(succession.hops.len() + 1).unwrap_or(u32::MAX);
         let previous = succession.hops.last().copied().unwrap_or(main);
+        let contenders: Vec<Contender> = if source == MainPidSource::Guess {
+            let handoffs = self.tracker.services[id.index()].handoffs.saturating_add(1);
+            succession
+                .others
+                .iter()
+                .map(|&pid| Contender {
+                    pid,
+                    previous: self
+                        .adoption_of(pid)
+                        .and_then(|a| a.previous_parent)
+                        .unwrap_or(main),
+                    handoffs,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let service = self.touch(id);
         service.main = Some(succession.heir);
         service.previous = Some(previous);
         service.main_source = source;
         service.handoffs = service.handoffs.saturating_add(hops);
+        service.contenders = contenders;
         let running = service.handoffs >= service.handoffs_to_run();
         if running && service.state == State::Starting {
             self.set_state(id, State::Running);
@@ -1440,12 +1658,25 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// Where step 1 of the hand-off rule led.
+enum Path {
+    Found(Succession),
+    /// No live heir down any path.
+    None,
+    /// A path exists but needs more hand-offs than `expect` allows.
+    TooLong,
+    /// Several paths lead to live heirs.
+    Ambiguous,
+}
+
 /// The outcome of the hand-off rule.
 struct Succession {
     /// Processes that took over and exited in the same moment.
     hops: Vec<Pid>,
     heir: Pid,
     source: MainPidSource,
+    /// The candidates not chosen, where the choice was a guess.
+    others: Vec<Pid>,
 }
 
 fn sorted(pids: &[Pid]) -> Vec<Pid> {

@@ -7,10 +7,11 @@
 //! process becomes waitable, so the adoptions caused by an exit are always
 //! known to a source that drains its information at that point.
 
-use std::{fmt, io, str::FromStr};
+use std::{fmt, io, os::fd::RawFd, str::FromStr};
 
 use crate::tracker::{Event, ExitStatus, Pid};
 
+pub mod proc_connector;
 pub mod procfs;
 
 /// A way of learning adoptions.
@@ -20,6 +21,18 @@ pub trait AdoptionSource {
 
     /// adoptd started `pid` itself: it is a known child, not an adoptee.
     fn spawned(&mut self, pid: Pid);
+
+    /// After `collect`: a child died while the source looked, so reaping
+    /// again now would complete the moment.
+    fn needs_another_round(&self) -> bool {
+        false
+    }
+
+    /// A descriptor that becomes readable when the source has news of its
+    /// own (besides reaps); the supervisor then calls `collect`.
+    fn wakeup_fd(&self) -> Option<RawFd> {
+        None
+    }
 
     /// Called after each reap batch with what was reaped: appends the
     /// adoptions (and, for sources that see them, forks) that happened
@@ -123,6 +136,9 @@ fn open_one(kind: SourceKind) -> Result<Box<dyn AdoptionSource + Send>, SourceEr
         SourceKind::Procfs => procfs::Procfs::open()
             .map(|s| Box::new(s) as Box<dyn AdoptionSource + Send>)
             .map_err(|source| SourceError::Unavailable { kind, source }),
-        SourceKind::Adoptsig | SourceKind::ProcConnector => Err(SourceError::NotBuilt(kind)),
+        SourceKind::ProcConnector => proc_connector::ProcConnector::open()
+            .map(|s| Box::new(s) as Box<dyn AdoptionSource + Send>)
+            .map_err(|source| SourceError::Unavailable { kind, source }),
+        SourceKind::Adoptsig => Err(SourceError::NotBuilt(kind)),
     }
 }

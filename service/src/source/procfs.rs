@@ -9,10 +9,14 @@
 //! session and start time so the tracker can attribute it (by session, or
 //! as the only service with an exit in the batch).
 //!
-//! Limit: when several tracked processes of one service exit in the same
-//! batch, the previous parent of a newcomer cannot be known; the tracker
-//! then falls back to the later steps of the hand-off rule and flags a
-//! choice among several as a guess.
+//! Limits, documented and tested: when several processes of one service
+//! exit in the same batch (a hop was born and died between two looks), the
+//! previous parent of a newcomer cannot be known; the tracker takes the
+//! closest earlier pid and publishes the hand-off as a guess. When several
+//! *services* daemonize in the same instant, a hop that setsid'd and died
+//! unseen can be attributed to the wrong service (by closest pid, again a
+//! guess). Exact answers need the `proc-connector` (root) or `adoptsig`
+//! (patched kernel) sources, which `--tracker auto` prefers.
 
 use std::{collections::HashSet, fs, io};
 
@@ -23,6 +27,8 @@ use crate::tracker::{Event, ExitStatus, Kinship, Pid};
 #[derive(Debug, Default)]
 pub struct Procfs {
     children: HashSet<Pid>,
+    /// The last look found a zombie child, not yet reaped.
+    saw_zombie: bool,
     /// Scratch buffer for reading `children` files.
     buffer: String,
 }
@@ -67,6 +73,10 @@ impl AdoptionSource for Procfs {
         self.children.insert(pid);
     }
 
+    fn needs_another_round(&self) -> bool {
+        self.saw_zombie
+    }
+
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
         for &(pid, _) in reaped {
             if !self.children.remove(&pid) {
@@ -78,16 +88,21 @@ impl AdoptionSource for Procfs {
             }
         }
         let mut found = Vec::new();
+        self.saw_zombie = false;
         self.scan_children(&mut found)?;
         for pid in found {
             if self.children.contains(&pid) {
                 continue;
             }
-            // A zombie is left for the next batch, which reaps it: it must
-            // never look like a live adoptee (and so an heir).
-            let Some(stat) = read_stat(pid).filter(|stat| !stat.zombie) else {
+            // A zombie is reaped in another round of this batch and
+            // reported then: it must never look like a live adoptee.
+            let Some(stat) = read_stat(pid) else {
                 continue;
             };
+            if stat.zombie {
+                self.saw_zombie = true;
+                continue;
+            }
             self.children.insert(pid);
             events.push(Event::Adopted {
                 pid,

@@ -41,7 +41,12 @@ impl Harness {
     fn start(&mut self, service: ServiceId, pid: Pid) -> Output {
         let out = self.command(service, Command::Start).unwrap();
         assert_eq!(out.actions, vec![Action::Spawn { service }]);
-        self.apply(&[Event::Spawned { service, pid }])
+        // Pids stand in for start times: later pids started later.
+        self.apply(&[Event::Spawned {
+            service,
+            pid,
+            start_time: Some(u64::from(pid)),
+        }])
     }
 
     fn command(&mut self, service: ServiceId, command: Command) -> Result<Output, CommandError> {
@@ -326,10 +331,36 @@ fn a_launcher_seen_only_through_procfs_hands_off_to_the_daemon() {
     let mut h = Harness::new();
     let web = h.service(Policy::default());
     h.start(web, 100);
-    h.apply(&[exited(100, OK), adopted_in_session(102, 102)]);
+    h.apply(&[exited(100, OK), seen_young(102, 102)]);
     let status = h.status(web);
     assert_eq!(status.main_pid, Some(102));
     assert_eq!(status.previous_pid, Some(100));
+}
+
+#[test]
+fn a_process_older_than_the_run_is_never_claimed_by_coincidence() {
+    // As PID 1, adoptd may adopt a process that came from elsewhere: it
+    // started before the service, so it cannot be the service's.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[exited(100, OK), seen_young(50, 50)]);
+    assert_eq!(h.status(web).main_pid, None);
+    assert_eq!(h.tracker.service_of(50), None);
+}
+
+/// What procfs reports of a live newcomer: its session and start time
+/// (pids stand in for start times).
+fn seen_young(pid: Pid, session: Pid) -> Event {
+    Event::Adopted {
+        pid,
+        previous_parent: None,
+        kinship: Kinship {
+            session: Some(session),
+            start_time: Some(u64::from(pid)),
+            ancestor: None,
+        },
+    }
 }
 
 #[test]
@@ -371,6 +402,7 @@ fn a_killed_daemon_is_restarted_after_its_workers_are_gone() {
     h.apply(&[Event::Spawned {
         service: web,
         pid: 200,
+        start_time: None,
     }]);
     let status = h.status(web);
     assert_eq!(status.state, State::Running);
@@ -443,6 +475,7 @@ fn too_many_starts_within_the_interval_hit_the_start_limit() {
         h.apply(&[Event::Spawned {
             service: web,
             pid: pid + 1,
+            start_time: None,
         }]);
     }
     let out = h.apply(&[exited(102, ExitStatus::Code(1))]);
@@ -479,6 +512,7 @@ fn starts_spread_wider_than_the_interval_never_hit_the_limit() {
         h.apply(&[Event::Spawned {
             service: web,
             pid: pid + 1,
+            start_time: None,
         }]);
     }
     assert_eq!(h.status(web).restarts, 10);
@@ -612,6 +646,7 @@ fn restart_stops_then_starts_again() {
     h.apply(&[Event::Spawned {
         service: web,
         pid: 200,
+        start_time: None,
     }]);
     assert_eq!(h.status(web).state, State::Running);
     assert_eq!(
@@ -966,7 +1001,7 @@ fn seen_by_procfs(pid: Pid, session: Option<Pid>) -> Event {
 }
 
 #[test]
-fn procfs_follows_a_quick_double_fork_through_the_session_leader_and_says_it_guessed() {
+fn procfs_follows_a_quick_double_fork_through_the_unseen_hop_and_says_it_guessed() {
     // The middle hop 101 called setsid, forked 102 and died unseen.
     let mut h = Harness::new();
     let web = h.service(Policy::default());
@@ -1026,4 +1061,51 @@ fn a_source_that_knows_lineage_attributes_an_orphan_by_its_ancestor() {
     assert_eq!(status.main_pid, Some(102));
     assert_eq!(status.previous_pid, Some(100));
     assert_eq!(status.main_pid_source, MainPidSource::Adoption);
+}
+
+#[test]
+fn a_wrong_guess_among_siblings_is_corrected_when_it_ends() {
+    // 101 left a helper 102 that was still exiting when 101 died beside
+    // the real daemon 103: both adopted from 101, the oldest guessed.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    dance_one_hop_per_moment(&mut h, 100, 1);
+    h.apply(&[adopted(102, 101), adopted(103, 101), exited(101, OK)]);
+    assert_eq!(h.status(web).main_pid, Some(102));
+    assert_eq!(h.status(web).main_pid_source, MainPidSource::Guess);
+    let out = h.apply(&[exited(102, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(103));
+    assert_eq!(status.previous_pid, Some(101));
+    assert_eq!(status.handoffs, 2, "the same hand-off, corrected");
+    assert_eq!(status.state, State::Running);
+    assert_eq!(handoffs(&out), vec![(103, 101)]);
+}
+
+#[test]
+fn a_wrong_guess_gives_way_to_the_contender_that_danced_on() {
+    // 101 died leaving the helper 102 (still exiting) and the real hop 103:
+    // the oldest, 102, is guessed. 103 goes on: an orphaned grandchild 106
+    // and its heir 107; then the helper ends. 107 is the main process.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    dance_one_hop_per_moment(&mut h, 100, 1);
+    h.apply(&[adopted(102, 101), adopted(103, 101), exited(101, OK)]);
+    assert_eq!(h.status(web).main_pid, Some(102));
+    assert_eq!(h.status(web).main_pid_source, MainPidSource::Guess);
+    h.apply(&[adopted(106, 105)]);
+    h.apply(&[adopted(107, 103), exited(103, OK)]);
+    assert_eq!(
+        h.status(web).main_pid,
+        Some(102),
+        "no decision while the guess lives"
+    );
+    let out = h.apply(&[exited(102, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(107));
+    assert_eq!(status.previous_pid, Some(103));
+    assert_eq!(status.handoffs, 3);
+    assert_eq!(handoffs(&out), vec![(107, 103)]);
 }

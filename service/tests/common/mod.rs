@@ -174,11 +174,19 @@ impl Adoptd {
         Self::spawn(command)
     }
 
+    /// Starts adoptd on `scratch`'s services with the given tracker.
+    pub fn start_tracker(scratch: &Scratch, tracker: &str, extra: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_adoptd"));
+        command
+            .arg("--config-dir")
+            .arg(scratch.services())
+            .args(["--tracker", tracker])
+            .args(extra);
+        Self::spawn(command)
+    }
+
     /// Starts adoptd from a prepared command (e.g. under `unshare`).
     pub fn spawn(mut command: Command) -> Self {
-        if let Ok(tracker) = std::env::var("ADOPTD_TEST_TRACKER") {
-            command.arg("--tracker").arg(tracker);
-        }
         command.env(
             "ADOPTD_LOG",
             std::env::var("ADOPTD_TEST_LOG").unwrap_or_else(|_| "debug".into()),
@@ -456,6 +464,23 @@ fn parse_report(text: &str) -> Report {
         hops: number("hops"),
         sid: number("sid"),
     }
+}
+
+/// The adoption sources the shared suite runs against on this machine:
+/// `$ADOPTD_TEST_TRACKER` alone if set, else `procfs` and, as root in the
+/// initial pid namespace, `proc-connector`.
+pub fn trackers() -> Vec<String> {
+    if let Ok(tracker) = std::env::var("ADOPTD_TEST_TRACKER") {
+        return vec![tracker];
+    }
+    let mut trackers = vec!["procfs".to_owned()];
+    let initial_namespace = std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == 0xEFFF_FFFC)
+        .unwrap_or(false);
+    if is_root() && initial_namespace {
+        trackers.push("proc-connector".to_owned());
+    }
+    trackers
 }
 
 /// True when the tests run as root (chroot, users, PID namespaces).

@@ -1,0 +1,561 @@
+//! The `proc-connector` source: exact lineage from the kernel's process
+//! connector, on stock kernels, with CAP_NET_ADMIN.
+//!
+//! The netlink process connector reports every fork and exit on the
+//! system. The source keeps the lineage of every process descended from
+//! adoptd's own children (a map child → parent and parent → children), so
+//! when a tracked process exits it knows exactly which live processes are
+//! being reparented to adoptd and who their previous parent was, and names
+//! each adoptee's nearest ancestor among adoptd's children so the tracker
+//! can tell which service it belongs to, even after `setsid`.
+//!
+//! Ordering: the kernel sends a process's exit event before it reparents
+//! its children and before the process becomes waitable, and a fork event
+//! before the child runs; so once adoptd has reaped a process, every event
+//! that explains its children's adoption is already in the socket, and
+//! draining the socket before the tracker decides is enough.
+//!
+//! Loss: if the socket overflows (ENOBUFS), the source rebuilds the lineage
+//! from /proc and reports adoptd's children it did not know as adoptees
+//! without a previous parent, which the tracker then attributes as it does
+//! for `procfs`.
+//!
+//! Limits: the connector speaks in pids of the initial pid namespace and
+//! requires CAP_NET_ADMIN there, so inside a container `--tracker auto`
+//! passes over it. A tracked process that makes itself a child subreaper
+//! keeps its orphans; they are not reported (they never reach adoptd).
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs, io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use super::{AdoptionSource, SourceKind, procfs};
+use crate::tracker::{Event, ExitStatus, Kinship, Pid};
+
+const NETLINK_CONNECTOR: libc::c_int = 11;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_FORK: u32 = 0x0000_0001;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+const CN_MSG_LEN: usize = 20;
+/// nlmsghdr, cn_msg, then proc_event's what, cpu and timestamp.
+const EVENT_DATA: usize = NLMSG_HDRLEN + CN_MSG_LEN + 16;
+/// The receive buffer asked of the kernel: a fork storm must not overflow.
+const RECEIVE_BUFFER: libc::c_int = 8 << 20;
+
+/// The connector socket and the lineage it maintains.
+pub struct ProcConnector {
+    socket: OwnedFd,
+    me: Pid,
+    /// adoptd's own live children.
+    children: HashSet<Pid>,
+    /// Every tracked process (adoptd's children and their descendants)
+    /// → its parent.
+    parent: HashMap<Pid, Pid>,
+    /// Parent → its tracked children.
+    kids: HashMap<Pid, Vec<Pid>>,
+    /// Tracked processes that exited but were not reaped by their parent
+    /// before it died: zombies reparented to adoptd, which it reaps next.
+    /// Pid → (previous parent, ancestor).
+    zombies: HashMap<Pid, (Pid, Option<Pid>)>,
+    /// Tracked processes that have exited (their parents may still reap
+    /// them); forgotten when their parent goes.
+    dead: HashSet<Pid>,
+    buffer: Vec<u8>,
+}
+
+impl ProcConnector {
+    /// Subscribes to process events; fails without CAP_NET_ADMIN, outside
+    /// the initial pid namespace, or on a kernel without the connector.
+    pub fn open() -> io::Result<Self> {
+        if !in_initial_pid_namespace() {
+            return Err(io::Error::other(
+                "adoptd runs in a pid namespace, where the process connector's pids do not apply",
+            ));
+        }
+        // SAFETY: plain socket creation; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                NETLINK_CONNECTOR,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_receive_buffer(&socket);
+        // SAFETY: an all-zero sockaddr_nl is valid; fields set below.
+        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        address.nl_groups = CN_IDX_PROC;
+        // SAFETY: `address` is a valid sockaddr_nl of the given size.
+        let rc = unsafe {
+            libc::bind(
+                socket.as_raw_fd(),
+                (&raw const address).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        send_listen(&socket)?;
+        let mut source = ProcConnector {
+            socket,
+            me: std::process::id(),
+            children: HashSet::new(),
+            parent: HashMap::new(),
+            kids: HashMap::new(),
+            zombies: HashMap::new(),
+            dead: HashSet::new(),
+            buffer: vec![0; 64 * 1024],
+        };
+        // The kernel silently ignores an unprivileged listen request: prove
+        // that events arrive by watching one fork of our own.
+        source.prove_events_arrive()?;
+        Ok(source)
+    }
+
+    /// Forks a child that exits at once and waits for its fork event.
+    fn prove_events_arrive(&mut self) -> io::Result<()> {
+        // SAFETY: the child only calls _exit.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if child == 0 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(0) };
+        }
+        let child = child.unsigned_abs();
+        // Reap it here: the reaper is not running yet at start-up.
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
+        let mut poll = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut poll, 1, 1000) };
+            if ready <= 0 {
+                return Err(io::Error::other(
+                    "no process events arrive (CAP_NET_ADMIN in the initial namespaces is needed)",
+                ));
+            }
+            let mut seen = false;
+            self.read_events(&mut |event| {
+                if let ConnectorEvent::Fork { child: c, .. } = event {
+                    seen |= c == child;
+                }
+            })?;
+            if seen {
+                self.parent.clear();
+                self.kids.clear();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads every queued event; ENOBUFS means events were lost.
+    fn read_events(&mut self, handle: &mut dyn FnMut(ConnectorEvent)) -> io::Result<()> {
+        loop {
+            // SAFETY: the buffer is valid for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.socket.as_raw_fd(),
+                    self.buffer.as_mut_ptr().cast(),
+                    self.buffer.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                return match error.kind() {
+                    io::ErrorKind::WouldBlock => Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(error),
+                };
+            }
+            let mut message = &self.buffer[..n.unsigned_abs()];
+            // One datagram may carry several netlink messages.
+            while message.len() >= NLMSG_HDRLEN {
+                let length = u32_at(message, 0).unwrap_or(0) as usize;
+                if length < NLMSG_HDRLEN || length > message.len() {
+                    break;
+                }
+                if let Some(event) = parse_event(&message[..length]) {
+                    handle(event);
+                }
+                message = &message[align4(length).min(message.len())..];
+            }
+        }
+    }
+
+    fn track(&mut self, parent: Pid, child: Pid) {
+        self.parent.insert(child, parent);
+        self.kids.entry(parent).or_default().push(child);
+    }
+
+    fn untrack(&mut self, pid: Pid) {
+        if let Some(parent) = self.parent.remove(&pid) {
+            if let Some(siblings) = self.kids.get_mut(&parent) {
+                siblings.retain(|&s| s != pid);
+                if siblings.is_empty() {
+                    self.kids.remove(&parent);
+                }
+            }
+        }
+    }
+
+    /// Forgets the dead children that `parent` has reaped since (the
+    /// connector does not report reaping): run at each of its forks, so a
+    /// long-lived process that forks and reaps helpers costs no memory.
+    fn forget_reaped_children(&mut self, parent: Pid) {
+        let Some(kids) = self.kids.get(&parent) else {
+            return;
+        };
+        let reaped: Vec<Pid> = kids
+            .iter()
+            .copied()
+            .filter(|kid| self.dead.contains(kid) && procfs::read_stat(*kid).is_none())
+            .collect();
+        for kid in reaped {
+            self.dead.remove(&kid);
+            self.untrack(kid);
+        }
+    }
+
+    /// The nearest ancestor of `pid` that is adoptd's child.
+    fn ancestor(&self, pid: Pid) -> Option<Pid> {
+        let mut current = pid;
+        for _ in 0..self.parent.len() + 1 {
+            let parent = *self.parent.get(&current)?;
+            if parent == self.me {
+                return Some(current);
+            }
+            current = parent;
+        }
+        None
+    }
+
+    /// A tracked process exited: its children are reparented to adoptd.
+    /// The live ones are adopted now; the dead ones (zombies its parent had
+    /// not reaped) are remembered and reported when adoptd reaps them.
+    fn exited(&mut self, pid: Pid, events: &mut Vec<Event>) {
+        if !self.parent.contains_key(&pid) {
+            return;
+        }
+        let ancestor = self.ancestor(pid);
+        let orphans = self.kids.remove(&pid).unwrap_or_default();
+        for orphan in orphans {
+            let orphan_ancestor = ancestor.filter(|&a| a != pid).or(Some(pid));
+            if self.dead.remove(&orphan) {
+                self.parent.remove(&orphan);
+                self.zombies.insert(orphan, (pid, orphan_ancestor));
+                continue;
+            }
+            self.parent.insert(orphan, self.me);
+            self.kids.entry(self.me).or_default().push(orphan);
+            self.children.insert(orphan);
+            let stat = procfs::read_stat(orphan);
+            events.push(Event::Adopted {
+                pid: orphan,
+                previous_parent: Some(pid),
+                kinship: Kinship {
+                    session: stat.and_then(|s| s.kinship.session),
+                    start_time: stat.and_then(|s| s.kinship.start_time),
+                    ancestor: orphan_ancestor,
+                },
+            });
+        }
+        // adoptd's own children stay tracked until reaped; others stay
+        // known as dead until their parent reaps them or dies.
+        if !self.children.contains(&pid) {
+            self.dead.insert(pid);
+        }
+    }
+
+    /// After lost events: rebuild the lineage from /proc, and report
+    /// adoptd's children that were adopted unseen.
+    fn resync(&mut self, events: &mut Vec<Event>) -> io::Result<()> {
+        tracing::warn!("process events were lost; rebuilding the process tree from /proc");
+        let mut parent_of = HashMap::new();
+        for entry in fs::read_dir("/proc")? {
+            let Some(pid) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Pid>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = read_ppid(pid) {
+                parent_of.insert(pid, ppid);
+            }
+        }
+        let mut by_parent: HashMap<Pid, Vec<Pid>> = HashMap::new();
+        for (&pid, &ppid) in &parent_of {
+            by_parent.entry(ppid).or_default().push(pid);
+        }
+        self.parent.clear();
+        self.kids.clear();
+        let mut queue = vec![self.me];
+        while let Some(parent) = queue.pop() {
+            for &child in by_parent
+                .get(&parent)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                self.track(parent, child);
+                queue.push(child);
+            }
+        }
+        let mine: Vec<Pid> = self.kids.get(&self.me).cloned().unwrap_or_default();
+        for child in mine {
+            if self.children.insert(child) {
+                let stat = procfs::read_stat(child);
+                if stat.is_some_and(|s| s.zombie) {
+                    continue; // reaped and reported in the next batch
+                }
+                events.push(Event::Adopted {
+                    pid: child,
+                    previous_parent: None,
+                    kinship: stat.map(|s| s.kinship).unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AdoptionSource for ProcConnector {
+    fn kind(&self) -> SourceKind {
+        SourceKind::ProcConnector
+    }
+
+    fn spawned(&mut self, pid: Pid) {
+        self.children.insert(pid);
+        if !self.parent.contains_key(&pid) {
+            self.track(self.me, pid);
+        }
+    }
+
+    fn wakeup_fd(&self) -> Option<RawFd> {
+        Some(self.socket.as_raw_fd())
+    }
+
+    fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
+        let mut queued = Vec::new();
+        let read = self.read_events(&mut |event| queued.push(event));
+        for event in queued {
+            match event {
+                ConnectorEvent::Fork { parent, child } => {
+                    if parent == self.me || self.parent.contains_key(&parent) {
+                        self.forget_reaped_children(parent);
+                        if !self.parent.contains_key(&child) {
+                            self.track(parent, child);
+                        }
+                    }
+                }
+                ConnectorEvent::Exit { pid } => self.exited(pid, events),
+            }
+        }
+        if let Err(error) = read {
+            if error.raw_os_error() == Some(libc::ENOBUFS) {
+                self.resync(events)?;
+            } else {
+                return Err(error);
+            }
+        }
+        for &(pid, _) in reaped {
+            if !self.children.remove(&pid) {
+                // A zombie reparented with its parent's death, or (without
+                // an explanation) a process that entered from outside or
+                // was adopted while events were lost.
+                let (previous_parent, ancestor) = match self.zombies.remove(&pid) {
+                    Some((parent, ancestor)) => (Some(parent), ancestor),
+                    None => (None, None),
+                };
+                events.push(Event::Adopted {
+                    pid,
+                    previous_parent,
+                    kinship: Kinship {
+                        ancestor,
+                        ..Kinship::default()
+                    },
+                });
+            }
+            self.untrack(pid);
+            self.dead.remove(&pid);
+            // Its tracked children were handled at its exit event.
+            self.kids.remove(&pid);
+        }
+        if !reaped.is_empty() {
+            // Zombies are reaped in the batch that reaps their previous
+            // parent; any left were reaped by someone else.
+            let children = &self.children;
+            self.zombies
+                .retain(|_, (previous, _)| children.contains(previous));
+        }
+        Ok(())
+    }
+}
+
+/// What the source needs from a connector message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnectorEvent {
+    /// A new process (thread creations are left out).
+    Fork { parent: Pid, child: Pid },
+    /// A whole process ended (the exit of its thread-group leader).
+    Exit { pid: Pid },
+}
+
+fn parse_event(message: &[u8]) -> Option<ConnectorEvent> {
+    let what = u32_at(message, NLMSG_HDRLEN + CN_MSG_LEN)?;
+    let data = |index: usize| u32_at(message, EVENT_DATA + 4 * index);
+    match what {
+        PROC_EVENT_FORK => {
+            // parent_pid, parent_tgid, child_pid, child_tgid
+            let (parent, child_pid, child) = (data(1)?, data(2)?, data(3)?);
+            (child_pid == child).then_some(ConnectorEvent::Fork { parent, child })
+        }
+        PROC_EVENT_EXIT => {
+            // process_pid, process_tgid, exit_code, exit_signal, parent…
+            let (pid, tgid) = (data(0)?, data(1)?);
+            (pid == tgid).then_some(ConnectorEvent::Exit { pid })
+        }
+        _ => None,
+    }
+}
+
+fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
+    let raw = bytes.get(offset..offset + 4)?;
+    Some(u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]))
+}
+
+fn align4(length: usize) -> usize {
+    (length + 3) & !3
+}
+
+fn send_listen(socket: &OwnedFd) -> io::Result<()> {
+    let mut message = Vec::with_capacity(NLMSG_HDRLEN + CN_MSG_LEN + 4);
+    let total = (NLMSG_HDRLEN + CN_MSG_LEN + 4) as u32;
+    message.extend_from_slice(&total.to_ne_bytes());
+    message.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+    message.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    message.extend_from_slice(&0u32.to_ne_bytes()); // seq
+    message.extend_from_slice(&std::process::id().to_ne_bytes());
+    message.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+    message.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+    message.extend_from_slice(&0u32.to_ne_bytes()); // seq
+    message.extend_from_slice(&0u32.to_ne_bytes()); // ack
+    message.extend_from_slice(&4u16.to_ne_bytes()); // len
+    message.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    message.extend_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+    // SAFETY: the buffer is valid for its length.
+    let sent = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_receive_buffer(socket: &OwnedFd) {
+    let size = RECEIVE_BUFFER;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: `size` is a valid c_int for the option.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
+fn read_ppid(pid: Pid) -> Option<Pid> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The kernel's own pid namespace has this fixed inode number.
+pub fn in_initial_pid_namespace() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    fs::metadata("/proc/self/ns/pid")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == PROC_PID_INIT_INO)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(what: u32, data: [u32; 6]) -> Vec<u8> {
+        let mut bytes = vec![0u8; EVENT_DATA];
+        bytes[NLMSG_HDRLEN + CN_MSG_LEN..NLMSG_HDRLEN + CN_MSG_LEN + 4]
+            .copy_from_slice(&what.to_ne_bytes());
+        for value in data {
+            bytes.extend_from_slice(&value.to_ne_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_process_fork_is_an_event_and_a_thread_is_not() {
+        assert_eq!(
+            parse_event(&message(PROC_EVENT_FORK, [10, 10, 11, 11, 0, 0])),
+            Some(ConnectorEvent::Fork {
+                parent: 10,
+                child: 11
+            })
+        );
+        assert_eq!(
+            parse_event(&message(PROC_EVENT_FORK, [10, 10, 12, 11, 0, 0])),
+            None
+        );
+    }
+
+    #[test]
+    fn only_a_leader_exit_ends_a_process() {
+        assert_eq!(
+            parse_event(&message(PROC_EVENT_EXIT, [11, 11, 0, 17, 1, 1])),
+            Some(ConnectorEvent::Exit { pid: 11 })
+        );
+        assert_eq!(
+            parse_event(&message(PROC_EVENT_EXIT, [12, 11, 0, 17, 1, 1])),
+            None
+        );
+    }
+
+    #[test]
+    fn short_or_unknown_messages_are_ignored() {
+        assert_eq!(parse_event(&[0u8; 10]), None);
+        assert_eq!(parse_event(&message(0x80, [1, 1, 1, 1, 0, 0])), None);
+    }
+}
