@@ -1,0 +1,224 @@
+//! adoptd following real daemons from Debian's packages, as root, with the
+//! expected main pid taken from each daemon's own pid file.
+
+// A failed expectation in a test is the test failing, with a reason.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// The program, or a printed reason to skip (CI installs them as root).
+fn daemon(program: &str, test: &str) -> Option<PathBuf> {
+    if !is_root() {
+        eprintln!("{test}: skipped: needs root");
+        return None;
+    }
+    let found = installed(program);
+    if found.is_none() {
+        eprintln!("{test}: skipped: {program} is not installed");
+    }
+    found
+}
+
+/// An nginx configuration in `dir`, listening on `port`.
+fn nginx_config(dir: &Path, port: u16) -> PathBuf {
+    let d = dir.display();
+    let config = format!(
+        "daemon on;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).expect("nginx.conf");
+    path
+}
+
+fn nginx_service(scratch: &Scratch, nginx: &Path) -> PathBuf {
+    let config = nginx_config(&scratch.path, free_port());
+    scratch.service(
+        "nginx",
+        &format!(
+            "exec = {}\nrestart-delay = \"0\"\nstop-signal = \"QUIT\"\npid-file = {:?}\n",
+            argv(&[
+                nginx.to_str().expect("utf-8"),
+                "-c",
+                config.to_str().expect("utf-8"),
+                "-p",
+                scratch.path.to_str().expect("utf-8"),
+            ]),
+            scratch.file("nginx.pid").to_str().expect("utf-8"),
+        ),
+    );
+    scratch.file("nginx.pid")
+}
+
+/// The master's workers, as its children.
+fn workers_of(master: u32) -> Vec<u32> {
+    children_of(master)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+#[test]
+fn nginx_is_followed_to_its_master_restarted_clean_and_through_its_binary_upgrade() {
+    let Some(nginx) = daemon("nginx", "nginx") else {
+        return;
+    };
+    for tracker in trackers() {
+        let scratch = Scratch::new("nginx");
+        let pid_file = nginx_service(&scratch, &nginx);
+        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+
+        // Followed to its master.
+        let master = wait_for_pid_file(&pid_file);
+        let status = adoptd.wait_main_pid("nginx", master);
+        assert_eq!(
+            status.get("handoffs"),
+            Some("1"),
+            "{tracker}: {}",
+            status.text
+        );
+        let workers = workers_of(master);
+        assert_eq!(workers.len(), 2, "{tracker}: two workers");
+
+        // SIGKILL: restarted, and no worker of the killed master is left.
+        std::fs::remove_file(&pid_file).ok();
+        signal(master, libc::SIGKILL);
+        adoptd.wait_next("the killed master", |l| {
+            l.is("main process exited", "nginx") && l.pid("pid") == master
+        });
+        let master = wait_for_pid_file(&pid_file);
+        let status = adoptd.wait_main_pid("nginx", master);
+        assert_eq!(status.get("restarts"), Some("1"), "{tracker}");
+        for worker in workers {
+            assert_ends(worker, "a worker of the killed master");
+        }
+
+        // Binary upgrade: USR2 starts a new master as the old one's child;
+        // QUIT ends the old one, and the new one is its heir.
+        signal(master, libc::SIGUSR2);
+        let old_pid_file = scratch.file("nginx.pid.oldbin");
+        wait_for_pid_file(&old_pid_file);
+        let new_master = wait_for_file(&pid_file, |text| {
+            text.trim().parse::<u32>().ok().filter(|&pid| pid != master)
+        });
+        signal(master, libc::SIGQUIT);
+        let status = adoptd.wait_main_pid("nginx", new_master);
+        assert_eq!(
+            status.pid("previous_pid"),
+            master,
+            "{tracker}: {}",
+            status.text
+        );
+        assert_eq!(
+            status.get("handoffs"),
+            Some("2"),
+            "{tracker}: {}",
+            status.text
+        );
+        let (exit, log) = adoptd.stop();
+        assert!(exit.success());
+        assert!(
+            log.iter()
+                .any(|l| l.is("main process exited", "nginx") && l.pid("pid") == new_master)
+        );
+        assert_ends(new_master, "nginx after adoptd stopped");
+    }
+}
+
+#[test]
+fn memcached_daemonized_with_d_is_followed_to_the_pid_in_its_pid_file() {
+    let Some(memcached) = daemon("memcached", "memcached") else {
+        return;
+    };
+    for tracker in trackers() {
+        let scratch = Scratch::new("memcached");
+        // memcached writes its pid file after dropping to nobody.
+        let run = scratch.file("run");
+        std::fs::create_dir(&run).expect("mkdir");
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        std::fs::set_permissions(
+            &scratch.path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let pid_file = run.join("memcached.pid");
+        let port = free_port().to_string();
+        scratch.service(
+            "memcached",
+            &format!(
+                "exec = {}\n",
+                argv(&[
+                    memcached.to_str().expect("utf-8"),
+                    "-d",
+                    "-u",
+                    "nobody",
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "0",
+                    "-P",
+                    pid_file.to_str().expect("utf-8"),
+                ])
+            ),
+        );
+        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let main = wait_for_pid_file(&pid_file);
+        adoptd.wait_main_pid("memcached", main);
+        let (exit, _) = adoptd.stop();
+        assert!(exit.success());
+        assert_ends(main, "memcached after adoptd stopped");
+    }
+}
+
+#[test]
+fn redis_daemonized_is_followed_to_the_pid_in_its_pid_file() {
+    let Some(redis) = daemon("redis-server", "redis") else {
+        return;
+    };
+    for tracker in trackers() {
+        let scratch = Scratch::new("redis");
+        let pid_file = scratch.file("redis.pid");
+        let port = free_port().to_string();
+        scratch.service(
+            "redis",
+            &format!(
+                "exec = {}\n",
+                argv(&[
+                    redis.to_str().expect("utf-8"),
+                    "--daemonize",
+                    "yes",
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--pidfile",
+                    pid_file.to_str().expect("utf-8"),
+                    "--dir",
+                    scratch.path.to_str().expect("utf-8"),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--logfile",
+                    "",
+                ])
+            ),
+        );
+        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let main = wait_for_pid_file(&pid_file);
+        adoptd.wait_main_pid("redis", main);
+        let (exit, _) = adoptd.stop();
+        assert!(exit.success());
+        assert_ends(main, "redis after adoptd stopped");
+    }
+}
