@@ -449,13 +449,13 @@ impl Supervisor {
         }
         for &(pid, status) in &reaped {
             events.push(Event::Exited { pid, status });
-            if let Some(id) = self.tracker.main_of(pid) {
-                if let Some(main) = read_pid_file(&self.specs[id.index()]) {
-                    events.push(Event::PidFile {
-                        service: id,
-                        pid: main,
-                    });
-                }
+            if let Some(id) = self.tracker.main_of(pid)
+                && let Some(main) = read_pid_file(&self.specs[id.index()])
+            {
+                events.push(Event::PidFile {
+                    service: id,
+                    pid: main,
+                });
             }
         }
         self.reaped = reaped;

@@ -207,12 +207,12 @@ impl ProcConnector {
     }
 
     fn untrack(&mut self, pid: Pid) {
-        if let Some(parent) = self.parent.remove(&pid) {
-            if let Some(siblings) = self.kids.get_mut(&parent) {
-                siblings.retain(|&s| s != pid);
-                if siblings.is_empty() {
-                    self.kids.remove(&parent);
-                }
+        if let Some(parent) = self.parent.remove(&pid)
+            && let Some(siblings) = self.kids.get_mut(&parent)
+        {
+            siblings.retain(|&s| s != pid);
+            if siblings.is_empty() {
+                self.kids.remove(&parent);
             }
         }
     }
