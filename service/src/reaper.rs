@@ -1,6 +1,7 @@
 //! The reaper: the one place that collects dead children.
 //!
-//! The signals adoptd cares about (SIGCHLD, the shutdown signals) are
+//! The signals adoptd cares about (SIGCHLD, the shutdown signals, and on a
+//! patched kernel the adoption notices of `PR_SET_ADOPTSIG`) are
 //! blocked in every thread before the runtime starts, by [`block_signals`]
 //! in `main`, and read from one signalfd. A SIGCHLD is only a wake-up:
 //! several deaths may share one, so [`reap_all`] loops `waitid(P_ALL,
@@ -20,13 +21,23 @@ use nix::{
 
 use crate::tracker::{ExitStatus, Pid};
 
-/// The signals adoptd reads from its signalfd instead of handling them.
+/// The signals adoptd reads from its signalfd instead of handling them,
+/// besides [`adopt_signal`].
 pub const HANDLED: [Signal; 4] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
 ];
+
+/// The real-time signal a kernel with `PR_SET_ADOPTSIG` queues for each
+/// adoption (SIGRTMIN+4, clear of the C library's and common programs').
+pub fn adopt_signal() -> i32 {
+    libc::SIGRTMIN() + 4
+}
+
+/// `si_code` of an adoption notice (kernel-patch/, `CLD_ADOPTED`).
+const CLD_ADOPTED: i32 = 7;
 
 /// Blocks the signals adoptd reads from its signalfd, for the calling
 /// thread and every thread it starts afterwards. Call it in `main` before
@@ -40,11 +51,15 @@ fn handled_set() -> SigSet {
     for signal in HANDLED {
         set.add(signal);
     }
-    set
+    let mut raw: libc::sigset_t = *set.as_ref();
+    // SAFETY: adding a valid real-time signal number to a valid set.
+    unsafe { libc::sigaddset(&mut raw, adopt_signal()) };
+    // SAFETY: `raw` was built from a valid SigSet by sigaddset.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
 }
 
 /// What one read of the signalfd said.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Wakeup {
     /// A child may have died (or was adopted and died).
     pub children: bool,
@@ -52,6 +67,21 @@ pub struct Wakeup {
     pub shutdown: bool,
     /// SIGHUP: re-read the configuration.
     pub reload: bool,
+    /// Adoption notices (adopted pid, previous parent), in kernel order.
+    pub adoptions: Vec<(Pid, Pid)>,
+    /// The kernel could not queue every notice: rescan the children.
+    pub adoptions_lost: bool,
+}
+
+impl Wakeup {
+    /// Adds what a later read said.
+    pub fn merge(&mut self, later: Wakeup) {
+        self.children |= later.children;
+        self.shutdown |= later.shutdown;
+        self.reload |= later.reload;
+        self.adoptions.extend(later.adoptions);
+        self.adoptions_lost |= later.adoptions_lost;
+    }
 }
 
 /// The signalfd the handled signals arrive on.
@@ -74,6 +104,14 @@ impl Signals {
         let mut wakeup = Wakeup::default();
         loop {
             match self.fd.read_signal() {
+                Ok(Some(info)) if info.ssi_signo as i32 == adopt_signal() => {
+                    if info.ssi_code == CLD_ADOPTED {
+                        match info.ssi_pid {
+                            0 => wakeup.adoptions_lost = true,
+                            pid => wakeup.adoptions.push((pid, info.ssi_status.unsigned_abs())),
+                        }
+                    }
+                }
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => wakeup.children = true,
                     Ok(Signal::SIGTERM | Signal::SIGINT) => wakeup.shutdown = true,

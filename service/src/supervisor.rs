@@ -141,6 +141,8 @@ pub struct Supervisor {
     source: Box<dyn AdoptionSource + Send>,
     pidfds: HashMap<Pid, OwnedFd>,
     signals: AsyncFd<Signals>,
+    /// What the signalfd said that is not acted on yet.
+    wakeup: reaper::Wakeup,
     updates: mpsc::UnboundedSender<Update>,
     epoch: Instant,
     shutting_down: bool,
@@ -178,6 +180,7 @@ impl Supervisor {
             source,
             pidfds: HashMap::new(),
             signals,
+            wakeup: reaper::Wakeup::default(),
             updates,
             epoch: Instant::now(),
             shutting_down: false,
@@ -228,6 +231,13 @@ impl Supervisor {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut requests_open = true;
         loop {
+            // Signals read along with a batch, whatever woke the loop.
+            if std::mem::take(&mut self.wakeup.shutdown) {
+                self.begin_shutdown();
+            }
+            if std::mem::take(&mut self.wakeup.reload) {
+                self.reload();
+            }
             if self.shutting_down && self.tracker.is_idle() {
                 info!("every service is stopped");
                 return;
@@ -245,24 +255,15 @@ impl Supervisor {
                             return;
                         }
                     };
-                    let wakeup = match guard.get_inner_mut().drain() {
-                        Ok(wakeup) => wakeup,
-                        Err(e) => {
-                            error!("cannot read signals: {e}");
-                            Default::default()
-                        }
-                    };
+                    match guard.get_inner_mut().drain() {
+                        Ok(wakeup) => self.wakeup.merge(wakeup),
+                        Err(e) => error!("cannot read signals: {e}"),
+                    }
                     guard.clear_ready();
                     drop(guard);
                     // Reap even without SIGCHLD: a coalesced signal is
                     // never lost this way.
                     self.reap_batch();
-                    if wakeup.shutdown {
-                        self.begin_shutdown();
-                    }
-                    if wakeup.reload {
-                        self.reload();
-                    }
                 }
                 () = source_news(self.source_wakeup.as_ref()) => self.reap_batch(),
                 () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
@@ -414,6 +415,14 @@ impl Supervisor {
         let mut looked_at = 0;
         for _ in 0..MAX_ROUNDS {
             reaper::reap_all(&mut reaped);
+            // Adoption notices of everything just reaped are queued by now.
+            match self.signals.get_mut().drain() {
+                Ok(wakeup) => self.wakeup.merge(wakeup),
+                Err(e) => error!("cannot read signals: {e}"),
+            }
+            let notices = std::mem::take(&mut self.wakeup.adoptions);
+            let lost = std::mem::take(&mut self.wakeup.adoptions_lost);
+            self.source.adoption_notices(&notices, lost);
             if let Err(e) = self.source.collect(&reaped[looked_at..], &mut events) {
                 warn!(
                     "the {} tracker could not read adoptions: {e}",

@@ -360,6 +360,11 @@ pub struct Tracker {
     /// Live adoptees that no service could be found for yet (a source that
     /// cannot tell lineage, before the moment that explains them).
     unclaimed: BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    /// For a live adoptee whose previous parents were themselves adoptees
+    /// that exited successfully in earlier moments (a dance that went on
+    /// while the main process waited): the chain from the first previous
+    /// parent through those hops, ending at its own previous parent.
+    descents: HashMap<Pid, Vec<Pid>>,
     /// Orders processes by when the tracker first saw them.
     next_sequence: u64,
 }
@@ -455,9 +460,11 @@ impl Tracker {
         batch.adopted(&adoptions, &facts.exited);
         let main_exits = batch.exited(&facts.exited);
         batch.follow_all_contenders();
+        let mains: BTreeSet<Pid> = main_exits.iter().map(|&(_, pid, _)| pid).collect();
         for (service, pid, status) in main_exits {
             batch.main_exited(service, pid, status, &facts.pid_files);
         }
+        batch.remember_descents(&mains);
         batch.settle_clean_ups();
         batch.finish()
     }
@@ -716,6 +723,8 @@ struct Batch<'a> {
     now: Now,
     before: BTreeMap<ServiceId, Status>,
     departed: HashMap<Pid, Departed>,
+    /// The descents of the departed, for their own adoptees.
+    departed_descents: HashMap<Pid, Vec<Pid>>,
     out: Output,
 }
 
@@ -726,6 +735,7 @@ impl<'a> Batch<'a> {
             now,
             before: BTreeMap::new(),
             departed: HashMap::new(),
+            departed_descents: HashMap::new(),
             out: Output::default(),
         }
     }
@@ -1072,6 +1082,9 @@ impl<'a> Batch<'a> {
                 main_exits.push((process.service, pid, status));
             }
             self.departed.insert(pid, Departed { process, status });
+            if let Some(descent) = self.tracker.descents.remove(&pid) {
+                self.departed_descents.insert(pid, descent);
+            }
         }
         main_exits.sort_unstable_by_key(|&(service, pid, _)| (service, pid));
         main_exits
@@ -1241,9 +1254,35 @@ impl<'a> Batch<'a> {
         if handoffs_left == 0 {
             return Path::TooLong;
         }
-        let live = self.live_adoptees(id, |a| a.previous_parent == Some(parent));
+        let mut live = Vec::new();
         let mut found = Vec::new();
         let mut too_long = false;
+        for pid in self.live_adoptees(id, |_| true) {
+            match self.tracker.descents.get(&pid) {
+                Some(descent) if descent.first() == Some(&parent) => {
+                    // Hops that finished in earlier moments.
+                    let hops = descent[1..].to_vec();
+                    if hops.len() + 1 > handoffs_left {
+                        too_long = true;
+                    } else if hops.is_empty() {
+                        live.push(pid);
+                    } else {
+                        found.push(Succession {
+                            hops,
+                            heir: pid,
+                            source: MainPidSource::Adoption,
+                            others: Vec::new(),
+                        });
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if self.adoption_of(pid).and_then(|a| a.previous_parent) == Some(parent) {
+                        live.push(pid);
+                    }
+                }
+            }
+        }
         for hop in self.departed_adoptees(id, parent) {
             if !self.has_adoptees(id, hop) {
                 continue;
@@ -1324,11 +1363,68 @@ impl<'a> Batch<'a> {
                 && p.adoption
                     .is_some_and(|a| a.previous_parent == Some(parent))
         };
-        self.tracker.services[id.index()]
-            .members
+        self.tracker.services[id.index()].members.iter().any(|pid| {
+            self.tracker.processes.get(pid).is_some_and(from_parent)
+                || self
+                    .tracker
+                    .descents
+                    .get(pid)
+                    .is_some_and(|d| d.first() == Some(&parent))
+        }) || self.departed.values().any(|d| from_parent(&d.process))
+    }
+
+    /// After the decisions of a moment: the live adoptees of an adoptee
+    /// that exited successfully without being a main process remember the
+    /// chain they descend through, for when the main process ends.
+    fn remember_descents(&mut self, mains: &BTreeSet<Pid>) {
+        let mut hops: Vec<(Pid, Departed)> = self
+            .departed
             .iter()
-            .any(|pid| self.tracker.processes.get(pid).is_some_and(from_parent))
-            || self.departed.values().any(|d| from_parent(&d.process))
+            .filter(|(pid, d)| !mains.contains(pid) && d.status.is_success())
+            .map(|(&pid, &d)| (pid, d))
+            .collect();
+        // Parents before children, so chains through several hops of the
+        // same moment are built whole.
+        hops.sort_unstable_by_key(|&(_, d)| d.process.sequence);
+        for (hop, departed) in hops {
+            let Some(adoption) = departed.process.adoption else {
+                continue;
+            };
+            let Some(origin) = adoption.previous_parent else {
+                continue;
+            };
+            let id = departed.process.service;
+            let chain = self
+                .departed_descents
+                .remove(&hop)
+                .unwrap_or_else(|| vec![origin]);
+            let mut descent = chain;
+            descent.push(hop);
+            let from_hop =
+                |pid: &Pid| self.adoption_of(*pid).and_then(|a| a.previous_parent) == Some(hop);
+            let mut heirs: Vec<Pid> = self.tracker.services[id.index()]
+                .members
+                .iter()
+                .copied()
+                .filter(from_hop)
+                .collect();
+            heirs.sort_unstable();
+            // Adoptees of the hop that are gone too pass the chain on.
+            let gone: Vec<Pid> = self
+                .departed
+                .iter()
+                .filter(|(pid, d)| {
+                    d.process.service == id && d.status.is_success() && from_hop(pid)
+                })
+                .map(|(&pid, _)| pid)
+                .collect();
+            for pid in gone {
+                self.departed_descents.insert(pid, descent.clone());
+            }
+            for heir in heirs {
+                self.tracker.descents.insert(heir, descent.clone());
+            }
+        }
     }
 
     /// How `pid`, live or departed in this batch, was adopted.

@@ -11,6 +11,7 @@ use std::{fmt, io, os::fd::RawFd, str::FromStr};
 
 use crate::tracker::{Event, ExitStatus, Pid};
 
+pub mod adoptsig;
 pub mod proc_connector;
 pub mod procfs;
 
@@ -21,6 +22,10 @@ pub trait AdoptionSource {
 
     /// adoptd started `pid` itself: it is a known child, not an adoptee.
     fn spawned(&mut self, pid: Pid);
+
+    /// Adoption notices read from adoptd's signalfd (the `adoptsig`
+    /// source), handed over before each `collect`.
+    fn adoption_notices(&mut self, _notices: &[(Pid, Pid)], _lost: bool) {}
 
     /// After `collect`: a child died while the source looked, so reaping
     /// again now would complete the moment.
@@ -139,6 +144,8 @@ fn open_one(kind: SourceKind) -> Result<Box<dyn AdoptionSource + Send>, SourceEr
         SourceKind::ProcConnector => proc_connector::ProcConnector::open()
             .map(|s| Box::new(s) as Box<dyn AdoptionSource + Send>)
             .map_err(|source| SourceError::Unavailable { kind, source }),
-        SourceKind::Adoptsig => Err(SourceError::NotBuilt(kind)),
+        SourceKind::Adoptsig => adoptsig::Adoptsig::open()
+            .map(|s| Box::new(s) as Box<dyn AdoptionSource + Send>)
+            .map_err(|source| SourceError::Unavailable { kind, source }),
     }
 }

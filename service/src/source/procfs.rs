@@ -114,6 +114,14 @@ impl AdoptionSource for Procfs {
     }
 }
 
+impl Procfs {
+    /// Forgets a reaped child without looking (for sources that use this
+    /// one only to rescan).
+    pub fn forget(&mut self, pid: Pid) {
+        self.children.remove(&pid);
+    }
+}
+
 /// What `/proc/PID/stat` says that matters here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stat {

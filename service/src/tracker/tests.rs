@@ -1109,3 +1109,62 @@ fn a_wrong_guess_gives_way_to_the_contender_that_danced_on() {
     assert_eq!(status.handoffs, 3);
     assert_eq!(handoffs(&out), vec![(107, 103)]);
 }
+
+fn adopted_under(pid: Pid, previous_parent: Pid, ancestor: Pid) -> Event {
+    Event::Adopted {
+        pid,
+        previous_parent: Some(previous_parent),
+        kinship: Kinship {
+            session: None,
+            start_time: None,
+            ancestor: Some(ancestor),
+        },
+    }
+}
+
+#[test]
+fn a_dance_that_went_on_while_the_main_process_waited_is_followed_hop_by_hop() {
+    // The main process 100 forked 101 and did not reap it; 101 forked 102
+    // and died (a zombie of 100's); 102 and 103 danced on as adoptees.
+    // Only when 100 exits is the zombie 101 reaped, with 100's exit.
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[adopted_under(102, 101, 100)]);
+    h.apply(&[adopted_under(103, 102, 100), exited(102, OK)]);
+    h.apply(&[adopted_under(104, 103, 100), exited(103, OK)]);
+    assert_eq!(
+        h.status(web).main_pid,
+        Some(100),
+        "nothing decided while 100 lives"
+    );
+    let out = h.apply(&[adopted(101, 100), exited(101, OK), exited(100, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(104));
+    assert_eq!(status.previous_pid, Some(103));
+    assert_eq!(status.handoffs, 4);
+    assert_eq!(status.main_pid_source, MainPidSource::Adoption);
+    assert_eq!(
+        handoffs(&out),
+        vec![(101, 100), (102, 101), (103, 102), (104, 103)]
+    );
+}
+
+#[test]
+fn hops_that_came_and_went_in_one_moment_keep_the_chain_whole() {
+    let mut h = Harness::new();
+    let web = h.service(Policy::default());
+    h.start(web, 100);
+    h.apply(&[
+        adopted_under(102, 101, 100),
+        exited(102, OK),
+        adopted(103, 102),
+        exited(103, OK),
+        adopted(104, 103),
+    ]);
+    h.apply(&[adopted(101, 100), exited(101, OK), exited(100, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(104));
+    assert_eq!(status.previous_pid, Some(103));
+    assert_eq!(status.handoffs, 4);
+}
