@@ -14,7 +14,7 @@ use libc::c_int;
 
 /// The `--help` text.
 pub const USAGE: &str = "\
-Usage: dance [--report SOCKET] [--tag TAG] STEP...
+Usage: dance [--report SOCKET] [--tag TAG] [--hop-times FILE] STEP...
 
 Performs a daemonization choreography so that supervisor tests know the truth.
 Steps run in order, each by the process that carries on after the previous
@@ -25,6 +25,9 @@ Options:
                    bound at SOCKET (default: print it as a line on stdout)
   --tag TAG        tag to put in the report: printable ASCII without spaces
                    (default: -)
+  --hop-times FILE the parent side of each hop appends a line
+                   \"PID SECONDS.NANOSECONDS\" to FILE (its pid and the
+                   CLOCK_REALTIME time) just before it ends
   -h, --help       print this help and exit
 
 Steps (a hop is a fork after which the child carries on):
@@ -38,6 +41,10 @@ Steps (a hop is a fork after which the child carries on):
   workers:N        fork N workers that wait until a signal kills them
   orphan           fork a child that forks a grandchild and exits 0; the child
                    is reaped, the grandchild waits until killed, orphaned
+  storm:N          fork N children, at most 64 alive at once; each forks a
+                   grandchild and exits 0 at once, and the orphaned grandchild
+                   exits 0 as soon as its parent has ended. The children are
+                   reaped; the step ends once every grandchild has ended too
   pidfile:PATH     write the pid and a newline to PATH (via PATH.tmp, renamed)
   report           send the report now
   sleep:MS         sleep MS milliseconds
@@ -48,7 +55,8 @@ Steps (a hop is a fork after which the child carries on):
                    logs \"dance: reload\" on stderr; dead workers are reaped
 
 exit, kill and serve must be the last step. Without one of them, the last hop
-exits 0 after its steps. The parent side of a hop writes nothing.
+exits 0 after its steps. The parent side of a hop writes nothing, except its
+line in the --hop-times file.
 
 SIG is a name (TERM, SIGTERM, term) or a number. Its default action must end
 the process: CHLD, CONT, STOP, TSTP, TTIN, TTOU, URG and WINCH are refused.
@@ -79,6 +87,8 @@ pub struct Config {
     pub report: Option<PathBuf>,
     /// The report's tag.
     pub tag: String,
+    /// Where the parent side of each hop appends its pid and exit time.
+    pub hop_times: Option<PathBuf>,
     /// The steps, in order; only the last one may be terminal.
     pub steps: Vec<Step>,
 }
@@ -94,6 +104,7 @@ pub enum Step {
     Zombie,
     Workers(u32),
     Orphan,
+    Storm(u32),
     Pidfile(PathBuf),
     Report,
     Sleep(u64),
@@ -121,6 +132,9 @@ impl fmt::Display for UsageError {
 
 /// The most workers one `workers:N` step may start.
 pub const MAX_WORKERS: u32 = 1024;
+
+/// The most children one `storm:N` step may start: a million.
+pub const MAX_STORM: u32 = 1_000_000;
 
 /// Signal names, without the `SIG` prefix.
 const SIGNALS: &[(&str, c_int)] = &[
@@ -178,6 +192,7 @@ where
 {
     let mut report: Option<PathBuf> = None;
     let mut tag: Option<String> = None;
+    let mut hop_times: Option<PathBuf> = None;
     let mut steps: Vec<Step> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -201,7 +216,7 @@ where
             Some(i) => (&bytes[..i], Some(OsStr::from_bytes(&bytes[i + 1..]))),
             None => (bytes, None),
         };
-        if name != b"--report" && name != b"--tag" {
+        if name != b"--report" && name != b"--tag" && name != b"--hop-times" {
             return Err(UsageError(format!("unknown option {}", quote(&arg))));
         }
         let value = match inline {
@@ -218,6 +233,16 @@ where
                 return Err(UsageError("option \"--report\" needs a socket path".into()));
             }
             report = Some(PathBuf::from(value));
+        } else if name == b"--hop-times" {
+            if hop_times.is_some() {
+                return Err(UsageError("option \"--hop-times\" given twice".into()));
+            }
+            if value.is_empty() {
+                return Err(UsageError(
+                    "option \"--hop-times\" needs a file path".into(),
+                ));
+            }
+            hop_times = Some(PathBuf::from(value));
         } else {
             if tag.is_some() {
                 return Err(UsageError("option \"--tag\" given twice".into()));
@@ -231,6 +256,7 @@ where
     Ok(Command::Run(Config {
         report,
         tag: tag.unwrap_or_else(|| "-".into()),
+        hop_times,
         steps,
     }))
 }
@@ -269,6 +295,10 @@ pub fn parse_step(arg: &OsStr) -> Result<Step, UsageError> {
             _ => Err(bad(&format!("N must be a number from 0 to {MAX_WORKERS}"))),
         },
         b"orphan" => no_value(Step::Orphan),
+        b"storm" => match parse_number::<u32>(text()?) {
+            Some(n) if n <= MAX_STORM => Ok(Step::Storm(n)),
+            _ => Err(bad(&format!("N must be a number from 0 to {MAX_STORM}"))),
+        },
         b"pidfile" => match value {
             Some(path) if !path.is_empty() => Ok(Step::Pidfile(PathBuf::from(path))),
             _ => Err(bad("PATH must not be empty")),
@@ -340,6 +370,7 @@ fn step_name(step: &Step) -> &'static str {
         Step::Zombie => "zombie",
         Step::Workers(_) => "workers",
         Step::Orphan => "orphan",
+        Step::Storm(_) => "storm",
         Step::Pidfile(_) => "pidfile",
         Step::Report => "report",
         Step::Sleep(_) => "sleep",
@@ -388,6 +419,7 @@ mod tests {
                 "zombie",
                 "workers:2",
                 "orphan",
+                "storm:20000",
                 "pidfile:/run/x.pid",
                 "report",
                 "sleep:10",
@@ -402,6 +434,7 @@ mod tests {
                 Step::Zombie,
                 Step::Workers(2),
                 Step::Orphan,
+                Step::Storm(20000),
                 Step::Pidfile("/run/x.pid".into()),
                 Step::Report,
                 Step::Sleep(10),
@@ -419,6 +452,7 @@ mod tests {
             Ok(Command::Run(Config {
                 report: None,
                 tag: "-".into(),
+                hop_times: None,
                 steps: vec![Step::Fork],
             }))
         );
@@ -427,6 +461,7 @@ mod tests {
             Ok(Command::Run(Config {
                 report: Some("/tmp/s".into()),
                 tag: "web-1".into(),
+                hop_times: None,
                 steps: vec![Step::Serve],
             }))
         );
@@ -435,7 +470,17 @@ mod tests {
             Ok(Command::Run(Config {
                 report: Some("/tmp/s".into()),
                 tag: "t".into(),
+                hop_times: None,
                 steps: vec![Step::Report],
+            }))
+        );
+        assert_eq!(
+            run(&["--hop-times", "/tmp/h", "fork", "serve"]),
+            Ok(Command::Run(Config {
+                report: None,
+                tag: "-".into(),
+                hop_times: Some("/tmp/h".into()),
+                steps: vec![Step::Fork, Step::Serve],
             }))
         );
     }
@@ -453,6 +498,7 @@ mod tests {
             "zombie ",
             "workers:",
             "orphan ",
+            "storm:",
             "pidfile:",
             "report ",
             "sleep:",
@@ -490,6 +536,10 @@ mod tests {
             (&["kill:WINCH"], "\"kill:WINCH\""),
             (&["workers:x"], "\"workers:x\""),
             (&["workers:5000"], "\"workers:5000\""),
+            (&["storm:x"], "\"storm:x\""),
+            (&["storm:1000001"], "\"storm:1000001\""),
+            (&["storm"], "\"storm\""),
+            (&["--hop-times=", "fork"], "\"--hop-times\""),
             (&["sleep:1.5"], "\"sleep:1.5\""),
             (&["pidfile:"], "\"pidfile:\""),
             (&["fork:1"], "\"fork:1\""),
@@ -507,6 +557,7 @@ mod tests {
         assert_eq!(error(&[]), "no steps given");
         assert_eq!(error(&["--tag", "t"]), "no steps given");
         assert!(error(&["--tag", "a", "--tag", "b", "fork"]).contains("twice"));
+        assert!(error(&["--hop-times", "a", "--hop-times=b", "fork"]).contains("twice"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! process finally settled (and with what pid, parent and session).
 //!
 //! ```text
-//! dance [--report SOCKET] [--tag TAG] STEP...
+//! dance [--report SOCKET] [--tag TAG] [--hop-times FILE] STEP...
 //! ```
 //!
 //! Steps run in order, each by the process that carries on after the
@@ -22,6 +22,7 @@
 //! | `zombie`         | fork a child that exits 0 at once and is never reaped           |
 //! | `workers:N`      | fork N workers that wait until a signal kills them              |
 //! | `orphan`         | fork a child that forks a grandchild and exits; reap the child, the grandchild waits until killed |
+//! | `storm:N`        | fork N children, at most 64 alive at once; each forks a grandchild and exits 0, the orphaned grandchild exits 0 once its parent has ended; reap the children, end once every grandchild has ended |
 //! | `pidfile:PATH`   | write the pid and `\n` to PATH.tmp, rename it to PATH           |
 //! | `report`         | send the report now                                             |
 //! | `sleep:MS`       | sleep MS milliseconds                                           |
@@ -30,7 +31,8 @@
 //! | `serve`          | send the report, then wait for signals (below)                  |
 //!
 //! `exit`, `kill` and `serve` must come last; without them the last hop exits
-//! 0 after its steps. The parent side of a hop writes nothing. SIG is a name
+//! 0 after its steps. The parent side of a hop writes nothing (but see
+//! `--hop-times` below). SIG is a name
 //! (`TERM`, `SIGTERM`, `term`) or a number whose default action ends the
 //! process; a process that kills itself disables its core dumps first.
 //!
@@ -55,6 +57,20 @@
 //! (0 without a hop), H the number of hops, SID `getsid(0)`, TAG `-` unless
 //! `--tag` is given. A report that cannot be sent is logged on stderr.
 //!
+//! # Hop times
+//!
+//! With `--hop-times FILE`, the parent side of every hop, just before it
+//! ends (exits, kills itself, or exits after `launch`), appends one line to
+//! FILE with one `write(2)` in append mode:
+//!
+//! ```text
+//! PID SECONDS.NANOSECONDS
+//! ```
+//!
+//! its pid and the `CLOCK_REALTIME` time, so that a benchmark can measure
+//! how long a supervisor takes to notice the hand-off. A line that cannot
+//! be written is logged on stderr.
+//!
 //! # Exit status
 //!
 //! 2 for a usage error (before any step runs), 111 for a failed system call,
@@ -65,11 +81,12 @@ mod sys;
 
 use std::{
     fmt::Display,
+    fs::OpenOptions,
     io::{self, Write},
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     process, thread,
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use cli::{Command, Config, Step};
@@ -107,6 +124,7 @@ fn setup_error(what: &str, err: impl Display) -> ! {
 struct Dance {
     report_to: Option<PathBuf>,
     tag: String,
+    hop_times: Option<PathBuf>,
     /// The pid of the process that forked this hop; 0 before any hop.
     last_parent: pid_t,
     /// How many hops led to this process.
@@ -120,6 +138,7 @@ impl Dance {
         Dance {
             report_to: config.report.clone(),
             tag: config.tag.clone(),
+            hop_times: config.hop_times.clone(),
             last_parent: 0,
             hops: 0,
             workers: Vec::new(),
@@ -137,23 +156,29 @@ impl Dance {
         match *step {
             Step::Fork => {
                 if self.hop().is_some() {
+                    self.note_hop_end();
                     sys::exit_quietly(0)
                 }
             }
             Step::ForkExit(code) => {
                 if self.hop().is_some() {
+                    self.note_hop_end();
                     sys::exit_quietly(code)
                 }
             }
             Step::ForkKill(sig) => {
                 if self.hop().is_some() {
+                    self.note_hop_end();
                     sys::die_by_signal(sig)
                 }
             }
             Step::Launch => {
                 if let Some(child) = self.hop() {
                     match sys::wait_for(child) {
-                        Ok(ended) => process::exit(ended.shell_status()),
+                        Ok(ended) => {
+                            self.note_hop_end();
+                            process::exit(ended.shell_status())
+                        }
                         Err(err) => setup_error("launch: waiting for the child", err),
                     }
                 }
@@ -172,6 +197,7 @@ impl Dance {
                 }
             }
             Step::Orphan => orphan(),
+            Step::Storm(n) => storm(n),
             Step::Pidfile(ref path) => write_pidfile(path)
                 .unwrap_or_else(|err| setup_error(&format!("pidfile {}", path.display()), err)),
             Step::Report => self.report(),
@@ -195,6 +221,31 @@ impl Dance {
                 self.workers.clear();
                 None
             }
+        }
+    }
+
+    /// Appends this hop parent's pid and the time to the `--hop-times`
+    /// file, if there is one; a failure is logged, not fatal.
+    fn note_hop_end(&self) {
+        let Some(path) = &self.hop_times else { return };
+        // Read the clock last, as close to the end as the write allows.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let line = format!(
+            "{} {}.{:09}\n",
+            sys::getpid(),
+            now.as_secs(),
+            now.subsec_nanos()
+        );
+        // One write in append mode: lines of concurrent hops never mix.
+        let written = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        if let Err(err) = written {
+            eprintln!("dance: appending to {}: {err}", path.display());
         }
     }
 
@@ -290,6 +341,54 @@ fn orphan() {
             Ok(ended) => setup_error("orphan", format!("intermediate child ended {ended:?}")),
             Err(err) => setup_error("orphan: waiting for the child", err),
         },
+    }
+}
+
+/// How many children of a storm may be alive at once, so that a storm
+/// stays far below any pid limit.
+const STORM_WAVE: u32 = 64;
+
+/// Forks `n` short-lived children in waves; each leaves an orphan that
+/// ends once its parent has. Returns when every child and orphan has ended.
+fn storm(n: u32) {
+    // Every child and grandchild inherits the write end: end of file on the
+    // read end means that the last of them has ended.
+    let (all_ended, holder) = sys::pipe().unwrap_or_else(|err| setup_error("storm: pipe", err));
+    let mut left = n;
+    let mut wave = Vec::with_capacity(STORM_WAVE as usize);
+    while left > 0 {
+        for _ in 0..left.min(STORM_WAVE) {
+            match fork("storm") {
+                Forked::Child => storm_child(),
+                Forked::Parent(child) => wave.push(child),
+            }
+        }
+        left -= left.min(STORM_WAVE);
+        for child in wave.drain(..) {
+            match sys::wait_for(child) {
+                Ok(sys::Ended::Exited(0)) => {}
+                Ok(ended) => setup_error("storm", format!("a child ended {ended:?}")),
+                Err(err) => setup_error("storm: waiting for a child", err),
+            }
+        }
+    }
+    drop(holder);
+    sys::read_to_end(&all_ended).unwrap_or_else(|err| setup_error("storm: waiting", err));
+}
+
+/// A storm's child: leaves a grandchild that ends as soon as the child has.
+fn storm_child() -> ! {
+    let (parent_ended, parent_alive) =
+        sys::pipe().unwrap_or_else(|err| setup_error("storm: pipe", err));
+    match sys::fork() {
+        Ok(Forked::Child) => {
+            drop(parent_alive);
+            // End of file once the parent, the only other holder, has ended.
+            let _ = sys::read_to_end(&parent_ended);
+            sys::exit_quietly(0)
+        }
+        Ok(Forked::Parent(_)) => sys::exit_quietly(0),
+        Err(err) => setup_error("storm: fork of the grandchild", err),
     }
 }
 

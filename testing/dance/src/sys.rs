@@ -3,7 +3,12 @@
 //! `dance` never starts a thread, so `fork` is safe to call at any point and
 //! the child may carry on with arbitrary code.
 
-use std::{io, mem::MaybeUninit, ptr};
+use std::{
+    io,
+    mem::MaybeUninit,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    ptr,
+};
 
 use libc::{c_int, pid_t};
 
@@ -220,5 +225,31 @@ pub fn park() -> ! {
     loop {
         // SAFETY: `pause` has no preconditions.
         unsafe { libc::pause() };
+    }
+}
+
+/// A pipe: its read end, then its write end. Neither is close-on-exec
+/// (nothing in `dance` execs); children inherit both.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors `pipe` writes.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `pipe` succeeded, so both are new descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads `fd` until end of file, discarding what it reads.
+pub fn read_to_end(fd: &OwnedFd) -> io::Result<()> {
+    let mut buffer = [0u8; 64];
+    loop {
+        // SAFETY: the buffer is valid for its length.
+        match unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) } {
+            0 => return Ok(()),
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            -1 => return Err(io::Error::last_os_error()),
+            _ => {}
+        }
     }
 }

@@ -290,3 +290,72 @@ fn usage_error_runs_nothing() {
     assert!(read_to_eof(stderr).contains("\"fork-exit:300\""));
     assert_eq!(wait_child(&mut child).code(), Some(2));
 }
+
+#[test]
+fn a_storm_ends_after_its_children_and_orphans() {
+    let socket = ReportSocket::bind("storm");
+    let mut child = dance()
+        .arg("--report")
+        .arg(&socket.path.0)
+        .args(["--tag", "storm", "storm:300", "report", "exit:0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn dance");
+    let spawned = child.id() as i32;
+    // The report comes after the storm: the storm step returned.
+    let report = socket.receive();
+    assert_eq!(report.tag, "storm");
+    assert_eq!(report.pid, spawned);
+    assert_eq!(report.hops, 0);
+    assert_eq!(wait_child(&mut child).code(), Some(0));
+}
+
+#[test]
+fn hop_parents_note_their_pid_and_time() {
+    let socket = ReportSocket::bind("times");
+    let times = TempPath::new("hop-times");
+    let before = std::time::SystemTime::now();
+    let mut child = dance()
+        .arg("--report")
+        .arg(&socket.path.0)
+        .arg("--hop-times")
+        .arg(&times.0)
+        .args(["fork", "fork-exit:0", "report", "exit:0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn dance");
+    let spawned = child.id() as i32;
+    let report = socket.receive();
+    assert!(wait_child(&mut child).success());
+    // The report comes from the last hop: both parents have written by
+    // the time it may end; wait for it so the file is complete.
+    wait_gone(report.last_parent);
+    let text = std::fs::read_to_string(&times.0).expect("read the hop times");
+    let lines: Vec<(i32, f64)> = text
+        .lines()
+        .map(|line| {
+            let (pid, time) = line.split_once(' ').expect("PID TIME");
+            let (_, nanos) = time.split_once('.').expect("SECONDS.NANOSECONDS");
+            assert_eq!(nanos.len(), 9, "{line:?}");
+            (pid.parse().expect("a pid"), time.parse().expect("a time"))
+        })
+        .collect();
+    // The two parents end concurrently: their lines come in either order.
+    let mut pids: Vec<i32> = lines.iter().map(|&(pid, _)| pid).collect();
+    pids.sort_unstable();
+    let mut expected = vec![spawned, report.last_parent];
+    expected.sort_unstable();
+    assert_eq!(pids, expected, "{text:?}");
+    let since_epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_secs_f64()
+    };
+    for &(_, time) in &lines {
+        assert!(time >= since_epoch(before) - 0.001, "{text:?}");
+        assert!(
+            time <= since_epoch(std::time::SystemTime::now()),
+            "{text:?}"
+        );
+    }
+}
