@@ -90,10 +90,7 @@ pub fn block(status: &ServiceStatus, now_us: u64, style: Style) -> String {
     field(
         &mut text,
         "Hand-offs",
-        &format!(
-            "{} since the start; restarts: {}",
-            status.handoffs, status.restarts
-        ),
+        &format!("{}; restarts: {}", status.handoffs, status.restarts),
     );
     if let Some(exit) = render::last_exit(status.exit_code, status.exit_signal) {
         field(&mut text, "Last exit", &exit);

@@ -1,0 +1,624 @@
+//! adoptctl as admins and scripts run it: the real binary against a real
+//! adoptd on a real dbus-daemon (set up as Debian's system bus with
+//! adoptd's policy), with real daemonizing processes.
+
+// A failed expectation in a test is the test's failure, said with a reason.
+#![allow(clippy::expect_used)]
+
+// adoptd's test support finds adoptd through a variable cargo sets only
+// for adoptd's own tests: route that one name to the binary beside
+// adoptctl, and leave every other `env!` as it is.
+macro_rules! env {
+    ("CARGO_BIN_EXE_adoptd") => {
+        $crate::support::adoptd_binary()
+    };
+    ($name:literal) => {
+        ::std::env!($name)
+    };
+}
+
+#[path = "../../service/tests/common/bus.rs"]
+mod bus;
+#[path = "../../service/tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+};
+
+use bus::{TestBus, missing_tools};
+use common::*;
+use serde_json::Value as Json;
+use support::{adoptctl, adoptctl_alone, assert_snapshot, redact, run};
+
+/// The bus, or `None` (said on stderr) where the tools are missing.
+fn test_bus(scratch: &Scratch) -> Option<TestBus> {
+    if let Some(reason) = missing_tools() {
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    Some(TestBus::start(scratch))
+}
+
+/// adoptd on `bus`, once it owns its name.
+fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
+    let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
+    adoptd.wait_for("adoptd to own org.adoptd1", |l| {
+        l.message.starts_with("published as org.adoptd1")
+    });
+    adoptd
+}
+
+/// A service that daemonizes with two hops, as daemon(3) users do.
+fn dancer(scratch: &Scratch, reports: &Reports, name: &str) {
+    scratch.service(
+        name,
+        &format!(
+            "exec = {}\nrestart = \"no\"\ndescription = \"dancer {name}\"\n",
+            dance_exec(reports, name, &["fork", "setsid", "fork", "serve"])
+        ),
+    );
+}
+
+/// A service that is loaded but not started.
+fn idle(scratch: &Scratch, name: &str) {
+    scratch.service(
+        name,
+        &format!(
+            "exec = {}\nautostart = false\ndescription = \"idle {name}\"\n",
+            argv(&["/bin/sleep", "1000"])
+        ),
+    );
+}
+
+fn json_lines(text: &str) -> Vec<Json> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn status_of_a_daemon_reads_like_its_snapshot() {
+    let scratch = Scratch::new("ctl-status");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "dancer");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("dancer", settled.pid);
+
+    let human = run(adoptctl(&bus).args(["status", "dancer"]));
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(human.stderr.is_empty(), "{}", human.stderr);
+    let numbers = [(settled.pid, "[MAIN]"), (settled.last_parent, "[PREVIOUS]")];
+    let dance = dance();
+    let text = redact(
+        &since_redacted(&human.stdout),
+        &numbers,
+        &[
+            (dance.to_str().expect("utf-8"), "[DANCE]"),
+            (reports.path.to_str().expect("utf-8"), "[REPORTS]"),
+        ],
+    );
+    assert_snapshot("status_dancer", &text);
+}
+
+/// "since 2026-…; 3s ago" → "since [TIME]; [AGO] ago".
+fn since_redacted(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once(" since ") {
+            Some((head, _)) if head.trim_start().starts_with("State:") => {
+                format!("{head} since [TIME]; [AGO] ago\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect()
+}
+
+#[test]
+fn status_json_keys_are_the_dbus_property_names() {
+    let scratch = Scratch::new("ctl-json");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "dancer");
+    idle(&scratch, "idle");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("dancer", settled.pid);
+
+    let output = run(adoptctl(&bus).args(["--json", "status", "dancer", "idle"]));
+    assert_eq!(output.code, 3, "idle is not running: {}", output.stderr);
+    let objects = json_lines(&output.stdout);
+    assert_eq!(objects.len(), 2);
+    let dancer = &objects[0];
+    assert_eq!(dancer["Name"], "dancer");
+    assert_eq!(dancer["Description"], "dancer dancer");
+    assert_eq!(dancer["State"], "running");
+    assert_eq!(dancer["MainPID"], settled.pid);
+    assert_eq!(dancer["PreviousPID"], settled.last_parent);
+    assert_eq!(dancer["MainPIDSource"], "adoption");
+    assert_eq!(dancer["Handoffs"], 2);
+    assert_eq!(dancer["ExitCode"], -1);
+    assert_eq!(dancer["Result"], "success");
+    assert_eq!(dancer["Expect"], "auto");
+    assert_eq!(dancer["Restart"], "no");
+    assert!(dancer["StateChangeTimestamp"].as_u64().expect("a number") > 0);
+    assert_eq!(objects[1]["Name"], "idle");
+    assert_eq!(objects[1]["State"], "stopped");
+    assert_eq!(objects[1]["MainPID"], 0);
+    // The same as busctl reads.
+    let busctl = bus.busctl(&[
+        "get-property",
+        "org.adoptd1",
+        "/org/adoptd1/service/dancer",
+        "org.adoptd1.Service",
+        "MainPID",
+    ]);
+    assert_eq!(busctl.trim(), format!("u {}", dancer["MainPID"]));
+}
+
+#[test]
+fn list_is_one_aligned_table_sorted_by_name_and_json_for_jq() {
+    let scratch = Scratch::new("ctl-list");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "web");
+    idle(&scratch, "a-long-service-name");
+    idle(&scratch, "zz");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("web", settled.pid);
+
+    let table = run(adoptctl(&bus).arg("list"));
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    let state_column = lines[0].find("STATE").expect("a header");
+    for line in &lines[1..] {
+        let state = line[state_column..].split(' ').next().unwrap_or_default();
+        assert!(["running", "stopped"].contains(&state), "{line}");
+    }
+    let cells: String = lines
+        .iter()
+        .map(|line| {
+            let cells: Vec<&str> = line
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            // The age of the state changes from run to run.
+            let cells: Vec<&str> = cells
+                .iter()
+                .map(|cell| {
+                    if cell.ends_with(" ago") {
+                        "[AGO] ago"
+                    } else {
+                        cell
+                    }
+                })
+                .collect();
+            format!("{}\n", cells.join(" | "))
+        })
+        .collect();
+    let cells = redact(
+        &cells,
+        &[(settled.pid, "[MAIN]"), (settled.last_parent, "[PREVIOUS]")],
+        &[],
+    );
+    assert_snapshot("list", &cells);
+
+    let json = run(adoptctl(&bus).args(["--json", "list"]));
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let rows: Json = serde_json::from_str(&json.stdout).expect("one JSON array");
+    let names: Vec<&str> = rows
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|row| row["Name"].as_str().expect("Name"))
+        .collect();
+    assert_eq!(names, ["a-long-service-name", "web", "zz"]);
+    assert_eq!(rows[1]["MainPID"], settled.pid);
+    assert_eq!(rows[1]["PreviousPID"], settled.last_parent);
+    assert_eq!(rows[1]["State"], "running");
+
+    // What a script does with it.
+    if common::installed("jq").is_some() {
+        let script = format!(
+            "{} --json list | jq -r '.[] | select(.State == \"running\") | .Name'",
+            env!("CARGO_BIN_EXE_adoptctl")
+        );
+        let piped = Command::new("sh")
+            .args(["-c", &script])
+            .env("ADOPTD_BUS_ADDRESS", &bus.address)
+            .output()
+            .expect("sh");
+        assert!(piped.status.success(), "{piped:?}");
+        assert_eq!(String::from_utf8_lossy(&piped.stdout), "web\n");
+    } else {
+        eprintln!("jq is not installed: the pipe into jq is not tried");
+    }
+}
+
+#[test]
+fn exit_codes_say_running_failed_usage_not_running_and_missing() {
+    let scratch = Scratch::new("ctl-exit");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "web");
+    idle(&scratch, "idle");
+    scratch.service(
+        "broken",
+        &format!(
+            "exec = {}\nautostart = false\nrestart = \"no\"\nexpect = \"fork\"\n",
+            argv(&["/bin/sh", "-c", "exit 7"])
+        ),
+    );
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("web", settled.pid);
+
+    // 0: every named service runs.
+    assert_eq!(run(adoptctl(&bus).args(["status", "web"])).code, 0);
+    assert_eq!(run(adoptctl(&bus).args(["status", "w*"])).code, 0);
+
+    // 3: one is not running, whether it is asked for by name or glob.
+    let stopped = run(adoptctl(&bus).args(["status", "web", "idle"]));
+    assert_eq!(stopped.code, 3);
+    assert!(
+        stopped.stdout.contains("○ idle - idle idle"),
+        "{}",
+        stopped.stdout
+    );
+    let killed = run(adoptctl(&bus).args(["kill", "--signal", "HUP", "idle"]));
+    assert_eq!(killed.code, 3);
+    assert_eq!(
+        killed.stderr,
+        "adoptctl: idle: the service is not running\n"
+    );
+
+    // 4: no such service, even beside others; a glob matching nothing.
+    let missing = run(adoptctl(&bus).args(["status", "web", "nope"]));
+    assert_eq!(missing.code, 4);
+    assert_eq!(missing.stderr, "adoptctl: no service is named \"nope\"\n");
+    assert!(missing.stdout.contains("web"), "the others are still shown");
+    assert_eq!(run(adoptctl(&bus).args(["status", "nope@*"])).code, 4);
+    assert_eq!(run(adoptctl(&bus).args(["restart", "nope"])).code, 4);
+
+    // 2: usage, by clap and by adoptctl.
+    let usage = run(adoptctl(&bus).args(["status", "--frobnicate"]));
+    assert_eq!(usage.code, 2);
+    assert!(usage.stderr.contains("Usage"), "{}", usage.stderr);
+    assert_eq!(run(adoptctl(&bus).arg("start")).code, 2);
+    let signal = run(adoptctl(&bus).args(["kill", "--signal", "NOPE", "web"]));
+    assert_eq!(signal.code, 2, "{}", signal.stderr);
+
+    // 1: a start that fails, with the reason adoptd gave.
+    let failed = run(adoptctl(&bus).args(["start", "broken"]));
+    assert_eq!(failed.code, 1);
+    assert_eq!(
+        failed.stderr,
+        "adoptctl: broken failed to start: exit-code (code 7); see adoptctl status broken\n"
+    );
+    // 1: adoptd is not on the bus asked for.
+    let other = Scratch::new("ctl-exit-empty");
+    let empty = TestBus::start(&other);
+    let absent = run(adoptctl(&bus).args(["--address", &empty.address, "list"]));
+    assert_eq!(absent.code, 1);
+    assert_eq!(
+        absent.stderr,
+        format!(
+            "adoptctl: adoptd is not running on the bus at {}\n",
+            empty.address
+        )
+    );
+    // The service never noticed any of it.
+    assert!(is_alive(settled.pid));
+}
+
+#[test]
+fn control_commands_return_once_the_service_got_there() {
+    let scratch = Scratch::new("ctl-control");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "web");
+    scratch.service(
+        "echo@",
+        &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
+    );
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let first = reports.next();
+    adoptd.wait_main_pid("web", first.pid);
+    let state = |name: &str| {
+        let output = run(adoptctl(&bus).args(["--json", "status", name]));
+        json_lines(&output.stdout)[0].clone()
+    };
+
+    let stop = run(adoptctl(&bus).args(["stop", "web"]));
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    assert_eq!(state("web")["State"], "stopped");
+    assert_ends(first.pid, "the stopped main process");
+    // Stopping what is stopped is no error.
+    assert_eq!(run(adoptctl(&bus).args(["stop", "web"])).code, 0);
+
+    let start = run(adoptctl(&bus).args(["start", "web"]));
+    assert_eq!(start.code, 0, "{}", start.stderr);
+    let second = reports.next();
+    assert_eq!(state("web")["State"], "running");
+    // Starting what runs is no error either.
+    assert_eq!(run(adoptctl(&bus).args(["start", "web"])).code, 0);
+
+    let restart = run(adoptctl(&bus).args(["restart", "web"]));
+    assert_eq!(restart.code, 0, "{}", restart.stderr);
+    let after = state("web");
+    assert_eq!(after["State"], "running");
+    let third = reports.next();
+    assert_ne!(third.pid, second.pid);
+
+    // A template instance is made on demand, several names at once.
+    let instances = run(adoptctl(&bus).args(["start", "echo@a", "echo@b"]));
+    assert_eq!(instances.code, 0, "{}", instances.stderr);
+    assert_eq!(state("echo@a")["State"], "running");
+    assert_eq!(state("echo@b")["State"], "running");
+    assert_eq!(run(adoptctl(&bus).args(["status", "echo@*"])).code, 0);
+
+    let no_block = run(adoptctl(&bus).args(["stop", "--no-block", "echo@a", "echo@b"]));
+    assert_eq!(no_block.code, 0, "{}", no_block.stderr);
+    adoptd.wait_status("echo@a", "stopped", |l| l.get("state") == Some("stopped"));
+
+    let reload = run(adoptctl(&bus).args(["reload", "web"]));
+    assert_eq!(reload.code, 0, "{}", reload.stderr);
+    let kill = run(adoptctl(&bus).args(["kill", "-s", "TERM", "web"]));
+    assert_eq!(kill.code, 0, "{}", kill.stderr);
+    assert_ends(third.pid, "the main process after kill -s TERM");
+}
+
+#[test]
+fn a_shell_script_restarts_what_is_not_running() {
+    let scratch = Scratch::new("ctl-script");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "web");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let first = reports.next();
+    adoptd.wait_main_pid("web", first.pid);
+    assert_eq!(run(adoptctl(&bus).args(["stop", "web"])).code, 0);
+
+    let adoptctl_path = env!("CARGO_BIN_EXE_adoptctl");
+    let script = format!(
+        "{adoptctl_path} status web >/dev/null || {adoptctl_path} restart web; {adoptctl_path} status web >/dev/null"
+    );
+    let output = Command::new("sh")
+        .args(["-c", &script])
+        .env("ADOPTD_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("sh");
+    assert!(output.status.success(), "{output:?}");
+    let second = reports.next();
+    assert_ne!(second.pid, first.pid);
+}
+
+#[test]
+fn nobody_is_told_to_run_as_root() {
+    if !is_root() {
+        eprintln!("skipped: running as another user needs root");
+        return;
+    }
+    let scratch = Scratch::new("ctl-nobody");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "web");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let settled = reports.next();
+    adoptd.wait_main_pid("web", settled.pid);
+    let as_nobody = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_adoptctl"))
+            .args(args)
+            .env("ADOPTD_BUS_ADDRESS", &bus.address)
+            .stdin(Stdio::null());
+        let output = assert_cmd::Command::from_std(command)
+            .timeout(TIMEOUT)
+            .output()
+            .expect("setpriv adoptctl");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (code, stderr) = as_nobody(&["status", "web"]);
+    assert_eq!(code, Some(0), "nobody may read: {stderr}");
+    for args in [&["stop", "web"][..], &["kill", "web"], &["restart", "web"]] {
+        let (code, stderr) = as_nobody(args);
+        assert_eq!(code, Some(1), "{args:?}");
+        assert_eq!(
+            stderr,
+            "adoptctl: web: permission denied; run adoptctl as root (or allow org.adoptd1.manage in polkit)\n",
+            "{args:?}"
+        );
+    }
+    assert!(is_alive(settled.pid));
+}
+
+#[test]
+fn monitor_sees_a_handoff_as_it_happens() {
+    let scratch = Scratch::new("ctl-monitor");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "web");
+    idle(&scratch, "other");
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let first = reports.next();
+    adoptd.wait_main_pid("web", first.pid);
+    let text = Monitor::start(&bus, &["monitor", "web"]);
+    let json = Monitor::start(&bus, &["--json", "monitor", "w*"]);
+
+    // Another service's events are not shown.
+    assert_eq!(run(adoptctl(&bus).args(["start", "other"])).code, 0);
+    assert_eq!(
+        run(adoptctl(&bus).args(["restart", "--no-block", "web"])).code,
+        0
+    );
+    let second = reports.next();
+
+    let adopted = format!("web: Adopted {} <- {}", second.pid, second.last_parent);
+    let seen = text.wait_for(&adopted, |line| line.ends_with(&adopted));
+    assert!(seen.iter().all(|line| !line.contains("other")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|line| line.ends_with("web: State running -> stopping")),
+        "{seen:?}"
+    );
+    // Each line starts with the time of day.
+    let time = seen[0].split(' ').next().unwrap_or_default();
+    assert_eq!(time.len(), "12:00:03.123".len(), "{seen:?}");
+
+    let main_pid = format!("\"MainPID\":{}", second.pid);
+    let seen = json.wait_for("Adopted in JSON", |line| {
+        line.contains("\"Adopted\"") && line.contains(&main_pid)
+    });
+    let adopted: Json = serde_json::from_str(seen.last().expect("a line")).expect("JSON");
+    assert_eq!(adopted["Event"], "Adopted");
+    assert_eq!(adopted["Service"], "web");
+    assert_eq!(adopted["MainPID"], second.pid);
+    assert_eq!(adopted["PreviousPID"], second.last_parent);
+    for line in &seen {
+        let object: Json = serde_json::from_str(line).expect("one JSON object per line");
+        assert_eq!(object["Service"], "web", "{line}");
+    }
+}
+
+/// A running `adoptctl monitor`, killed when dropped.
+struct Monitor {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    /// Starts it and waits until it says it is subscribed.
+    fn start(bus: &TestBus, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
+            .args(args)
+            .env("ADOPTD_BUS_ADDRESS", &bus.address)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start adoptctl monitor");
+        let stderr = child.stderr.take().expect("stderr");
+        let (ready, monitoring) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                ready.send(line).ok();
+            }
+        });
+        let said = monitoring
+            .recv_timeout(TIMEOUT)
+            .expect("monitor said nothing");
+        assert!(
+            said.starts_with("Monitoring adoptd on the bus at"),
+            "{said}"
+        );
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    /// Reads lines until one satisfies `matches`; every line read.
+    fn wait_for(&self, what: &str, matches: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = matches(&line);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out waiting for {what}; monitor said:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for subcommand in [
+        "status", "list", "start", "stop", "restart", "reload", "kill", "monitor",
+    ] {
+        let output = run(adoptctl_alone().args([subcommand, "--help"]));
+        assert_eq!(output.code, 0, "{subcommand}");
+        assert!(
+            output.stdout.contains("Usage: adoptctl"),
+            "{subcommand}: {}",
+            output.stdout
+        );
+    }
+    let help = run(adoptctl_alone().arg("--help"));
+    assert!(help.stdout.contains("Exit status"), "{}", help.stdout);
+}
+
+#[test]
+fn the_man_page_and_completions_come_from_the_command_line() {
+    let man = run(adoptctl_alone().args(["generate", "man"]));
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert!(
+        man.stdout.starts_with(".ie \\n(.g .ds Aq"),
+        "{}",
+        &man.stdout[..80.min(man.stdout.len())]
+    );
+    assert!(man.stdout.contains(".TH adoptctl 1"), "{}", man.stdout);
+    assert!(man.stdout.contains("monitor"), "{}", man.stdout);
+    for (shell, marker) in [
+        ("bash", "_adoptctl()"),
+        ("zsh", "#compdef adoptctl"),
+        ("fish", "complete -c adoptctl"),
+    ] {
+        let completions = run(adoptctl_alone().args(["generate", "completions", shell]));
+        assert_eq!(completions.code, 0, "{shell}: {}", completions.stderr);
+        assert!(completions.stdout.contains(marker), "{shell}");
+        assert!(completions.stdout.contains("restart"), "{shell}");
+    }
+}
