@@ -531,6 +531,8 @@ struct Service {
     /// When the current run's first process started: its descendants
     /// cannot be older.
     run_start_time: Option<u64>,
+    /// A Spawn action is out and its outcome not reported yet.
+    spawn_pending: bool,
 }
 
 /// A live process that could still turn out to be the main process.
@@ -571,6 +573,7 @@ impl Service {
             starts: VecDeque::new(),
             contenders: Vec::new(),
             run_start_time: None,
+            spawn_pending: false,
         }
     }
 
@@ -799,8 +802,19 @@ impl<'a> Batch<'a> {
         if let Some(session) = process.session {
             self.tracker.sessions.insert(session, id);
         }
-        if self.tracker.processes.insert(pid, process).is_none() {
-            self.tracker.services[id.index()].members.push(pid);
+        match self.tracker.processes.insert(pid, process) {
+            None => self.tracker.services[id.index()].members.push(pid),
+            Some(old) if old.service != id => {
+                // Inconsistent input (a pid reported for two services): the
+                // newer report wins, and the older service lets go of it.
+                let previous_owner = self.touch(old.service);
+                previous_owner.remove_member(pid);
+                if previous_owner.main == Some(pid) {
+                    previous_owner.main = None;
+                }
+                self.tracker.services[id.index()].members.push(pid);
+            }
+            Some(_) => {}
         }
     }
 
@@ -828,6 +842,7 @@ impl<'a> Batch<'a> {
         service.killed = false;
         service.contenders.clear();
         service.run_start_time = start_time;
+        service.spawn_pending = false;
         let running = service.handoffs_to_run() == 0;
         self.set_state(
             id,
@@ -840,7 +855,11 @@ impl<'a> Batch<'a> {
     }
 
     fn spawn_failed(&mut self, id: ServiceId) {
-        if id.index() >= self.tracker.services.len() {
+        // Only a spawn that was asked for can fail.
+        let Some(service) = self.tracker.services.get_mut(id.index()) else {
+            return;
+        };
+        if !std::mem::take(&mut service.spawn_pending) {
             return;
         }
         self.end_run(id, ExitStatus::Code(EXIT_CODE_EXEC_FAILED));
@@ -1180,10 +1199,7 @@ impl<'a> Batch<'a> {
         self.follow_contenders(id);
         let contenders = &self.tracker.services[id.index()].contenders;
         let pids: Vec<Pid> = contenders.iter().map(|c| c.pid).collect();
-        if pids.is_empty() {
-            return None;
-        }
-        let (chosen, _) = self.choose(&pids, pid_file);
+        let (chosen, _) = self.choose(&pids, pid_file)?;
         contenders.iter().copied().find(|c| c.pid == chosen)
     }
 
@@ -1222,10 +1238,7 @@ impl<'a> Batch<'a> {
             Path::None => false,
         };
         let orphans = self.live_adoptees(id, |a| a.under_main == Some(main));
-        if orphans.is_empty() {
-            return None;
-        }
-        let (heir, source) = self.choose(&orphans, pid_file);
+        let (heir, source) = self.choose(&orphans, pid_file)?;
         let source = if ambiguous {
             MainPidSource::Guess
         } else {
@@ -1306,7 +1319,9 @@ impl<'a> Batch<'a> {
                 Path::Found(succession)
             }
             (0, false) => {
-                let (heir, source) = self.choose(&live, pid_file);
+                let Some((heir, source)) = self.choose(&live, pid_file) else {
+                    return Path::None;
+                };
                 Path::Found(Succession {
                     hops: Vec::new(),
                     heir,
@@ -1437,12 +1452,12 @@ impl<'a> Batch<'a> {
     }
 
     /// Step 3 of the rule, for several candidates.
-    fn choose(&self, candidates: &[Pid], pid_file: Option<Pid>) -> (Pid, MainPidSource) {
+    fn choose(&self, candidates: &[Pid], pid_file: Option<Pid>) -> Option<(Pid, MainPidSource)> {
         if let [only] = candidates {
-            return (*only, MainPidSource::Adoption);
+            return Some((*only, MainPidSource::Adoption));
         }
         if let Some(pid) = pid_file.filter(|pid| candidates.contains(pid)) {
-            return (pid, MainPidSource::PidFile);
+            return Some((pid, MainPidSource::PidFile));
         }
         let leaders: Vec<Pid> = candidates
             .iter()
@@ -1450,21 +1465,17 @@ impl<'a> Batch<'a> {
             .filter(|pid| self.tracker.processes.get(pid).and_then(|p| p.session) == Some(*pid))
             .collect();
         if let [leader] = leaders.as_slice() {
-            return (*leader, MainPidSource::Guess);
+            return Some((*leader, MainPidSource::Guess));
         }
-        let oldest = candidates
-            .iter()
-            .copied()
-            .min_by_key(|pid| {
-                let p = self.tracker.processes.get(pid);
-                (
-                    p.and_then(|p| p.start_time).unwrap_or(u64::MAX),
-                    p.map_or(u64::MAX, |p| p.sequence),
-                    *pid,
-                )
-            })
-            .unwrap_or(candidates[0]);
-        (oldest, MainPidSource::Guess)
+        let oldest = candidates.iter().copied().min_by_key(|pid| {
+            let p = self.tracker.processes.get(pid);
+            (
+                p.and_then(|p| p.start_time).unwrap_or(u64::MAX),
+                p.map_or(u64::MAX, |p| p.sequence),
+                *pid,
+            )
+        })?;
+        Some((oldest, MainPidSource::Guess))
     }
 
     fn hand_off(&mut self, id: ServiceId, main: Pid, succession: Succession) {
@@ -1643,6 +1654,7 @@ impl<'a> Batch<'a> {
         } else {
             self.set_state(id, State::Starting);
         }
+        self.tracker.services[id.index()].spawn_pending = true;
         self.out.actions.push(Action::Spawn { service: id });
     }
 

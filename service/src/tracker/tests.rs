@@ -1168,3 +1168,113 @@ fn hops_that_came_and_went_in_one_moment_keep_the_chain_whole() {
     assert_eq!(status.previous_pid, Some(103));
     assert_eq!(status.handoffs, 4);
 }
+
+/// Any event at all, with pids from a small range so that they collide.
+fn any_event(services: u32) -> impl Strategy<Value = Event> {
+    let pid = 1..40u32;
+    let status = prop_oneof![
+        Just(OK),
+        (1..3i32).prop_map(ExitStatus::Code),
+        prop_oneof![Just(9), Just(15)].prop_map(ExitStatus::Signal),
+    ];
+    let service = (0..services).prop_map(ServiceId);
+    prop_oneof![
+        (service.clone(), pid.clone()).prop_map(|(service, pid)| Event::Spawned {
+            service,
+            pid,
+            start_time: Some(u64::from(pid)),
+        }),
+        service
+            .clone()
+            .prop_map(|service| Event::SpawnFailed { service }),
+        (pid.clone(), pid.clone()).prop_map(|(parent, child)| Event::Forked { parent, child }),
+        (
+            pid.clone(),
+            proptest::option::of(pid.clone()),
+            proptest::option::of(pid.clone()),
+            proptest::option::of(pid.clone())
+        )
+            .prop_map(|(pid, previous_parent, session, ancestor)| Event::Adopted {
+                pid,
+                previous_parent,
+                kinship: Kinship {
+                    session,
+                    start_time: Some(u64::from(pid)),
+                    ancestor,
+                },
+            }),
+        (pid.clone(), status).prop_map(|(pid, status)| Event::Exited { pid, status }),
+        (service, pid).prop_map(|(service, pid)| Event::PidFile { service, pid }),
+    ]
+}
+
+/// A step of an arbitrary history: a moment, a command or time passing.
+#[derive(Clone, Debug)]
+enum Step {
+    Moment(Vec<Event>),
+    Command(u32, Command),
+    Wait(u64),
+}
+
+fn any_step(services: u32) -> impl Strategy<Value = Step> {
+    let command = prop_oneof![
+        Just(Command::Start),
+        Just(Command::Stop),
+        Just(Command::Restart),
+        Just(Command::Reload),
+        (0..70i32).prop_map(Command::Kill),
+    ];
+    prop_oneof![
+        4 => proptest::collection::vec(any_event(services + 1), 0..6).prop_map(Step::Moment),
+        2 => ((0..services + 1), command).prop_map(|(s, c)| Step::Command(s, c)),
+        1 => (0..20_000u64).prop_map(Step::Wait),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Nonsense in any order (unknown services, pids reused, exits of
+    /// processes never seen, commands at odd moments) never panics, and the
+    /// tracker's invariants hold after every step.
+    #[test]
+    fn any_history_keeps_the_invariants(steps in proptest::collection::vec(any_step(3), 1..40)) {
+        let mut h = Harness::new();
+        let services: Vec<ServiceId> = (0..3)
+            .map(|i| h.service(Policy {
+                restart: [Restart::No, Restart::OnFailure, Restart::Always][i],
+                restart_delay: Duration::from_millis(10 * i as u64),
+                ..Policy::default()
+            }))
+            .collect();
+        for step in steps {
+            let out = match step {
+                Step::Moment(events) => h.apply(&events),
+                Step::Command(service, command) => h
+                    .tracker
+                    .command(h.now, ServiceId(service), command)
+                    .unwrap_or_default(),
+                Step::Wait(millis) => h.advance(Duration::from_millis(millis)),
+            };
+            for action in &out.actions {
+                if let Action::Signal { service, pid, .. } = *action {
+                    prop_assert_eq!(h.tracker.service_of(pid), Some(service), "signals only its own members");
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for &service in &services {
+                let status = h.status(service);
+                let members = h.tracker.members(service);
+                for pid in &members {
+                    prop_assert!(seen.insert(*pid), "pid {} in two services", pid);
+                }
+                if let Some(main) = status.main_pid {
+                    prop_assert!(members.contains(&main), "the main pid is a member");
+                }
+                if matches!(status.state, State::Stopped | State::Failed) {
+                    prop_assert_eq!(status.main_pid, None);
+                }
+            }
+        }
+    }
+}
