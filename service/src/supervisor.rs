@@ -13,7 +13,7 @@
 //! reaper.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     os::fd::{OwnedFd, RawFd},
     path::PathBuf,
     sync::Arc,
@@ -33,7 +33,7 @@ use crate::{
     spawn,
     tracker::{
         Action, Changes, Command, CommandError, Event, ExitStatus, Notice, Now, Pid, Policy,
-        ServiceId, Status, Tracker,
+        ServiceId, State, Status, Tracker,
     },
 };
 
@@ -89,6 +89,8 @@ pub enum Update {
         pid: Pid,
         status: ExitStatus,
     },
+    /// A service is gone (its file was removed, and it has stopped).
+    ServiceRemoved { service: ServiceId, name: String },
     /// The count of reaped processes of no service changed.
     OrphansReaped(u64),
 }
@@ -133,6 +135,8 @@ pub struct Supervisor {
     /// Indexed by `ServiceId`.
     specs: Vec<Arc<ServiceSpec>>,
     names: BTreeMap<String, ServiceId>,
+    /// Services whose file is gone, removed once they settle.
+    retiring: BTreeSet<ServiceId>,
     templates: BTreeMap<String, config::Template>,
     config_dir: PathBuf,
     /// The source's own wake-up descriptor, if it has one; declared (and
@@ -175,6 +179,7 @@ impl Supervisor {
             tracker: Tracker::new(),
             specs: Vec::new(),
             names: BTreeMap::new(),
+            retiring: BTreeSet::new(),
             templates: BTreeMap::new(),
             config_dir,
             source,
@@ -190,19 +195,61 @@ impl Supervisor {
 
     /// Loads the configuration directory and starts what starts by itself.
     pub fn load(&mut self) {
+        self.read_config(true);
+    }
+
+    /// Reads the configuration directory. New services are added (and
+    /// started if they start by themselves; at start-up, all such are);
+    /// changed ones take effect at their next start; a file that became
+    /// unreadable or wrong keeps its service as it was. A service whose file
+    /// is gone is removed once it is stopped, and never restarted meanwhile.
+    fn read_config(&mut self, initial: bool) {
         let loaded = config::load_dir(&self.config_dir);
         for problem in &loaded.errors {
             error!("{problem}");
         }
+        // Names whose file is there but wrong: their services stay.
+        let kept: BTreeSet<String> = loaded
+            .errors
+            .iter()
+            .filter_map(|e| {
+                e.path
+                    .file_stem()?
+                    .to_str()
+                    .map(|n| n.trim_end_matches('@').to_owned())
+            })
+            .collect();
         self.templates = loaded.templates;
+        let mut present = BTreeSet::new();
         let mut autostart = Vec::new();
         for spec in loaded.services {
-            let starts = spec.autostart;
+            let starts = spec.autostart && (initial || !self.names.contains_key(&spec.name));
+            present.insert(spec.name.clone());
             let id = self.add_or_update(spec);
+            self.retiring.remove(&id);
             if starts {
                 autostart.push(id);
             }
         }
+        let gone: Vec<(String, ServiceId)> = self
+            .names
+            .iter()
+            .filter(|(name, _)| !present.contains(*name))
+            .filter(|(name, _)| {
+                let (base, instance) = config::split_name(name);
+                let on_demand = instance.is_some() && self.templates.contains_key(base);
+                !on_demand && !kept.contains(base)
+            })
+            .map(|(name, &id)| (name.clone(), id))
+            .collect();
+        for (name, id) in gone {
+            info!(service = %name, "its service file is gone: removed once stopped");
+            let mut policy = policy_of(&self.specs[id.index()]);
+            policy.restart = config::Restart::No;
+            self.tracker.set_policy(id, policy);
+            self.retiring.insert(id);
+        }
+        self.remove_retired();
         info!(
             services = self.names.len(),
             templates = self.templates.len(),
@@ -211,13 +258,28 @@ impl Supervisor {
             self.config_dir.display()
         );
         for id in autostart {
-            let running = self
-                .tracker
-                .status(id)
-                .is_some_and(|s| s.main_pid.is_some());
-            if !running {
-                self.command(id, Command::Start).ok();
-            }
+            self.command(id, Command::Start).ok();
+        }
+    }
+
+    /// Forgets the retiring services that have settled.
+    fn remove_retired(&mut self) {
+        let settled: Vec<ServiceId> = self
+            .retiring
+            .iter()
+            .copied()
+            .filter(|&id| {
+                self.tracker.status(id).is_some_and(|s| {
+                    matches!(s.state, State::Stopped | State::Failed) && s.main_pid.is_none()
+                }) && self.tracker.members(id).is_empty()
+            })
+            .collect();
+        for id in settled {
+            self.retiring.remove(&id);
+            let name = self.specs[id.index()].name.clone();
+            self.names.remove(&name);
+            info!(service = %name, "removed");
+            self.publish(Update::ServiceRemoved { service: id, name });
         }
     }
 
@@ -322,7 +384,7 @@ impl Supervisor {
     /// they are stopped.
     fn reload(&mut self) {
         info!("reloading {}", self.config_dir.display());
-        self.load();
+        self.read_config(false);
     }
 
     fn begin_shutdown(&mut self) {
@@ -489,6 +551,13 @@ impl Supervisor {
     /// Carries out the tracker's actions (which may produce further
     /// outputs, as spawning does) and logs its notices.
     fn carry_out(&mut self, out: crate::tracker::Output) {
+        self.carry_out_actions(out);
+        if !self.retiring.is_empty() {
+            self.remove_retired();
+        }
+    }
+
+    fn carry_out_actions(&mut self, out: crate::tracker::Output) {
         let mut pending = vec![out];
         while let Some(out) = pending.pop() {
             for notice in &out.notices {

@@ -332,3 +332,41 @@ fn random_dances_of_several_services_at_once_end_at_their_settled_processes() {
         }
     }
 }
+
+#[test]
+fn reload_adds_new_services_keeps_stopped_ones_stopped_and_removes_deleted_ones() {
+    let scratch = Scratch::new("reload");
+    scratch.service("done", "exec = [\"/bin/true\"]\nexpect = \"foreground\"\n");
+    scratch.service("deleted", "exec = [\"/bin/sleep\", \"1000\"]\n");
+    let mut adoptd = Adoptd::start(&scratch, &[]);
+    adoptd.wait_status("done", "stopped", |l| l.get("state") == Some("stopped"));
+    let deleted = adoptd.wait_status("deleted", "running", |l| l.get("state") == Some("running"));
+    let deleted_pid = deleted.pid("main_pid");
+
+    std::fs::remove_file(scratch.services().join("deleted.toml")).expect("remove");
+    scratch.service("added", "exec = [\"/bin/sleep\", \"1000\"]\n");
+    signal(adoptd.pid(), libc::SIGHUP);
+    adoptd.wait_next("the new service", |l| {
+        l.is("status", "added") && l.get("state") == Some("running")
+    });
+    adoptd.wait_for("the deleted file noticed", |l| {
+        l.message.starts_with("its service file is gone") && l.get("service") == Some("deleted")
+    });
+    // A service whose file is gone is not restarted when it fails.
+    signal(deleted_pid, libc::SIGKILL);
+    adoptd.wait_next("its removal", |l| {
+        l.message == "removed" && l.get("service") == Some("deleted")
+    });
+    let (_, log) = adoptd.stop();
+    let starts = |service: &str| {
+        log.iter()
+            .filter(|l| l.message.starts_with("started") && l.get("service") == Some(service))
+            .count()
+    };
+    assert_eq!(
+        starts("done"),
+        1,
+        "a stopped service is not started again by a reload"
+    );
+    assert_eq!(starts("deleted"), 1, "a deleted service is not restarted");
+}

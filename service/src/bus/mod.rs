@@ -293,6 +293,11 @@ impl Registry {
                 }
             }
             Update::OrphansReaped(count) => self.orphans_reaped = *count,
+            Update::ServiceRemoved { service, .. } => {
+                if let Some(entry) = self.services.get_mut(service.index()) {
+                    *entry = None;
+                }
+            }
             Update::Adopted { .. } | Update::Exited { .. } => {}
         }
     }
@@ -453,6 +458,7 @@ impl Publisher<'_> {
                 }
                 None => Ok(()),
             },
+            Update::ServiceRemoved { name, .. } => self.service_removed(&name).await,
             Update::OrphansReaped(count) => {
                 let changed = HashMap::from([("OrphansReaped", Variant::from(count))]);
                 self.properties_changed(MANAGER_PATH.to_owned(), MANAGER_INTERFACE, changed)
@@ -463,6 +469,18 @@ impl Publisher<'_> {
             // A broken connection shows as closed, and is re-made then.
             debug!("cannot emit a signal: {e}");
         }
+    }
+
+    /// Takes the service's object off the bus (ObjectManager announces
+    /// InterfacesRemoved) and says ServiceRemoved.
+    async fn service_removed(&self, name: &str) -> zbus::Result<()> {
+        let path = adoptd_dbus::service_path(name);
+        self.connection
+            .object_server()
+            .remove::<service::Service, _>(&path)
+            .await?;
+        let emitter = SignalEmitter::new(self.connection, MANAGER_PATH)?;
+        manager::Manager::service_removed(&emitter, name, path.as_ref()).await
     }
 
     async fn service_added(
