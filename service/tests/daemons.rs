@@ -28,7 +28,7 @@ fn nginx_config(dir: &Path, port: u16) -> PathBuf {
     let d = dir.display();
     let config = format!(
         "daemon on;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\n\
-         error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+         error_log {d}/error.log notice;\nevents {{ worker_connections 64; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
@@ -84,8 +84,20 @@ fn nginx_is_followed_to_its_master_restarted_clean_and_through_its_binary_upgrad
             "{tracker}: {}",
             status.text
         );
-        let workers = workers_of(master);
-        assert_eq!(workers.len(), 2, "{tracker}: two workers");
+        // nginx logs each worker it starts (after writing its pid file).
+        let error_log = scratch.file("error.log");
+        let workers = wait_for_file(&error_log, |text| {
+            let started: Vec<u32> = text
+                .lines()
+                .filter_map(|l| l.split("start worker process ").nth(1)?.trim().parse().ok())
+                .collect();
+            (started.len() == 2).then_some(started)
+        });
+        assert_eq!(
+            workers_of(master).len(),
+            2,
+            "{tracker}: two workers, children of the master"
+        );
 
         // SIGKILL: restarted, and no worker of the killed master is left.
         std::fs::remove_file(&pid_file).ok();
