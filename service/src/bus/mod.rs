@@ -24,6 +24,7 @@ mod auth;
 mod manager;
 pub mod private;
 mod service;
+mod watch;
 
 use std::{
     borrow::Cow,
@@ -60,6 +61,25 @@ pub enum BusChoice {
     /// A bus of adoptd's own ([`private`]), whose address adoptd prints on
     /// stdout as `ADOPTD_BUS_ADDRESS=…`.
     Private,
+}
+
+/// Waits until trying again is worth it: until the bus socket appears when
+/// it is missing (no wake-up meanwhile), else for the back-off delay.
+async fn wait_before_retrying(choice: &BusChoice, delay: std::time::Duration) {
+    let address = match choice {
+        BusChoice::System => std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+            .unwrap_or_else(|_| "unix:path=/var/run/dbus/system_bus_socket".to_owned()),
+        BusChoice::Session => std::env::var("DBUS_SESSION_BUS_ADDRESS").unwrap_or_default(),
+        BusChoice::Address(address) => address.clone(),
+        BusChoice::Private => String::new(),
+    };
+    if let Some(socket) = watch::socket_path(&address).filter(|s| !s.exists()) {
+        match watch::until_exists(&socket).await {
+            Ok(()) => return,
+            Err(e) => debug!("cannot watch for {}: {e}", socket.display()),
+        }
+    }
+    tokio::time::sleep(delay).await;
 }
 
 /// What the Manager object says about this adoptd.
@@ -128,7 +148,7 @@ pub async fn run(
                                 );
                                 warned = true;
                             }
-                            tokio::time::sleep(delay).await;
+                            wait_before_retrying(&choice, delay).await;
                         }
                     }
                 }
