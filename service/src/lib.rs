@@ -102,3 +102,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Whether adoptd runs in the kernel's own pid namespace, which has a fixed
+/// inode number (PROC_PID_INIT_INO); a container's init runs in another.
+pub fn in_initial_pid_namespace() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == PROC_PID_INIT_INO)
+        .unwrap_or(false)
+}

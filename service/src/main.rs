@@ -117,7 +117,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    if std::process::id() == 1 && is_initial_pid_namespace() {
+    if std::process::id() == 1 && adoptd::in_initial_pid_namespace() {
         power_off();
     }
     code
@@ -150,14 +150,6 @@ fn default_config_dir() -> PathBuf {
     base.join("adoptd/services")
 }
 
-/// The kernel's own pid namespace has this fixed inode number
-/// (PROC_PID_INIT_INO); a container's PID 1 lives in another.
-fn is_initial_pid_namespace() -> bool {
-    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
-    std::fs::metadata("/proc/self/ns/pid")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == PROC_PID_INIT_INO)
-        .unwrap_or(false)
-}
 
 /// The machine's init must never exit: sync and power off instead.
 fn power_off() -> ! {

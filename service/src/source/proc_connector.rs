@@ -73,7 +73,7 @@ impl ProcConnector {
     /// Subscribes to process events; fails without CAP_NET_ADMIN, outside
     /// the initial pid namespace, or on a kernel without the connector.
     pub fn open() -> io::Result<Self> {
-        if !in_initial_pid_namespace() {
+        if !crate::in_initial_pid_namespace() {
             return Err(io::Error::other(
                 "adoptd runs in a pid namespace, where the process connector's pids do not apply",
             ));
@@ -504,13 +504,6 @@ fn read_ppid(pid: Pid) -> Option<Pid> {
         .ok()
 }
 
-/// The kernel's own pid namespace has this fixed inode number.
-pub fn in_initial_pid_namespace() -> bool {
-    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
-    fs::metadata("/proc/self/ns/pid")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == PROC_PID_INIT_INO)
-        .unwrap_or(false)
-}
 
 #[cfg(test)]
 mod tests {
