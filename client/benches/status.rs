@@ -61,8 +61,8 @@ fn main() {
             .spawn()
             .expect("adoptd"),
     );
-    let log = BufReader::new(daemon.0.stderr.take().expect("stderr"));
-    for line in log.lines() {
+    let mut log = BufReader::new(daemon.0.stderr.take().expect("stderr")).lines();
+    for line in log.by_ref() {
         if line
             .expect("adoptd's log")
             .contains("published as org.adoptd1")
@@ -70,6 +70,9 @@ fn main() {
             break;
         }
     }
+    // Drained to the end, so that adoptd never writes into a closed pipe
+    // while it stops its service.
+    std::thread::spawn(move || log.for_each(drop));
 
     let mut status = Command::new(&adoptctl);
     status
