@@ -1,0 +1,413 @@
+//! Benchmark of the adoption sources (not a test): for each source this
+//! machine supports, adoptd's CPU time per 1,000 process exits in a
+//! service, and the hand-off latency from a parent's exit to adoptd's
+//! decision.
+//!
+//! ```text
+//! cargo build --release -p adoptd -p dance
+//! cargo run --release -p adoptd --example bench_sources -- [--storm N] [--hops H] [SOURCE...]
+//! ```
+//!
+//! Sources default to `procfs`, and `proc-connector` as root. It runs the
+//! adoptd and dance binaries next to this example's directory (the release
+//! build), logging at `info`, as adoptd runs by default.
+//!
+//! CPU: one service runs `dance report storm:N serve`: N children that exit
+//! at once, each leaving an orphan that adoptd adopts and reaps, so 2N exits
+//! of the service's processes, N of them adoptd's own children. adoptd's
+//! utime + stime (`/proc/PID/stat`, every thread) is read at the first
+//! report and again once the storm has ended (second report) and adoptd has
+//! reaped everything (a SIGHUP barrier: adoptd reaps a whole batch before it
+//! logs the reload). Resolution: one clock tick (10 ms) per reading.
+//!
+//! Latency: another adoptd runs one service that hops H times (`fork
+//! setsid`, then `sleep:5 fork` H - 1 times, so each hop is its own
+//! moment), with `--hop-times`: each hop's parent writes its pid and the
+//! CLOCK_REALTIME time just before `_exit`. adoptd logs each `hand-off`
+//! with the previous pid, stamped by tracing with the realtime clock in
+//! microseconds when the line is made, right after the tracker's decision.
+//! Latency = log stamp − exit stamp. Bounds: −1 µs (the log's truncation)
+//! to + the time from the note to the end of `_exit` (the parent's own
+//! teardown, a few µs, counted in); both clocks are the same clock of one
+//! machine.
+
+// A benchmark that cannot measure says why and stops.
+#![allow(clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// How long any one expected event may take.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn main() {
+    let mut storm: u32 = 10_000;
+    let mut hops: u32 = 500;
+    let mut sources = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--storm" => storm = number(args.next()),
+            "--hops" => hops = number(args.next()),
+            _ => sources.push(arg),
+        }
+    }
+    if sources.is_empty() {
+        sources.push("procfs".to_owned());
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            sources.push("proc-connector".to_owned());
+        }
+    }
+    println!("machine: {}, {} cores", cpu_model(), cores());
+    println!("storm: {storm} children + {storm} orphans; hops: {hops}");
+    for source in &sources {
+        let cpu = cpu_per_exits(source, storm);
+        println!(
+            "{source}: CPU {:.1} ms per 1,000 process exits ({} ms for {} exits, {:.2} s wall)",
+            cpu.cpu_ms as f64 * 1000.0 / f64::from(2 * storm),
+            cpu.cpu_ms,
+            2 * storm,
+            cpu.wall.as_secs_f64(),
+        );
+        let mut latencies = handoff_latencies(source, hops);
+        latencies.sort_unstable();
+        println!(
+            "{source}: hand-off latency over {} hand-offs: p50 {} µs, p99 {} µs, max {} µs",
+            latencies.len(),
+            percentile(&latencies, 50),
+            percentile(&latencies, 99),
+            latencies.last().copied().unwrap_or(0),
+        );
+    }
+}
+
+fn number(arg: Option<String>) -> u32 {
+    arg.and_then(|a| a.parse().ok())
+        .expect("--storm and --hops take a number")
+}
+
+struct CpuRun {
+    cpu_ms: u64,
+    wall: Duration,
+}
+
+fn cpu_per_exits(source: &str, storm: u32) -> CpuRun {
+    let scratch = Scratch::new("cpu");
+    let reports = scratch.reports();
+    scratch.service(
+        "storm",
+        &dance_argv(
+            &reports,
+            None,
+            &[
+                "report".to_owned(),
+                format!("storm:{storm}"),
+                "serve".into(),
+            ],
+        ),
+    );
+    let mut adoptd = Adoptd::start(&scratch, source);
+    reports.next();
+    let before = cpu_ms(adoptd.pid());
+    let started = Instant::now();
+    reports.next();
+    adoptd.barrier();
+    let wall = started.elapsed();
+    let after = cpu_ms(adoptd.pid());
+    adoptd.stop();
+    CpuRun {
+        cpu_ms: after - before,
+        wall,
+    }
+}
+
+fn handoff_latencies(source: &str, hops: u32) -> Vec<i64> {
+    let scratch = Scratch::new("hops");
+    let reports = scratch.reports();
+    let times = scratch.path.join("hop-times");
+    let mut steps = vec!["fork".to_owned(), "setsid".to_owned()];
+    for _ in 1..hops {
+        steps.push("sleep:5".to_owned());
+        steps.push("fork".to_owned());
+    }
+    steps.push("serve".to_owned());
+    scratch.service("hops", &dance_argv(&reports, Some(&times), &steps));
+    let mut adoptd = Adoptd::start(&scratch, source);
+    reports.next();
+    adoptd.barrier();
+    let handoffs = adoptd.handoffs("hops");
+    adoptd.stop();
+    let exits: HashMap<u32, i64> = std::fs::read_to_string(&times)
+        .expect("read the hop times")
+        .lines()
+        .filter_map(|line| {
+            let (pid, time) = line.split_once(' ')?;
+            let (seconds, nanos) = time.split_once('.')?;
+            let micros =
+                seconds.parse::<i64>().ok()? * 1_000_000 + nanos.get(..6)?.parse::<i64>().ok()?;
+            Some((pid.parse().ok()?, micros))
+        })
+        .collect();
+    let latencies: Vec<i64> = handoffs
+        .iter()
+        .filter_map(|&(previous_pid, logged)| Some(logged - exits.get(&previous_pid)?))
+        .collect();
+    if latencies.len() != hops as usize {
+        println!(
+            "{source}: {} of {hops} hops matched a hand-off ({} hand-offs logged)",
+            latencies.len(),
+            handoffs.len()
+        );
+    }
+    latencies
+}
+
+fn percentile(sorted: &[i64], p: usize) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// adoptd's utime + stime in milliseconds, all threads.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15, 12 and 13 after the name.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / per_second
+}
+
+/// A scratch directory, removed when dropped.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("adoptd-bench-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&path).ok();
+        std::fs::create_dir_all(path.join("services")).expect("create the scratch dir");
+        Scratch { path }
+    }
+
+    fn service(&self, name: &str, exec: &str) {
+        std::fs::write(
+            self.path.join("services").join(format!("{name}.toml")),
+            format!("exec = {exec}\nrestart = \"no\"\noutput = \"null\"\n"),
+        )
+        .expect("write a service file");
+    }
+
+    fn reports(&self) -> Reports {
+        let path = self.path.join("reports.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind the report socket");
+        socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        Reports { path, socket }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.path).ok();
+    }
+}
+
+struct Reports {
+    path: PathBuf,
+    socket: UnixDatagram,
+}
+
+impl Reports {
+    fn next(&self) {
+        let mut buffer = [0u8; 512];
+        self.socket
+            .recv(&mut buffer)
+            .expect("a report from the dance helper");
+    }
+}
+
+/// The binaries of this build, next to the examples directory.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("this program's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/PROFILE/examples");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release -p adoptd -p dance` first",
+        path.display()
+    );
+    path
+}
+
+fn dance_argv(reports: &Reports, hop_times: Option<&Path>, steps: &[String]) -> String {
+    let mut argv = vec![
+        binary("dance").display().to_string(),
+        "--report".into(),
+        reports.path.display().to_string(),
+    ];
+    if let Some(path) = hop_times {
+        argv.push("--hop-times".into());
+        argv.push(path.display().to_string());
+    }
+    argv.extend(steps.iter().cloned());
+    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A running adoptd and its log lines.
+struct Adoptd {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Adoptd {
+    fn start(scratch: &Scratch, source: &str) -> Self {
+        let mut child = Command::new(binary("adoptd"))
+            .arg("--config-dir")
+            .arg(scratch.path.join("services"))
+            .args(["--tracker", source])
+            .env("ADOPTD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start adoptd");
+        let stderr = child.stderr.take().expect("adoptd's stderr");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Adoptd { child, lines }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the next line that contains `needle`; returns every line
+    /// read, that one last.
+    fn wait_for(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut read = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("adoptd did not log {needle:?}"));
+            let found = line.contains(needle);
+            read.push(line);
+            if found {
+                return read;
+            }
+        }
+    }
+
+    /// Returns once adoptd has reaped everything that had ended: it reaps
+    /// a whole batch before it acts on SIGHUP and reloads.
+    fn barrier(&mut self) {
+        self.sighup();
+        self.wait_for("supervisor: loaded");
+    }
+
+    fn sighup(&self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+    }
+
+    /// The hand-offs of `service` logged until a barrier: previous pid and
+    /// the line's time in microseconds since the epoch.
+    fn handoffs(&mut self, service: &str) -> Vec<(u32, i64)> {
+        self.sighup();
+        let marker = format!("service={service} ");
+        self.wait_for("supervisor: loaded")
+            .iter()
+            .filter(|l| l.contains(" hand-off ") && l.contains(&marker))
+            .filter_map(|line| {
+                let previous = line
+                    .split(' ')
+                    .find_map(|t| t.strip_prefix("previous_pid="))?
+                    .parse()
+                    .ok()?;
+                Some((previous, parse_utc_micros(line.split(' ').next()?)?))
+            })
+            .collect()
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        self.wait_for("every service is stopped");
+        self.child.wait().expect("wait for adoptd");
+    }
+}
+
+impl Drop for Adoptd {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// `2026-01-02T03:04:05.678901Z` → microseconds since the epoch.
+fn parse_utc_micros(stamp: &str) -> Option<i64> {
+    let stamp = stamp.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (clock, fraction) = time.split_once('.')?;
+    let mut clock = clock.split(':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    let mut micros: i64 = fraction.get(..6)?.parse().ok()?;
+    for _ in fraction.len()..6 {
+        micros *= 10;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(seconds * 1_000_000 + micros)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
