@@ -52,7 +52,8 @@ pub enum Request {
         name: String,
         reply: oneshot::Sender<Result<ServiceId, RequestError>>,
     },
-    /// The service's live member processes, ascending.
+    /// The service's live processes, ascending: members and their
+    /// descendants.
     Members {
         service: ServiceId,
         reply: oneshot::Sender<Vec<Pid>>,
@@ -421,7 +422,8 @@ impl Supervisor {
                 reply.send(self.resolve(&name, false)).ok();
             }
             Request::Members { service, reply } => {
-                reply.send(self.tracker.members(service)).ok();
+                let members = self.tracker.members(service);
+                reply.send(with_descendants(&members)).ok();
             }
             Request::Reload { reply } => {
                 self.reload();
@@ -693,6 +695,27 @@ fn policy_of(spec: &ServiceSpec) -> Policy {
         stop_timeout: spec.stop_timeout,
         reload_signal: spec.reload_signal.number(),
     }
+}
+
+/// The service's processes: its members (adoptd's own children) and, read
+/// from /proc on demand, their descendants (a master's workers), ascending.
+fn with_descendants(members: &[Pid]) -> Vec<Pid> {
+    let mut all: BTreeSet<Pid> = members.iter().copied().collect();
+    let mut queue: Vec<Pid> = members.to_vec();
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_ascii_whitespace().filter_map(|c| c.parse().ok()) {
+                if all.insert(child) {
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    all.into_iter().collect()
 }
 
 /// The pid in the service's pid file, if it has one that reads well.
