@@ -1,0 +1,240 @@
+//! adoptd under a storm: one service creates 20,000 short-lived processes,
+//! half of them orphans that adoptd must adopt and reap, while other
+//! services daemonize hop after hop next to it. Run against every adoption
+//! source this machine supports (see `common::trackers`).
+//!
+//! What must hold: every dancing service ends at its settled process (or,
+//! under `procfs`, says `source=guess` where it could not know); the storm
+//! service never loses its main process; no zombie stays under adoptd; and
+//! adoptd's memory comes back to what it was before the storm.
+
+// A failed expectation in a test is the test failing, with a reason.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+
+/// Children the storm forks; each leaves one orphan, so the storm creates
+/// twice as many processes, and adoptd reaps this many orphans.
+/// `ADOPTD_TEST_STORM` sets another number.
+const STORM: u32 = 10_000;
+
+/// The small storm before the baseline is measured, so that the baseline
+/// is adoptd at work (allocator arenas, tables and buffers in use), not
+/// adoptd freshly started.
+const WARM_UP: u32 = 500;
+
+/// How many services daemonize during the storm. `procfs` cannot tell
+/// apart the dances of several services in one instant (see
+/// source/procfs.rs), so under it one service dances, as in the shared
+/// suite.
+const DANCERS: usize = 4;
+
+/// Hops of each dancer after its double fork, spread over the storm.
+const LATE_HOPS: usize = 8;
+
+/// How much more resident memory adoptd may hold after the storm than
+/// before it. The storm passes through adoptd as 10,000 adoptions and
+/// exits, yet nothing of it should stay: per-process state is dropped at
+/// reaping. What may stay is the allocator's: glibc keeps freed chunks in
+/// its arenas (one per thread that allocated) and returns only the top of
+/// each heap, so a few of the pages touched at the peak of a batch can stay
+/// resident. 1 MiB bounds that slack and still catches a leak of 100 bytes
+/// per orphan (10,000 orphans = 1 MB).
+const MEMORY_MARGIN_KB: u64 = 1024;
+
+#[test]
+#[ignore = "adoptd falls behind a storm of 10,000 orphans: the tracker's batch \
+            attribution is quadratic in the batch size (Batch::adopted, closest_exit), \
+            batches grow, and proc-connector overflows; run with --ignored, and \
+            ADOPTD_TEST_STORM=N for a smaller storm"]
+fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_no_memory() {
+    let storm_size: u32 = std::env::var("ADOPTD_TEST_STORM")
+        .map(|n| n.parse().expect("ADOPTD_TEST_STORM is a number"))
+        .unwrap_or(STORM);
+    for tracker in trackers() {
+        let dancer_count = if tracker == "procfs" { 1 } else { DANCERS };
+        let started = std::time::Instant::now();
+        let scratch = Scratch::new("stress");
+        let reports = Reports::bind(&scratch);
+        dance_service(
+            &scratch,
+            &reports,
+            "warm-up",
+            &[&format!("storm:{WARM_UP}"), "serve"],
+        );
+        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let warm_up = reports.next();
+        barrier(&mut adoptd);
+        let baseline = Memory::of(adoptd.pid());
+
+        // The storm and the dancers come in with one reload, so they start
+        // together.
+        let storm_step = format!("storm:{storm_size}");
+        dance_service(&scratch, &reports, "storm", &[&storm_step, "serve"]);
+        let dancers: Vec<(String, Vec<String>)> = (0..dancer_count)
+            .map(|i| (format!("dancer{i}"), dancer_steps(i)))
+            .collect();
+        for (name, steps) in &dancers {
+            let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+            dance_service(&scratch, &reports, name, &steps);
+        }
+        signal(adoptd.pid(), libc::SIGHUP);
+        let truth = reports.collect(1 + dancer_count);
+
+        for (name, steps) in &dancers {
+            let settled = &truth[name];
+            let context = format!("{tracker}, {name} = {}", steps.join(" "));
+            assert_eq!(settled.hops as usize, 2 + LATE_HOPS, "{context}");
+            let status = adoptd.wait_status(name, &context, |l| {
+                l.get("state") == Some("running")
+                    && (l.pid("main_pid") == settled.pid
+                        || (tracker == "procfs" && l.get("source") == Some("guess")))
+            });
+            if status.pid("main_pid") != settled.pid {
+                // procfs degraded safely: the wrong main pid says so.
+                assert_eq!(status.get("source"), Some("guess"), "{context}");
+                eprintln!("{context}: procfs guessed: {}", status.text);
+            }
+        }
+
+        // The storm is over (it reports after its last orphan ended) and
+        // every exit of it has been reaped by the time the barrier passes.
+        let storm = &truth["storm"];
+        barrier(&mut adoptd);
+        let storm_status = adoptd.wait_main_pid("storm", storm.pid);
+        assert_eq!(storm_status.get("handoffs"), Some("0"), "{tracker}");
+        for line in adoptd.seen("status", "storm") {
+            if line.get("state") == Some("starting") {
+                continue;
+            }
+            assert_eq!(line.pid("main_pid"), storm.pid, "{tracker}: {}", line.text);
+        }
+        assert!(
+            adoptd.seen("hand-off", "storm").is_empty()
+                && adoptd.seen("main process exited", "storm").is_empty(),
+            "{tracker}: the storm service lost its main process"
+        );
+
+        assert_no_zombie_stays(&mut adoptd, &tracker);
+        let mut expected: BTreeSet<u32> = truth.values().map(|r| r.pid).collect();
+        expected.insert(warm_up.pid);
+        let children: BTreeSet<u32> = children_of(adoptd.pid())
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        assert_eq!(
+            children, expected,
+            "{tracker}: adoptd's children are the main processes and nothing else"
+        );
+
+        let after = Memory::of(adoptd.pid());
+        eprintln!(
+            "{tracker}: {storm_size} storm children and orphans in {:.1} s; adoptd before: {baseline}; after: {after}",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            after.rss_kb <= baseline.rss_kb + MEMORY_MARGIN_KB,
+            "{tracker}: adoptd kept {} kB more after the storm (before: {baseline}; after: {after})",
+            after.rss_kb.saturating_sub(baseline.rss_kb)
+        );
+
+        let (exit, _) = adoptd.stop();
+        assert!(exit.success(), "{tracker}: adoptd ended {exit:?}");
+    }
+}
+
+/// A service that runs the dance helper's `steps` and reports to `reports`.
+fn dance_service(scratch: &Scratch, reports: &Reports, name: &str, steps: &[&str]) {
+    scratch.service(
+        name,
+        &format!(
+            "exec = {}\nrestart = \"no\"\n",
+            dance_exec(reports, name, steps)
+        ),
+    );
+}
+
+/// A double fork as daemon(3) does, then more hops, a little apart, so that
+/// some of them land in the middle of the storm.
+fn dancer_steps(i: usize) -> Vec<String> {
+    let mut steps: Vec<String> = ["fork", "setsid", "fork"].map(String::from).into();
+    for _ in 0..LATE_HOPS {
+        steps.push(format!("sleep:{}", 40 + 13 * i));
+        steps.push("fork".to_owned());
+    }
+    steps.push("serve".to_owned());
+    steps
+}
+
+/// Returns once adoptd has reaped every process that had ended when it was
+/// called: SIGHUP wakes the supervisor, which reaps a whole batch (every
+/// zombie there is) before it acts on the signal and reloads. Waits for
+/// the end of the reload, so that service files written afterwards are
+/// read by the next reload only.
+fn barrier(adoptd: &mut Adoptd) {
+    signal(adoptd.pid(), libc::SIGHUP);
+    adoptd.wait_next("the reload after SIGHUP", |l| {
+        l.message.starts_with("loaded ")
+    });
+}
+
+/// No child of adoptd stays a zombie. One that has just ended may be a
+/// zombie for an instant; it must be gone after the next batch.
+fn assert_no_zombie_stays(adoptd: &mut Adoptd, tracker: &str) {
+    let zombies: Vec<u32> = children_of(adoptd.pid())
+        .into_iter()
+        .filter(|&(_, zombie)| zombie)
+        .map(|(pid, _)| pid)
+        .collect();
+    if zombies.is_empty() {
+        return;
+    }
+    barrier(adoptd);
+    let children: Vec<(u32, bool)> = children_of(adoptd.pid());
+    let stayed: Vec<u32> = zombies
+        .into_iter()
+        .filter(|pid| children.iter().any(|(child, _)| child == pid))
+        .collect();
+    assert!(
+        stayed.is_empty(),
+        "{tracker}: zombies stayed under adoptd: {stayed:?}"
+    );
+}
+
+/// A process's memory, from `/proc/PID/smaps_rollup`, in kB.
+#[derive(Clone, Copy, Debug)]
+struct Memory {
+    rss_kb: u64,
+    anonymous_kb: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Self {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .expect("read smaps_rollup");
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in smaps_rollup:\n{text}"))
+        };
+        Memory {
+            rss_kb: field("Rss"),
+            anonymous_kb: field("Anonymous"),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Rss {} kB, Anonymous {} kB",
+            self.rss_kb, self.anonymous_kb
+        )
+    }
+}
