@@ -41,7 +41,7 @@
 //! SIGKILL after the stop timeout) before the service settles or restarts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
@@ -402,7 +402,7 @@ impl Tracker {
     pub fn members(&self, service: ServiceId) -> Vec<Pid> {
         self.services
             .get(service.index())
-            .map(|s| sorted(&s.members))
+            .map(|s| s.members.iter().copied().collect())
             .unwrap_or_default()
     }
 
@@ -513,7 +513,7 @@ struct Service {
     last_exit: Option<ExitStatus>,
     result: RunResult,
     /// Live member processes (unordered).
-    members: Vec<Pid>,
+    members: BTreeSet<Pid>,
     /// What to do once every member is gone, while stopping.
     after_stop: Option<AfterStop>,
     /// When a restart is due or the stop timeout ends.
@@ -566,7 +566,7 @@ impl Service {
             state_changed_at: now,
             last_exit: None,
             result: RunResult::Success,
-            members: Vec::new(),
+            members: BTreeSet::new(),
             after_stop: None,
             deadline: None,
             killed: false,
@@ -611,9 +611,7 @@ impl Service {
     }
 
     fn remove_member(&mut self, pid: Pid) {
-        if let Some(at) = self.members.iter().position(|&m| m == pid) {
-            self.members.swap_remove(at);
-        }
+        self.members.remove(&pid);
     }
 }
 
@@ -648,20 +646,16 @@ enum Fallback {
     ClosestExit,
 }
 
-/// The previous parent of an adoptee whose source could not tell it, from
-/// the members of its service that died in the same moment: the only one,
-/// else the closest earlier pid (pids are handed out in increasing order,
-/// so the youngest older process is the likeliest parent: the hop just
-/// before it). The second value says whether there was a choice to make.
-fn infer_previous_parent(pid: Pid, candidates: &[Pid]) -> (Option<Pid>, bool) {
-    let several = candidates.len() > 1;
-    let closest = candidates
-        .iter()
-        .copied()
-        .filter(|&dead| dead < pid)
-        .max()
-        .or_else(|| candidates.iter().copied().max());
-    (closest, several)
+/// Among exits ascending by pid, the one whose pid came closest before
+/// `pid` (pids are handed out in increasing order, so the youngest older
+/// process is the likeliest parent: the hop just before it), else the
+/// highest; never `pid` itself.
+fn closest_before(exits: &[(Pid, ServiceId)], pid: Pid) -> Option<(Pid, ServiceId)> {
+    let below = exits.partition_point(|&(dead, _)| dead < pid);
+    if below > 0 {
+        return Some(exits[below - 1]);
+    }
+    exits.iter().rev().find(|&&(dead, _)| dead != pid).copied()
 }
 
 /// A batch's events in canonical order.
@@ -803,7 +797,9 @@ impl<'a> Batch<'a> {
             self.tracker.sessions.insert(session, id);
         }
         match self.tracker.processes.insert(pid, process) {
-            None => self.tracker.services[id.index()].members.push(pid),
+            None => {
+                self.tracker.services[id.index()].members.insert(pid);
+            }
             Some(old) if old.service != id => {
                 // Inconsistent input (a pid reported for two services): the
                 // newer report wins, and the older service lets go of it.
@@ -812,7 +808,7 @@ impl<'a> Batch<'a> {
                 if previous_owner.main == Some(pid) {
                     previous_owner.main = None;
                 }
-                self.tracker.services[id.index()].members.push(pid);
+                self.tracker.services[id.index()].members.insert(pid);
             }
             Some(_) => {}
         }
@@ -916,6 +912,10 @@ impl<'a> Batch<'a> {
         for fallback in [Fallback::None, Fallback::OnlyExit, Fallback::ClosestExit] {
             loop {
                 let before = pending.len();
+                let owned_exits = match fallback {
+                    Fallback::ClosestExit => self.owned_exits(exited, &attributed),
+                    _ => Vec::new(),
+                };
                 pending.retain(|&pid| {
                     let (previous_parent, kinship) = adoptions[&pid];
                     let found = self
@@ -926,9 +926,8 @@ impl<'a> Batch<'a> {
                                 (Fallback::OnlyExit, None) if exiting_services.len() == 1 => {
                                     exiting_services.first().map(|&service| (service, false))
                                 }
-                                (Fallback::ClosestExit, None) => self
-                                    .closest_exit(pid, exited, &attributed)
-                                    .map(|service| (service, true)),
+                                (Fallback::ClosestExit, None) => closest_before(&owned_exits, pid)
+                                    .map(|(_, service)| (service, true)),
                                 _ => None,
                             }
                             // A coincidence never claims a live process
@@ -961,24 +960,29 @@ impl<'a> Batch<'a> {
                 }
             }
         }
-        let service_of = |pid: &Pid| {
-            attributed
-                .get(pid)
-                .map(|&(service, _)| service)
-                .or_else(|| self.tracker.processes.get(pid).map(|p| p.service))
-        };
+        // Each service's exits of this moment, ascending, for inferring
+        // previous parents in logarithmic time (a storm brings thousands).
+        let mut exits_by_service: HashMap<ServiceId, Vec<(Pid, ServiceId)>> = HashMap::new();
+        for (dead, service) in self.owned_exits(exited, &attributed) {
+            exits_by_service
+                .entry(service)
+                .or_default()
+                .push((dead, service));
+        }
         let mut records = Vec::with_capacity(attributed.len());
         for (&pid, &(service, attribution_guessed)) in &attributed {
             let (previous_parent, kinship) = adoptions[&pid];
             let (previous_parent, inference_guessed) = match previous_parent {
                 Some(parent) => (Some(parent), false),
                 None => {
-                    let candidates: Vec<Pid> = exited
-                        .keys()
-                        .copied()
-                        .filter(|&dead| dead != pid && service_of(&dead) == Some(service))
-                        .collect();
-                    infer_previous_parent(pid, &candidates)
+                    let exits = exits_by_service
+                        .get(&service)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    let others = exits.len()
+                        - usize::from(exits.binary_search_by_key(&pid, |e| e.0).is_ok());
+                    let closest = closest_before(exits, pid).map(|(dead, _)| dead);
+                    (closest, others > 1)
                 }
             };
             records.push((
@@ -1033,32 +1037,23 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// The service of the exited process whose pid came closest before
-    /// `pid` (pids are handed out in increasing order, so a hop usually
-    /// follows its parent).
-    fn closest_exit(
+    /// The exited processes whose service is known, ascending by pid.
+    fn owned_exits(
         &self,
-        pid: Pid,
         exited: &BTreeMap<Pid, ExitStatus>,
         attributed: &BTreeMap<Pid, (ServiceId, bool)>,
-    ) -> Option<ServiceId> {
-        let service_of = |dead: &Pid| {
-            self.tracker
-                .processes
-                .get(dead)
-                .map(|p| p.service)
-                .or_else(|| attributed.get(dead).map(|&(service, _)| service))
-        };
-        let mut owned = exited
+    ) -> Vec<(Pid, ServiceId)> {
+        exited
             .keys()
-            .filter(|&&dead| dead != pid)
-            .filter_map(|dead| service_of(dead).map(|s| (*dead, s)));
-        let all: Vec<(Pid, ServiceId)> = owned.by_ref().collect();
-        all.iter()
-            .filter(|&&(dead, _)| dead < pid)
-            .max_by_key(|&&(dead, _)| dead)
-            .or_else(|| all.iter().max_by_key(|&&(dead, _)| dead))
-            .map(|&(_, service)| service)
+            .filter_map(|&dead| {
+                self.tracker
+                    .processes
+                    .get(&dead)
+                    .map(|p| p.service)
+                    .or_else(|| attributed.get(&dead).map(|&(service, _)| service))
+                    .map(|service| (dead, service))
+            })
+            .collect()
     }
 
     fn record_adoption(
@@ -1398,45 +1393,49 @@ impl<'a> Batch<'a> {
             .filter(|(pid, d)| !mains.contains(pid) && d.status.is_success())
             .map(|(&pid, &d)| (pid, d))
             .collect();
+        if hops.is_empty() {
+            return;
+        }
         // Parents before children, so chains through several hops of the
         // same moment are built whole.
         hops.sort_unstable_by_key(|&(_, d)| d.process.sequence);
+        // Who came from each hop, live and gone, in one pass (a storm
+        // brings thousands of hops).
+        let hop_pids: HashSet<Pid> = hops.iter().map(|&(pid, _)| pid).collect();
+        let services: BTreeSet<ServiceId> = hops.iter().map(|(_, d)| d.process.service).collect();
+        let mut live_from: HashMap<Pid, Vec<Pid>> = HashMap::new();
+        for id in services {
+            for &pid in &self.tracker.services[id.index()].members {
+                if let Some(parent) = self.adoption_of(pid).and_then(|a| a.previous_parent)
+                    && hop_pids.contains(&parent)
+                {
+                    live_from.entry(parent).or_default().push(pid);
+                }
+            }
+        }
+        let mut gone_from: HashMap<Pid, Vec<Pid>> = HashMap::new();
+        for (&pid, d) in &self.departed {
+            if let Some(parent) = d.process.adoption.and_then(|a| a.previous_parent)
+                && d.status.is_success()
+                && hop_pids.contains(&parent)
+            {
+                gone_from.entry(parent).or_default().push(pid);
+            }
+        }
         for (hop, departed) in hops {
-            let Some(adoption) = departed.process.adoption else {
+            let Some(origin) = departed.process.adoption.and_then(|a| a.previous_parent) else {
                 continue;
             };
-            let Some(origin) = adoption.previous_parent else {
-                continue;
-            };
-            let id = departed.process.service;
-            let chain = self
+            let mut descent = self
                 .departed_descents
                 .remove(&hop)
                 .unwrap_or_else(|| vec![origin]);
-            let mut descent = chain;
             descent.push(hop);
-            let from_hop =
-                |pid: &Pid| self.adoption_of(*pid).and_then(|a| a.previous_parent) == Some(hop);
-            let mut heirs: Vec<Pid> = self.tracker.services[id.index()]
-                .members
-                .iter()
-                .copied()
-                .filter(from_hop)
-                .collect();
-            heirs.sort_unstable();
             // Adoptees of the hop that are gone too pass the chain on.
-            let gone: Vec<Pid> = self
-                .departed
-                .iter()
-                .filter(|(pid, d)| {
-                    d.process.service == id && d.status.is_success() && from_hop(pid)
-                })
-                .map(|(&pid, _)| pid)
-                .collect();
-            for pid in gone {
+            for pid in gone_from.remove(&hop).unwrap_or_default() {
                 self.departed_descents.insert(pid, descent.clone());
             }
-            for heir in heirs {
+            for heir in live_from.remove(&hop).unwrap_or_default() {
                 self.tracker.descents.insert(heir, descent.clone());
             }
         }
@@ -1584,7 +1583,7 @@ impl<'a> Batch<'a> {
         let timeout = service.policy.stop_timeout;
         let targets: Vec<Pid> = match service.main {
             Some(main) => vec![main],
-            None => sorted(&service.members),
+            None => service.members.iter().copied().collect(),
         };
         if targets.is_empty() {
             self.finish_stop(id);
@@ -1675,7 +1674,7 @@ impl<'a> Batch<'a> {
             if service.state == State::Stopping && service.members.is_empty() {
                 self.finish_stop(id);
             } else if settled && !service.members.is_empty() {
-                let members = sorted(&service.members);
+                let members: Vec<Pid> = service.members.iter().copied().collect();
                 self.signal_all(id, &members, SIGKILL);
             }
         }
@@ -1696,7 +1695,7 @@ impl<'a> Batch<'a> {
         match service.state {
             State::Restarting => self.start(id),
             State::Stopping => {
-                let members = sorted(&service.members);
+                let members: Vec<Pid> = service.members.iter().copied().collect();
                 self.signal_all(id, &members, SIGKILL);
                 self.touch(id).killed = true;
                 self.set_deadline(id, None);
@@ -1785,12 +1784,6 @@ struct Succession {
     source: MainPidSource,
     /// The candidates not chosen, where the choice was a guess.
     others: Vec<Pid>,
-}
-
-fn sorted(pids: &[Pid]) -> Vec<Pid> {
-    let mut pids = pids.to_vec();
-    pids.sort_unstable();
-    pids
 }
 
 fn diff(before: &Status, after: &Status) -> Changes {

@@ -47,10 +47,6 @@ const LATE_HOPS: usize = 8;
 const MEMORY_MARGIN_KB: u64 = 1024;
 
 #[test]
-#[ignore = "adoptd falls behind a storm of 10,000 orphans: the tracker's batch \
-            attribution is quadratic in the batch size (Batch::adopted, closest_exit), \
-            batches grow, and proc-connector overflows; run with --ignored, and \
-            ADOPTD_TEST_STORM=N for a smaller storm"]
 fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_no_memory() {
     let storm_size: u32 = std::env::var("ADOPTD_TEST_STORM")
         .map(|n| n.parse().expect("ADOPTD_TEST_STORM is a number"))
