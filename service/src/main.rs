@@ -150,7 +150,6 @@ fn default_config_dir() -> PathBuf {
     base.join("adoptd/services")
 }
 
-
 /// The machine's init must never exit: sync and power off instead.
 fn power_off() -> ! {
     tracing::info!("powering off");

@@ -707,8 +707,12 @@ fn with_descendants(members: &[Pid]) -> Vec<Pid> {
             continue;
         };
         for task in tasks.flatten() {
-            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_ascii_whitespace().filter_map(|c| c.parse().ok()) {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children
+                .split_ascii_whitespace()
+                .filter_map(|c| c.parse().ok())
+            {
                 if all.insert(child) {
                     queue.push(child);
                 }

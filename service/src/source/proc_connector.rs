@@ -504,7 +504,6 @@ fn read_ppid(pid: Pid) -> Option<Pid> {
         .ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
