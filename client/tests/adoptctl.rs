@@ -23,11 +23,7 @@ mod bus;
 mod common;
 mod support;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    sync::mpsc,
-};
+use std::process::{Command, Stdio};
 
 use bus::{TestBus, missing_tools};
 use common::*;
@@ -470,8 +466,8 @@ fn monitor_sees_a_handoff_as_it_happens() {
     let mut adoptd = adoptd_on(&scratch, &bus);
     let first = reports.next();
     adoptd.wait_main_pid("web", first.pid);
-    let text = Monitor::start(&bus, &["monitor", "web"]);
-    let json = Monitor::start(&bus, &["--json", "monitor", "w*"]);
+    let text = monitor(&bus, &["monitor", "web"]);
+    let json = monitor(&bus, &["--json", "monitor", "w*"]);
 
     // Another service's events are not shown.
     assert_eq!(run(adoptctl(&bus).args(["start", "other"])).code, 0);
@@ -508,79 +504,14 @@ fn monitor_sees_a_handoff_as_it_happens() {
     }
 }
 
-/// A running `adoptctl monitor`, killed when dropped.
-struct Monitor {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Monitor {
-    /// Starts it and waits until it says it is subscribed.
-    fn start(bus: &TestBus, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
-            .args(args)
-            .env("ADOPTD_BUS_ADDRESS", &bus.address)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start adoptctl monitor");
-        let stderr = child.stderr.take().expect("stderr");
-        let (ready, monitoring) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                ready.send(line).ok();
-            }
-        });
-        let said = monitoring
-            .recv_timeout(TIMEOUT)
-            .expect("monitor said nothing");
-        assert!(
-            said.starts_with("Monitoring adoptd on the bus at"),
-            "{said}"
-        );
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Monitor { child, lines }
-    }
-
-    /// Reads lines until one satisfies `matches`; every line read.
-    fn wait_for(&self, what: &str, matches: impl Fn(&str) -> bool) -> Vec<String> {
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let done = matches(&line);
-                    seen.push(line);
-                    if done {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!(
-                    "timed out waiting for {what}; monitor said:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
+/// Starts `adoptctl ARGS…` (a monitor) on the bus, once it says it is
+/// subscribed.
+fn monitor(bus: &TestBus, args: &[&str]) -> bus::Monitor {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_adoptctl"));
+    command.args(args).env("ADOPTD_BUS_ADDRESS", &bus.address);
+    bus::Monitor::start(command, |line| {
+        line.starts_with("Monitoring adoptd on the bus at")
+    })
 }
 
 #[test]

@@ -123,40 +123,15 @@ impl TestBus {
     /// Starts `busctl monitor` on this bus; its lines arrive on the
     /// returned receiver.
     pub fn monitor(&self, args: &[&str]) -> Monitor {
-        let mut child = Command::new("busctl")
+        let mut command = Command::new("busctl");
+        command
             .arg(format!("--address={}", self.address))
             .arg("monitor")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start busctl monitor");
+            .args(args);
         // busctl says so on stderr once the bus has made it a monitor.
-        let stderr = child.stderr.take().expect("stderr");
-        let (ready, monitoring) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("Monitoring bus message stream") {
-                    ready.send(()).ok();
-                }
-            }
-        });
-        monitoring
-            .recv_timeout(TIMEOUT)
-            .expect("busctl monitor did not start monitoring");
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Monitor { child, lines }
+        Monitor::start(command, |line| {
+            line.starts_with("Monitoring bus message stream")
+        })
     }
 }
 
@@ -174,6 +149,41 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// Starts a program that streams lines on stdout, once it says on
+    /// stderr (a line for which `ready` holds) that it is listening.
+    pub fn start(mut command: Command, ready: impl Fn(&str) -> bool + Send + 'static) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the monitor");
+        let stderr = child.stderr.take().expect("stderr");
+        let (said_ready, monitoring) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if ready(&line) {
+                    said_ready.send(()).ok();
+                }
+            }
+        });
+        monitoring
+            .recv_timeout(TIMEOUT)
+            .expect("the monitor did not say it was listening");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Monitor { child, lines }
+    }
+
     /// Reads lines until one satisfies `matches`; returns every line read.
     pub fn wait_for(&self, what: &str, matches: impl Fn(&str) -> bool) -> Vec<String> {
         let deadline = std::time::Instant::now() + TIMEOUT;
@@ -189,7 +199,7 @@ impl Monitor {
                     }
                 }
                 Err(_) => panic!(
-                    "timed out waiting for {what} in busctl monitor:\n{}",
+                    "timed out waiting for {what}; the monitor said:\n{}",
                     seen.join("\n")
                 ),
             }
