@@ -359,6 +359,14 @@ impl AdoptionSource for ProcConnector {
         for event in queued {
             match event {
                 ConnectorEvent::Fork { parent, child } => {
+                    // A new process with a pid the lineage still holds: the
+                    // old one was reaped unseen; what is known of it is
+                    // stale and must not be taken for the newcomer's.
+                    if self.parent.contains_key(&child) && !self.children.contains(&child) {
+                        self.dead.remove(&child);
+                        self.untrack(child);
+                    }
+                    self.zombies.remove(&child);
                     if parent == self.me || self.parent.contains_key(&parent) {
                         self.forget_reaped_children(parent);
                         if !self.parent.contains_key(&child) {
