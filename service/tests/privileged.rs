@@ -225,3 +225,36 @@ fn install_with_libraries(program: &str, root: &std::path::Path) {
         std::fs::copy(&file, &target).unwrap_or_else(|e| panic!("copy {file}: {e}"));
     }
 }
+
+#[test]
+fn a_log_reader_that_goes_away_does_not_bring_adoptd_down() {
+    // As PID 1, the console can go away; a panic there is a kernel panic.
+    let scratch = Scratch::new("epipe");
+    let reports = Reports::bind(&scratch);
+    scratch.service(
+        "web",
+        &format!(
+            "exec = {}\n",
+            dance_exec(&reports, "web", &["fork", "setsid", "serve"])
+        ),
+    );
+    let mut adoptd = std::process::Command::new(env!("CARGO_BIN_EXE_adoptd"))
+        .arg("--config-dir")
+        .arg(scratch.services())
+        .env("ADOPTD_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start adoptd");
+    let settled = reports.next();
+    // Nobody reads adoptd's output any more.
+    drop(adoptd.stdout.take());
+    drop(adoptd.stderr.take());
+    signal(adoptd.id(), libc::SIGTERM);
+    let pidfd = Pidfd::open(adoptd.id()).expect("pidfd");
+    assert!(pidfd.wait_exit(TIMEOUT), "adoptd did not exit");
+    let status = adoptd.wait().expect("wait");
+    assert!(status.success(), "adoptd ended with {status}");
+    assert_ends(settled.pid, "the service, stopped before adoptd exited");
+}

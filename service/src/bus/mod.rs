@@ -29,6 +29,7 @@ mod watch;
 use std::{
     borrow::Cow,
     collections::HashMap,
+    io::Write as _,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -107,7 +108,11 @@ pub async fn run(
         BusChoice::Private => match private::start().await {
             Ok(bus) => {
                 // One line a shell can eval, for adoptctl and busctl.
-                println!("ADOPTD_BUS_ADDRESS={}", bus.address);
+                // Not println!: it panics when nobody reads standard output.
+                let mut stdout = std::io::stdout();
+                writeln!(stdout, "ADOPTD_BUS_ADDRESS={}", bus.address)
+                    .and_then(|()| stdout.flush())
+                    .ok();
                 BusChoice::Address(bus.address)
             }
             Err(e) => {
