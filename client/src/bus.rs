@@ -92,6 +92,17 @@ async fn has_adoptd(connection: &Connection) -> bool {
 }
 
 /// Where `adoptd --private-bus` of this user listens.
+/// Matches adoptd leaving (or joining) the bus, for commands that wait on
+/// its signals and must not wait for ever once it is gone.
+pub fn owner_changes() -> zbus::Result<zbus::MatchRule<'static>> {
+    zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .member("NameOwnerChanged")
+        .arg(0, BUS_NAME)
+        .build()
+}
+
 fn private_socket() -> Option<PathBuf> {
     let uid = nix::unistd::geteuid().as_raw();
     let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);

@@ -154,13 +154,7 @@ async fn subscribe(bus: &Bus) -> Result<Changes, Failure> {
         .path_namespace(SERVICE_PATH_PREFIX)
         .build()
         .map_err(failed)?;
-    let owner = MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .sender("org.freedesktop.DBus")
-        .member("NameOwnerChanged")
-        .arg(0, BUS_NAME)
-        .build()
-        .map_err(failed)?;
+    let owner = crate::bus::owner_changes().map_err(failed)?;
     let changes = MessageStream::for_match_rule(changes, &bus.connection, None)
         .await
         .map_err(failed)?;

@@ -76,13 +76,7 @@ async fn subscribe(bus: &Bus) -> Result<Signals, Failure> {
         .sender(BUS_NAME)
         .build()
         .map_err(failed)?;
-    let owner = MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .sender("org.freedesktop.DBus")
-        .member("NameOwnerChanged")
-        .arg(0, BUS_NAME)
-        .build()
-        .map_err(failed)?;
+    let owner = crate::bus::owner_changes().map_err(failed)?;
     // A burst (a restart storm, thousands of services starting) must not
     // be dropped while lines are written.
     let queue = std::num::NonZeroUsize::new(1 << 16);

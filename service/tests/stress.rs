@@ -60,6 +60,7 @@ fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_n
             &scratch,
             &reports,
             "warm-up",
+            "",
             &[&format!("storm:{WARM_UP}"), "serve"],
         );
         let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
@@ -70,13 +71,13 @@ fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_n
         // The storm and the dancers come in with one reload, so they start
         // together.
         let storm_step = format!("storm:{storm_size}");
-        dance_service(&scratch, &reports, "storm", &[&storm_step, "serve"]);
+        dance_service(&scratch, &reports, "storm", "", &[&storm_step, "serve"]);
         let dancers: Vec<(String, Vec<String>)> = (0..dancer_count)
             .map(|i| (format!("dancer{i}"), dancer_steps(i)))
             .collect();
         for (name, steps) in &dancers {
             let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
-            dance_service(&scratch, &reports, name, &steps);
+            dance_service(&scratch, &reports, name, "", &steps);
         }
         signal(adoptd.pid(), libc::SIGHUP);
         let truth = reports.collect(1 + dancer_count);
@@ -85,16 +86,7 @@ fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_n
             let settled = &truth[name];
             let context = format!("{tracker}, {name} = {}", steps.join(" "));
             assert_eq!(settled.hops as usize, 2 + LATE_HOPS, "{context}");
-            let status = adoptd.wait_status(name, &context, |l| {
-                l.get("state") == Some("running")
-                    && (l.pid("main_pid") == settled.pid
-                        || (tracker == "procfs" && l.get("source") == Some("guess")))
-            });
-            if status.pid("main_pid") != settled.pid {
-                // procfs degraded safely: the wrong main pid says so.
-                assert_eq!(status.get("source"), Some("guess"), "{context}");
-                eprintln!("{context}: procfs guessed: {}", status.text);
-            }
+            adoptd.wait_settled(name, settled, &tracker, &context);
         }
 
         // The storm is over (it reports after its last orphan ended) and
@@ -141,17 +133,6 @@ fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_n
         let (exit, _) = adoptd.stop();
         assert!(exit.success(), "{tracker}: adoptd ended {exit:?}");
     }
-}
-
-/// A service that runs the dance helper's `steps` and reports to `reports`.
-fn dance_service(scratch: &Scratch, reports: &Reports, name: &str, steps: &[&str]) {
-    scratch.service(
-        name,
-        &format!(
-            "exec = {}\nrestart = \"no\"\n",
-            dance_exec(reports, name, steps)
-        ),
-    );
 }
 
 /// A double fork as daemon(3) does, then more hops, a little apart, so that

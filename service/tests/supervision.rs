@@ -11,17 +11,6 @@ mod common;
 
 use common::*;
 
-/// A dance service file: `steps` performed by the dance helper.
-fn dance_service(scratch: &Scratch, reports: &Reports, name: &str, extra: &str, steps: &[&str]) {
-    scratch.service(
-        name,
-        &format!(
-            "exec = {}\nrestart = \"no\"\n{extra}\n",
-            dance_exec(reports, name, steps)
-        ),
-    );
-}
-
 /// Whether any hand-off of the service so far was a guess: `procfs` may
 /// then have a wrong previous pid or hand-off count, and has said so.
 fn guessed(adoptd: &Adoptd, service: &str) -> bool {
@@ -308,16 +297,9 @@ fn random_dances_of_several_services_at_once_end_at_their_settled_processes() {
                 let settled = &truth[name];
                 let context = format!("{tracker}, seed {seed}, {name} = {steps}");
                 assert_eq!(settled.hops as usize, *hops, "{context}");
-                let status = adoptd.wait_status(name, &context, |l| {
-                    l.get("state") == Some("running")
-                        && (l.pid("main_pid") == settled.pid
-                            || (tracker == "procfs" && l.get("source") == Some("guess")))
-                });
-                if status.pid("main_pid") != settled.pid {
-                    // procfs degraded safely: the wrong main pid says so.
-                    assert_eq!(status.get("source"), Some("guess"), "{context}");
+                let Some(status) = adoptd.wait_settled(name, settled, &tracker, &context) else {
                     continue;
-                }
+                };
                 if !guessed(&adoptd, name) {
                     assert_eq!(
                         status.pid("previous_pid"),

@@ -107,6 +107,24 @@ pub fn dance_exec(reports: &Reports, tag: &str, steps: &[&str]) -> String {
     argv(&args)
 }
 
+/// Writes a service `name` that runs the dance helper's `steps`, reports
+/// to `reports`, is never restarted, and has `extra` service-file lines.
+pub fn dance_service(
+    scratch: &Scratch,
+    reports: &Reports,
+    name: &str,
+    extra: &str,
+    steps: &[&str],
+) {
+    scratch.service(
+        name,
+        &format!(
+            "exec = {}\nrestart = \"no\"\n{extra}\n",
+            dance_exec(reports, name, steps)
+        ),
+    );
+}
+
 /// One line of adoptd's log: the message and its key=value fields.
 #[derive(Clone, Debug, Default)]
 pub struct LogLine {
@@ -271,6 +289,31 @@ impl Adoptd {
         self.wait_status(service, &format!("main_pid={main_pid}"), |l| {
             l.get("main_pid") == Some(&main_pid.to_string()) && l.get("state") == Some("running")
         })
+    }
+
+    /// Waits until the service runs with the pid its dance settled as, or,
+    /// under `procfs`, with a main pid flagged as a guess (its documented
+    /// limit); returns the status line, or `None` when procfs guessed wrong
+    /// and said so.
+    pub fn wait_settled(
+        &mut self,
+        service: &str,
+        settled: &Report,
+        tracker: &str,
+        context: &str,
+    ) -> Option<LogLine> {
+        let status = self.wait_status(service, context, |l| {
+            l.get("state") == Some("running")
+                && (l.pid("main_pid") == settled.pid
+                    || (tracker == "procfs" && l.get("source") == Some("guess")))
+        });
+        if status.pid("main_pid") == settled.pid {
+            return Some(status);
+        }
+        // procfs degraded safely: the wrong main pid says so.
+        assert_eq!(status.get("source"), Some("guess"), "{context}");
+        eprintln!("{context}: procfs guessed: {}", status.text);
+        None
     }
 
     /// Every line for `service` seen so far with this message.
