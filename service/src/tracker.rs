@@ -1124,10 +1124,12 @@ impl<'a> Batch<'a> {
         let succession = match (following, guessed) {
             (false, _) => None,
             (true, false) => self.find_heir(id, main, handoffs_left, pid_file),
-            (true, true) => match self.follow(id, main, handoffs_left as usize, pid_file) {
-                Path::Found(succession) => Some(succession),
-                _ => None,
-            },
+            (true, true) => {
+                match self.follow(id, &mut vec![main], handoffs_left as usize, pid_file) {
+                    Path::Found(succession) => Some(succession),
+                    _ => None,
+                }
+            }
         };
         if let Some(succession) = succession {
             return self.hand_off(id, main, succession);
@@ -1153,6 +1155,9 @@ impl<'a> Batch<'a> {
     fn follow_contenders(&mut self, id: ServiceId) {
         let contenders = std::mem::take(&mut self.tracker.services[id.index()].contenders);
         let mut next = Vec::new();
+        // Recycled pids can make two processes each other's adoptee:
+        // each is followed once.
+        let mut seen: HashSet<Pid> = contenders.iter().map(|c| c.pid).collect();
         let mut queue = contenders;
         while let Some(contender) = queue.pop() {
             let alive = self.tracker.services[id.index()]
@@ -1172,6 +1177,9 @@ impl<'a> Batch<'a> {
             let live = self.live_adoptees(id, |a| a.previous_parent == Some(contender.pid));
             let dead = self.departed_adoptees(id, contender.pid);
             for pid in live.into_iter().chain(dead) {
+                if !seen.insert(pid) {
+                    continue;
+                }
                 queue.push(Contender {
                     pid,
                     previous: contender.pid,
@@ -1226,7 +1234,8 @@ impl<'a> Batch<'a> {
     ) -> Option<Succession> {
         // Step 2 also where the chain ended without a live heir or forked
         // into several paths (then the choice is a guess).
-        let ambiguous = match self.follow(id, main, handoffs_left as usize, pid_file) {
+        let mut path = vec![main];
+        let ambiguous = match self.follow(id, &mut path, handoffs_left as usize, pid_file) {
             Path::Found(succession) => return Some(succession),
             Path::TooLong => return None,
             Path::Ambiguous => true,
@@ -1247,18 +1256,27 @@ impl<'a> Batch<'a> {
         })
     }
 
-    /// Step 1 from `parent`: its live adoptees, or a path through hops
-    /// that finished their own part of the dance in this moment (a process
-    /// adopted from `parent` that exited successfully and left adoptees).
+    /// Step 1 from the last process of `path` (the main process, then the
+    /// hops taken so far): its live adoptees, or a path through hops that
+    /// finished their own part of the dance in this moment (a process
+    /// adopted from the parent that exited successfully and left adoptees).
     /// A path through such a hop is preferred to a live sibling, which is
     /// then likelier a helper still exiting; that choice is a guess.
+    ///
+    /// A hop already on the path is not taken again: recycled pids can make
+    /// two processes each other's previous parent. The depth is bounded by
+    /// [`MAX_HOPS_IN_ONE_MOMENT`]; a deeper chain is treated as ambiguous,
+    /// so the choice that follows is flagged a guess.
     fn follow(
         &self,
         id: ServiceId,
-        parent: Pid,
+        path: &mut Vec<Pid>,
         handoffs_left: usize,
         pid_file: Option<Pid>,
     ) -> Path {
+        let Some(&parent) = path.last() else {
+            return Path::None;
+        };
         if handoffs_left == 0 {
             return Path::TooLong;
         }
@@ -1292,10 +1310,16 @@ impl<'a> Batch<'a> {
             }
         }
         for hop in self.departed_adoptees(id, parent) {
-            if !self.has_adoptees(id, hop) {
+            if path.contains(&hop) || !self.has_adoptees(id, hop) {
                 continue;
             }
-            match self.follow(id, hop, handoffs_left - 1, pid_file) {
+            if path.len() > MAX_HOPS_IN_ONE_MOMENT {
+                return Path::Ambiguous;
+            }
+            path.push(hop);
+            let below = self.follow(id, path, handoffs_left - 1, pid_file);
+            path.pop();
+            match below {
                 Path::Found(mut succession) => {
                     succession.hops.insert(0, hop);
                     found.push(succession);
@@ -1764,6 +1788,12 @@ impl<'a> Batch<'a> {
         }
     }
 }
+
+/// How many processes of one service may fork, hand off and exit inside
+/// a single moment before the search for the heir stops following them
+/// (and flags its choice a guess). Real dances take a handful; the bound
+/// keeps the search's stack small whatever a fork storm does.
+const MAX_HOPS_IN_ONE_MOMENT: usize = 256;
 
 /// Where step 1 of the hand-off rule led.
 enum Path {

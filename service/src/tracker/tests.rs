@@ -349,6 +349,52 @@ fn a_process_older_than_the_run_is_never_claimed_by_coincidence() {
     assert_eq!(h.tracker.service_of(50), None);
 }
 
+#[test]
+fn a_recycled_pid_that_closes_a_loop_of_adoptions_is_not_followed_forever() {
+    // 100 hands off to 101; 100 is recycled as a child of 101, and both
+    // exit in one moment. Each is now the other's previous parent: the
+    // search for an heir must not go round that loop.
+    let mut h = Harness::new();
+    let web = started(&mut h);
+    h.apply(&[adopted(101, 100), exited(100, OK)]);
+    assert_eq!(h.status(web).main_pid, Some(101));
+    h.apply(&[adopted(100, 101), exited(100, OK), exited(101, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, None);
+    assert_eq!(status.state, State::Stopped);
+    assert!(h.tracker.members(web).is_empty());
+}
+
+#[test]
+fn a_chain_of_hops_too_long_to_follow_in_one_moment_ends_in_a_flagged_guess() {
+    // Every hop forks and exits within one reap batch, five thousand deep
+    // (deeper than a thread's stack allows without a bound): the search
+    // stops following and says its choice is a guess.
+    let mut h = Harness::new();
+    let web = started(&mut h);
+    let mut events: Vec<Event> = (101..=5100).map(|pid| adopted(pid, pid - 1)).collect();
+    events.extend((100..5100).map(|pid| exited(pid, OK)));
+    h.apply(&events);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(5100));
+    assert_eq!(status.main_pid_source, MainPidSource::Guess);
+    assert_eq!(status.state, State::Running);
+}
+
+#[test]
+fn a_chain_of_hops_within_the_bound_is_followed_exactly_in_one_moment() {
+    let mut h = Harness::new();
+    let web = started(&mut h);
+    let mut events: Vec<Event> = (101..=150).map(|pid| adopted(pid, pid - 1)).collect();
+    events.extend((100..150).map(|pid| exited(pid, OK)));
+    h.apply(&events);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(150));
+    assert_eq!(status.previous_pid, Some(149));
+    assert_eq!(status.handoffs, 50);
+    assert_eq!(status.main_pid_source, MainPidSource::Adoption);
+}
+
 /// What procfs reports of a live newcomer: its session and start time
 /// (pids stand in for start times).
 fn seen_young(pid: Pid, session: Pid) -> Event {
