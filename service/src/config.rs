@@ -14,7 +14,8 @@
 //! - `chroot`, `working_directory` and `pid_file` are absolute paths;
 //! - no string contains a NUL byte, so each can become a C string or a D-Bus
 //!   string;
-//! - environment names match `[A-Za-z_][A-Za-z0-9_]*`;
+//! - environment names match `[A-Za-z_][A-Za-z0-9_]*` and are not
+//!   `ADOPTD_INVOCATION_ID`, which adoptd sets for each start;
 //! - `user` and `group` are non-empty and contain no `:`;
 //! - durations are at most [`MAX_DURATION`], so `Instant::now() + d` cannot
 //!   overflow; `start_limit.burst >= 1` and `start_limit.interval > 0`.
@@ -738,6 +739,8 @@ pub enum ConfigErrorKind {
         "invalid variable name {name:?} (use letters, digits and _, not starting with a digit)"
     )]
     EnvironmentName { name: String },
+    #[error("{name} is set by adoptd itself, to a new value for each start")]
+    ReservedVariable { name: &'static str },
     #[error("must be a string, found {found} (quote it)")]
     EnvironmentValue { found: &'static str },
     #[error(
@@ -1496,6 +1499,15 @@ impl Document<'_> {
                     "environment",
                     ConfigErrorKind::EnvironmentName {
                         name: name.to_string(),
+                    },
+                ));
+            }
+            if name == crate::spawn::INVOCATION_VARIABLE {
+                return Err(self.error(
+                    key.span(),
+                    "environment",
+                    ConfigErrorKind::ReservedVariable {
+                        name: crate::spawn::INVOCATION_VARIABLE,
                     },
                 ));
             }
@@ -2444,6 +2456,16 @@ mod tests {
             );
             assert_eq!(error.line, Some(4));
         }
+    }
+
+    #[test]
+    fn the_invocation_id_cannot_be_set_by_a_service_file() {
+        assert_eq!(
+            message(&format!(
+                "{EXEC}environment = {{ LANG = \"C\", ADOPTD_INVOCATION_ID = \"x\" }}"
+            )),
+            "/etc/adoptd/services/web.toml:2: environment: ADOPTD_INVOCATION_ID is set by adoptd itself, to a new value for each start"
+        );
     }
 
     #[test]

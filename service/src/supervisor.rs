@@ -580,14 +580,15 @@ impl Supervisor {
 
     fn spawn(&mut self, id: ServiceId) -> crate::tracker::Output {
         let spec = Arc::clone(&self.specs[id.index()]);
-        let event = match spawn::spawn(&spec) {
+        let invocation = spawn::InvocationId::new();
+        let event = match spawn::spawn(&spec, invocation) {
             Ok(spawned) => {
-                self.source.spawned(spawned.pid);
+                self.source.spawned(spawned.pid, id, invocation);
                 self.pidfds.insert(spawned.pid, spawned.pidfd);
                 if let Some(output) = spawned.output {
                     forward_output(&spec.name, output);
                 }
-                info!(service = %spec.name, pid = spawned.pid, "started {}", spec.exec.join(" "));
+                info!(service = %spec.name, pid = spawned.pid, %invocation, "started {}", spec.exec.join(" "));
                 Event::Spawned {
                     service: id,
                     pid: spawned.pid,

@@ -136,6 +136,9 @@ pub struct Kinship {
     /// The nearest ancestor that is (or was, in this moment) adoptd's own
     /// child, for sources that see lineage but not adoptd's services.
     pub ancestor: Option<Pid>,
+    /// The service whose current run the process's environment names
+    /// (the `procfs` source reads the invocation id adoptd gave the run).
+    pub service: Option<ServiceId>,
 }
 
 /// The tracker's input: facts about processes.
@@ -827,6 +830,7 @@ impl<'a> Batch<'a> {
                 session: Some(pid),
                 start_time,
                 ancestor: None,
+                service: None,
             },
         );
         self.add_member(pid, process);
@@ -969,6 +973,10 @@ impl<'a> Batch<'a> {
                 .or_default()
                 .push((dead, service));
         }
+        // A process placed by the closest exit may have been another
+        // service's hop: then any previous parent inferred in this moment
+        // may be wrong, and says so.
+        let any_placed_by_guess = attributed.values().any(|&(_, guessed)| guessed);
         let mut records = Vec::with_capacity(attributed.len());
         for (&pid, &(service, attribution_guessed)) in &attributed {
             let (previous_parent, kinship) = adoptions[&pid];
@@ -982,7 +990,7 @@ impl<'a> Batch<'a> {
                     let others = exits.len()
                         - usize::from(exits.binary_search_by_key(&pid, |e| e.0).is_ok());
                     let closest = closest_before(exits, pid).map(|(dead, _)| dead);
-                    (closest, others > 1)
+                    (closest, others > 1 || any_placed_by_guess)
                 }
             };
             records.push((
@@ -1016,6 +1024,11 @@ impl<'a> Batch<'a> {
         known(pid)
             .or_else(|| previous_parent.and_then(known))
             .or_else(|| kinship.ancestor.and_then(known))
+            .or_else(|| {
+                kinship
+                    .service
+                    .filter(|service| service.index() < tracker.services.len())
+            })
             .or_else(|| {
                 let session = kinship.session?;
                 tracker

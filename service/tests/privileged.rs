@@ -46,7 +46,12 @@ fn a_service_starts_with_a_clean_signal_mask_and_environment() {
         "exec = [\"/bin/sleep\", \"1000\"]\nexpect = \"foreground\"\nenvironment = { GREETING = \"hello\" }\n",
     );
     let mut adoptd = Adoptd::start(&scratch, &[]);
-    let pid = started_pid(&mut adoptd, "plain");
+    let started = adoptd.wait_for("the spawn", |l| {
+        l.message.starts_with("started") && l.get("service") == Some("plain")
+    });
+    let pid = started.pid("pid");
+    let invocation = started.get("invocation").expect("invocation id").to_owned();
+    assert_eq!(invocation.len(), 32, "{invocation}");
     assert_eq!(status_field(pid, "SigBlk"), "0000000000000000");
     assert_eq!(status_field(pid, "SigIgn"), "0000000000000000");
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
@@ -59,8 +64,9 @@ fn a_service_starts_with_a_clean_signal_mask_and_environment() {
     assert_eq!(
         environ,
         vec![
-            "GREETING=hello",
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            format!("ADOPTD_INVOCATION_ID={invocation}"),
+            "GREETING=hello".to_owned(),
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
         ]
     );
     let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))

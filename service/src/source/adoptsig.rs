@@ -20,7 +20,8 @@ use std::{collections::HashSet, io};
 use super::{AdoptionSource, SourceKind, procfs};
 use crate::{
     reaper,
-    tracker::{Event, ExitStatus, Kinship, Pid},
+    spawn::InvocationId,
+    tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 
 const PR_SET_ADOPTSIG: libc::c_int = 0x4144_4f50;
@@ -70,9 +71,9 @@ impl AdoptionSource for Adoptsig {
         SourceKind::Adoptsig
     }
 
-    fn spawned(&mut self, pid: Pid) {
+    fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId) {
         self.children.insert(pid);
-        self.rescan.spawned(pid);
+        self.rescan.spawned(pid, service, invocation);
     }
 
     fn adoption_notices(&mut self, notices: &[(Pid, Pid)], lost: bool) {
@@ -83,7 +84,7 @@ impl AdoptionSource for Adoptsig {
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
         for (pid, previous_parent) in self.notices.drain(..) {
             self.children.insert(pid);
-            self.rescan.spawned(pid);
+            self.rescan.know(pid);
             let kinship = procfs::read_stat(pid)
                 .map(|s| s.kinship)
                 .unwrap_or_default();

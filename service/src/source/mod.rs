@@ -9,7 +9,10 @@
 
 use std::{fmt, io, os::fd::RawFd, str::FromStr};
 
-use crate::tracker::{Event, ExitStatus, Pid};
+use crate::{
+    spawn::InvocationId,
+    tracker::{Event, ExitStatus, Pid, ServiceId},
+};
 
 pub mod adoptsig;
 pub mod proc_connector;
@@ -20,8 +23,9 @@ pub trait AdoptionSource {
     /// The name shown in the Manager's `Tracker` property.
     fn kind(&self) -> SourceKind;
 
-    /// adoptd started `pid` itself: it is a known child, not an adoptee.
-    fn spawned(&mut self, pid: Pid);
+    /// adoptd started `pid` itself, for `service`'s run `invocation`: it
+    /// is a known child, not an adoptee.
+    fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId);
 
     /// Adoption notices read from adoptd's signalfd (the `adoptsig`
     /// source), handed over before each `collect`.

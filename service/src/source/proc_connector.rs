@@ -32,7 +32,10 @@ use std::{
 };
 
 use super::{AdoptionSource, SourceKind, procfs};
-use crate::tracker::{Event, ExitStatus, Kinship, Pid};
+use crate::{
+    spawn::InvocationId,
+    tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
+};
 
 const NETLINK_CONNECTOR: libc::c_int = 11;
 const CN_IDX_PROC: u32 = 1;
@@ -275,6 +278,7 @@ impl ProcConnector {
                     session: stat.and_then(|s| s.kinship.session),
                     start_time: stat.and_then(|s| s.kinship.start_time),
                     ancestor: orphan_ancestor,
+                    service: None,
                 },
             });
         }
@@ -342,7 +346,7 @@ impl AdoptionSource for ProcConnector {
         SourceKind::ProcConnector
     }
 
-    fn spawned(&mut self, pid: Pid) {
+    fn spawned(&mut self, pid: Pid, _service: ServiceId, _invocation: InvocationId) {
         self.children.insert(pid);
         if !self.parent.contains_key(&pid) {
             self.track(self.me, pid);

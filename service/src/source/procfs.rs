@@ -6,22 +6,41 @@
 //! it already knows: every newcomer was adopted since the last look, and
 //! every reaped pid it never knew was adopted and died in between. Neither
 //! comes with its previous parent; the source reports each newcomer's
-//! session and start time so the tracker can attribute it (by session, or
-//! as the only service with an exit in the batch).
+//! session and start time, and the service whose run its environment names
+//! (`ADOPTD_INVOCATION_ID`, see `spawn`), so the tracker can attribute it
+//! (by that run, by session, or as the only service with an exit in the
+//! batch). The environment is read only for newcomers that left the
+//! session of their service's latest run, so a storm of orphans inside a
+//! service costs one read of `stat` each.
 //!
 //! Limits, documented and tested: when several processes of one service
 //! exit in the same batch (a hop was born and died between two looks), the
 //! previous parent of a newcomer cannot be known; the tracker takes the
 //! closest earlier pid and publishes the hand-off as a guess. When several
 //! *services* daemonize in the same instant, a hop that setsid'd and died
-//! unseen can be attributed to the wrong service (by closest pid, again a
-//! guess). Exact answers need the `proc-connector` (root) or `adoptsig`
-//! (patched kernel) sources, which `--tracker auto` prefers.
+//! unseen can only be attributed by closest pid (its environment is gone
+//! with it): the live heirs still land in the right service, by their
+//! environment, and the hand-offs of that moment are published as guesses.
+//! A daemon that empties its environment before it is seen falls back to
+//! the older rules. Exact answers need the `proc-connector` (root) or
+//! `adoptsig` (patched kernel) sources, which `--tracker auto` prefers.
 
-use std::{collections::HashSet, fs, io};
+use std::{
+    collections::{HashMap, HashSet},
+    fs, io,
+    io::Read,
+};
 
 use super::{AdoptionSource, SourceKind};
-use crate::tracker::{Event, ExitStatus, Kinship, Pid};
+use crate::{
+    spawn::{INVOCATION_VARIABLE, InvocationId},
+    tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
+};
+
+/// How much of a newcomer's environment is searched for the invocation id
+/// (adoptd puts it after the few variables it sets, so it comes early
+/// unless the daemon rebuilt its environment).
+const ENVIRONMENT_READ_LIMIT: u64 = 64 * 1024;
 
 /// Known children of adoptd and how to find new ones.
 #[derive(Debug, Default)]
@@ -31,6 +50,14 @@ pub struct Procfs {
     saw_zombie: bool,
     /// Scratch buffer for reading `children` files.
     buffer: String,
+    /// Each service's latest run: its invocation id and its session (the
+    /// pid adoptd spawned, a session leader).
+    runs: HashMap<ServiceId, (InvocationId, Pid)>,
+    /// The same, by invocation id and by session.
+    run_of_invocation: HashMap<InvocationId, ServiceId>,
+    run_of_session: HashMap<Pid, ServiceId>,
+    /// Scratch buffer for reading `environ` files.
+    environment: Vec<u8>,
 }
 
 impl Procfs {
@@ -69,8 +96,14 @@ impl AdoptionSource for Procfs {
         SourceKind::Procfs
     }
 
-    fn spawned(&mut self, pid: Pid) {
-        self.children.insert(pid);
+    fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId) {
+        self.know(pid);
+        if let Some((old_invocation, old_session)) = self.runs.insert(service, (invocation, pid)) {
+            self.run_of_invocation.remove(&old_invocation);
+            self.run_of_session.remove(&old_session);
+        }
+        self.run_of_invocation.insert(invocation, service);
+        self.run_of_session.insert(pid, service);
     }
 
     fn needs_another_round(&self) -> bool {
@@ -104,10 +137,17 @@ impl AdoptionSource for Procfs {
                 continue;
             }
             self.children.insert(pid);
+            let mut kinship = stat.kinship;
+            let in_a_run_session = kinship
+                .session
+                .is_some_and(|session| self.run_of_session.contains_key(&session));
+            if !in_a_run_session {
+                kinship.service = self.service_named_by_environment(pid);
+            }
             events.push(Event::Adopted {
                 pid,
                 previous_parent: None,
-                kinship: stat.kinship,
+                kinship,
             });
         }
         Ok(())
@@ -120,6 +160,34 @@ impl Procfs {
     pub fn forget(&mut self, pid: Pid) {
         self.children.remove(&pid);
     }
+
+    /// Counts `pid` as a known child, not an adoptee (for sources that use
+    /// this one only to rescan).
+    pub fn know(&mut self, pid: Pid) {
+        self.children.insert(pid);
+    }
+
+    /// The service of the latest run whose invocation id `pid`'s
+    /// environment holds; `None` when unreadable, absent or of an older run.
+    fn service_named_by_environment(&mut self, pid: Pid) -> Option<ServiceId> {
+        self.environment.clear();
+        let file = fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+        file.take(ENVIRONMENT_READ_LIMIT)
+            .read_to_end(&mut self.environment)
+            .ok()?;
+        let invocation = invocation_in(&self.environment)?;
+        self.run_of_invocation.get(&invocation).copied()
+    }
+}
+
+/// The invocation id in a NUL-separated environment block, if any.
+fn invocation_in(environment: &[u8]) -> Option<InvocationId> {
+    environment.split(|&b| b == 0).find_map(|entry| {
+        let value = entry
+            .strip_prefix(INVOCATION_VARIABLE.as_bytes())?
+            .strip_prefix(b"=")?;
+        InvocationId::parse(value)
+    })
 }
 
 /// What `/proc/PID/stat` says that matters here.
@@ -148,6 +216,7 @@ fn parse_stat(stat: &str) -> Option<Stat> {
             session,
             start_time,
             ancestor: None,
+            service: None,
         },
     })
 }
@@ -167,6 +236,7 @@ mod tests {
                     session: Some(4240),
                     start_time: Some(987654),
                     ancestor: None,
+                    service: None,
                 },
             })
         );
@@ -176,6 +246,39 @@ mod tests {
     fn truncated_stat_gives_nothing() {
         assert_eq!(parse_stat("12 (x) S 1"), None);
         assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn the_invocation_id_is_found_among_other_variables() {
+        let id = InvocationId::new();
+        let environment = format!(
+            "PATH=/bin\0{INVOCATION_VARIABLE}_OTHER=x\0{INVOCATION_VARIABLE}={id}\0LANG=C\0"
+        );
+        assert_eq!(invocation_in(environment.as_bytes()), Some(id));
+    }
+
+    #[test]
+    fn a_malformed_or_missing_invocation_id_names_no_run() {
+        for environment in [
+            "PATH=/bin\0".to_owned(),
+            format!("{INVOCATION_VARIABLE}=xyz\0"),
+            format!("{INVOCATION_VARIABLE}={}\0", "F".repeat(32)),
+            format!("{INVOCATION_VARIABLE}={}\0", "0".repeat(33)),
+            format!("{INVOCATION_VARIABLE}\0"),
+        ] {
+            assert_eq!(
+                invocation_in(environment.as_bytes()),
+                None,
+                "{environment:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invocation_ids_are_distinct_and_read_back() {
+        let (a, b) = (InvocationId::new(), InvocationId::new());
+        assert_ne!(a, b);
+        assert_eq!(InvocationId::parse(a.to_string().as_bytes()), Some(a));
     }
 
     #[test]

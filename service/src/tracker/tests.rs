@@ -85,6 +85,7 @@ fn adopted_in_session(pid: Pid, session: Pid) -> Event {
             session: Some(session),
             start_time: None,
             ancestor: None,
+            service: None,
         },
     }
 }
@@ -259,6 +260,7 @@ fn several_adoptees_without_pid_file_prefer_the_session_leader_and_say_it_is_a_g
             session: Some(pid),
             start_time: Some(5),
             ancestor: None,
+            service: None,
         },
     };
     let follower = |pid| Event::Adopted {
@@ -268,6 +270,7 @@ fn several_adoptees_without_pid_file_prefer_the_session_leader_and_say_it_is_a_g
             session: Some(100),
             start_time: Some(1),
             ancestor: None,
+            service: None,
         },
     };
     h.apply(&[follower(101), leader(102), follower(103), exited(100, OK)]);
@@ -287,6 +290,7 @@ fn several_adoptees_with_no_other_clue_choose_the_oldest() {
             session: Some(100),
             start_time: Some(start_time),
             ancestor: None,
+            service: None,
         },
     };
     h.apply(&[aged(101, 9), aged(102, 3), aged(103, 7), exited(100, OK)]);
@@ -405,6 +409,7 @@ fn seen_young(pid: Pid, session: Pid) -> Event {
             session: Some(session),
             start_time: Some(u64::from(pid)),
             ancestor: None,
+            service: None,
         },
     }
 }
@@ -939,6 +944,7 @@ fn moment() -> impl Strategy<Value = Vec<Event>> {
                     session: Some(session),
                     start_time: Some(u64::from(pid)),
                     ancestor: None,
+                    service: None,
                 },
             };
             if let Some(status) = main_exit {
@@ -1042,6 +1048,7 @@ fn seen_by_procfs(pid: Pid, session: Option<Pid>) -> Event {
             session,
             start_time: None,
             ancestor: None,
+            service: None,
         },
     }
 }
@@ -1082,7 +1089,53 @@ fn procfs_keeps_two_services_apart_when_both_dance_in_one_moment() {
     ]);
     assert_eq!(h.status(a).main_pid, Some(102));
     assert_eq!(h.status(b).main_pid, Some(201));
-    assert_eq!(h.status(b).main_pid_source, MainPidSource::Adoption);
+    // 101 died unseen and was placed by its closest exit: it could have
+    // been b's hop too, so b's previous pid is only a guess, and says so.
+    assert_eq!(h.status(b).main_pid_source, MainPidSource::Guess);
+}
+
+#[test]
+fn procfs_places_a_newcomer_by_the_run_its_environment_names() {
+    // Both services' first processes exit in one moment; the heirs left
+    // their sessions, and pid order would put 150 in b. Its environment
+    // names a's run.
+    let mut h = Harness::new();
+    let a = h.service(Policy::default());
+    let b = h.service(Policy::default());
+    h.start(a, 100);
+    h.start(b, 120);
+    let heir_of_a = Event::Adopted {
+        pid: 150,
+        previous_parent: None,
+        kinship: Kinship {
+            session: Some(150),
+            start_time: Some(150),
+            ancestor: None,
+            service: Some(a),
+        },
+    };
+    h.apply(&[exited(100, OK), exited(120, OK), heir_of_a]);
+    assert_eq!(h.status(a).main_pid, Some(150));
+    assert_eq!(h.status(a).previous_pid, Some(100));
+    assert_eq!(h.status(b).main_pid, None);
+    assert_eq!(h.tracker.service_of(150), Some(a));
+}
+
+#[test]
+fn a_run_named_by_a_newcomer_that_does_not_exist_is_ignored() {
+    let mut h = Harness::new();
+    let web = started(&mut h);
+    let stranger = Event::Adopted {
+        pid: 150,
+        previous_parent: None,
+        kinship: Kinship {
+            service: Some(ServiceId(7)),
+            ..Kinship::default()
+        },
+    };
+    h.apply(&[stranger]);
+    assert_eq!(h.tracker.service_of(150), None);
+    assert_eq!(h.status(web).main_pid, Some(100));
 }
 
 #[test]
@@ -1099,6 +1152,7 @@ fn a_source_that_knows_lineage_attributes_an_orphan_by_its_ancestor() {
             session: Some(102),
             start_time: None,
             ancestor: Some(100),
+            service: None,
         },
     }]);
     assert_eq!(h.status(web).main_pid, Some(100));
@@ -1164,6 +1218,7 @@ fn adopted_under(pid: Pid, previous_parent: Pid, ancestor: Pid) -> Event {
             session: None,
             start_time: None,
             ancestor: Some(ancestor),
+            service: None,
         },
     }
 }
@@ -1247,6 +1302,7 @@ fn any_event(services: u32) -> impl Strategy<Value = Event> {
                     session,
                     start_time: Some(u64::from(pid)),
                     ancestor,
+                    service: None,
                 },
             }),
         (pid.clone(), status).prop_map(|(pid, status)| Event::Exited { pid, status }),
