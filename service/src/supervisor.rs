@@ -28,6 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{self, ServiceSpec},
+    memory::{self, Shrink},
     reaper::{self, Signals},
     source::AdoptionSource,
     spawn,
@@ -532,12 +533,25 @@ impl Supervisor {
             }
         }
         self.reaped = reaped;
-        if events.is_empty() {
-            return;
+        if !events.is_empty() {
+            let now = self.now();
+            let out = self.tracker.apply(now, &events);
+            self.carry_out(out);
         }
-        let now = self.now();
-        let out = self.tracker.apply(now, &events);
-        self.carry_out(out);
+        self.shrink_if_sparse();
+    }
+
+    /// After a storm: gives back the room of tables that emptied, and the
+    /// allocator's free pages (see [`crate::memory`]).
+    fn shrink_if_sparse(&mut self) {
+        let shrunk = self.tracker.shrink_if_sparse()
+            | self.source.shrink_if_sparse()
+            | self.pidfds.shrink_if_sparse()
+            | self.reaped.shrink_if_sparse();
+        if shrunk {
+            debug!("shrank tables a storm left sparse");
+            memory::return_free_pages();
+        }
     }
 
     /// Keeps a pidfd for a new child of adoptd's.

@@ -45,7 +45,10 @@ use std::{
     time::Duration,
 };
 
-use crate::config::{Expect, Restart, StartLimit};
+use crate::{
+    config::{Expect, Restart, StartLimit},
+    memory::Shrink,
+};
 
 /// A process id, as the kernel gives it in adoptd's pid namespace.
 pub type Pid = u32;
@@ -375,6 +378,14 @@ pub struct Tracker {
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Shrinks the tables a storm left sparse (see [`crate::memory`]);
+    /// says whether any was.
+    pub fn shrink_if_sparse(&mut self) -> bool {
+        self.processes.shrink_if_sparse()
+            | self.sessions.shrink_if_sparse()
+            | self.descents.shrink_if_sparse()
     }
 
     /// Adds a service, stopped. Starting it is a [`Command::Start`].

@@ -19,6 +19,7 @@ use std::{collections::HashSet, io};
 
 use super::{AdoptionSource, SourceKind, procfs};
 use crate::{
+    memory::Shrink,
     reaper,
     spawn::InvocationId,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
@@ -74,6 +75,12 @@ impl AdoptionSource for Adoptsig {
     fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId) {
         self.children.insert(pid);
         self.rescan.spawned(pid, service, invocation);
+    }
+
+    fn shrink_if_sparse(&mut self) -> bool {
+        self.children.shrink_if_sparse()
+            | self.notices.shrink_if_sparse()
+            | self.rescan.shrink_if_sparse()
     }
 
     fn adoption_notices(&mut self, notices: &[(Pid, Pid)], lost: bool) {

@@ -17,6 +17,7 @@ use crate::{
 pub mod adoptsig;
 pub mod proc_connector;
 pub mod procfs;
+pub mod runs;
 
 /// A way of learning adoptions.
 pub trait AdoptionSource {
@@ -41,6 +42,12 @@ pub trait AdoptionSource {
     /// own (besides reaps); the supervisor then calls `collect`.
     fn wakeup_fd(&self) -> Option<RawFd> {
         None
+    }
+
+    /// Shrinks the tables a storm left sparse (see [`crate::memory`]);
+    /// says whether any was.
+    fn shrink_if_sparse(&mut self) -> bool {
+        false
     }
 
     /// Called after each reap batch with what was reaped: appends the

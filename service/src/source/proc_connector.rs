@@ -31,8 +31,9 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
-use super::{AdoptionSource, SourceKind, procfs};
+use super::{AdoptionSource, SourceKind, procfs, runs::Runs};
 use crate::{
+    memory::Shrink,
     spawn::InvocationId,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
@@ -70,6 +71,8 @@ pub struct ProcConnector {
     /// them); forgotten when their parent goes.
     dead: HashSet<Pid>,
     buffer: Vec<u8>,
+    /// Which run a child found after lost events comes from.
+    runs: Runs,
 }
 
 impl ProcConnector {
@@ -120,6 +123,7 @@ impl ProcConnector {
             zombies: HashMap::new(),
             dead: HashSet::new(),
             buffer: vec![0; 64 * 1024],
+            runs: Runs::default(),
         };
         // The kernel silently ignores an unprivileged listen request: prove
         // that events arrive by watching one fork of our own.
@@ -169,8 +173,16 @@ impl ProcConnector {
         }
     }
 
-    /// Reads every queued event; ENOBUFS means events were lost.
-    fn read_events(&mut self, handle: &mut dyn FnMut(ConnectorEvent)) -> io::Result<()> {
+    /// Reads every queued event, until the queue is empty; says whether
+    /// the kernel reported lost events (ENOBUFS) on the way.
+    ///
+    /// The kernel reports an overflow once, then drops silently until the
+    /// queue has been read empty. So reading goes on past the report to
+    /// the empty queue: every drop before that point is covered by the
+    /// rebuild from /proc that follows, and any drop after it is reported
+    /// anew.
+    fn read_events(&mut self, handle: &mut dyn FnMut(ConnectorEvent)) -> io::Result<bool> {
+        let mut lost = false;
         loop {
             // SAFETY: the buffer is valid for its length.
             let n = unsafe {
@@ -183,11 +195,15 @@ impl ProcConnector {
             };
             if n < 0 {
                 let error = io::Error::last_os_error();
-                return match error.kind() {
-                    io::ErrorKind::WouldBlock => Ok(()),
+                match error.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(lost),
                     io::ErrorKind::Interrupted => continue,
-                    _ => Err(error),
-                };
+                    _ if error.raw_os_error() == Some(libc::ENOBUFS) => {
+                        lost = true;
+                        continue;
+                    }
+                    _ => return Err(error),
+                }
             }
             let mut message = &self.buffer[..n.unsigned_abs()];
             // One datagram may carry several netlink messages.
@@ -310,6 +326,20 @@ impl ProcConnector {
         for (&pid, &ppid) in &parent_of {
             by_parent.entry(ppid).or_default().push(pid);
         }
+        // What the lineage knew before the loss says where adoptd's new
+        // children came from, when only their parent's exit was lost.
+        let origins: HashMap<Pid, (Option<Pid>, Option<Pid>)> = by_parent
+            .get(&self.me)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|child| !self.children.contains(child))
+            .map(|&child| {
+                let previous = self.parent.get(&child).copied().filter(|&p| p != self.me);
+                let ancestor = previous.and_then(|p| self.ancestor(p).or(Some(p)));
+                (child, (previous, ancestor))
+            })
+            .collect();
         self.parent.clear();
         self.kids.clear();
         let mut queue = vec![self.me];
@@ -330,10 +360,16 @@ impl ProcConnector {
                 if stat.is_some_and(|s| s.zombie) {
                     continue; // reaped and reported in the next batch
                 }
+                let (previous_parent, ancestor) = origins.get(&child).copied().unwrap_or_default();
+                let mut kinship = stat.map(|s| s.kinship).unwrap_or_default();
+                kinship.ancestor = ancestor;
+                if previous_parent.is_none() && ancestor.is_none() {
+                    kinship.service = self.runs.service_named_by_environment(child);
+                }
                 events.push(Event::Adopted {
                     pid: child,
-                    previous_parent: None,
-                    kinship: stat.map(|s| s.kinship).unwrap_or_default(),
+                    previous_parent,
+                    kinship,
                 });
             }
         }
@@ -346,7 +382,21 @@ impl AdoptionSource for ProcConnector {
         SourceKind::ProcConnector
     }
 
-    fn spawned(&mut self, pid: Pid, _service: ServiceId, _invocation: InvocationId) {
+    fn shrink_if_sparse(&mut self) -> bool {
+        // adoptd's own list of children is the one a storm fills.
+        let own = self
+            .kids
+            .get_mut(&self.me)
+            .is_some_and(|kids| kids.shrink_if_sparse());
+        own | self.children.shrink_if_sparse()
+            | self.parent.shrink_if_sparse()
+            | self.kids.shrink_if_sparse()
+            | self.zombies.shrink_if_sparse()
+            | self.dead.shrink_if_sparse()
+    }
+
+    fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId) {
+        self.runs.started(pid, service, invocation);
         self.children.insert(pid);
         if !self.parent.contains_key(&pid) {
             self.track(self.me, pid);
@@ -359,7 +409,7 @@ impl AdoptionSource for ProcConnector {
 
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
         let mut queued = Vec::new();
-        let read = self.read_events(&mut |event| queued.push(event));
+        let lost = self.read_events(&mut |event| queued.push(event))?;
         for event in queued {
             match event {
                 ConnectorEvent::Fork { parent, child } => {
@@ -381,12 +431,8 @@ impl AdoptionSource for ProcConnector {
                 ConnectorEvent::Exit { pid } => self.exited(pid, events),
             }
         }
-        if let Err(error) = read {
-            if error.raw_os_error() == Some(libc::ENOBUFS) {
-                self.resync(events)?;
-            } else {
-                return Err(error);
-            }
+        if lost {
+            self.resync(events)?;
         }
         for &(pid, _) in reaped {
             if !self.children.remove(&pid) {

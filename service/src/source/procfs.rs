@@ -25,22 +25,14 @@
 //! the older rules. Exact answers need the `proc-connector` (root) or
 //! `adoptsig` (patched kernel) sources, which `--tracker auto` prefers.
 
-use std::{
-    collections::{HashMap, HashSet},
-    fs, io,
-    io::Read,
-};
+use std::{collections::HashSet, fs, io};
 
-use super::{AdoptionSource, SourceKind};
+use super::{AdoptionSource, SourceKind, runs::Runs};
 use crate::{
-    spawn::{INVOCATION_VARIABLE, InvocationId},
+    memory::Shrink,
+    spawn::InvocationId,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
-
-/// How much of a newcomer's environment is searched for the invocation id
-/// (adoptd puts it after the few variables it sets, so it comes early
-/// unless the daemon rebuilt its environment).
-const ENVIRONMENT_READ_LIMIT: u64 = 64 * 1024;
 
 /// Known children of adoptd and how to find new ones.
 #[derive(Debug, Default)]
@@ -50,14 +42,8 @@ pub struct Procfs {
     saw_zombie: bool,
     /// Scratch buffer for reading `children` files.
     buffer: String,
-    /// Each service's latest run: its invocation id and its session (the
-    /// pid adoptd spawned, a session leader).
-    runs: HashMap<ServiceId, (InvocationId, Pid)>,
-    /// The same, by invocation id and by session.
-    run_of_invocation: HashMap<InvocationId, ServiceId>,
-    run_of_session: HashMap<Pid, ServiceId>,
-    /// Scratch buffer for reading `environ` files.
-    environment: Vec<u8>,
+    /// Which run a newcomer that left its session comes from.
+    runs: Runs,
 }
 
 impl Procfs {
@@ -98,16 +84,15 @@ impl AdoptionSource for Procfs {
 
     fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId) {
         self.know(pid);
-        if let Some((old_invocation, old_session)) = self.runs.insert(service, (invocation, pid)) {
-            self.run_of_invocation.remove(&old_invocation);
-            self.run_of_session.remove(&old_session);
-        }
-        self.run_of_invocation.insert(invocation, service);
-        self.run_of_session.insert(pid, service);
+        self.runs.started(pid, service, invocation);
     }
 
     fn needs_another_round(&self) -> bool {
         self.saw_zombie
+    }
+
+    fn shrink_if_sparse(&mut self) -> bool {
+        self.children.shrink_if_sparse()
     }
 
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
@@ -140,9 +125,9 @@ impl AdoptionSource for Procfs {
             let mut kinship = stat.kinship;
             let in_a_run_session = kinship
                 .session
-                .is_some_and(|session| self.run_of_session.contains_key(&session));
+                .is_some_and(|session| self.runs.is_run_session(session));
             if !in_a_run_session {
-                kinship.service = self.service_named_by_environment(pid);
+                kinship.service = self.runs.service_named_by_environment(pid);
             }
             events.push(Event::Adopted {
                 pid,
@@ -166,28 +151,6 @@ impl Procfs {
     pub fn know(&mut self, pid: Pid) {
         self.children.insert(pid);
     }
-
-    /// The service of the latest run whose invocation id `pid`'s
-    /// environment holds; `None` when unreadable, absent or of an older run.
-    fn service_named_by_environment(&mut self, pid: Pid) -> Option<ServiceId> {
-        self.environment.clear();
-        let file = fs::File::open(format!("/proc/{pid}/environ")).ok()?;
-        file.take(ENVIRONMENT_READ_LIMIT)
-            .read_to_end(&mut self.environment)
-            .ok()?;
-        let invocation = invocation_in(&self.environment)?;
-        self.run_of_invocation.get(&invocation).copied()
-    }
-}
-
-/// The invocation id in a NUL-separated environment block, if any.
-fn invocation_in(environment: &[u8]) -> Option<InvocationId> {
-    environment.split(|&b| b == 0).find_map(|entry| {
-        let value = entry
-            .strip_prefix(INVOCATION_VARIABLE.as_bytes())?
-            .strip_prefix(b"=")?;
-        InvocationId::parse(value)
-    })
 }
 
 /// What `/proc/PID/stat` says that matters here.
@@ -246,39 +209,6 @@ mod tests {
     fn truncated_stat_gives_nothing() {
         assert_eq!(parse_stat("12 (x) S 1"), None);
         assert_eq!(parse_stat(""), None);
-    }
-
-    #[test]
-    fn the_invocation_id_is_found_among_other_variables() {
-        let id = InvocationId::new();
-        let environment = format!(
-            "PATH=/bin\0{INVOCATION_VARIABLE}_OTHER=x\0{INVOCATION_VARIABLE}={id}\0LANG=C\0"
-        );
-        assert_eq!(invocation_in(environment.as_bytes()), Some(id));
-    }
-
-    #[test]
-    fn a_malformed_or_missing_invocation_id_names_no_run() {
-        for environment in [
-            "PATH=/bin\0".to_owned(),
-            format!("{INVOCATION_VARIABLE}=xyz\0"),
-            format!("{INVOCATION_VARIABLE}={}\0", "F".repeat(32)),
-            format!("{INVOCATION_VARIABLE}={}\0", "0".repeat(33)),
-            format!("{INVOCATION_VARIABLE}\0"),
-        ] {
-            assert_eq!(
-                invocation_in(environment.as_bytes()),
-                None,
-                "{environment:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn invocation_ids_are_distinct_and_read_back() {
-        let (a, b) = (InvocationId::new(), InvocationId::new());
-        assert_ne!(a, b);
-        assert_eq!(InvocationId::parse(a.to_string().as_bytes()), Some(a));
     }
 
     #[test]
