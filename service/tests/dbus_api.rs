@@ -576,21 +576,23 @@ fn the_private_bus_works_without_a_system_bus() {
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "one");
     double_fork_service(&scratch, &reports, "two");
-    let mut adoptd = std::process::Command::new(env!("CARGO_BIN_EXE_adoptd"))
-        .arg("--private-bus")
-        .arg("--config-dir")
-        .arg(scratch.services())
-        .env(
-            "DBUS_SYSTEM_BUS_ADDRESS",
-            "unix:path=/nonexistent/system_bus_socket",
-        )
-        .env("ADOPTD_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start adoptd --private-bus");
-    let stdout = adoptd.stdout.take().expect("stdout");
+    let mut adoptd = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_adoptd"))
+            .arg("--private-bus")
+            .arg("--config-dir")
+            .arg(scratch.services())
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                "unix:path=/nonexistent/system_bus_socket",
+            )
+            .env("ADOPTD_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start adoptd --private-bus"),
+    );
+    let stdout = adoptd.0.stdout.take().expect("stdout");
     let (sender, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead as _;
@@ -642,8 +644,21 @@ fn the_private_bus_works_without_a_system_bus() {
     assert!(tree.contains("/org/adoptd1/service/one"), "{tree}");
     assert!(tree.contains("/org/adoptd1/service/two"), "{tree}");
 
-    signal(adoptd.id(), libc::SIGTERM);
-    let pidfd = Pidfd::open(adoptd.id()).expect("pidfd");
+    signal(adoptd.0.id(), libc::SIGTERM);
+    let pidfd = Pidfd::open(adoptd.0.id()).expect("pidfd");
     assert!(pidfd.wait_exit(TIMEOUT), "adoptd did not stop");
-    assert!(adoptd.wait().expect("wait").success());
+    assert!(adoptd.0.wait().expect("wait").success());
+}
+
+/// A child that a failing test does not leave behind (it would hold the
+/// private bus socket for the next run).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
