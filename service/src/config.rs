@@ -130,8 +130,8 @@ pub enum Expect {
     Fork,
     /// The process daemonizes: fork, exit, fork, exit.
     Daemon,
-    /// The process tells adoptd when it is ready (sd_notify style). Parsed
-    /// here; the supervisor may refuse it.
+    /// Hand-offs are followed as with `Auto`; the service is running once
+    /// one of its processes sends `READY=1` over `$NOTIFY_SOCKET`.
     Notify,
 }
 

@@ -15,6 +15,7 @@ use tracing::info;
 pub mod bus;
 pub mod config;
 pub mod memory;
+pub mod notify;
 pub mod reaper;
 pub mod source;
 pub mod spawn;

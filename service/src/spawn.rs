@@ -138,8 +138,12 @@ pub enum SpawnError {
 }
 
 /// Starts `spec`'s program as described in the module header, as the run
-/// `invocation`.
-pub fn spawn(spec: &ServiceSpec, invocation: InvocationId) -> Result<Spawned, SpawnError> {
+/// `invocation`; `notify_socket` becomes its `$NOTIFY_SOCKET`.
+pub fn spawn(
+    spec: &ServiceSpec,
+    invocation: InvocationId,
+    notify_socket: Option<&str>,
+) -> Result<Spawned, SpawnError> {
     let program = spec.exec.first().map(String::as_str).unwrap_or_default();
     let root = spec.chroot.clone().unwrap_or_else(|| PathBuf::from("/"));
     check_exists("program", &inside(&root, Path::new(program)))?;
@@ -162,6 +166,9 @@ pub fn spawn(spec: &ServiceSpec, invocation: InvocationId) -> Result<Spawned, Sp
     }
     command.envs(&spec.environment);
     command.env(INVOCATION_VARIABLE, invocation.to_string());
+    if let Some(address) = notify_socket {
+        command.env("NOTIFY_SOCKET", address);
+    }
     command.stdin(Stdio::null());
 
     let mut output = None;

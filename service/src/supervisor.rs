@@ -14,7 +14,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    os::fd::{OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     path::PathBuf,
     sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
@@ -29,12 +29,13 @@ use tracing::{debug, error, info, warn};
 use crate::{
     config::{self, ServiceSpec},
     memory::{self, Shrink},
+    notify::NotifySocket,
     reaper::{self, Signals},
     source::AdoptionSource,
     spawn,
     tracker::{
-        Action, Changes, Command, CommandError, Event, ExitStatus, Notice, Now, Pid, Policy,
-        ServiceId, State, Status, Tracker,
+        Action, Changes, Command, CommandError, Event, ExitStatus, Notice, Notification, Now, Pid,
+        Policy, ServiceId, State, Status, Tracker,
     },
 };
 
@@ -145,6 +146,8 @@ pub struct Supervisor {
     /// so dropped) before the source that owns the descriptor.
     source_wakeup: Option<AsyncFd<RawFd>>,
     source: Box<dyn AdoptionSource + Send>,
+    /// Where services with `expect = "notify"` say they are ready.
+    notify: Option<AsyncFd<NotifySocket>>,
     pidfds: HashMap<Pid, OwnedFd>,
     signals: AsyncFd<Signals>,
     /// What the signalfd said that is not acted on yet.
@@ -176,8 +179,18 @@ impl Supervisor {
                 })
                 .ok()
         });
+        let notify = NotifySocket::open()
+            .and_then(|socket| {
+                // SAFETY: `NotifySocket` owns its socket and never closes or
+                // replaces it while it lives.
+                unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+            })
+            .map_err(|e| error!("cannot open the notification socket: {e}; services with expect = \"notify\" will not become running"))
+            .ok();
         Supervisor {
             source_wakeup,
+            notify,
             tracker: Tracker::new(),
             specs: Vec::new(),
             names: BTreeMap::new(),
@@ -329,7 +342,8 @@ impl Supervisor {
                     // never lost this way.
                     self.reap_batch();
                 }
-                () = source_news(self.source_wakeup.as_ref()) => self.reap_batch(),
+                () = readable(self.source_wakeup.as_ref(), "the tracker's events") => self.reap_batch(),
+                () = readable(self.notify.as_ref(), "notifications") => self.read_notifications(),
                 () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
                 request = requests.recv(), if requests_open => match request {
                     Some(request) => self.handle_request(request),
@@ -554,6 +568,64 @@ impl Supervisor {
         }
     }
 
+    /// Acts on what services said over the notification socket.
+    fn read_notifications(&mut self) {
+        let Some(socket) = &self.notify else {
+            return;
+        };
+        let mut messages = Vec::new();
+        if let Err(e) = socket.get_ref().read_all(&mut messages) {
+            warn!("cannot read notifications: {e}");
+        }
+        for message in messages {
+            let Some(id) = self.service_of_sender(message.sender) else {
+                debug!(
+                    pid = message.sender,
+                    "a notification from a process of no service"
+                );
+                continue;
+            };
+            let name = self.specs[id.index()].name.clone();
+            if let Some(status) = &message.status {
+                info!(service = %name, "status: {status}");
+            }
+            let main_pid = message.main_pid.filter(|&pid| {
+                let known = self.tracker.service_of(pid) == Some(id);
+                if !known {
+                    warn!(service = %name, pid, "MAINPID={pid} ignored: not a process adoptd knows in this service");
+                }
+                known
+            });
+            let now = self.now();
+            let out = self.tracker.notified(
+                now,
+                id,
+                Notification {
+                    ready: message.ready,
+                    main_pid,
+                },
+            );
+            self.carry_out(out);
+        }
+    }
+
+    /// The service of a process that sent a notification: its own, or that
+    /// of its nearest ancestor adoptd tracks.
+    fn service_of_sender(&self, sender: Pid) -> Option<ServiceId> {
+        let mut pid = sender;
+        // Deep enough for any real process tree; bounded whatever /proc says.
+        for _ in 0..64 {
+            if let Some(id) = self.tracker.service_of(pid) {
+                return Some(id);
+            }
+            pid = crate::source::procfs::read_ppid(pid)?;
+            if pid <= 1 || pid == std::process::id() {
+                return None;
+            }
+        }
+        None
+    }
+
     /// Keeps a pidfd for a new child of adoptd's.
     fn hold(&mut self, pid: Pid) {
         match spawn::open_pidfd(pid) {
@@ -595,7 +667,12 @@ impl Supervisor {
     fn spawn(&mut self, id: ServiceId) -> crate::tracker::Output {
         let spec = Arc::clone(&self.specs[id.index()]);
         let invocation = spawn::InvocationId::new();
-        let event = match spawn::spawn(&spec, invocation) {
+        let notify_socket = self
+            .notify
+            .as_ref()
+            .filter(|_| spec.expect == config::Expect::Notify)
+            .map(|socket| socket.get_ref().address());
+        let event = match spawn::spawn(&spec, invocation, notify_socket) {
             Ok(spawned) => {
                 self.source.spawned(spawned.pid, id, invocation);
                 self.pidfds.insert(spawned.pid, spawned.pidfd);
@@ -753,14 +830,16 @@ const MAX_ROUNDS: usize = 8;
 
 /// Resolves when the source's descriptor is readable (clearing the
 /// readiness, as `collect` drains it); never without one.
-async fn source_news(wakeup: Option<&AsyncFd<RawFd>>) {
-    let Some(wakeup) = wakeup else {
+/// Resolves when `fd` may have something to read (never without one);
+/// the reader then reads until it would block.
+async fn readable<T: AsRawFd>(fd: Option<&AsyncFd<T>>, what: &str) {
+    let Some(fd) = fd else {
         return std::future::pending().await;
     };
-    match wakeup.readable().await {
+    match fd.readable().await {
         Ok(mut guard) => guard.clear_ready(),
         Err(e) => {
-            warn!("cannot wait for the tracker's events: {e}");
+            warn!("cannot wait for {what}: {e}");
             std::future::pending().await
         }
     }

@@ -511,6 +511,25 @@ impl Tracker {
         batch.settle_clean_ups();
         Ok(batch.finish())
     }
+
+    /// A process of `service` spoke the sd_notify protocol. Only services
+    /// with `expect = "notify"` listen: `READY=1` makes a starting run
+    /// running; `MAINPID=` naming another live process of the service
+    /// makes it the main process (a hand-off, `MainPIDSource = notify`).
+    pub fn notified(&mut self, now: Now, service: ServiceId, notification: Notification) -> Output {
+        let mut batch = Batch::new(self, now);
+        batch.notified(service, notification);
+        batch.finish()
+    }
+}
+
+/// What a service said over `$NOTIFY_SOCKET` that the tracker acts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Notification {
+    /// `READY=1`.
+    pub ready: bool,
+    /// `MAINPID=`.
+    pub main_pid: Option<Pid>,
 }
 
 /// One service's run-time state.
@@ -547,6 +566,8 @@ struct Service {
     run_start_time: Option<u64>,
     /// A Spawn action is out and its outcome not reported yet.
     spawn_pending: bool,
+    /// The run said `READY=1` (`expect = "notify"`).
+    ready: bool,
 }
 
 /// A live process that could still turn out to be the main process.
@@ -588,6 +609,7 @@ impl Service {
             contenders: Vec::new(),
             run_start_time: None,
             spawn_pending: false,
+            ready: false,
         }
     }
 
@@ -612,6 +634,14 @@ impl Service {
             Expect::Fork => 1,
             Expect::Daemon => 2,
             Expect::Auto | Expect::Notify => u32::MAX,
+        }
+    }
+
+    /// Whether the run has come far enough to count as running.
+    fn has_started(&self) -> bool {
+        match self.policy.expect {
+            Expect::Notify => self.ready,
+            _ => self.handoffs >= self.handoffs_to_run(),
         }
     }
 
@@ -752,6 +782,42 @@ impl<'a> Batch<'a> {
     }
 
     /// The service, remembered as it was before this batch touched it.
+    fn notified(&mut self, id: ServiceId, notification: Notification) {
+        let Some(service) = self.tracker.services.get(id.index()) else {
+            return;
+        };
+        let listening = service.policy.expect == Expect::Notify
+            && matches!(service.state, State::Starting | State::Running);
+        let Some(main) = service.main.filter(|_| listening) else {
+            return;
+        };
+        if let Some(new_main) = notification.main_pid.filter(|&pid| pid != main)
+            && self
+                .tracker
+                .processes
+                .get(&new_main)
+                .is_some_and(|p| p.service == id)
+        {
+            self.out.notices.push(Notice::Adopted {
+                service: id,
+                pid: new_main,
+                previous_pid: main,
+            });
+            let service = self.touch(id);
+            service.main = Some(new_main);
+            service.previous = Some(main);
+            service.main_source = MainPidSource::Notify;
+            service.contenders.clear();
+        }
+        if notification.ready {
+            let service = self.touch(id);
+            service.ready = true;
+            if service.state == State::Starting {
+                self.set_state(id, State::Running);
+            }
+        }
+    }
+
     fn touch(&mut self, id: ServiceId) -> &mut Service {
         let service = &mut self.tracker.services[id.index()];
         self.before.entry(id).or_insert_with(|| service.status());
@@ -854,7 +920,8 @@ impl<'a> Batch<'a> {
         service.contenders.clear();
         service.run_start_time = start_time;
         service.spawn_pending = false;
-        let running = service.handoffs_to_run() == 0;
+        service.ready = false;
+        let running = service.has_started();
         self.set_state(
             id,
             if running {
@@ -1242,7 +1309,7 @@ impl<'a> Batch<'a> {
         service.previous = Some(contender.previous);
         service.handoffs = contender.handoffs;
         service.contenders.retain(|c| c.pid != contender.pid);
-        let running = service.handoffs >= service.handoffs_to_run();
+        let running = service.has_started();
         if running && service.state == State::Starting {
             self.set_state(id, State::Running);
         }
@@ -1569,7 +1636,7 @@ impl<'a> Batch<'a> {
         service.main_source = source;
         service.handoffs = service.handoffs.saturating_add(hops);
         service.contenders = contenders;
-        let running = service.handoffs >= service.handoffs_to_run();
+        let running = service.has_started();
         if running && service.state == State::Starting {
             self.set_state(id, State::Running);
         }

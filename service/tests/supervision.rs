@@ -317,6 +317,68 @@ fn random_dances_of_several_services_at_once_end_at_their_settled_processes() {
 }
 
 #[test]
+fn a_notify_service_runs_once_its_settled_process_says_ready_and_not_before() {
+    for tracker in trackers() {
+        let scratch = Scratch::new("notify");
+        let reports = Reports::bind(&scratch);
+        let notify = "expect = \"notify\"";
+        dance_service(
+            &scratch,
+            &reports,
+            "ready",
+            notify,
+            &["fork", "setsid", "fork", "sleep:100", "notify", "serve"],
+        );
+        dance_service(
+            &scratch,
+            &reports,
+            "silent",
+            notify,
+            &["fork", "setsid", "fork", "serve"],
+        );
+        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let truth = reports.collect(2);
+
+        let ready = &truth["ready"];
+        let running = adoptd.wait_status("ready", &tracker, |l| l.get("state") == Some("running"));
+        assert_eq!(
+            running.pid("main_pid"),
+            ready.pid,
+            "{tracker}: {}",
+            running.text
+        );
+        for line in adoptd.seen("status", "ready") {
+            if line.get("state") == Some("running") {
+                assert_eq!(
+                    line.pid("main_pid"),
+                    ready.pid,
+                    "{tracker}: running before ready: {}",
+                    line.text
+                );
+            }
+        }
+
+        // Followed to its settled process all the same, but never running.
+        let silent = &truth["silent"];
+        adoptd.wait_status("silent", &tracker, |l| l.pid("main_pid") == silent.pid);
+        signal(adoptd.pid(), libc::SIGHUP);
+        adoptd.wait_next("the reload after SIGHUP", |l| {
+            l.message.starts_with("loaded ")
+        });
+        for line in adoptd.seen("status", "silent") {
+            assert_eq!(
+                line.get("state"),
+                Some("starting"),
+                "{tracker}: {}",
+                line.text
+            );
+        }
+        let (exit, _) = adoptd.stop();
+        assert!(exit.success());
+    }
+}
+
+#[test]
 fn reload_adds_new_services_keeps_stopped_ones_stopped_and_removes_deleted_ones() {
     let scratch = Scratch::new("reload");
     scratch.service("done", "exec = [\"/bin/true\"]\nexpect = \"foreground\"\n");

@@ -318,7 +318,7 @@ impl ProcConnector {
             else {
                 continue;
             };
-            if let Some(ppid) = read_ppid(pid) {
+            if let Some(ppid) = procfs::read_ppid(pid) {
                 parent_of.insert(pid, ppid);
             }
         }
@@ -551,15 +551,6 @@ fn set_receive_buffer(socket: &OwnedFd) {
             return;
         }
     }
-}
-
-fn read_ppid(pid: Pid) -> Option<Pid> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_ascii_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]

@@ -165,6 +165,16 @@ pub fn read_stat(pid: Pid) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// Reads the parent pid from `/proc/PID/stat`; `None` if the process is gone.
+pub fn read_ppid(pid: Pid) -> Option<Pid> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Parses the fields after the command name, which may itself hold spaces
 /// and parentheses: state ppid pgrp session … starttime (field 22).
 fn parse_stat(stat: &str) -> Option<Stat> {

@@ -1315,6 +1315,7 @@ fn any_event(services: u32) -> impl Strategy<Value = Event> {
 enum Step {
     Moment(Vec<Event>),
     Command(u32, Command),
+    Notify(u32, Notification),
     Wait(u64),
 }
 
@@ -1329,6 +1330,8 @@ fn any_step(services: u32) -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => proptest::collection::vec(any_event(services + 1), 0..6).prop_map(Step::Moment),
         2 => ((0..services + 1), command).prop_map(|(s, c)| Step::Command(s, c)),
+        1 => ((0..services + 1), any::<bool>(), proptest::option::of(1..40u32))
+            .prop_map(|(s, ready, main_pid)| Step::Notify(s, Notification { ready, main_pid })),
         1 => (0..20_000u64).prop_map(Step::Wait),
     ]
 }
@@ -1345,6 +1348,7 @@ proptest! {
         let services: Vec<ServiceId> = (0..3)
             .map(|i| h.service(Policy {
                 restart: [Restart::No, Restart::OnFailure, Restart::Always][i],
+                expect: [Expect::Auto, Expect::Notify, Expect::Auto][i],
                 restart_delay: Duration::from_millis(10 * i as u64),
                 ..Policy::default()
             }))
@@ -1356,6 +1360,9 @@ proptest! {
                     .tracker
                     .command(h.now, ServiceId(service), command)
                     .unwrap_or_default(),
+                Step::Notify(service, notification) => {
+                    h.tracker.notified(h.now, ServiceId(service), notification)
+                }
                 Step::Wait(millis) => h.advance(Duration::from_millis(millis)),
             };
             for action in &out.actions {
@@ -1379,4 +1386,121 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_notify_service_is_starting_until_it_says_ready() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Notify));
+    h.start(web, 100);
+    assert_eq!(h.status(web).state, State::Starting);
+    // It daemonizes first: still not ready.
+    h.apply(&[adopted(101, 100), exited(100, OK)]);
+    assert_eq!(h.status(web).state, State::Starting);
+    assert_eq!(h.status(web).main_pid, Some(101));
+    let out = h.tracker.notified(
+        h.now,
+        web,
+        Notification {
+            ready: true,
+            main_pid: None,
+        },
+    );
+    assert_eq!(h.status(web).state, State::Running);
+    assert!(
+        out.notices
+            .iter()
+            .any(|n| matches!(n, Notice::Changed { service, .. } if *service == web)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn mainpid_names_another_process_of_the_service_as_main() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Notify));
+    h.start(web, 100);
+    h.apply(&[adopted_in_session(150, 100)]);
+    let out = h.tracker.notified(
+        h.now,
+        web,
+        Notification {
+            ready: true,
+            main_pid: Some(150),
+        },
+    );
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(150));
+    assert_eq!(status.previous_pid, Some(100));
+    assert_eq!(status.main_pid_source, MainPidSource::Notify);
+    assert_eq!(status.state, State::Running);
+    assert_eq!(handoffs(&out), vec![(150, 100)]);
+}
+
+#[test]
+fn mainpid_naming_a_stranger_or_another_service_is_ignored() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Notify));
+    let db = h.service(Policy::default());
+    h.start(web, 100);
+    h.start(db, 200);
+    for stranger in [200, 999] {
+        h.tracker.notified(
+            h.now,
+            web,
+            Notification {
+                ready: false,
+                main_pid: Some(stranger),
+            },
+        );
+        assert_eq!(h.status(web).main_pid, Some(100));
+        assert_eq!(h.status(web).state, State::Starting);
+    }
+}
+
+#[test]
+fn services_that_do_not_expect_notify_ignore_notifications() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Daemon));
+    h.start(web, 100);
+    h.apply(&[adopted_in_session(150, 100)]);
+    h.tracker.notified(
+        h.now,
+        web,
+        Notification {
+            ready: true,
+            main_pid: Some(150),
+        },
+    );
+    assert_eq!(h.status(web).state, State::Starting);
+    assert_eq!(h.status(web).main_pid, Some(100));
+}
+
+#[test]
+fn a_restarted_notify_service_must_say_ready_again() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        expect: Expect::Notify,
+        restart_delay: Duration::from_millis(100),
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    h.tracker.notified(
+        h.now,
+        web,
+        Notification {
+            ready: true,
+            main_pid: None,
+        },
+    );
+    assert_eq!(h.status(web).state, State::Running);
+    h.apply(&[exited(100, ExitStatus::Signal(9))]);
+    let out = h.advance(Duration::from_millis(100));
+    assert_eq!(out.actions, vec![Action::Spawn { service: web }]);
+    h.apply(&[Event::Spawned {
+        service: web,
+        pid: 300,
+        start_time: Some(300),
+    }]);
+    assert_eq!(h.status(web).state, State::Starting);
 }

@@ -47,6 +47,8 @@ Steps (a hop is a fork after which the child carries on):
                    reaped; the step ends once every grandchild has ended too
   pidfile:PATH     write the pid and a newline to PATH (via PATH.tmp, renamed)
   report           send the report now
+  notify           send \"READY=1\" and \"MAINPID=<own pid>\" to $NOTIFY_SOCKET
+                   (sd_notify; a path, or @NAME in the abstract namespace)
   sleep:MS         sleep MS milliseconds
   exit:CODE        exit with CODE (0-255)
   kill:SIG         kill self with SIG
@@ -107,6 +109,7 @@ pub enum Step {
     Storm(u32),
     Pidfile(PathBuf),
     Report,
+    Notify,
     Sleep(u64),
     Exit(u8),
     Kill(c_int),
@@ -304,6 +307,7 @@ pub fn parse_step(arg: &OsStr) -> Result<Step, UsageError> {
             _ => Err(bad("PATH must not be empty")),
         },
         b"report" => no_value(Step::Report),
+        b"notify" => no_value(Step::Notify),
         b"sleep" => parse_number(text()?)
             .map(Step::Sleep)
             .ok_or_else(|| bad("MS must be a number of milliseconds")),
@@ -373,6 +377,7 @@ fn step_name(step: &Step) -> &'static str {
         Step::Storm(_) => "storm",
         Step::Pidfile(_) => "pidfile",
         Step::Report => "report",
+        Step::Notify => "notify",
         Step::Sleep(_) => "sleep",
         Step::Exit(_) => "exit",
         Step::Kill(_) => "kill",

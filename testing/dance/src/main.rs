@@ -25,6 +25,7 @@
 //! | `storm:N`        | fork N children, at most 64 alive at once; each forks a grandchild and exits 0, the orphaned grandchild exits 0 once its parent has ended; reap the children, end once every grandchild has ended |
 //! | `pidfile:PATH`   | write the pid and `\n` to PATH.tmp, rename it to PATH           |
 //! | `report`         | send the report now                                             |
+//! | `notify`         | send `READY=1` and `MAINPID=<own pid>` to `$NOTIFY_SOCKET` (sd_notify) |
 //! | `sleep:MS`       | sleep MS milliseconds                                           |
 //! | `exit:CODE`      | exit with CODE                                                  |
 //! | `kill:SIG`       | kill self with SIG                                              |
@@ -201,6 +202,9 @@ impl Dance {
             Step::Pidfile(ref path) => write_pidfile(path)
                 .unwrap_or_else(|err| setup_error(&format!("pidfile {}", path.display()), err)),
             Step::Report => self.report(),
+            Step::Notify => {
+                notify_ready().unwrap_or_else(|err| setup_error("notify: $NOTIFY_SOCKET", err))
+            }
             Step::Sleep(ms) => thread::sleep(Duration::from_millis(ms)),
             Step::Exit(code) => process::exit(i32::from(code)),
             Step::Kill(sig) => sys::die_by_signal(sig),
@@ -390,6 +394,22 @@ fn storm_child() -> ! {
         Ok(Forked::Parent(_)) => sys::exit_quietly(0),
         Err(err) => setup_error("storm: fork of the grandchild", err),
     }
+}
+
+/// Tells the supervisor over `$NOTIFY_SOCKET` that this process is ready
+/// and is the main process (the sd_notify protocol).
+fn notify_ready() -> io::Result<()> {
+    use std::os::{linux::net::SocketAddrExt, unix::net::SocketAddr};
+    let target = std::env::var_os("NOTIFY_SOCKET")
+        .ok_or_else(|| io::Error::other("NOTIFY_SOCKET is not set"))?;
+    let address = match target.as_encoded_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(&target)?,
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    let message = format!("READY=1\nMAINPID={}\n", sys::getpid());
+    socket.send_to_addr(message.as_bytes(), &address)?;
+    Ok(())
 }
 
 /// Writes the pid and a newline to `path`, atomically.
