@@ -15,10 +15,16 @@
 //! that explains its children's adoption is already in the socket, and
 //! draining the socket before the tracker decides is enough.
 //!
-//! Loss: if the socket overflows (ENOBUFS), the source rebuilds the lineage
-//! from /proc and reports adoptd's children it did not know as adoptees
-//! without a previous parent, which the tracker then attributes as it does
-//! for `procfs`.
+//! Only fork and exit events are asked for: kernels since 6.6 filter the
+//! others (exec, comm, uid, …) out before they are queued, so a machine
+//! busy with execs neither wakes adoptd nor fills its socket. Older
+//! kernels ignore a filtered subscription; the source then subscribes to
+//! everything and skips the rest itself.
+//!
+//! Loss: if the socket overflows (ENOBUFS), the source reads the queue dry,
+//! rebuilds the lineage from /proc and reports adoptd's children it did not
+//! know as adoptees, with the previous parent the old lineage knew, or else
+//! without one, attributed as for `procfs`.
 //!
 //! Limits: the connector speaks in pids of the initial pid namespace and
 //! requires CAP_NET_ADMIN there, so inside a container `--tracker auto`
@@ -84,6 +90,13 @@ impl ProcConnector {
                 "adoptd runs in a pid namespace, where the process connector's pids do not apply",
             ));
         }
+        // Checked first: without it the kernel ignores the subscription in
+        // silence, which would cost a wait to find out.
+        if !has_net_admin() {
+            return Err(io::Error::other(
+                "adoptd does not have CAP_NET_ADMIN, which the process connector needs",
+            ));
+        }
         // SAFETY: plain socket creation; the result is checked.
         let fd = unsafe {
             libc::socket(
@@ -113,7 +126,7 @@ impl ProcConnector {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        send_listen(&socket)?;
+        send_listen(&socket, Some(PROC_EVENT_FORK | PROC_EVENT_EXIT))?;
         let mut source = ProcConnector {
             socket,
             me: std::process::id(),
@@ -125,9 +138,13 @@ impl ProcConnector {
             buffer: vec![0; 64 * 1024],
             runs: Runs::default(),
         };
-        // The kernel silently ignores an unprivileged listen request: prove
-        // that events arrive by watching one fork of our own.
-        source.prove_events_arrive()?;
+        // The kernel silently ignores an unprivileged listen request, and a
+        // kernel before 6.6 a filtered one: prove that events arrive by
+        // watching one fork of our own.
+        if source.prove_events_arrive().is_err() {
+            send_listen(&source.socket, None)?;
+            source.prove_events_arrive()?;
+        }
         Ok(source)
     }
 
@@ -504,9 +521,27 @@ fn align4(length: usize) -> usize {
     (length + 3) & !3
 }
 
-fn send_listen(socket: &OwnedFd) -> io::Result<()> {
-    let mut message = Vec::with_capacity(NLMSG_HDRLEN + CN_MSG_LEN + 4);
-    let total = (NLMSG_HDRLEN + CN_MSG_LEN + 4) as u32;
+/// Whether CAP_NET_ADMIN is among adoptd's effective capabilities.
+fn has_net_admin() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| net_admin_in(&status))
+}
+
+/// Whether a `/proc/PID/status` text gives CAP_NET_ADMIN in `CapEff`.
+fn net_admin_in(status: &str) -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|effective| effective & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// Subscribes to process events: only `events` (a `PROC_EVENT_*` mask,
+/// as `struct proc_input` of kernels since 6.6), or all of them.
+fn send_listen(socket: &OwnedFd, events: Option<u32>) -> io::Result<()> {
+    let payload: u16 = if events.is_some() { 8 } else { 4 };
+    let mut message = Vec::with_capacity(NLMSG_HDRLEN + CN_MSG_LEN + 8);
+    let total = (NLMSG_HDRLEN + CN_MSG_LEN) as u32 + u32::from(payload);
     message.extend_from_slice(&total.to_ne_bytes());
     message.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
     message.extend_from_slice(&0u16.to_ne_bytes()); // flags
@@ -516,9 +551,12 @@ fn send_listen(socket: &OwnedFd) -> io::Result<()> {
     message.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
     message.extend_from_slice(&0u32.to_ne_bytes()); // seq
     message.extend_from_slice(&0u32.to_ne_bytes()); // ack
-    message.extend_from_slice(&4u16.to_ne_bytes()); // len
+    message.extend_from_slice(&payload.to_ne_bytes()); // len
     message.extend_from_slice(&0u16.to_ne_bytes()); // flags
     message.extend_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+    if let Some(events) = events {
+        message.extend_from_slice(&events.to_ne_bytes());
+    }
     // SAFETY: the buffer is valid for its length.
     let sent = unsafe {
         libc::send(
@@ -592,6 +630,19 @@ mod tests {
             parse_event(&message(PROC_EVENT_EXIT, [12, 11, 0, 17, 1, 1])),
             None
         );
+    }
+
+    #[test]
+    fn net_admin_is_read_from_the_effective_capabilities() {
+        assert!(net_admin_in(
+            "Name:\tx\nCapInh:\t0\nCapEff:\t000001ffffffffff\n"
+        ));
+        assert!(net_admin_in("CapEff:\t0000000000001000\n"));
+        assert!(!net_admin_in(
+            "CapPrm:\t0000000000001000\nCapEff:\t0000000000000000\n"
+        ));
+        assert!(!net_admin_in("CapEff:\tzz\n"));
+        assert!(!net_admin_in(""));
     }
 
     #[test]
