@@ -79,6 +79,11 @@ pub struct ProcConnector {
     buffer: Vec<u8>,
     /// Which run a child found after lost events comes from.
     runs: Runs,
+    /// Processes adoptd spawned whose fork event is not read yet. Until it
+    /// is, queued events about their pids are those of earlier processes
+    /// that had the pid (a busy machine recycles pids faster than adoptd
+    /// reads the socket), and are applied as such.
+    births: HashSet<Pid>,
 }
 
 impl ProcConnector {
@@ -137,6 +142,7 @@ impl ProcConnector {
             dead: HashSet::new(),
             buffer: vec![0; 64 * 1024],
             runs: Runs::default(),
+            births: HashSet::new(),
         };
         // The kernel silently ignores an unprivileged listen request, and a
         // kernel before 6.6 a filtered one: prove that events arrive by
@@ -322,10 +328,40 @@ impl ProcConnector {
         }
     }
 
+    /// Applies connector events, in the order the kernel queued them.
+    fn apply(&mut self, queued: &[ConnectorEvent], events: &mut Vec<Event>) {
+        for &event in queued {
+            match event {
+                ConnectorEvent::Fork { parent, child } => {
+                    // A new process with a pid the lineage still holds: the
+                    // old one was reaped unseen; what is known of it is
+                    // stale and must not be taken for the newcomer's.
+                    if self.parent.contains_key(&child) && !self.children.contains(&child) {
+                        self.dead.remove(&child);
+                        self.untrack(child);
+                    }
+                    self.zombies.remove(&child);
+                    if parent == self.me && self.births.remove(&child) {
+                        self.children.insert(child);
+                    }
+                    if parent == self.me || self.parent.contains_key(&parent) {
+                        self.forget_reaped_children(parent);
+                        if !self.parent.contains_key(&child) {
+                            self.track(parent, child);
+                        }
+                    }
+                }
+                ConnectorEvent::Exit { pid } => self.exited(pid, events),
+            }
+        }
+    }
+
     /// After lost events: rebuild the lineage from /proc, and report
     /// adoptd's children that were adopted unseen.
     fn resync(&mut self, events: &mut Vec<Event>) -> io::Result<()> {
         tracing::warn!("process events were lost; rebuilding the process tree from /proc");
+        // Spawned processes whose fork event went with the loss.
+        self.children.extend(self.births.drain());
         let mut parent_of = HashMap::new();
         for entry in fs::read_dir("/proc")? {
             let Some(pid) = entry?
@@ -414,10 +450,8 @@ impl AdoptionSource for ProcConnector {
 
     fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId) {
         self.runs.started(pid, service, invocation);
-        self.children.insert(pid);
-        if !self.parent.contains_key(&pid) {
-            self.track(self.me, pid);
-        }
+        // Tracked from its fork event on (see `births`).
+        self.births.insert(pid);
     }
 
     fn wakeup_fd(&self) -> Option<RawFd> {
@@ -427,32 +461,14 @@ impl AdoptionSource for ProcConnector {
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
         let mut queued = Vec::new();
         let lost = self.read_events(&mut |event| queued.push(event))?;
-        for event in queued {
-            match event {
-                ConnectorEvent::Fork { parent, child } => {
-                    // A new process with a pid the lineage still holds: the
-                    // old one was reaped unseen; what is known of it is
-                    // stale and must not be taken for the newcomer's.
-                    if self.parent.contains_key(&child) && !self.children.contains(&child) {
-                        self.dead.remove(&child);
-                        self.untrack(child);
-                    }
-                    self.zombies.remove(&child);
-                    if parent == self.me || self.parent.contains_key(&parent) {
-                        self.forget_reaped_children(parent);
-                        if !self.parent.contains_key(&child) {
-                            self.track(parent, child);
-                        }
-                    }
-                }
-                ConnectorEvent::Exit { pid } => self.exited(pid, events),
-            }
-        }
+        self.apply(&queued, events);
         if lost {
             self.resync(events)?;
         }
         for &(pid, _) in reaped {
-            if !self.children.remove(&pid) {
+            // A spawned process is adoptd's child even if its fork event
+            // was lost with others.
+            if !self.children.remove(&pid) && !self.births.remove(&pid) {
                 // A zombie reparented with its parent's death, or (without
                 // an explanation) a process that entered from outside or
                 // was adopted while events were lost.
@@ -603,6 +619,97 @@ mod tests {
             bytes.extend_from_slice(&value.to_ne_bytes());
         }
         bytes
+    }
+
+    /// A source with no socket, fed events by hand, for adoptd as `me`.
+    fn detached(me: Pid) -> ProcConnector {
+        let socket = OwnedFd::from(fs::File::open("/dev/null").expect("/dev/null"));
+        ProcConnector {
+            socket,
+            me,
+            children: HashSet::new(),
+            parent: HashMap::new(),
+            kids: HashMap::new(),
+            zombies: HashMap::new(),
+            dead: HashSet::new(),
+            buffer: Vec::new(),
+            runs: Runs::default(),
+            births: HashSet::new(),
+        }
+    }
+
+    fn service() -> ServiceId {
+        crate::tracker::Tracker::new().add_service(
+            crate::tracker::Policy::default(),
+            crate::tracker::Now {
+                monotonic: std::time::Duration::ZERO,
+                realtime_us: 0,
+            },
+        )
+    }
+
+    fn adoptions(events: &[Event]) -> Vec<(Pid, Option<Pid>)> {
+        events
+            .iter()
+            .filter_map(|e| match *e {
+                Event::Adopted {
+                    pid,
+                    previous_parent,
+                    ..
+                } => Some((pid, previous_parent)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_of_an_earlier_process_with_a_spawned_pid_are_not_the_new_ones() {
+        // Pid 500 belonged to a stranger that forked 501 and exited; its
+        // events were still queued when adoptd spawned a service as 500.
+        let mut source = detached(1);
+        source.spawned(500, service(), InvocationId::new());
+        let mut events = Vec::new();
+        source.apply(
+            &[
+                ConnectorEvent::Fork {
+                    parent: 500,
+                    child: 501,
+                },
+                ConnectorEvent::Exit { pid: 500 },
+                ConnectorEvent::Fork {
+                    parent: 1,
+                    child: 500,
+                },
+                ConnectorEvent::Exit { pid: 500 },
+            ],
+            &mut events,
+        );
+        assert_eq!(adoptions(&events), vec![]);
+        assert!(source.children.contains(&500));
+        assert!(!source.parent.contains_key(&501));
+    }
+
+    #[test]
+    fn a_spawned_process_that_forks_and_exits_hands_its_child_to_adoptd() {
+        let mut source = detached(1);
+        source.spawned(600, service(), InvocationId::new());
+        let mut events = Vec::new();
+        source.apply(
+            &[
+                ConnectorEvent::Fork {
+                    parent: 1,
+                    child: 600,
+                },
+                ConnectorEvent::Fork {
+                    parent: 600,
+                    child: 601,
+                },
+                ConnectorEvent::Exit { pid: 600 },
+            ],
+            &mut events,
+        );
+        assert_eq!(adoptions(&events), vec![(601, Some(600))]);
+        assert!(source.children.contains(&601));
     }
 
     #[test]
