@@ -766,6 +766,8 @@ struct Batch<'a> {
     departed: HashMap<Pid, Departed>,
     /// The descents of the departed, for their own adoptees.
     departed_descents: HashMap<Pid, Vec<Pid>>,
+    /// Services whose program could not be started in this batch.
+    failed_spawns: BTreeSet<ServiceId>,
     out: Output,
 }
 
@@ -777,6 +779,7 @@ impl<'a> Batch<'a> {
             before: BTreeMap::new(),
             departed: HashMap::new(),
             departed_descents: HashMap::new(),
+            failed_spawns: BTreeSet::new(),
             out: Output::default(),
         }
     }
@@ -940,6 +943,7 @@ impl<'a> Batch<'a> {
         if !std::mem::take(&mut service.spawn_pending) {
             return;
         }
+        self.failed_spawns.insert(id);
         self.end_run(id, ExitStatus::Code(EXIT_CODE_EXEC_FAILED));
     }
 
@@ -1744,7 +1748,11 @@ impl<'a> Batch<'a> {
         }
         service.restarts = service.restarts.saturating_add(1);
         self.set_state(id, State::Restarting);
-        if delay.is_zero() {
+        // A program that cannot be started fails again at once: its
+        // restart waits for the next turn of the supervisor's loop (a
+        // deadline due now), so that nothing, not even a start limit of a
+        // million, keeps adoptd from its signals meanwhile.
+        if delay.is_zero() && !self.failed_spawns.contains(&id) {
             self.start(id);
         } else {
             self.set_deadline(id, Some(due));

@@ -379,6 +379,22 @@ fn a_notify_service_runs_once_its_settled_process_says_ready_and_not_before() {
 }
 
 #[test]
+fn a_program_that_cannot_start_restarting_without_delay_leaves_adoptd_responsive() {
+    let scratch = Scratch::new("unstartable");
+    scratch.service(
+        "missing",
+        "exec = [\"/nonexistent/program\"]\nrestart = \"always\"\nrestart-delay = \"0\"\n\
+         start-limit = { burst = 1000000, interval = \"1s\" }\n",
+    );
+    let mut adoptd = Adoptd::start(&scratch, &[]);
+    adoptd.wait_for("failed starts", |l| l.message.starts_with("cannot start"));
+    // SIGTERM is heard between two attempts.
+    let (exit, log) = adoptd.stop();
+    assert!(exit.success());
+    assert!(log.iter().any(|l| l.message.starts_with("cannot start")));
+}
+
+#[test]
 fn reload_adds_new_services_keeps_stopped_ones_stopped_and_removes_deleted_ones() {
     let scratch = Scratch::new("reload");
     scratch.service("done", "exec = [\"/bin/true\"]\nexpect = \"foreground\"\n");

@@ -1504,3 +1504,24 @@ fn a_restarted_notify_service_must_say_ready_again() {
     }]);
     assert_eq!(h.status(web).state, State::Starting);
 }
+
+#[test]
+fn a_program_that_cannot_start_is_retried_at_the_next_turn_not_at_once() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart_delay: Duration::ZERO,
+        restart: Restart::Always,
+        start_limit: StartLimit {
+            burst: 1_000_000,
+            interval: Duration::from_secs(1),
+        },
+        ..Policy::default()
+    });
+    h.command(web, Command::Start).unwrap();
+    let out = h.apply(&[Event::SpawnFailed { service: web }]);
+    assert!(out.actions.is_empty(), "{out:?}");
+    assert_eq!(h.status(web).state, State::Restarting);
+    assert_eq!(h.tracker.next_deadline(), Some(h.now.monotonic));
+    let out = h.advance(Duration::ZERO);
+    assert_eq!(out.actions, vec![Action::Spawn { service: web }]);
+}
