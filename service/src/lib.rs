@@ -62,10 +62,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let signals =
         unsafe { AsyncFd::register_with_interest(signals, tokio::io::Interest::READABLE) }
             .map_err(|e| RunError::Signals(e.into()))?;
+    let descriptor_limit = spawn::raise_descriptor_limit();
     info!(
         version = env!("CARGO_PKG_VERSION"),
         role = role.as_str(),
         tracker = source.kind().as_str(),
+        descriptors = descriptor_limit.unwrap_or(0),
         "adoptd starting"
     );
     // The bus layer gets every update from the first on, so it never

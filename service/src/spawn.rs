@@ -90,6 +90,41 @@ impl std::fmt::Display for InvocationId {
     }
 }
 
+/// The descriptor limit adoptd was started with, which its services get
+/// back (see [`raise_descriptor_limit`]).
+static INHERITED_DESCRIPTOR_LIMIT: std::sync::OnceLock<rustix::process::Rlimit> =
+    std::sync::OnceLock::new();
+
+/// Raises adoptd's own limit on open descriptors, which it needs two of
+/// per running service (a pidfd and an output pipe): the soft limit to the
+/// hard one and, where adoptd may (as root), both to half a million or the
+/// kernel's `nr_open`, whichever is less. Services are started with the
+/// limits adoptd was given, as programs that still use `select(2)` expect.
+/// Returns the soft limit now in force.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const WANTED: u64 = 1 << 19;
+    let inherited = getrlimit(Resource::Nofile);
+    let _ = INHERITED_DESCRIPTOR_LIMIT.set(inherited);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(WANTED);
+    let hard = inherited.maximum;
+    let raised = hard.map_or(WANTED, |hard| hard.max(WANTED.min(nr_open)));
+    let attempts = [raised].into_iter().chain(hard);
+    for limit in attempts {
+        let wanted = Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        };
+        if setrlimit(Resource::Nofile, wanted).is_ok() {
+            return Some(limit);
+        }
+    }
+    inherited.current
+}
+
 /// A started service process.
 #[derive(Debug)]
 pub struct Spawned {
@@ -196,11 +231,15 @@ pub fn spawn(
     };
     let working_directory = c_path(&working_directory)?;
     let ids = credentials.ids;
+    let descriptor_limit = INHERITED_DESCRIPTOR_LIMIT.get().copied();
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe system calls on data prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             reset_signals()?;
+            if let Some(limit) = &descriptor_limit {
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, *limit)?;
+            }
             nix::unistd::setsid()?;
             if let Some(root) = &chroot {
                 nix::unistd::chroot(root.as_c_str())?;

@@ -45,6 +45,20 @@ fn a_service_starts_with_a_clean_signal_mask_and_environment() {
         "plain",
         "exec = [\"/bin/sleep\", \"1000\"]\nexpect = \"foreground\"\nenvironment = { GREETING = \"hello\" }\n",
     );
+    // A soft descriptor limit below the hard one, for adoptd to raise
+    // (this test binary's other tests need far fewer).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit to fill in.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    limit.rlim_cur = limit.rlim_max.min(512);
+    // SAFETY: lowering our own soft limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
     let mut adoptd = Adoptd::start(&scratch, &[]);
     let started = adoptd.wait_for("the spawn", |l| {
         l.message.starts_with("started") && l.get("service") == Some("plain")
@@ -69,6 +83,20 @@ fn a_service_starts_with_a_clean_signal_mask_and_environment() {
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
         ]
     );
+    // adoptd raises its own descriptor limit; the service gets back the
+    // one adoptd was started with.
+    let open_files = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/limits"))
+            .expect("limits")
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files")
+            .to_owned()
+    };
+    assert_eq!(open_files(&pid.to_string()), open_files("self"));
+    if limit.rlim_max > 512 {
+        assert_ne!(open_files(&adoptd.pid().to_string()), open_files("self"));
+    }
     let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("fds")
         .count();
