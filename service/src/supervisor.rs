@@ -21,7 +21,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, unix::AsyncFd},
+    io::unix::AsyncFd,
     sync::{mpsc, oneshot},
 };
 use tracing::{debug, error, info, warn};
@@ -865,14 +865,22 @@ fn forward_output(name: &str, fd: OwnedFd) {
         }
     };
     let name = name.to_owned();
+    // A task per running service, mostly waiting: what it keeps between
+    // reads is small (the read buffer lives only while it reads, and the
+    // line buffer only holds an unfinished line).
     tokio::spawn(async move {
-        let mut pipe = pipe;
-        let mut line = Vec::with_capacity(256);
-        let mut chunk = [0u8; 4096];
+        let pipe = pipe;
+        let mut line = Vec::new();
         loop {
-            let n = match pipe.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
+            if pipe.readable().await.is_err() {
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = match pipe.try_read(&mut chunk) {
+                Ok(0) => break,
                 Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => break,
             };
             for &byte in &chunk[..n] {
                 if byte == b'\n' || line.len() >= MAX_LINE {
@@ -883,6 +891,9 @@ fn forward_output(name: &str, fd: OwnedFd) {
                     }
                 }
                 line.push(byte);
+            }
+            if line.is_empty() && line.capacity() > 0 {
+                line = Vec::new();
             }
         }
         if !line.is_empty() {
