@@ -132,6 +132,11 @@ impl Role {
     }
 }
 
+/// How many `PIDs` reads make a burst worth giving memory back after, and
+/// how long after its last read.
+const READS_BEFORE_TRIM: u32 = 256;
+const TRIM_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Everything the supervisor owns.
 pub struct Supervisor {
     tracker: Tracker,
@@ -157,6 +162,11 @@ pub struct Supervisor {
     shutting_down: bool,
     /// Reused across batches.
     reaped: Vec<(Pid, ExitStatus)>,
+    /// `PIDs` reads since the allocator last gave back free pages, and
+    /// when it will next: a client listing thousands of services makes
+    /// adoptd build a reply of megabytes, which glibc keeps once freed.
+    reads_since_trim: u32,
+    trim_at: Option<tokio::time::Instant>,
 }
 
 impl Supervisor {
@@ -205,6 +215,8 @@ impl Supervisor {
             epoch: Instant::now(),
             shutting_down: false,
             reaped: Vec::new(),
+            reads_since_trim: 0,
+            trim_at: None,
         }
     }
 
@@ -349,6 +361,12 @@ impl Supervisor {
                     Some(request) => self.handle_request(request),
                     None => requests_open = false,
                 },
+                () = sleep_until(self.trim_at) => {
+                    self.trim_at = None;
+                    self.reads_since_trim = 0;
+                    debug!("giving back the memory of a large reply");
+                    memory::return_free_pages();
+                }
                 () = sleep_until(deadline) => {
                     let now = self.now();
                     let out = self.tracker.tick(now);
@@ -439,6 +457,12 @@ impl Supervisor {
             Request::Members { service, reply } => {
                 let members = self.tracker.members(service);
                 reply.send(with_descendants(&members)).ok();
+                self.reads_since_trim = self.reads_since_trim.saturating_add(1);
+                if self.reads_since_trim >= READS_BEFORE_TRIM {
+                    // A second after the last read of the burst, the reply
+                    // has been sent and freed.
+                    self.trim_at = Some(tokio::time::Instant::now() + TRIM_AFTER);
+                }
             }
             Request::Reload { reply } => {
                 self.reload();
