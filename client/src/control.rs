@@ -155,10 +155,14 @@ async fn subscribe(bus: &Bus) -> Result<Changes, Failure> {
         .build()
         .map_err(failed)?;
     let owner = crate::bus::owner_changes().map_err(failed)?;
-    let changes = MessageStream::for_match_rule(changes, &bus.connection, None)
+    // Every service's changes come in: a burst of other services' (a
+    // reload, a restart storm) must not push out the one awaited, which
+    // zbus would drop without a word once the queue is full.
+    let queue = std::num::NonZeroUsize::new(1 << 16);
+    let changes = MessageStream::for_match_rule(changes, &bus.connection, queue)
         .await
         .map_err(failed)?;
-    let owner = MessageStream::for_match_rule(owner, &bus.connection, None)
+    let owner = MessageStream::for_match_rule(owner, &bus.connection, queue)
         .await
         .map_err(failed)?;
     Ok(futures_util::stream::select(changes, owner))
