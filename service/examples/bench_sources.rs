@@ -34,6 +34,9 @@
 // A benchmark that cannot measure says why and stops.
 #![allow(clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
@@ -43,6 +46,8 @@ use std::{
     sync::mpsc,
     time::{Duration, Instant},
 };
+
+use support::{binary, cores, cpu_model, parse_utc_micros, percentile};
 
 /// How long any one expected event may take.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -170,13 +175,6 @@ fn handoff_latencies(source: &str, hops: u32) -> Vec<i64> {
     latencies
 }
 
-fn percentile(sorted: &[i64], p: usize) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
 /// adoptd's utime + stime in milliseconds, all threads.
 fn cpu_ms(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
@@ -237,22 +235,6 @@ impl Reports {
             .recv(&mut buffer)
             .expect("a report from the dance helper");
     }
-}
-
-/// The binaries of this build, next to the examples directory.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("this program's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/PROFILE/examples");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release -p adoptd -p dance` first",
-        path.display()
-    );
-    path
 }
 
 fn dance_argv(reports: &Reports, hop_times: Option<&Path>, steps: &[String]) -> String {
@@ -368,46 +350,4 @@ impl Drop for Adoptd {
         self.child.kill().ok();
         self.child.wait().ok();
     }
-}
-
-/// `2026-01-02T03:04:05.678901Z` → microseconds since the epoch.
-fn parse_utc_micros(stamp: &str) -> Option<i64> {
-    let stamp = stamp.strip_suffix('Z')?;
-    let (date, time) = stamp.split_once('T')?;
-    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
-    let (clock, fraction) = time.split_once('.')?;
-    let mut clock = clock.split(':').map(|p| p.parse::<i64>().ok());
-    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
-    let mut micros: i64 = fraction.get(..6)?.parse().ok()?;
-    for _ in fraction.len()..6 {
-        micros *= 10;
-    }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(seconds * 1_000_000 + micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

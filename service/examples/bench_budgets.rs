@@ -1,0 +1,1148 @@
+//! Benchmark of DESIGN.md's budgets (not a test): memory per supervised
+//! service, N services from start to all running, SIGKILL → restarted,
+//! a hop's exit → `PropertiesChanged(MainPID)` at a subscriber, and
+//! `adoptctl list` and adoptd's memory with 10,000 services.
+//!
+//! ```text
+//! cargo build --release -p adoptd -p adoptctl -p dance
+//! cargo run --release -p adoptd --example bench_budgets -- [OPTIONS] [MEASUREMENT...]
+//! ```
+//!
+//! Measurements (default: all, in this order): `start`, `restart`,
+//! `signal`, `many`. Options: `--services N` (1000), `--kills K` (200),
+//! `--hops H` (300), `--many M` (10000), `--lists L` (5), `--idle` (the M
+//! services of `many` are loaded but not started), `--tracker SOURCE`
+//! (`auto`), `--output log|null` (the services' `output`, default `log`,
+//! adoptd's own default). It runs the adoptd, adoptctl and dance binaries
+//! next to this example's directory (the release build), logging at
+//! `info`, each adoptd with `--private-bus`. Every figure is printed beside
+//! its budget; nothing is asserted.
+//!
+//! The private bus of root is always `/run/adoptd/bus`, which another
+//! adoptd (a test suite) may be using: as root, each adoptd runs in a mount
+//! namespace of its own with a fresh tmpfs on `/run`, and the benchmark
+//! reaches its socket through `/proc/PID/root/run/adoptd/bus`. Other users
+//! get `$XDG_RUNTIME_DIR` in a scratch directory.
+//!
+//! `start`: adoptd with no service, then with N services, each `/bin/sleep
+//! 100000` with `expect = "foreground"`. Start time = the log stamp of the
+//! status line that makes the N-th service `running` − the realtime clock
+//! just before adoptd is spawned (the log is stamped by tracing with the
+//! realtime clock, in microseconds, when the line is made). Memory is read
+//! from `/proc/PID/smaps_rollup` once every service runs and adoptd has
+//! logged `published as org.adoptd1` (every object is on the bus then: the
+//! bus task applies every update queued at start-up before it claims the
+//! name). Per service = (N services − no service) / N, for Rss and for
+//! Anonymous (adoptd's private heap and stacks; Rss also counts the pages
+//! of the binary that the run touched). adoptd's private bus runs on a
+//! thread of adoptd, so the broker's memory is counted in too. adoptd's
+//! CPU time (utime + stime, all threads) when the last service runs tells
+//! how much of the start time adoptd spent working rather than waiting.
+//!
+//! `restart`: one such service with `restart = "always"`, `restart-delay =
+//! "0"` and a start limit it cannot reach (10,000 starts a second). K
+//! times: the realtime clock, then SIGKILL to its main process; latency =
+//! the stamp of adoptd's `started` line for the new process (logged once
+//! it has exec'd: the spawn waits for the exec) − that clock. The `main process exited` line
+//! between them (logged once adoptd has reaped the process and decided)
+//! splits it into kill → reaped and reaped → started. The next kill waits
+//! for the status line of the new main process.
+//!
+//! `signal`: a service that hops H times (`fork setsid`, then `sleep:5
+//! fork` H − 1 times) with `dance --hop-times`: each hop's parent writes
+//! its pid and the realtime clock just before `_exit`. The benchmark
+//! subscribes to the service object's `PropertiesChanged` (zbus, a
+//! current-thread tokio runtime, as adoptctl monitor), starts the service,
+//! and takes the realtime clock when each signal that carries `MainPID`
+//! reaches it, until `MainPID` is the last hop (its pid comes in the
+//! dance's report). Latency = arrival of the first signal whose `MainPID`
+//! is the hop's heir or a later hop − the hop's exit time: hops that fall
+//! in one moment of adoptd's are coalesced into one signal, which a
+//! subscriber sees for all of them (the benchmark counts them).
+//!
+//! `many`: M services (running `/bin/sleep`, as in `start`, if pid_max
+//! leaves room, else or with `--idle` loaded with `autostart = false`).
+//! adoptd's memory once all run and are on the bus, then L runs of
+//! `adoptctl --address ADDR list` (stdout to /dev/null; wall time of the
+//! whole process), then adoptd's memory and its peak (VmHWM). adoptd holds
+//! a descriptor per running service (its pidfd), two with `output =
+//! "log"` (and the pipe), and raises its soft RLIMIT_NOFILE to the hard
+//! one: the benchmark raises the hard limit it passes on when it can (that
+//! takes CAP_SYS_RESOURCE); when it cannot, the services' output is
+//! `null`, or if even that does not fit they are not started. It says
+//! which. CPU per list: adoptd's (which includes its private bus, so the
+//! broker's routing of the reply) and adoptctl's (from RUSAGE_CHILDREN).
+//!
+//! Every adoptd is stopped with SIGTERM, and the benchmark waits for it to
+//! exit. One that has not exited two minutes later is reported (its last
+//! log lines, its threads' kernel stacks) and killed; this program is a
+//! child subreaper, so the services such an adoptd leaves come to it, and
+//! it kills them.
+
+// A benchmark that cannot measure says why and stops.
+#![allow(clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use support::{binary, cores, cpu_model, parse_utc_micros, percentile};
+
+use futures_util::StreamExt as _;
+
+/// How long any one expected event may take.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long adoptd may take to stop its services and exit on SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
+const USAGE: &str = "\
+usage: bench_budgets [--services N] [--kills K] [--hops H] [--many M] [--lists L]
+                     [--idle] [--tracker SOURCE] [--output log|null]
+                     [start|restart|signal|many]...";
+
+fn main() {
+    let options = Options::parse();
+    // The services of an adoptd that must be killed come to this program,
+    // which then ends them (see `kill_orphans`), instead of to init.
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    println!(
+        "machine: {}, {} cores; tracker {}, services' output {}",
+        cpu_model(),
+        cores(),
+        options.tracker,
+        options.output
+    );
+    for measurement in &options.measurements {
+        match measurement {
+            Measurement::Start => start(&options),
+            Measurement::Restart => restart(&options),
+            Measurement::Signal => signal(&options),
+            Measurement::Many => many(&options),
+        }
+    }
+}
+
+struct Options {
+    services: u32,
+    kills: u32,
+    hops: u32,
+    many: u32,
+    lists: u32,
+    idle: bool,
+    tracker: String,
+    output: String,
+    measurements: Vec<Measurement>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Measurement {
+    Start,
+    Restart,
+    Signal,
+    Many,
+}
+
+impl Options {
+    fn parse() -> Self {
+        let mut options = Options {
+            services: 1000,
+            kills: 200,
+            hops: 300,
+            many: 10_000,
+            lists: 5,
+            idle: false,
+            tracker: "auto".to_owned(),
+            output: "log".to_owned(),
+            measurements: Vec::new(),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--services" => options.services = number(&arg, args.next()),
+                "--kills" => options.kills = number(&arg, args.next()),
+                "--hops" => options.hops = number(&arg, args.next()),
+                "--many" => options.many = number(&arg, args.next()),
+                "--lists" => options.lists = number(&arg, args.next()),
+                "--idle" => options.idle = true,
+                "--tracker" => options.tracker = args.next().unwrap_or_else(|| usage()),
+                "--output" => match args.next().as_deref() {
+                    Some(mode @ ("log" | "null")) => options.output = mode.to_owned(),
+                    _ => usage(),
+                },
+                "start" => options.measurements.push(Measurement::Start),
+                "restart" => options.measurements.push(Measurement::Restart),
+                "signal" => options.measurements.push(Measurement::Signal),
+                "many" => options.measurements.push(Measurement::Many),
+                _ => usage(),
+            }
+        }
+        if options.measurements.is_empty() {
+            options.measurements = vec![
+                Measurement::Start,
+                Measurement::Restart,
+                Measurement::Signal,
+                Measurement::Many,
+            ];
+        }
+        options
+    }
+}
+
+fn number(option: &str, arg: Option<String>) -> u32 {
+    arg.and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+        eprintln!("{option} takes a number");
+        usage()
+    })
+}
+
+fn usage() -> ! {
+    eprintln!("{USAGE}");
+    std::process::exit(2)
+}
+
+/// Memory per service and N services from start to all running.
+fn start(options: &Options) {
+    let empty = Scratch::new("empty");
+    let mut adoptd = Adoptd::start(&empty, options);
+    adoptd.wait_published();
+    let base = Memory::of(adoptd.pid());
+    let base_published = adoptd.published_after_ms();
+    adoptd.stop();
+
+    let n = options.services;
+    room_for_descriptors(u64::from(n) * descriptors_per_service(&options.output) + 1024);
+    let scratch = Scratch::new("start");
+    for index in 0..n {
+        scratch.service(&format!("s{index:05}"), &sleeper(&options.output, ""));
+    }
+    let mut adoptd = Adoptd::start(&scratch, options);
+    let running_at = adoptd.wait_all_running(n as usize);
+    let cpu = cpu_ms(adoptd.pid());
+    adoptd.wait_published();
+    let loaded = Memory::of(adoptd.pid());
+    let published = adoptd.published_after_ms();
+    let spawned_at = adoptd.spawned_at;
+    adoptd.stop();
+
+    println!(
+        "start: {n} services running {:.0} ms after adoptd was spawned (budget ≤ 500 ms for 1000), \
+         adoptd's CPU by then {cpu} ms; all on the bus after {published:.0} ms (no service: \
+         {base_published:.0} ms)",
+        (running_at - spawned_at) as f64 / 1000.0,
+    );
+    println!("memory: no service: {base}");
+    println!("memory: {n} services: {loaded}");
+    let per_service =
+        |after: u64, before: u64| (after as f64 - before as f64) * 1024.0 / f64::from(n.max(1));
+    println!(
+        "memory: per service: Rss {:.0} B, Anonymous {:.0} B, Pss {:.0} B (budget ≤ 4096 B)",
+        per_service(loaded.rss_kb, base.rss_kb),
+        per_service(loaded.anonymous_kb, base.anonymous_kb),
+        per_service(loaded.pss_kb, base.pss_kb),
+    );
+}
+
+/// SIGKILL → the new main process exists, with `restart-delay = "0"`.
+fn restart(options: &Options) {
+    let scratch = Scratch::new("restart");
+    scratch.service(
+        "victim",
+        &sleeper(
+            &options.output,
+            "restart = \"always\"\nrestart-delay = \"0\"\n\
+             start-limit = { burst = 10000, interval = \"1s\" }\n",
+        ),
+    );
+    let mut adoptd = Adoptd::start(&scratch, options);
+    adoptd.wait_published();
+    let mut pid = adoptd.wait_main_pid("victim", None);
+    let mut total = Vec::new();
+    let mut to_reaped = Vec::new();
+    let mut to_started = Vec::new();
+    for _ in 0..options.kills {
+        let killed_at = now_us();
+        send_signal(pid, libc::SIGKILL);
+        let exited = adoptd.wait_line("the victim's main process exited", |line| {
+            line.contains(" main process exited ") && field(line, "service") == Some("victim")
+        });
+        let started = adoptd.wait_line("the victim started again", |line| {
+            line.contains(" started ") && field(line, "service") == Some("victim")
+        });
+        let new_pid = field(&started, "pid")
+            .and_then(|p| p.parse().ok())
+            .expect("a pid in the started line");
+        let (Some(exited_at), Some(started_at)) = (log_stamp(&exited), log_stamp(&started)) else {
+            panic!("log lines without a time stamp: {exited:?}, {started:?}");
+        };
+        total.push(started_at - killed_at);
+        to_reaped.push(exited_at - killed_at);
+        to_started.push(started_at - exited_at);
+        pid = adoptd.wait_main_pid("victim", Some(new_pid));
+    }
+    adoptd.stop();
+    for list in [&mut total, &mut to_reaped, &mut to_started] {
+        list.sort_unstable();
+    }
+    println!(
+        "restart: SIGKILL → new process over {} kills: median {} µs, p99 {} µs, max {} µs \
+         (budget ≤ 1000 µs median)",
+        total.len(),
+        percentile(&total, 50),
+        percentile(&total, 99),
+        total.last().copied().unwrap_or(0),
+    );
+    println!(
+        "restart: of which kill → reaped median {} µs (p99 {} µs), reaped → started median {} µs (p99 {} µs)",
+        percentile(&to_reaped, 50),
+        percentile(&to_reaped, 99),
+        percentile(&to_started, 50),
+        percentile(&to_started, 99),
+    );
+}
+
+/// A hop's exit → `PropertiesChanged(MainPID)` at a subscriber.
+fn signal(options: &Options) {
+    let hops = options.hops;
+    let scratch = Scratch::new("signal");
+    let times = scratch.path.join("hop-times");
+    let report = scratch.path.join("report.sock");
+    let mut steps = vec!["fork".to_owned(), "setsid".to_owned()];
+    for _ in 1..hops {
+        steps.push("sleep:5".to_owned());
+        steps.push("fork".to_owned());
+    }
+    steps.push("serve".to_owned());
+    scratch.service(
+        "hops",
+        &format!(
+            "exec = {}\nrestart = \"no\"\noutput = \"null\"\nautostart = false\n",
+            dance_argv(&report, &times, &steps)
+        ),
+    );
+    let mut adoptd = Adoptd::start(&scratch, options);
+    let address = adoptd.wait_published();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let watched = runtime.block_on(watch_main_pid(&address, "hops", &report));
+    let Some((final_pid, arrivals)) = watched else {
+        println!("signal: the dance did not settle within {TIMEOUT:?}; adoptd said last:");
+        let said: Vec<String> = adoptd.lines.try_iter().collect();
+        for line in said.iter().rev().take(20).rev() {
+            println!("  {line}");
+        }
+        adoptd.stop();
+        return;
+    };
+    adoptd.stop();
+    // The chain of main processes: each hop's parent in the order they
+    // exited, then the last hop, which stays.
+    let mut exits: Vec<(i64, u32)> = hop_times(&times)
+        .into_iter()
+        .map(|(pid, at)| (at, pid))
+        .collect();
+    exits.sort_unstable();
+    let position: HashMap<u32, usize> = exits
+        .iter()
+        .map(|&(_, pid)| pid)
+        .chain([final_pid])
+        .enumerate()
+        .map(|(index, pid)| (pid, index))
+        .collect();
+    // A hop's exit is seen with the first signal whose MainPID is its
+    // heir or a later one: adoptd coalesces the hops of one moment.
+    let mut latencies = Vec::new();
+    let mut coalesced = 0;
+    for (hop, &(exited, _)) in exits.iter().enumerate() {
+        let seen = arrivals.iter().find_map(|&(main_pid, arrived)| {
+            let index = *position.get(&main_pid)?;
+            (index > hop).then_some((index, arrived))
+        });
+        if let Some((index, arrived)) = seen {
+            latencies.push(arrived - exited);
+            coalesced += usize::from(index > hop + 1);
+        }
+    }
+    latencies.sort_unstable();
+    if latencies.len() != hops as usize || coalesced > 0 {
+        println!(
+            "signal: {} of {hops} hop exits seen, {coalesced} of them in a signal of a later hop \
+             (hops of one moment are coalesced)",
+            latencies.len(),
+        );
+    }
+    println!(
+        "signal: hop exit → PropertiesChanged(MainPID) over {} hops: p50 {} µs, p99 {} µs, \
+         max {} µs (budget p50 ≤ 500 µs, p99 ≤ 2000 µs)",
+        latencies.len(),
+        percentile(&latencies, 50),
+        percentile(&latencies, 99),
+        latencies.last().copied().unwrap_or(0),
+    );
+}
+
+/// Subscribes to `service`'s `PropertiesChanged`, starts it, and collects
+/// the new `MainPID` and arrival time (µs since the epoch) of every such
+/// signal until the dance has reported from its last hop and `MainPID`
+/// is that hop. Returns the last hop's pid and the arrivals, or None if
+/// that took longer than [`TIMEOUT`].
+async fn watch_main_pid(
+    address: &str,
+    service: &str,
+    report: &Path,
+) -> Option<(u32, Vec<(u32, i64)>)> {
+    let report = tokio::net::UnixDatagram::bind(report).expect("bind the report socket");
+    let connection = zbus::connection::Builder::address(address)
+        .build()
+        .await
+        .expect("connect to adoptd's private bus");
+    let path = adoptd_dbus::service_path(service);
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path(path.as_str())
+        .interface("org.freedesktop.DBus.Properties")
+        .member("PropertiesChanged")
+        .build()
+        .expect("a match rule");
+    // zbus drops what overflows a stream's queue without a word: room for
+    // every hop's signal, however slowly this side reads.
+    let queue = std::num::NonZeroUsize::new(1 << 16);
+    let mut signals = zbus::MessageStream::for_match_rule(rule, &connection, queue)
+        .await
+        .expect("subscribe to PropertiesChanged");
+    let manager = adoptd_dbus::ManagerProxy::new(&connection)
+        .await
+        .expect("a Manager proxy");
+    manager.start_service(service).await.expect("StartService");
+    let mut arrivals: Vec<(u32, i64)> = Vec::new();
+    let mut final_pid = None;
+    let mut buffer = [0u8; 512];
+    loop {
+        if let Some(pid) = final_pid
+            && arrivals
+                .last()
+                .is_some_and(|&(main_pid, _)| main_pid == pid)
+        {
+            return Some((pid, arrivals));
+        }
+        let next = async {
+            tokio::select! {
+                message = signals.next() => Some(message),
+                received = report.recv(&mut buffer), if final_pid.is_none() => {
+                    let length = received.expect("a report from the dance helper");
+                    let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
+                    final_pid = field(&text, "pid").and_then(|p| p.parse().ok());
+                    None
+                }
+            }
+        };
+        let Ok(next) = tokio::time::timeout(TIMEOUT, next).await else {
+            return None;
+        };
+        let Some(Some(Ok(message))) = next else {
+            continue;
+        };
+        let arrived = now_us();
+        let Ok((_, changed, _)) =
+            message
+                .body()
+                .deserialize::<(String, HashMap<String, zbus::OwnedVariant>, Vec<String>)>()
+        else {
+            continue;
+        };
+        if let Some(main_pid) = changed.get("MainPID").and_then(|v| u32::try_from(v).ok())
+            && main_pid != 0
+        {
+            arrivals.push((main_pid, arrived));
+        }
+    }
+}
+
+/// `PID SECONDS.NANOSECONDS` lines → exit time in µs since the epoch, by pid.
+fn hop_times(path: &Path) -> HashMap<u32, i64> {
+    std::fs::read_to_string(path)
+        .expect("read the hop times")
+        .lines()
+        .filter_map(|line| {
+            let (pid, time) = line.split_once(' ')?;
+            let (seconds, nanos) = time.split_once('.')?;
+            let micros =
+                seconds.parse::<i64>().ok()? * 1_000_000 + nanos.get(..6)?.parse::<i64>().ok()?;
+            Some((pid.parse().ok()?, micros))
+        })
+        .collect()
+}
+
+/// 10,000 services: adoptd's memory and `adoptctl list`.
+fn many(options: &Options) {
+    let n = options.many;
+    let mut output = options.output.as_str();
+    let mut idle = options.idle || !room_for_processes(n);
+    if !idle && !room_for_descriptors(u64::from(n) * descriptors_per_service(output) + 1024) {
+        if output == "log" && room_for_descriptors(u64::from(n) + 1024) {
+            println!("many: the services' output is \"null\" instead (a pidfd each, no pipe)");
+            output = "null";
+        } else {
+            println!("many: the services are loaded but not started");
+            idle = true;
+        }
+    }
+    let scratch = Scratch::new("many");
+    let extra = if idle { "autostart = false\n" } else { "" };
+    for index in 0..n {
+        scratch.service(&format!("s{index:05}"), &sleeper(output, extra));
+    }
+    let mut adoptd = Adoptd::start(&scratch, options);
+    let running = if idle {
+        None
+    } else {
+        Some(adoptd.wait_all_running(n as usize))
+    };
+    let address = adoptd.wait_published();
+    let published = adoptd.published_after_ms();
+    let loaded = Memory::of(adoptd.pid());
+    let mut walls = Vec::new();
+    let adoptd_cpu = cpu_ms(adoptd.pid());
+    let adoptctl_cpu = children_cpu_ms();
+    for _ in 0..options.lists {
+        match adoptctl_list(&scratch, &address) {
+            Ok(wall) => walls.push(wall),
+            Err(problem) => println!("many: adoptctl list failed: {problem}"),
+        }
+    }
+    let lists = options.lists.max(1);
+    let adoptd_cpu = (cpu_ms(adoptd.pid()) - adoptd_cpu) / u64::from(lists);
+    let adoptctl_cpu = (children_cpu_ms() - adoptctl_cpu) / u64::from(lists);
+    let listed = Memory::of(adoptd.pid());
+    // A settle period that is part of the measurement: adoptd gives the
+    // memory of a large reply back a second after the burst of reads.
+    std::thread::sleep(Duration::from_secs(2));
+    let settled = Memory::of(adoptd.pid());
+    let spawned_at = adoptd.spawned_at;
+    adoptd.stop();
+
+    let what = if idle {
+        "loaded, not started (autostart = false)".to_owned()
+    } else {
+        format!("running /bin/sleep, output {output}")
+    };
+    match running {
+        Some(at) => println!(
+            "many: {n} services {what}: all running after {:.2} s, on the bus after {:.2} s",
+            (at - spawned_at) as f64 / 1e6,
+            published / 1000.0
+        ),
+        None => println!(
+            "many: {n} services {what}: on the bus after {:.2} s",
+            published / 1000.0
+        ),
+    }
+    println!("many: adoptd before any list: {loaded} (budget ≤ 64 MB)");
+    walls.sort_unstable_by(f64::total_cmp);
+    let shown: Vec<String> = walls.iter().map(|w| format!("{w:.0}")).collect();
+    println!(
+        "many: adoptctl list, {} runs: median {:.0} ms (sorted: {} ms) (budget ≤ 300 ms); \
+         CPU per list: adoptd {adoptd_cpu} ms, adoptctl {adoptctl_cpu} ms",
+        walls.len(),
+        walls.get(walls.len() / 2).copied().unwrap_or(0.0),
+        shown.join(", "),
+    );
+    println!("many: adoptd after the lists: {listed} (budget ≤ 64 MB)");
+    println!("many: adoptd 2 s after the lists: {settled} (budget ≤ 64 MB)");
+}
+
+/// Runs `adoptctl list` once; its wall time in milliseconds.
+fn adoptctl_list(scratch: &Scratch, address: &str) -> Result<f64, String> {
+    let errors = scratch.path.join("adoptctl.err");
+    let stderr = std::fs::File::create(&errors).map_err(|e| e.to_string())?;
+    let began = Instant::now();
+    let mut child = Command::new(binary("adoptctl"))
+        .args(["--address", address, "list"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot run adoptctl: {e}"))?;
+    if !wait_exit(&mut child, TIMEOUT) {
+        child.kill().ok();
+        child.wait().ok();
+        return Err(format!("no answer within {TIMEOUT:?}"));
+    }
+    let wall = began.elapsed().as_secs_f64() * 1000.0;
+    match child.try_wait() {
+        Ok(Some(status)) if status.success() => Ok(wall),
+        status => Err(format!(
+            "{status:?}: {}",
+            std::fs::read_to_string(&errors).unwrap_or_default().trim()
+        )),
+    }
+}
+
+/// Whether `n` more processes fit under pid_max and threads-max with room
+/// to spare for everything else the machine runs.
+fn room_for_processes(n: u32) -> bool {
+    let read =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    // The fourth field of loadavg is "runnable/existing" scheduling entities.
+    let existing = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| {
+            let field = text.split_whitespace().nth(3)?;
+            field.split_once('/')?.1.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    let limit = [
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(32_768);
+    let needed = u64::from(n) + existing + 4096;
+    if needed > limit {
+        println!(
+            "many: {n} processes do not fit beside the {existing} that exist (pid_max / threads-max {limit}): \
+             the services are loaded but not started"
+        );
+        return false;
+    }
+    true
+}
+
+/// A service file for `/bin/sleep 100000` run in the foreground.
+fn sleeper(output: &str, extra: &str) -> String {
+    format!(
+        "exec = [\"/bin/sleep\", \"100000\"]\nexpect = \"foreground\"\noutput = \"{output}\"\n{extra}"
+    )
+}
+
+fn dance_argv(report: &Path, hop_times: &Path, steps: &[String]) -> String {
+    let mut argv = vec![
+        binary("dance").display().to_string(),
+        "--report".into(),
+        report.display().to_string(),
+        "--hop-times".into(),
+        hop_times.display().to_string(),
+    ];
+    argv.extend(steps.iter().cloned());
+    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A process's utime + stime in milliseconds, all threads.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15, 12 and 13 after the name.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / per_second
+}
+
+/// The user + system time of this program's reaped children, in
+/// milliseconds.
+fn children_cpu_ms() -> u64 {
+    // SAFETY: getrusage writes into the struct it is given; all zeroes
+    // is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
+}
+
+/// The realtime clock in microseconds since the epoch, as the log's stamps.
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn send_signal(pid: u32, signal: i32) {
+    let pid = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
+    // SAFETY: kill on an unreaped child of adoptd's, which cannot be
+    // recycled before adoptd reaps it.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// adoptd's memory, from `/proc/PID/smaps_rollup` and `/proc/PID/status`.
+struct Memory {
+    rss_kb: u64,
+    pss_kb: u64,
+    anonymous_kb: u64,
+    peak_kb: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Self {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+        let kb = |text: &str, key: &str| -> u64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let rss_kb = match kb(&rollup, "Rss") {
+            0 => kb(&status, "VmRSS"),
+            rss => rss,
+        };
+        Memory {
+            rss_kb,
+            pss_kb: kb(&rollup, "Pss"),
+            anonymous_kb: kb(&rollup, "Anonymous"),
+            peak_kb: kb(&status, "VmHWM"),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        write!(
+            f,
+            "Rss {:.1} MB, Anonymous {:.1} MB, Pss {:.1} MB, peak (VmHWM) {:.1} MB",
+            mb(self.rss_kb),
+            mb(self.anonymous_kb),
+            mb(self.pss_kb),
+            mb(self.peak_kb)
+        )
+    }
+}
+
+/// A scratch directory, removed when dropped.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "adoptd-bench-budgets-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::remove_dir_all(&path).ok();
+        std::fs::create_dir_all(path.join("services")).expect("create the scratch dir");
+        Scratch { path }
+    }
+
+    fn service(&self, name: &str, text: &str) {
+        std::fs::write(
+            self.path.join("services").join(format!("{name}.toml")),
+            text,
+        )
+        .expect("write a service file");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.path).ok();
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A running adoptd on its private bus, and what its output said so far.
+struct Adoptd {
+    child: Child,
+    /// Its stdout and stderr lines, in the order the readers got them.
+    lines: mpsc::Receiver<String>,
+    /// The realtime clock just before it was spawned, µs since the epoch.
+    spawned_at: i64,
+    /// The bus address as this process reaches it.
+    address: Option<String>,
+    /// The log stamp of `published as org.adoptd1`.
+    published_at: Option<i64>,
+    /// Services whose last status line said `running`, and their main pid.
+    running: HashMap<String, u32>,
+    /// The log stamp of the last line that added a service to `running`.
+    running_grew_at: Option<i64>,
+    stopped: bool,
+}
+
+impl Adoptd {
+    /// Starts adoptd on `scratch`'s services.
+    fn start(scratch: &Scratch, options: &Options) -> Self {
+        let mut command = Command::new(binary("adoptd"));
+        command
+            .arg("--private-bus")
+            .arg("--config-dir")
+            .arg(scratch.path.join("services"))
+            .args(["--tracker", &options.tracker])
+            .env("ADOPTD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let private_run = is_root();
+        if !private_run {
+            let runtime = scratch.path.join("runtime");
+            std::fs::create_dir_all(&runtime).expect("create the runtime directory");
+            command.env("XDG_RUNTIME_DIR", runtime);
+        }
+        // SAFETY: the closure runs between fork and exec and only makes
+        // system calls on data prepared before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                if private_run {
+                    private_run_directory()?;
+                }
+                Ok(())
+            });
+        }
+        let spawned_at = now_us();
+        let mut child = command.spawn().expect("start adoptd");
+        let (sender, lines) = mpsc::channel();
+        let stderr = child.stderr.take().expect("adoptd's stderr");
+        let stdout = child.stdout.take().expect("adoptd's stdout");
+        forward_lines(stderr, sender.clone());
+        forward_lines(stdout, sender);
+        Adoptd {
+            child,
+            lines,
+            spawned_at,
+            address: None,
+            published_at: None,
+            running: HashMap::new(),
+            running_grew_at: None,
+            stopped: false,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until every service is on the bus; returns the bus address.
+    fn wait_published(&mut self) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.published_at.is_none() || self.address.is_none() {
+            self.next_line(deadline, "published as org.adoptd1 and its address");
+        }
+        self.address.clone().unwrap_or_default()
+    }
+
+    /// Milliseconds from spawning adoptd to its `published as` line.
+    fn published_after_ms(&self) -> f64 {
+        self.published_at
+            .map_or(f64::NAN, |at| (at - self.spawned_at) as f64 / 1000.0)
+    }
+
+    /// Waits until `n` services run; returns the log stamp of the line
+    /// that made it `n`.
+    fn wait_all_running(&mut self, n: usize) -> i64 {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.running.len() < n {
+            self.next_line(deadline, &format!("{n} services running"));
+        }
+        self.running_grew_at.unwrap_or(self.spawned_at)
+    }
+
+    /// Waits until `service` runs (with main pid `pid`, if given); returns
+    /// its main pid.
+    fn wait_main_pid(&mut self, service: &str, pid: Option<u32>) -> u32 {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.running.get(service) {
+                Some(&main) if pid.is_none_or(|p| p == main) => return main,
+                _ => {}
+            }
+            self.next_line(deadline, &format!("{service} running"));
+        }
+    }
+
+    /// Waits for the next line that `matches`; returns it.
+    fn wait_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let line = self.next_line(deadline, what);
+            if matches(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn next_line(&mut self, deadline: Instant, what: &str) -> String {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = self
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("adoptd did not show {what} within {TIMEOUT:?}"));
+        self.observe(&line);
+        line
+    }
+
+    /// Keeps what every wait may need from a line: the address, the
+    /// publication, the running services.
+    fn observe(&mut self, line: &str) {
+        if let Some(address) = line.strip_prefix("ADOPTD_BUS_ADDRESS=") {
+            let address = address.trim();
+            // In adoptd's own mount namespace: reach it through its root.
+            self.address = Some(match address.strip_prefix("unix:path=") {
+                Some(path) if is_root() => format!("unix:path=/proc/{}/root{path}", self.pid()),
+                _ => address.to_owned(),
+            });
+        } else if line.contains(" adoptd starting ")
+            && let Some(tracker) = field(line, "tracker")
+        {
+            // Said once: every adoptd of a run makes the same choice.
+            static TRACKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            if TRACKER.set(tracker.to_owned()).is_ok() {
+                println!("adoptd's tracker: {tracker}");
+            }
+        } else if line.contains(" published as org.adoptd1 ") {
+            self.published_at = log_stamp(line);
+        } else if line.contains(" status service=")
+            && let Some(service) = field(line, "service")
+        {
+            if field(line, "state") == Some("running") {
+                let main = field(line, "main_pid").and_then(|p| p.parse().ok());
+                if self
+                    .running
+                    .insert(service.to_owned(), main.unwrap_or(0))
+                    .is_none()
+                {
+                    self.running_grew_at = log_stamp(line);
+                }
+            } else {
+                self.running.remove(service);
+            }
+        }
+    }
+
+    /// SIGTERM, then waits for adoptd to stop every service and exit.
+    fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        send_signal(self.pid(), libc::SIGTERM);
+        if wait_exit(&mut self.child, STOP_TIMEOUT) {
+            return;
+        }
+        let pid = self.pid();
+        let last: Vec<String> = self.lines.try_iter().collect();
+        for line in &last {
+            self.observe(line);
+        }
+        let state = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("State:"))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "adoptd (pid {pid}) did not exit within {STOP_TIMEOUT:?} of SIGTERM ({state}, {} services \
+             still running by its log); its last lines:",
+            self.running.len()
+        );
+        for line in last.iter().rev().take(5).rev() {
+            eprintln!("  {line}");
+        }
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let stack = std::fs::read_to_string(task.path().join("stack")).unwrap_or_default();
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            eprintln!(
+                "  thread {} ({}): {}",
+                task.file_name().to_string_lossy(),
+                name.trim(),
+                stack.lines().take(4).collect::<Vec<_>>().join(" < ")
+            );
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+        kill_orphans();
+    }
+}
+
+impl Drop for Adoptd {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Kills and reaps the processes left to this program, a child
+/// subreaper, by an adoptd that had to be killed.
+fn kill_orphans() {
+    let children = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse::<libc::pid_t>().ok())
+                .collect::<Vec<_>>()
+        });
+    for pid in children {
+        // SAFETY: our own unreaped children: their pids cannot be reused
+        // before we reap them here.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        eprintln!("  killed process {pid}, left behind by adoptd");
+    }
+}
+
+/// Sends every line of `stream` to `sender`, reading to the end even when
+/// nobody listens any more, so that adoptd never blocks on a full pipe.
+fn forward_lines(stream: impl Read + Send + 'static, sender: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sender.send(line).ok();
+        }
+    });
+}
+
+/// In the child, before exec: a mount namespace of its own with a tmpfs
+/// on `/run`, so that root's private bus socket, `/run/adoptd/bus`, is
+/// this adoptd's alone.
+fn private_run_directory() -> std::io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain system calls on static C strings.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/run".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755".as_ptr().cast(),
+        ))
+    }
+}
+
+/// Whether adoptd, which inherits this program's RLIMIT_NOFILE and raises
+/// its soft limit to the hard one, may open `needed` descriptors; raises
+/// the hard limit when it can (only with CAP_SYS_RESOURCE).
+fn room_for_descriptors(needed: u64) -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return false;
+    }
+    if limit.rlim_max >= needed {
+        return true;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: needed,
+        rlim_max: limit.rlim_max.max(needed),
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        println!(
+            "(RLIMIT_NOFILE is {} (hard {}): {needed} descriptors do not fit, and raising it failed: {})",
+            limit.rlim_cur,
+            limit.rlim_max,
+            std::io::Error::last_os_error()
+        );
+        return false;
+    }
+    println!(
+        "(RLIMIT_NOFILE raised from {} to {needed} for adoptd)",
+        limit.rlim_cur
+    );
+    true
+}
+
+/// Descriptors adoptd holds per running service: a pidfd, and the read
+/// end of the output pipe when the output is logged.
+fn descriptors_per_service(output: &str) -> u64 {
+    if output == "log" { 2 } else { 1 }
+}
+
+/// Waits up to `timeout` for `child` to end, on a pidfd; true once it has
+/// ended and is reaped.
+fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: pidfd_open takes a pid and flags, and returns a new
+    // descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if let Ok(raw) = i32::try_from(raw)
+        && raw >= 0
+    {
+        // SAFETY: a descriptor just opened, owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut poll = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+            let interrupted = ready < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+            if !interrupted || left.is_zero() {
+                break;
+            }
+        }
+    }
+    matches!(child.try_wait(), Ok(Some(_)))
+}
+
+/// The value of `key=` in a log line, without quotes.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
+        .map(|value| value.trim_matches('"'))
+}
+
+/// A log line's stamp in microseconds since the epoch.
+fn log_stamp(line: &str) -> Option<i64> {
+    parse_utc_micros(line.split(' ').next()?)
+}
