@@ -60,6 +60,12 @@ impl Harness {
     fn status(&self, service: ServiceId) -> Status {
         self.tracker.status(service).unwrap()
     }
+
+    /// A process of the service said `READY=1` (if `ready`) and `MAINPID=`.
+    fn notify(&mut self, service: ServiceId, ready: bool, main_pid: Option<Pid>) -> Output {
+        self.tracker
+            .notified(self.now, service, Notification { ready, main_pid })
+    }
 }
 
 fn policy(expect: Expect) -> Policy {
@@ -1398,14 +1404,7 @@ fn a_notify_service_is_starting_until_it_says_ready() {
     h.apply(&[adopted(101, 100), exited(100, OK)]);
     assert_eq!(h.status(web).state, State::Starting);
     assert_eq!(h.status(web).main_pid, Some(101));
-    let out = h.tracker.notified(
-        h.now,
-        web,
-        Notification {
-            ready: true,
-            main_pid: None,
-        },
-    );
+    let out = h.notify(web, true, None);
     assert_eq!(h.status(web).state, State::Running);
     assert!(
         out.notices
@@ -1421,14 +1420,7 @@ fn mainpid_names_another_process_of_the_service_as_main() {
     let web = h.service(policy(Expect::Notify));
     h.start(web, 100);
     h.apply(&[adopted_in_session(150, 100)]);
-    let out = h.tracker.notified(
-        h.now,
-        web,
-        Notification {
-            ready: true,
-            main_pid: Some(150),
-        },
-    );
+    let out = h.notify(web, true, Some(150));
     let status = h.status(web);
     assert_eq!(status.main_pid, Some(150));
     assert_eq!(status.previous_pid, Some(100));
@@ -1445,14 +1437,7 @@ fn mainpid_naming_a_stranger_or_another_service_is_ignored() {
     h.start(web, 100);
     h.start(db, 200);
     for stranger in [200, 999] {
-        h.tracker.notified(
-            h.now,
-            web,
-            Notification {
-                ready: false,
-                main_pid: Some(stranger),
-            },
-        );
+        h.notify(web, false, Some(stranger));
         assert_eq!(h.status(web).main_pid, Some(100));
         assert_eq!(h.status(web).state, State::Starting);
     }
@@ -1464,14 +1449,7 @@ fn services_that_do_not_expect_notify_ignore_notifications() {
     let web = h.service(policy(Expect::Daemon));
     h.start(web, 100);
     h.apply(&[adopted_in_session(150, 100)]);
-    h.tracker.notified(
-        h.now,
-        web,
-        Notification {
-            ready: true,
-            main_pid: Some(150),
-        },
-    );
+    h.notify(web, true, Some(150));
     assert_eq!(h.status(web).state, State::Starting);
     assert_eq!(h.status(web).main_pid, Some(100));
 }
@@ -1485,14 +1463,7 @@ fn a_restarted_notify_service_must_say_ready_again() {
         ..Policy::default()
     });
     h.start(web, 100);
-    h.tracker.notified(
-        h.now,
-        web,
-        Notification {
-            ready: true,
-            main_pid: None,
-        },
-    );
+    h.notify(web, true, None);
     assert_eq!(h.status(web).state, State::Running);
     h.apply(&[exited(100, ExitStatus::Signal(9))]);
     let out = h.advance(Duration::from_millis(100));
