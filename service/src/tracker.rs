@@ -50,11 +50,18 @@ use crate::{
     memory::Shrink,
 };
 
+mod handoff;
+
+use handoff::{GRAVES_PER_SERVICE, Grave};
+
 /// A process id, as the kernel gives it in adoptd's pid namespace.
 pub type Pid = u32;
 
 /// SIGKILL, the signal of last resort.
 const SIGKILL: i32 = 9;
+
+/// How many adoptees, live or exited, may wait for an explanation at once.
+const UNCLAIMED_LIMIT: usize = 4096;
 
 /// The exit code recorded when a service's program could not be executed
 /// at all (as a shell reports "cannot execute").
@@ -366,11 +373,11 @@ pub struct Tracker {
     /// Live adoptees that no service could be found for yet (a source that
     /// cannot tell lineage, before the moment that explains them).
     unclaimed: BTreeMap<Pid, (Option<Pid>, Kinship)>,
-    /// For a live adoptee whose previous parents were themselves adoptees
-    /// that exited successfully in earlier moments (a dance that went on
-    /// while the main process waited): the chain from the first previous
-    /// parent through those hops, ending at its own previous parent.
-    descents: HashMap<Pid, Vec<Pid>>,
+    /// Adoptees that exited before any service could be found for them,
+    /// whose previous parent is known: when a later moment explains that
+    /// parent (a dance whose hops finished child first), they join the
+    /// lineage of its service. Bounded by [`UNCLAIMED_LIMIT`].
+    unclaimed_graves: BTreeMap<Pid, Grave>,
     /// Orders processes by when the tracker first saw them.
     next_sequence: u64,
 }
@@ -383,9 +390,7 @@ impl Tracker {
     /// Shrinks the tables a storm left sparse (see [`crate::memory`]);
     /// says whether any was.
     pub fn shrink_if_sparse(&mut self) -> bool {
-        self.processes.shrink_if_sparse()
-            | self.sessions.shrink_if_sparse()
-            | self.descents.shrink_if_sparse()
+        self.processes.shrink_if_sparse() | self.sessions.shrink_if_sparse()
     }
 
     /// Adds a service, stopped. Starting it is a [`Command::Start`].
@@ -474,11 +479,10 @@ impl Tracker {
         batch.adopted(&adoptions, &facts.exited);
         let main_exits = batch.exited(&facts.exited);
         batch.follow_all_contenders();
-        let mains: BTreeSet<Pid> = main_exits.iter().map(|&(_, pid, _)| pid).collect();
         for (service, pid, status) in main_exits {
             batch.main_exited(service, pid, status, &facts.pid_files);
         }
-        batch.remember_descents(&mains);
+        batch.fail_runs_that_descend_from_a_failure();
         batch.settle_clean_ups();
         batch.finish()
     }
@@ -561,6 +565,19 @@ struct Service {
     /// without an heir while a contender lives, the guess was wrong and the
     /// contender takes over.
     contenders: Vec<Contender>,
+    /// The main process is a guess only because live candidates were
+    /// ambiguous (its lineage is known): once no contender is left, it is
+    /// the heir for certain.
+    certain_once_alone: bool,
+    /// A candidate for the main line failed while another one was
+    /// followed: if the followed one ends without an heir, the run failed
+    /// with this status.
+    pending_failure: Option<ExitStatus>,
+    /// Where the current guess was made: the main process it replaced and
+    /// the hand-off count then.
+    guess_origin: Option<(Pid, u32)>,
+    /// The process adoptd spawned for the current run.
+    run_root: Option<Pid>,
     /// When the current run's first process started: its descendants
     /// cannot be older.
     run_start_time: Option<u64>,
@@ -568,6 +585,11 @@ struct Service {
     spawn_pending: bool,
     /// The run said `READY=1` (`expect = "notify"`).
     ready: bool,
+    /// The run's members that exited, oldest first (see [`handoff`]).
+    graves: VecDeque<Grave>,
+    /// Graves of this run were forgotten (a storm): a lineage that stops
+    /// may have stopped at one of them.
+    graves_forgotten: bool,
 }
 
 /// A live process that could still turn out to be the main process.
@@ -607,9 +629,15 @@ impl Service {
             killed: false,
             starts: VecDeque::new(),
             contenders: Vec::new(),
+            certain_once_alone: false,
+            pending_failure: None,
+            run_root: None,
+            guess_origin: None,
             run_start_time: None,
             spawn_pending: false,
             ready: false,
+            graves: VecDeque::new(),
+            graves_forgotten: false,
         }
     }
 
@@ -656,6 +684,28 @@ impl Service {
 
     fn remove_member(&mut self, pid: Pid) {
         self.members.remove(&pid);
+    }
+
+    /// The latest grave of `pid` in the current run.
+    fn grave(&self, pid: Pid) -> Option<&Grave> {
+        self.graves.iter().rev().find(|g| g.pid == pid)
+    }
+
+    /// Remembers a member that exited, forgetting the oldest beyond the
+    /// bound.
+    fn bury(&mut self, grave: Grave) {
+        if self.graves.len() >= GRAVES_PER_SERVICE {
+            self.graves.pop_front();
+            self.graves_forgotten = true;
+        }
+        self.graves.push_back(grave);
+    }
+
+    /// The run is over: its lineage is no longer needed.
+    fn forget_graves(&mut self) {
+        self.graves.clear();
+        self.graves.shrink_to_fit();
+        self.graves_forgotten = false;
     }
 }
 
@@ -764,8 +814,6 @@ struct Batch<'a> {
     now: Now,
     before: BTreeMap<ServiceId, Status>,
     departed: HashMap<Pid, Departed>,
-    /// The descents of the departed, for their own adoptees.
-    departed_descents: HashMap<Pid, Vec<Pid>>,
     /// Services whose program could not be started in this batch.
     failed_spawns: BTreeSet<ServiceId>,
     out: Output,
@@ -778,7 +826,6 @@ impl<'a> Batch<'a> {
             now,
             before: BTreeMap::new(),
             departed: HashMap::new(),
-            departed_descents: HashMap::new(),
             failed_spawns: BTreeSet::new(),
             out: Output::default(),
         }
@@ -924,6 +971,10 @@ impl<'a> Batch<'a> {
         service.run_start_time = start_time;
         service.spawn_pending = false;
         service.ready = false;
+        service.forget_graves();
+        service.pending_failure = None;
+        service.run_root = Some(pid);
+        service.guess_origin = None;
         let running = service.has_started();
         self.set_state(
             id,
@@ -1036,16 +1087,36 @@ impl<'a> Batch<'a> {
                 }
             }
         }
-        // Unattributed live adoptees wait for the next moment with an exit
-        // of a tracked process, which may explain them; after that they
-        // belong to no service.
-        if exiting_services.is_empty() {
-            for pid in pending {
-                if !exited.contains_key(&pid) {
-                    self.tracker.unclaimed.insert(pid, adoptions[&pid]);
+        // Unattributed adoptees whose previous parent is known wait until
+        // a later moment explains that parent (the kernel reports a child
+        // orphaned by a hop before the hop itself is reaped); the others
+        // wait for the next moment with an exit of a tracked process, which
+        // may explain them. After that they belong to no service.
+        for pid in pending {
+            let (previous_parent, kinship) = adoptions[&pid];
+            match (exited.get(&pid), previous_parent) {
+                (Some(&status), Some(parent)) => {
+                    self.remember_unclaimed_grave(Grave {
+                        pid,
+                        parent: Some(parent),
+                        guessed: false,
+                        status,
+                    });
                 }
+                (None, Some(_)) if self.tracker.unclaimed.len() < UNCLAIMED_LIMIT => {
+                    self.tracker
+                        .unclaimed
+                        .insert(pid, (previous_parent, kinship));
+                }
+                (None, None) if exiting_services.is_empty() => {
+                    self.tracker
+                        .unclaimed
+                        .insert(pid, (previous_parent, kinship));
+                }
+                _ => {}
             }
         }
+        self.claim_graves(&attributed);
         // Each service's exits of this moment, ascending, for inferring
         // previous parents in logarithmic time (a storm brings thousands).
         let mut exits_by_service: HashMap<ServiceId, Vec<(Pid, ServiceId)>> = HashMap::new();
@@ -1085,6 +1156,67 @@ impl<'a> Batch<'a> {
         }
         for (pid, service, previous_parent, kinship, guessed) in records {
             self.record_adoption(service, pid, previous_parent, kinship, guessed);
+            if !exited.contains_key(&pid) {
+                self.stop_if_stopping(service, pid);
+            }
+        }
+    }
+
+    fn remember_unclaimed_grave(&mut self, grave: Grave) {
+        let graves = &mut self.tracker.unclaimed_graves;
+        if graves.len() >= UNCLAIMED_LIMIT {
+            graves.pop_first();
+        }
+        graves.insert(grave.pid, grave);
+    }
+
+    /// Unclaimed graves whose previous parent is now known join that
+    /// parent's service, in rounds, so a chain of them is placed whole.
+    fn claim_graves(&mut self, attributed: &BTreeMap<Pid, (ServiceId, bool)>) {
+        if self.tracker.unclaimed_graves.is_empty() {
+            return;
+        }
+        let mut placed_here: HashMap<Pid, ServiceId> = HashMap::new();
+        loop {
+            let placed: Vec<(Grave, ServiceId)> = self
+                .tracker
+                .unclaimed_graves
+                .values()
+                .filter_map(|grave| {
+                    let parent = grave.parent?;
+                    let service = self
+                        .tracker
+                        .processes
+                        .get(&parent)
+                        .map(|p| p.service)
+                        .or_else(|| attributed.get(&parent).map(|&(service, _)| service))
+                        .or_else(|| placed_here.get(&parent).copied())?;
+                    Some((*grave, service))
+                })
+                .collect();
+            if placed.is_empty() {
+                return;
+            }
+            for (grave, service) in placed {
+                self.tracker.unclaimed_graves.remove(&grave.pid);
+                placed_here.insert(grave.pid, service);
+                self.touch(service).bury(grave);
+            }
+        }
+    }
+
+    /// A live process that joins a service whose main process is gone
+    /// while it stops (the heir of a dance that was under way when the stop
+    /// came) gets the stop signal like the members before it.
+    fn stop_if_stopping(&mut self, id: ServiceId, pid: Pid) {
+        let service = &self.tracker.services[id.index()];
+        if service.state == State::Stopping && service.main.is_none() {
+            let signal = if service.killed {
+                SIGKILL
+            } else {
+                service.policy.stop_signal
+            };
+            self.signal_all(id, &[pid], signal);
         }
     }
 
@@ -1103,8 +1235,19 @@ impl<'a> Batch<'a> {
                 .map(|p| p.service)
                 .or_else(|| attributed.get(&pid).map(|&(service, _)| service))
         };
+        // A previous parent that exited unexplained itself is followed up
+        // through the unclaimed graves (a dance that finished child first).
+        let known_ancestor = |mut pid: Pid| {
+            for _ in 0..=tracker.unclaimed_graves.len() {
+                if let Some(service) = known(pid) {
+                    return Some(service);
+                }
+                pid = tracker.unclaimed_graves.get(&pid)?.parent?;
+            }
+            None
+        };
         known(pid)
-            .or_else(|| previous_parent.and_then(known))
+            .or_else(|| previous_parent.and_then(known_ancestor))
             .or_else(|| kinship.ancestor.and_then(known))
             .or_else(|| {
                 kinship
@@ -1190,50 +1333,21 @@ impl<'a> Batch<'a> {
             if service.main == Some(pid) {
                 main_exits.push((process.service, pid, status));
             }
+            // Main processes too: a later adoptee's lineage may lead
+            // through one that failed.
+            service.bury(Grave {
+                pid,
+                parent: process.adoption.and_then(|a| a.previous_parent),
+                guessed: process.adoption.is_some_and(|a| a.guessed),
+                status,
+            });
             self.departed.insert(pid, Departed { process, status });
-            if let Some(descent) = self.tracker.descents.remove(&pid) {
-                self.departed_descents.insert(pid, descent);
-            }
         }
         main_exits.sort_unstable_by_key(|&(service, pid, _)| (service, pid));
         main_exits
     }
 
     // ----- decisions -----------------------------------------------------
-
-    fn main_exited(
-        &mut self,
-        id: ServiceId,
-        main: Pid,
-        status: ExitStatus,
-        pid_files: &BTreeMap<ServiceId, Pid>,
-    ) {
-        let service = &self.tracker.services[id.index()];
-        let handoffs_left = service.handoff_limit().saturating_sub(service.handoffs);
-        let following = service.after_stop.is_none() && status.is_success() && handoffs_left > 0;
-        // A guessed main process with contenders gets step 1 only: its own
-        // heirs prove the guess right; anything else is settled among the
-        // contenders.
-        let guessed = service.main_source == MainPidSource::Guess && !service.contenders.is_empty();
-        let pid_file = pid_files.get(&id).copied();
-        let succession = match (following, guessed) {
-            (false, _) => None,
-            (true, false) => self.find_heir(id, main, handoffs_left, pid_file),
-            (true, true) => {
-                match self.follow(id, &mut vec![main], handoffs_left as usize, pid_file) {
-                    Path::Found(succession) => Some(succession),
-                    _ => None,
-                }
-            }
-        };
-        if let Some(succession) = succession {
-            return self.hand_off(id, main, succession);
-        }
-        if let Some(contender) = self.best_contender(id, pid_files.get(&id).copied()) {
-            return self.correct_guess(id, contender);
-        }
-        self.end_run(id, status)
-    }
 
     fn follow_all_contenders(&mut self) {
         let touched: Vec<ServiceId> = self.before.keys().copied().collect();
@@ -1262,11 +1376,16 @@ impl<'a> Batch<'a> {
                 next.push(contender);
                 continue;
             }
-            let succeeded = self
-                .departed
-                .get(&contender.pid)
-                .is_some_and(|d| d.status.is_success());
-            if !succeeded {
+            let Some(status) = self.departed.get(&contender.pid).map(|d| d.status) else {
+                continue;
+            };
+            if !status.is_success() {
+                let service = &mut self.tracker.services[id.index()];
+                service.pending_failure = Some(
+                    service
+                        .pending_failure
+                        .map_or(status, |known| handoff::lesser(known, status)),
+                );
                 continue;
             }
             let live = self.live_adoptees(id, |a| a.previous_parent == Some(contender.pid));
@@ -1284,7 +1403,36 @@ impl<'a> Batch<'a> {
         }
         next.sort_unstable_by_key(|c| c.pid);
         next.dedup_by_key(|c| c.pid);
-        self.tracker.services[id.index()].contenders = next;
+        let service = &mut self.tracker.services[id.index()];
+        service.contenders = next;
+        // The guess was only a choice among live candidates, and every
+        // other one is gone without taking over: it was right.
+        let main = service.main.filter(|m| service.members.contains(m));
+        if service.contenders.is_empty()
+            && service.certain_once_alone
+            && let Some(main) = main
+            && self.guess_is_proven(id, main)
+        {
+            let service = self.touch(id);
+            service.certain_once_alone = false;
+            if service.main_source == MainPidSource::Guess {
+                service.main_source = MainPidSource::Adoption;
+            }
+        }
+    }
+
+    /// Whether the rule, run again from where the guess was made with what
+    /// is known now, leaves `main` as the one candidate.
+    fn guess_is_proven(&self, id: ServiceId, main: Pid) -> bool {
+        let service = &self.tracker.services[id.index()];
+        let Some((origin, handoffs)) = service.guess_origin else {
+            return false;
+        };
+        let left = service.handoff_limit().saturating_sub(handoffs);
+        matches!(
+            self.find_heir(id, origin, left, None, true),
+            handoff::Verdict::Heir(succession) if succession.heir == main && succession.others.is_empty()
+        )
     }
 
     /// The contender to take over from a guessed main process that ended
@@ -1313,139 +1461,14 @@ impl<'a> Batch<'a> {
         service.previous = Some(contender.previous);
         service.handoffs = contender.handoffs;
         service.contenders.retain(|c| c.pid != contender.pid);
+        if service.contenders.is_empty() && service.certain_once_alone {
+            // The last candidate left, of a lineage the source reported.
+            service.main_source = MainPidSource::Adoption;
+            service.certain_once_alone = false;
+        }
         let running = service.has_started();
         if running && service.state == State::Starting {
             self.set_state(id, State::Running);
-        }
-    }
-
-    /// Looks for the heir of `main` (the hand-off rule).
-    fn find_heir(
-        &self,
-        id: ServiceId,
-        main: Pid,
-        handoffs_left: u32,
-        pid_file: Option<Pid>,
-    ) -> Option<Succession> {
-        // Step 2 also where the chain ended without a live heir or forked
-        // into several paths (then the choice is a guess).
-        let mut path = vec![main];
-        let ambiguous = match self.follow(id, &mut path, handoffs_left as usize, pid_file) {
-            Path::Found(succession) => return Some(succession),
-            Path::TooLong => return None,
-            Path::Ambiguous => true,
-            Path::None => false,
-        };
-        let orphans = self.live_adoptees(id, |a| a.under_main == Some(main));
-        let (heir, source) = self.choose(&orphans, pid_file)?;
-        let source = if ambiguous {
-            MainPidSource::Guess
-        } else {
-            source
-        };
-        Some(Succession {
-            hops: Vec::new(),
-            heir,
-            source,
-            others: orphans.into_iter().filter(|&pid| pid != heir).collect(),
-        })
-    }
-
-    /// Step 1 from the last process of `path` (the main process, then the
-    /// hops taken so far): its live adoptees, or a path through hops that
-    /// finished their own part of the dance in this moment (a process
-    /// adopted from the parent that exited successfully and left adoptees).
-    /// A path through such a hop is preferred to a live sibling, which is
-    /// then likelier a helper still exiting; that choice is a guess.
-    ///
-    /// A hop already on the path is not taken again: recycled pids can make
-    /// two processes each other's previous parent. The depth is bounded by
-    /// [`MAX_HOPS_IN_ONE_MOMENT`]; a deeper chain is treated as ambiguous,
-    /// so the choice that follows is flagged a guess.
-    fn follow(
-        &self,
-        id: ServiceId,
-        path: &mut Vec<Pid>,
-        handoffs_left: usize,
-        pid_file: Option<Pid>,
-    ) -> Path {
-        let Some(&parent) = path.last() else {
-            return Path::None;
-        };
-        if handoffs_left == 0 {
-            return Path::TooLong;
-        }
-        let mut live = Vec::new();
-        let mut found = Vec::new();
-        let mut too_long = false;
-        for pid in self.live_adoptees(id, |_| true) {
-            match self.tracker.descents.get(&pid) {
-                Some(descent) if descent.first() == Some(&parent) => {
-                    // Hops that finished in earlier moments.
-                    let hops = descent[1..].to_vec();
-                    if hops.len() + 1 > handoffs_left {
-                        too_long = true;
-                    } else if hops.is_empty() {
-                        live.push(pid);
-                    } else {
-                        found.push(Succession {
-                            hops,
-                            heir: pid,
-                            source: MainPidSource::Adoption,
-                            others: Vec::new(),
-                        });
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if self.adoption_of(pid).and_then(|a| a.previous_parent) == Some(parent) {
-                        live.push(pid);
-                    }
-                }
-            }
-        }
-        for hop in self.departed_adoptees(id, parent) {
-            if path.contains(&hop) || !self.has_adoptees(id, hop) {
-                continue;
-            }
-            if path.len() > MAX_HOPS_IN_ONE_MOMENT {
-                return Path::Ambiguous;
-            }
-            path.push(hop);
-            let below = self.follow(id, path, handoffs_left - 1, pid_file);
-            path.pop();
-            match below {
-                Path::Found(mut succession) => {
-                    succession.hops.insert(0, hop);
-                    found.push(succession);
-                }
-                Path::Ambiguous => return Path::Ambiguous,
-                Path::TooLong => too_long = true,
-                Path::None => {}
-            }
-        }
-        match (found.len(), live.is_empty()) {
-            (1, true) => Path::Found(found.remove(0)),
-            (1, false) => {
-                let mut succession = found.remove(0);
-                succession.source = MainPidSource::Guess;
-                succession.others.extend(live);
-                Path::Found(succession)
-            }
-            (0, false) => {
-                let Some((heir, source)) = self.choose(&live, pid_file) else {
-                    return Path::None;
-                };
-                Path::Found(Succession {
-                    hops: Vec::new(),
-                    heir,
-                    source,
-                    others: live.into_iter().filter(|&pid| pid != heir).collect(),
-                })
-            }
-            (0, true) if too_long => Path::TooLong,
-            (0, true) => Path::None,
-            _ => Path::Ambiguous,
         }
     }
 
@@ -1485,81 +1508,6 @@ impl<'a> Batch<'a> {
         pids
     }
 
-    /// Whether any adoptee, live or departed in this batch, came from `parent`.
-    fn has_adoptees(&self, id: ServiceId, parent: Pid) -> bool {
-        let from_parent = |p: &Process| {
-            p.service == id
-                && p.adoption
-                    .is_some_and(|a| a.previous_parent == Some(parent))
-        };
-        self.tracker.services[id.index()].members.iter().any(|pid| {
-            self.tracker.processes.get(pid).is_some_and(from_parent)
-                || self
-                    .tracker
-                    .descents
-                    .get(pid)
-                    .is_some_and(|d| d.first() == Some(&parent))
-        }) || self.departed.values().any(|d| from_parent(&d.process))
-    }
-
-    /// After the decisions of a moment: the live adoptees of an adoptee
-    /// that exited successfully without being a main process remember the
-    /// chain they descend through, for when the main process ends.
-    fn remember_descents(&mut self, mains: &BTreeSet<Pid>) {
-        let mut hops: Vec<(Pid, Departed)> = self
-            .departed
-            .iter()
-            .filter(|(pid, d)| !mains.contains(pid) && d.status.is_success())
-            .map(|(&pid, &d)| (pid, d))
-            .collect();
-        if hops.is_empty() {
-            return;
-        }
-        // Parents before children, so chains through several hops of the
-        // same moment are built whole.
-        hops.sort_unstable_by_key(|&(_, d)| d.process.sequence);
-        // Who came from each hop, live and gone, in one pass (a storm
-        // brings thousands of hops).
-        let hop_pids: HashSet<Pid> = hops.iter().map(|&(pid, _)| pid).collect();
-        let services: BTreeSet<ServiceId> = hops.iter().map(|(_, d)| d.process.service).collect();
-        let mut live_from: HashMap<Pid, Vec<Pid>> = HashMap::new();
-        for id in services {
-            for &pid in &self.tracker.services[id.index()].members {
-                if let Some(parent) = self.adoption_of(pid).and_then(|a| a.previous_parent)
-                    && hop_pids.contains(&parent)
-                {
-                    live_from.entry(parent).or_default().push(pid);
-                }
-            }
-        }
-        let mut gone_from: HashMap<Pid, Vec<Pid>> = HashMap::new();
-        for (&pid, d) in &self.departed {
-            if let Some(parent) = d.process.adoption.and_then(|a| a.previous_parent)
-                && d.status.is_success()
-                && hop_pids.contains(&parent)
-            {
-                gone_from.entry(parent).or_default().push(pid);
-            }
-        }
-        for (hop, departed) in hops {
-            let Some(origin) = departed.process.adoption.and_then(|a| a.previous_parent) else {
-                continue;
-            };
-            let mut descent = self
-                .departed_descents
-                .remove(&hop)
-                .unwrap_or_else(|| vec![origin]);
-            descent.push(hop);
-            // Adoptees of the hop that are gone too pass the chain on.
-            for pid in gone_from.remove(&hop).unwrap_or_default() {
-                self.departed_descents.insert(pid, descent.clone());
-            }
-            for heir in live_from.remove(&hop).unwrap_or_default() {
-                self.tracker.descents.insert(heir, descent.clone());
-            }
-        }
-    }
-
     /// How `pid`, live or departed in this batch, was adopted.
     fn adoption_of(&self, pid: Pid) -> Option<Adoption> {
         self.tracker
@@ -1567,83 +1515,6 @@ impl<'a> Batch<'a> {
             .get(&pid)
             .or_else(|| self.departed.get(&pid).map(|d| &d.process))
             .and_then(|p| p.adoption)
-    }
-
-    /// Step 3 of the rule, for several candidates.
-    fn choose(&self, candidates: &[Pid], pid_file: Option<Pid>) -> Option<(Pid, MainPidSource)> {
-        if let [only] = candidates {
-            return Some((*only, MainPidSource::Adoption));
-        }
-        if let Some(pid) = pid_file.filter(|pid| candidates.contains(pid)) {
-            return Some((pid, MainPidSource::PidFile));
-        }
-        let leaders: Vec<Pid> = candidates
-            .iter()
-            .copied()
-            .filter(|pid| self.tracker.processes.get(pid).and_then(|p| p.session) == Some(*pid))
-            .collect();
-        if let [leader] = leaders.as_slice() {
-            return Some((*leader, MainPidSource::Guess));
-        }
-        let oldest = candidates.iter().copied().min_by_key(|pid| {
-            let p = self.tracker.processes.get(pid);
-            (
-                p.and_then(|p| p.start_time).unwrap_or(u64::MAX),
-                p.map_or(u64::MAX, |p| p.sequence),
-                *pid,
-            )
-        })?;
-        Some((oldest, MainPidSource::Guess))
-    }
-
-    fn hand_off(&mut self, id: ServiceId, main: Pid, succession: Succession) {
-        let mut previous = main;
-        for &hop in succession.hops.iter().chain([&succession.heir]) {
-            self.out.notices.push(Notice::Adopted {
-                service: id,
-                pid: hop,
-                previous_pid: previous,
-            });
-            previous = hop;
-        }
-        let guessed = succession
-            .hops
-            .iter()
-            .chain([&succession.heir])
-            .any(|pid| self.adoption_of(*pid).is_some_and(|a| a.guessed));
-        let source = match succession.source {
-            MainPidSource::Adoption if guessed => MainPidSource::Guess,
-            source => source,
-        };
-        let hops = u32::try_from(succession.hops.len() + 1).unwrap_or(u32::MAX);
-        let previous = succession.hops.last().copied().unwrap_or(main);
-        let contenders: Vec<Contender> = if source == MainPidSource::Guess {
-            let handoffs = self.tracker.services[id.index()].handoffs.saturating_add(1);
-            succession
-                .others
-                .iter()
-                .map(|&pid| Contender {
-                    pid,
-                    previous: self
-                        .adoption_of(pid)
-                        .and_then(|a| a.previous_parent)
-                        .unwrap_or(main),
-                    handoffs,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let service = self.touch(id);
-        service.main = Some(succession.heir);
-        service.previous = Some(previous);
-        service.main_source = source;
-        service.handoffs = service.handoffs.saturating_add(hops);
-        service.contenders = contenders;
-        let running = service.has_started();
-        if running && service.state == State::Starting {
-            self.set_state(id, State::Running);
-        }
     }
 
     /// The main process ended the run: record how, then clean up.
@@ -1719,6 +1590,7 @@ impl<'a> Batch<'a> {
     fn finish_stop(&mut self, id: ServiceId) {
         let service = self.touch(id);
         let after = service.after_stop.take().unwrap_or(AfterStop::Stopped);
+        service.forget_graves();
         self.set_deadline(id, None);
         match after {
             AfterStop::Stopped => self.set_state(id, State::Stopped),
@@ -1888,33 +1760,6 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// How many processes of one service may fork, hand off and exit inside
-/// a single moment before the search for the heir stops following them
-/// (and flags its choice a guess). Real dances take a handful; the bound
-/// keeps the search's stack small whatever a fork storm does.
-const MAX_HOPS_IN_ONE_MOMENT: usize = 256;
-
-/// Where step 1 of the hand-off rule led.
-enum Path {
-    Found(Succession),
-    /// No live heir down any path.
-    None,
-    /// A path exists but needs more hand-offs than `expect` allows.
-    TooLong,
-    /// Several paths lead to live heirs.
-    Ambiguous,
-}
-
-/// The outcome of the hand-off rule.
-struct Succession {
-    /// Processes that took over and exited in the same moment.
-    hops: Vec<Pid>,
-    heir: Pid,
-    source: MainPidSource,
-    /// The candidates not chosen, where the choice was a guess.
-    others: Vec<Pid>,
-}
-
 fn diff(before: &Status, after: &Status) -> Changes {
     let mut changes = Changes::default();
     let mut mark = |changed: bool, what: Changes| {
@@ -1943,5 +1788,7 @@ fn diff(before: &Status, after: &Status) -> Changes {
     changes
 }
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;
