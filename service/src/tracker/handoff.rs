@@ -56,8 +56,12 @@ enum Lineage {
         failure: Option<ExitStatus>,
         guessed: bool,
     },
-    /// The walk stopped at a process the tracker never saw exit.
-    Unresolved { failure: Option<ExitStatus> },
+    /// The walk stopped at a process the tracker never saw exit, or
+    /// (`guessed`) at one whose own previous parent no source reported.
+    Unresolved {
+        failure: Option<ExitStatus>,
+        guessed: bool,
+    },
 }
 
 /// The outcome of the hand-off rule.
@@ -195,13 +199,15 @@ impl Batch<'_> {
                         descendants.push(Candidate { pid, hops, guessed });
                     }
                 }
-                Lineage::Unresolved { failure } => {
+                Lineage::Unresolved { failure, guessed } => {
                     let orphaned_under_main = self
                         .adoption_of(pid)
                         .is_some_and(|a| a.under_main == Some(main));
                     match failure {
                         Some(status) if orphaned_under_main => note_failure(status),
-                        None if orphaned_under_main && orphans_may_inherit => orphans.push(pid),
+                        None if orphaned_under_main && orphans_may_inherit => {
+                            orphans.push((pid, guessed))
+                        }
                         _ => {}
                     }
                 }
@@ -232,11 +238,13 @@ impl Batch<'_> {
     fn choose_orphan(
         &self,
         id: ServiceId,
-        orphans: Vec<Pid>,
+        orphans: Vec<(Pid, bool)>,
         pid_file: Option<Pid>,
     ) -> Option<Succession> {
         {
-            let (heir, source) = self.choose(&orphans, pid_file)?;
+            let pids: Vec<Pid> = orphans.iter().map(|&(pid, _)| pid).collect();
+            let (heir, source) = self.choose(&pids, pid_file)?;
+            let heir_guessed = orphans.iter().any(|&(pid, guessed)| pid == heir && guessed);
             // A lineage that stopped may have stopped at a forgotten hop.
             let source = match source {
                 MainPidSource::Adoption if self.tracker.services[id.index()].graves_forgotten => {
@@ -248,12 +256,12 @@ impl Batch<'_> {
                 hops: Vec::new(),
                 heir,
                 source,
-                others: orphans
+                others: pids
                     .into_iter()
                     .filter(|&pid| pid != heir)
                     .map(|pid| (pid, 1))
                     .collect(),
-                lineage_guessed: self.tracker.services[id.index()].graves_forgotten,
+                lineage_guessed: heir_guessed || self.tracker.services[id.index()].graves_forgotten,
                 pending_failure: None,
             })
         }
@@ -311,7 +319,10 @@ impl Batch<'_> {
     fn lineage(&self, id: ServiceId, pid: Pid, main: Pid) -> Lineage {
         let service = &self.tracker.services[id.index()];
         let Some(adoption) = self.adoption_of(pid) else {
-            return Lineage::Unresolved { failure: None };
+            return Lineage::Unresolved {
+                failure: None,
+                guessed: true,
+            };
         };
         let mut hops = Vec::new();
         let mut failure = None;
@@ -320,7 +331,11 @@ impl Batch<'_> {
         // Each grave is visited once at most: recycled pids can make a
         // loop of previous parents.
         while hops.len() <= service.graves.len() {
-            let Some(at) = parent else { break };
+            let Some(at) = parent else {
+                // Only the run's first process has no previous parent.
+                guessed |= hops.last().copied() != service.run_root;
+                break;
+            };
             if at == main {
                 hops.reverse();
                 return Lineage::Reaches {
@@ -344,7 +359,7 @@ impl Batch<'_> {
             guessed |= grave.guessed;
             parent = grave.parent;
         }
-        Lineage::Unresolved { failure }
+        Lineage::Unresolved { failure, guessed }
     }
 
     /// A main process followed although its lineage could not be walked

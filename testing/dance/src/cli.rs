@@ -36,6 +36,11 @@ Steps (a hop is a fork after which the child carries on):
   fork-kill:SIG    hop; the parent kills itself with SIG
   launch           hop; the parent waits for the child and then exits with the
                    child's exit status (128+N if signal N killed it)
+  fork-late        hop; the parent waits until the child has ended, without
+                   reaping it, then exits 0: the child ends first, and its
+                   status reaches the subreaper with the parent's death
+  fork-late-exit:CODE
+                   as fork-late, but the parent exits with CODE
   setsid           start a new session
   zombie           fork a child that exits 0 at once; it is never reaped
   workers:N        fork N workers that wait until a signal kills them
@@ -67,7 +72,8 @@ A process that kills itself disables its core dumps first.
 The report is one line of ASCII, sent as one datagram without a newline:
   settled tag=TAG pid=PID last_parent=PPID hops=H sid=SID
 PID is the reporting process, PPID the process that forked its last hop (0 if
-there was no hop), H the number of hops (fork, fork-exit, fork-kill, launch),
+there was no hop), H the number of hops (fork, fork-exit, fork-kill, launch, fork-late,
+fork-late-exit),
 SID its session id.
 
 Exit status: 2 for a usage error, 111 for a failed system call.
@@ -102,6 +108,8 @@ pub enum Step {
     ForkExit(u8),
     ForkKill(c_int),
     Launch,
+    /// A hop whose parent ends only after the child has, with this code.
+    ForkLate(u8),
     Setsid,
     Zombie,
     Workers(u32),
@@ -291,6 +299,8 @@ pub fn parse_step(arg: &OsStr) -> Result<Step, UsageError> {
         b"fork-exit" => Ok(Step::ForkExit(exit_code()?)),
         b"fork-kill" => Ok(Step::ForkKill(signal()?)),
         b"launch" => no_value(Step::Launch),
+        b"fork-late" => no_value(Step::ForkLate(0)),
+        b"fork-late-exit" => Ok(Step::ForkLate(exit_code()?)),
         b"setsid" => no_value(Step::Setsid),
         b"zombie" => no_value(Step::Zombie),
         b"workers" => match parse_number::<u32>(text()?) {
@@ -370,6 +380,7 @@ fn step_name(step: &Step) -> &'static str {
         Step::ForkExit(_) => "fork-exit",
         Step::ForkKill(_) => "fork-kill",
         Step::Launch => "launch",
+        Step::ForkLate(_) => "fork-late",
         Step::Setsid => "setsid",
         Step::Zombie => "zombie",
         Step::Workers(_) => "workers",

@@ -184,6 +184,15 @@ impl Dance {
                     }
                 }
             }
+            Step::ForkLate(code) => {
+                if let Some(child) = self.hop() {
+                    if let Err(err) = sys::wait_until_ended(child) {
+                        setup_error("fork-late: waiting for the child", err)
+                    }
+                    self.note_hop_end();
+                    sys::exit_quietly(code)
+                }
+            }
             Step::Setsid => sys::setsid().unwrap_or_else(|err| setup_error("setsid", err)),
             Step::Zombie => match fork("zombie") {
                 Forked::Child => sys::exit_quietly(0),

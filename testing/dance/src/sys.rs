@@ -203,6 +203,31 @@ pub fn wait_for(pid: pid_t) -> io::Result<Ended> {
     }
 }
 
+/// Waits until the child `pid` has ended, leaving it unreaped (a zombie
+/// that goes to the subreaper with its status when this process ends).
+pub fn wait_until_ended(pid: pid_t) -> io::Result<()> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid place for the result.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Reaps the child `pid` if it has ended; returns whether it is gone
 /// (reaped now, or not our child any more).
 pub fn reap_if_ended(pid: pid_t) -> bool {
