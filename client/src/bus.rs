@@ -105,6 +105,5 @@ pub fn owner_changes() -> zbus::Result<zbus::MatchRule<'static>> {
 
 fn private_socket() -> Option<PathBuf> {
     let uid = nix::unistd::geteuid().as_raw();
-    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-    adoptd_dbus::private_bus_path(uid, runtime_dir.as_deref())
+    adoptd_dbus::private_bus_socket(uid)
 }

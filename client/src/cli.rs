@@ -24,8 +24,8 @@ pub struct Cli {
     ///
     /// Without --address, --system or --session: $ADOPTD_BUS_ADDRESS if
     /// set, else the system bus if adoptd is there, else adoptd's private
-    /// bus (/run/adoptd/bus for root, $XDG_RUNTIME_DIR/adoptd/bus
-    /// otherwise).
+    /// bus ($ADOPTD_RUNTIME_DIR/bus if set, else /run/adoptd/bus for root,
+    /// $XDG_RUNTIME_DIR/adoptd/bus otherwise).
     #[arg(long, value_name = "ADDR", group = "bus", global = true)]
     pub address: Option<String>,
 

@@ -26,8 +26,9 @@ pub use error::{
 pub use introspection::INTROSPECTION_XML;
 pub use names::{
     BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, POLKIT_ACTION, ROOT_PRIVATE_BUS_PATH,
-    SERVICE_INTERFACE, SERVICE_PATH_PREFIX, escape_label, private_bus_address, private_bus_path,
-    service_name_from_path, service_path, unescape_label,
+    RUNTIME_DIR_VARIABLE, SERVICE_INTERFACE, SERVICE_PATH_PREFIX, escape_label,
+    private_bus_address, private_bus_path, private_bus_socket, service_name_from_path,
+    service_path, unescape_label,
 };
 pub use proxy::{ManagerProxy, ServiceProxy, ServiceRow};
 pub use state::{MainPidSource, ServiceResult, State, UnknownValue};

@@ -102,6 +102,25 @@ pub fn unescape_label(label: &str) -> Option<String> {
     (escape_label(&name) == label).then_some(name)
 }
 
+/// The environment variable that names another directory for adoptd's
+/// runtime files (the private bus socket), instead of `/run/adoptd` or
+/// `$XDG_RUNTIME_DIR/adoptd`: for tests, and for running a second adoptd
+/// beside the real one. Ignored unless absolute.
+pub const RUNTIME_DIR_VARIABLE: &str = "ADOPTD_RUNTIME_DIR";
+
+/// The private bus socket for this process: `bus` in
+/// `$ADOPTD_RUNTIME_DIR` when that is set, else [`private_bus_path`].
+pub fn private_bus_socket(uid: u32) -> Option<PathBuf> {
+    if let Some(directory) = std::env::var_os(RUNTIME_DIR_VARIABLE)
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+    {
+        return Some(directory.join("bus"));
+    }
+    let xdg_runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    private_bus_path(uid, xdg_runtime_dir.as_deref())
+}
+
 /// The private bus socket (`adoptd --private-bus`): [`ROOT_PRIVATE_BUS_PATH`]
 /// for uid 0, `$XDG_RUNTIME_DIR/adoptd/bus` for everyone else. `None` when a
 /// non-root user has no absolute `XDG_RUNTIME_DIR` (the XDG base directory

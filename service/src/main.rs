@@ -43,8 +43,10 @@ struct Cli {
     ///
     /// Its socket is /run/adoptd/bus for root and
     /// $XDG_RUNTIME_DIR/adoptd/bus for other users, in a directory only
-    /// adoptd's user may enter. adoptd prints its address on stdout as one
-    /// line, ADOPTD_BUS_ADDRESS=unix:path=…, ready for a shell's eval.
+    /// adoptd's user may enter ($ADOPTD_RUNTIME_DIR/bus when that variable
+    /// names an absolute directory: for a second adoptd beside the real
+    /// one). adoptd prints its address on stdout as one line,
+    /// ADOPTD_BUS_ADDRESS=unix:path=…, ready for a shell's eval.
     #[arg(long, group = "bus")]
     private_bus: bool,
 

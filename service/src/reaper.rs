@@ -138,6 +138,52 @@ impl AsRawFd for Signals {
     }
 }
 
+/// As [`reap_all`], but lets `look` see each child while it is still a
+/// zombie, just before it is reaped: its `/proc` entry (session, start
+/// time) is still there then, and gone after.
+pub fn reap_all_looking(reaped: &mut Vec<(Pid, ExitStatus)>, look: &mut dyn FnMut(Pid)) {
+    while let Some((pid, _)) = wait_one(libc::P_ALL, 0, libc::WNOWAIT) {
+        look(pid);
+        match wait_one(libc::P_PID, pid as libc::id_t, 0) {
+            Some(reaped_now) => reaped.push(reaped_now),
+            None => return,
+        }
+    }
+}
+
+/// One `waitid` for an exited child, without blocking; `extra` adds flags
+/// (`WNOWAIT` to look without reaping). `None` when no child has exited.
+fn wait_one(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    extra: libc::c_int,
+) -> Option<(Pid, ExitStatus)> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid; the kernel fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t.
+        let rc =
+            unsafe { libc::waitid(idtype, id, &mut info, libc::WEXITED | libc::WNOHANG | extra) };
+        if rc != 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return None; // ECHILD: no children at all.
+        }
+        // SAFETY: waitid succeeded, so the SIGCHLD fields are initialised
+        // (si_pid is 0 when no child had exited).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid <= 0 {
+            return None;
+        }
+        let status = match info.si_code {
+            libc::CLD_EXITED => ExitStatus::Code(status),
+            _ => ExitStatus::Signal(status),
+        };
+        return Some((pid.unsigned_abs(), status));
+    }
+}
+
 /// Reaps every child that has exited, in the order the kernel gives them.
 ///
 /// Uses `waitid` directly rather than nix's wrapper, which refuses statuses

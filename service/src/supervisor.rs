@@ -517,7 +517,12 @@ impl Supervisor {
         // for another round, so the whole moment lands in one batch.
         let mut looked_at = 0;
         for _ in 0..MAX_ROUNDS {
-            reaper::reap_all(&mut reaped);
+            if self.source.looks_before_reaping() {
+                let source = &mut self.source;
+                reaper::reap_all_looking(&mut reaped, &mut |pid| source.look_before_reaping(pid));
+            } else {
+                reaper::reap_all(&mut reaped);
+            }
             // Adoption notices of everything just reaped are queued by now.
             match self.signals.get_mut().drain() {
                 Ok(wakeup) => self.wakeup.merge(wakeup),

@@ -1045,6 +1045,9 @@ impl<'a> Batch<'a> {
             .filter_map(|pid| self.tracker.processes.get(pid).map(|p| p.service))
             .collect();
         let mut attributed: BTreeMap<Pid, (ServiceId, bool)> = BTreeMap::new();
+        // Sessions of the processes attributed in this moment: a hop that
+        // started a session and died unseen shares it with its heir.
+        let mut sessions: HashMap<Pid, ServiceId> = HashMap::new();
         let mut pending: Vec<Pid> = adoptions.keys().copied().collect();
         for fallback in [Fallback::None, Fallback::OnlyExit, Fallback::ClosestExit] {
             loop {
@@ -1055,28 +1058,40 @@ impl<'a> Batch<'a> {
                 };
                 pending.retain(|&pid| {
                     let (previous_parent, kinship) = adoptions[&pid];
+                    let dead = exited.contains_key(&pid);
                     let found = self
                         .attribute(pid, previous_parent, kinship, &attributed)
+                        .or_else(|| kinship.session.and_then(|s| sessions.get(&s).copied()))
+                        // The leader of a session one of them is in.
+                        .or_else(|| sessions.get(&pid).copied())
                         .map(|service| (service, false))
                         .or_else(|| {
                             match (fallback, previous_parent) {
                                 (Fallback::OnlyExit, None) if exiting_services.len() == 1 => {
                                     exiting_services.first().map(|&service| (service, false))
                                 }
-                                (Fallback::ClosestExit, None) => closest_before(&owned_exits, pid)
-                                    .map(|(_, service)| (service, true)),
+                                // Not for the dead whose session named no
+                                // service: a storm's orphans must not
+                                // become another service's hops.
+                                (Fallback::ClosestExit, None)
+                                    if !dead || kinship.session.is_none() =>
+                                {
+                                    closest_before(&owned_exits, pid)
+                                        .map(|(_, service)| (service, true))
+                                }
                                 _ => None,
                             }
                             // A coincidence never claims a live process
                             // older than the service's run (one that came
                             // from elsewhere, as PID 1 may adopt).
-                            .filter(|&(service, _)| {
-                                exited.contains_key(&pid) || self.young_enough(service, kinship)
-                            })
+                            .filter(|&(service, _)| dead || self.young_enough(service, kinship))
                         });
                     match found {
                         Some(found) => {
                             attributed.insert(pid, found);
+                            if let Some(session) = kinship.session {
+                                sessions.entry(session).or_insert(found.0);
+                            }
                             false
                         }
                         None => true,
@@ -1092,6 +1107,7 @@ impl<'a> Batch<'a> {
         // orphaned by a hop before the hop itself is reaped); the others
         // wait for the next moment with an exit of a tracked process, which
         // may explain them. After that they belong to no service.
+        let unexplained_deaths = pending.iter().any(|pid| exited.contains_key(pid));
         for pid in pending {
             let (previous_parent, kinship) = adoptions[&pid];
             match (exited.get(&pid), previous_parent) {
@@ -1129,7 +1145,10 @@ impl<'a> Batch<'a> {
         // A process placed by the closest exit may have been another
         // service's hop: then any previous parent inferred in this moment
         // may be wrong, and says so.
-        let any_placed_by_guess = attributed.values().any(|&(_, guessed)| guessed);
+        // So may one inferred while some exit of this moment is unexplained
+        // (a hop that died unseen, whose service is unknown).
+        let any_placed_by_guess =
+            unexplained_deaths || attributed.values().any(|&(_, guessed)| guessed);
         let mut records = Vec::with_capacity(attributed.len());
         for (&pid, &(service, attribution_guessed)) in &attributed {
             let (previous_parent, kinship) = adoptions[&pid];

@@ -56,9 +56,7 @@ pub struct PrivateBus {
 /// returns once it accepts connections.
 pub async fn start() -> Result<PrivateBus, PrivateBusError> {
     let uid = nix::unistd::geteuid().as_raw();
-    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-    let socket = adoptd_dbus::private_bus_path(uid, runtime_dir.as_deref())
-        .ok_or(PrivateBusError::NoRuntimeDir)?;
+    let socket = adoptd_dbus::private_bus_socket(uid).ok_or(PrivateBusError::NoRuntimeDir)?;
     start_at(&socket, uid).await
 }
 

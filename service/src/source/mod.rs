@@ -38,6 +38,16 @@ pub trait AdoptionSource {
         false
     }
 
+    /// Whether the source wants to see each child adoptd is about to reap
+    /// (see [`AdoptionSource::look_before_reaping`]).
+    fn looks_before_reaping(&self) -> bool {
+        false
+    }
+
+    /// `pid` is a zombie child of adoptd's, reaped right after this call:
+    /// its `/proc` entry can still be read.
+    fn look_before_reaping(&mut self, _pid: Pid) {}
+
     /// A descriptor that becomes readable when the source has news of its
     /// own (besides reaps); the supervisor then calls `collect`.
     fn wakeup_fd(&self) -> Option<RawFd> {

@@ -25,7 +25,10 @@
 //! the older rules. Exact answers need the `proc-connector` (root) or
 //! `adoptsig` (patched kernel) sources, which `--tracker auto` prefers.
 
-use std::{collections::HashSet, fs, io};
+use std::{
+    collections::{HashMap, HashSet},
+    fs, io,
+};
 
 use super::{AdoptionSource, SourceKind, runs::Runs};
 use crate::{
@@ -44,6 +47,9 @@ pub struct Procfs {
     buffer: String,
     /// Which run a newcomer that left its session comes from.
     runs: Runs,
+    /// What `/proc` said of children adoptd never saw alive, read while
+    /// they were zombies, until the reap is reported.
+    seen_dead: HashMap<Pid, Kinship>,
 }
 
 impl Procfs {
@@ -92,7 +98,22 @@ impl AdoptionSource for Procfs {
     }
 
     fn shrink_if_sparse(&mut self) -> bool {
-        self.children.shrink_if_sparse()
+        self.children.shrink_if_sparse() | self.seen_dead.shrink_if_sparse()
+    }
+
+    fn looks_before_reaping(&self) -> bool {
+        true
+    }
+
+    fn look_before_reaping(&mut self, pid: Pid) {
+        // A child adopted and dead between two looks: its session says
+        // which service it came from (a storm's orphans keep their
+        // service's session), as its environment no longer can.
+        if !self.children.contains(&pid)
+            && let Some(stat) = read_stat(pid)
+        {
+            self.seen_dead.insert(pid, stat.kinship);
+        }
     }
 
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
@@ -101,10 +122,11 @@ impl AdoptionSource for Procfs {
                 events.push(Event::Adopted {
                     pid,
                     previous_parent: None,
-                    kinship: Kinship::default(),
+                    kinship: self.seen_dead.remove(&pid).unwrap_or_default(),
                 });
             }
         }
+        self.seen_dead.clear();
         let mut found = Vec::new();
         self.saw_zombie = false;
         self.scan_children(&mut found)?;
