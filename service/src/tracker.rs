@@ -63,6 +63,18 @@ const SIGKILL: i32 = 9;
 /// How many adoptees, live or exited, may wait for an explanation at once.
 const UNCLAIMED_LIMIT: usize = 4096;
 
+/// A failure of an adoptee no service could be found for.
+#[derive(Clone, Copy, Debug)]
+struct UnexplainedFailure {
+    status: ExitStatus,
+    /// Its start time, where known.
+    born: Option<u64>,
+    session: Option<Pid>,
+}
+
+/// How many unexplained failures are remembered.
+const UNEXPLAINED_FAILURES: usize = 64;
+
 /// The exit code recorded when a service's program could not be executed
 /// at all (as a shell reports "cannot execute").
 pub const EXIT_CODE_EXEC_FAILED: i32 = 127;
@@ -378,6 +390,13 @@ pub struct Tracker {
     /// parent (a dance whose hops finished child first), they join the
     /// lineage of its service. Bounded by [`UNCLAIMED_LIMIT`].
     unclaimed_graves: BTreeMap<Pid, Grave>,
+    /// Failures of adoptees no service could be found for, with their
+    /// start time (a source that cannot tell lineage: a hop that started
+    /// a session and failed unseen). A run that would end cleanly after
+    /// one that started no later than it takes it as its own failure: an
+    /// ended run is never called clean on a doubt. Bounded by
+    /// [`UNEXPLAINED_FAILURES`].
+    unexplained_failures: VecDeque<UnexplainedFailure>,
     /// Orders processes by when the tracker first saw them.
     next_sequence: u64,
 }
@@ -1128,6 +1147,17 @@ impl<'a> Batch<'a> {
                     self.tracker
                         .unclaimed
                         .insert(pid, (previous_parent, kinship));
+                }
+                (Some(&status), None) if !status.is_success() => {
+                    let failures = &mut self.tracker.unexplained_failures;
+                    if failures.len() >= UNEXPLAINED_FAILURES {
+                        failures.pop_front();
+                    }
+                    failures.push_back(UnexplainedFailure {
+                        status,
+                        born: kinship.start_time,
+                        session: kinship.session,
+                    });
                 }
                 _ => {}
             }

@@ -207,3 +207,54 @@ impl std::fmt::Display for Memory {
         )
     }
 }
+
+#[test]
+fn a_frozen_adoptd_rebuilds_after_a_storm_and_stops_no_healthy_daemon() {
+    // adoptd is stopped (SIGSTOP) while a storm runs and services dance:
+    // the kernel drops what adoptd cannot read, pids are handed out again
+    // meanwhile. Once it runs again it must rebuild what it knows without
+    // declaring a healthy service ended or killing its daemon.
+    for tracker in trackers() {
+        let scratch = Scratch::new("frozen");
+        let reports = Reports::bind(&scratch);
+        dance_service(&scratch, &reports, "storm", "", &["storm:10000", "serve"]);
+        let dancers: Vec<String> = (0..6).map(|i| format!("frozen{i}")).collect();
+        for (i, name) in dancers.iter().enumerate() {
+            let pause = format!("sleep:{}", 300 + 150 * i);
+            dance_service(
+                &scratch,
+                &reports,
+                name,
+                "",
+                &[
+                    "fork", "setsid", "fork", &pause, "fork", &pause, "fork", "serve",
+                ],
+            );
+        }
+        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        adoptd.wait_for("the storm's first adoption", |l| {
+            l.message == "adopted" && l.get("dead") == Some("true")
+        });
+        signal(adoptd.pid(), libc::SIGSTOP);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        signal(adoptd.pid(), libc::SIGCONT);
+        let truth = reports.collect(1 + dancers.len());
+        for name in &dancers {
+            let context = format!("{tracker}, {name} after the freeze");
+            adoptd.wait_settled(name, &truth[name], &tracker, &context);
+        }
+        barrier(&mut adoptd);
+        for name in &dancers {
+            assert!(
+                adoptd.seen("main process exited", name).is_empty(),
+                "{tracker}: {name} was declared ended"
+            );
+            assert!(
+                is_alive(truth[name].pid),
+                "{tracker}: {name}'s daemon was stopped"
+            );
+        }
+        let (exit, _) = adoptd.stop();
+        assert!(exit.success());
+    }
+}

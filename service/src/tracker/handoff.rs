@@ -134,12 +134,37 @@ impl Batch<'_> {
             _ if stopping || !status.is_success() => Verdict::Ended(status),
             _ => self.find_heir(id, main, handoffs_left, pid_file, true),
         };
+        if let Verdict::Ended(ended) = verdict
+            && !ended.is_success()
+            && let Some(run) = self.tracker.services[id.index()].run_start_time
+            && let Some(at) = self.unexplained_failure_of(id).and_then(|chosen| {
+                self.tracker
+                    .unexplained_failures
+                    .iter()
+                    .position(|f| f.status == chosen && f.born.is_some_and(|born| born >= run))
+            })
+        {
+            // Taken: it explains this run, no other.
+            self.tracker.unexplained_failures.remove(at);
+        }
         match verdict {
             Verdict::Heir(succession) => self.hand_off(id, from, succession),
-            Verdict::Ended(status) => {
+            Verdict::Ended(ended) => {
+                // A failure found earlier elsewhere on the line is the
+                // run's when nothing better is known now: over a clean end,
+                // or over this main process's own failure unless it came
+                // from below it (this one's is then the first). A failure
+                // the lineage shows now is the better informed.
+                let from_lineage = status.is_success() && !ended.is_success();
                 let status = match self.tracker.services[id.index()].pending_failure {
-                    Some(failure) if status.is_success() && !stopping => failure,
-                    _ => status,
+                    Some(failure)
+                        if !stopping
+                            && !from_lineage
+                            && (ended.is_success() || !self.has_failed_descendant(id, main)) =>
+                    {
+                        failure
+                    }
+                    _ => ended,
                 };
                 match self.best_contender(id, pid_file) {
                     Some(contender) => {
@@ -229,8 +254,35 @@ impl Batch<'_> {
             }
             (Some(succession), None) => Verdict::Heir(succession),
             (None, Some(status)) => Verdict::Ended(status),
-            (None, None) => Verdict::Ended(ExitStatus::Code(0)),
+            (None, None) => Verdict::Ended(
+                self.unexplained_failure_of(id)
+                    .unwrap_or(ExitStatus::Code(0)),
+            ),
         }
+    }
+
+    /// An unexplained failure that may come from this run (it started no
+    /// earlier than the run).
+    /// One in a session of the run's own processes first.
+    fn unexplained_failure_of(&self, id: ServiceId) -> Option<ExitStatus> {
+        let service = &self.tracker.services[id.index()];
+        let run = service.run_start_time?;
+        let young: Vec<&super::UnexplainedFailure> = self
+            .tracker
+            .unexplained_failures
+            .iter()
+            .filter(|f| f.born.is_some_and(|born| born >= run))
+            .collect();
+        let ours = |session: Pid| {
+            self.tracker.sessions.get(&session) == Some(&id)
+                || service.grave(session).is_some()
+                || service.members.contains(&session)
+        };
+        young
+            .iter()
+            .find(|f| f.session.is_some_and(ours))
+            .or_else(|| young.first())
+            .map(|f| f.status)
     }
 
     /// Step 2: one orphaned inside the service while the main process
@@ -404,6 +456,31 @@ impl Batch<'_> {
         failure
     }
 
+    /// Whether a failed process of the run descends from `pid`.
+    fn has_failed_descendant(&self, id: ServiceId, pid: Pid) -> bool {
+        let graves = &self.tracker.services[id.index()].graves;
+        graves
+            .iter()
+            .filter(|g| !g.status.is_success())
+            .any(|failed| {
+                let mut parent = failed.parent;
+                for _ in 0..=graves.len() {
+                    match parent {
+                        Some(at) if at == pid => return true,
+                        Some(at) => {
+                            parent = graves
+                                .iter()
+                                .rev()
+                                .find(|g| g.pid == at)
+                                .and_then(|g| g.parent)
+                        }
+                        None => return false,
+                    }
+                }
+                false
+            })
+    }
+
     /// A process of the run's dance that ended badly (a child of `main`
     /// or of an earlier main process, or a hop below one, reaped along with
     /// it or earlier): its status.
@@ -417,7 +494,11 @@ impl Batch<'_> {
             let mut parent = grave.parent;
             let mut steps = 0;
             let reaches = loop {
-                let Some(at) = parent else { break false };
+                // A process of the service whose lineage no source told
+                // (procfs) is still of the run: its failure counts.
+                let Some(at) = parent else {
+                    break Some(grave.pid) != root;
+                };
                 if at == main || Some(at) == root {
                     break true;
                 }
