@@ -659,8 +659,13 @@ struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
+            // Its services go with it: nothing of a failed test stays.
+            let tree = descendants(self.0.id());
             let _ = self.0.kill();
             let _ = self.0.wait();
+            for process in tree {
+                process.kill();
+            }
         }
     }
 }

@@ -351,19 +351,85 @@ impl Adoptd {
 impl Drop for Adoptd {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
+            // Every process of the test is adoptd's descendant now (adoptd
+            // is their subreaper); whatever of them outlives adoptd (a
+            // process of no service, or all of them if adoptd must be
+            // killed) is killed after it, so a failed test leaves nothing.
+            let tree = descendants(self.child.id());
             signal(self.child.id(), libc::SIGTERM);
             let deadline = Instant::now() + TIMEOUT;
+            let mut ended = false;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
+                    ended = true;
+                    break;
                 }
                 // Drop must not hang: this is the one poll, bounded.
                 std::thread::sleep(Duration::from_millis(10));
             }
-            self.child.kill().ok();
-            self.child.wait().ok();
+            if !ended {
+                self.child.kill().ok();
+                self.child.wait().ok();
+            }
+            for process in tree {
+                process.kill();
+            }
         }
     }
+}
+
+/// A process found in a tree, held by pidfd so a kill never reaches a
+/// recycled pid.
+pub struct Held(Pidfd);
+
+impl Held {
+    /// SIGKILL, if it still lives.
+    pub fn kill(&self) {
+        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                std::os::fd::AsRawFd::as_raw_fd(&(self.0).0),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every live descendant of `pid`, held by pidfd.
+pub fn descendants(pid: u32) -> Vec<Held> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for (child, zombie) in children_of(parent) {
+            if zombie {
+                continue;
+            }
+            // Held only if still the child found: the pid was not reused
+            // between the listing and the open.
+            if let Some(fd) = Pidfd::open(child)
+                && parent_of(child) == Some(parent)
+            {
+                found.push(Held(fd));
+            }
+            queue.push(child);
+        }
+        if found.len() > 100_000 {
+            break;
+        }
+    }
+    found
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
