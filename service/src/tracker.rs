@@ -390,6 +390,13 @@ pub struct Tracker {
     /// parent (a dance whose hops finished child first), they join the
     /// lineage of its service. Bounded by [`UNCLAIMED_LIMIT`].
     unclaimed_graves: BTreeMap<Pid, Grave>,
+    /// Live adoptees whose previous parent is known but no service is:
+    /// they wait, like the unclaimed graves, for that parent to be
+    /// explained. Bounded by [`UNCLAIMED_LIMIT`].
+    waiting: BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    /// Previous parent → the waiting adoptees and unclaimed graves it left,
+    /// so that only a moment that explains a parent looks at them.
+    orphans_of: HashMap<Pid, Vec<Pid>>,
     /// Failures of adoptees no service could be found for, with their
     /// start time (a source that cannot tell lineage: a hop that started
     /// a session and failed unseen). A run that would end cleanly after
@@ -406,10 +413,26 @@ impl Tracker {
         Self::default()
     }
 
+    /// Takes `pid` off the waiting adoptees, and its parent's list.
+    fn stop_waiting(&mut self, pid: Pid) -> Option<(Option<Pid>, Kinship)> {
+        let entry = self.waiting.remove(&pid)?;
+        if let Some(parent) = entry.0
+            && let Some(siblings) = self.orphans_of.get_mut(&parent)
+        {
+            siblings.retain(|&sibling| sibling != pid);
+            if siblings.is_empty() {
+                self.orphans_of.remove(&parent);
+            }
+        }
+        Some(entry)
+    }
+
     /// Shrinks the tables a storm left sparse (see [`crate::memory`]);
     /// says whether any was.
     pub fn shrink_if_sparse(&mut self) -> bool {
-        self.processes.shrink_if_sparse() | self.sessions.shrink_if_sparse()
+        self.processes.shrink_if_sparse()
+            | self.sessions.shrink_if_sparse()
+            | self.orphans_of.shrink_if_sparse()
     }
 
     /// Adds a service, stopped. Starting it is a [`Command::Start`].
@@ -487,7 +510,9 @@ impl Tracker {
             batch.spawn_failed(service);
         }
         batch.forked(&facts.forked);
-        // Adoptees no earlier moment could attribute are tried again.
+        // Adoptees no earlier moment could attribute are tried again: those
+        // without a previous parent always, the others once a process they
+        // may descend from shows up.
         let mut adoptions = std::mem::take(&mut batch.tracker.unclaimed);
         adoptions.extend(
             facts
@@ -495,6 +520,7 @@ impl Tracker {
                 .iter()
                 .map(|(&pid, &adoption)| (pid, adoption)),
         );
+        batch.wake_waiting(&facts, &mut adoptions);
         batch.adopted(&adoptions, &facts.exited);
         let main_exits = batch.exited(&facts.exited);
         batch.follow_all_contenders();
@@ -1138,10 +1164,9 @@ impl<'a> Batch<'a> {
                         status,
                     });
                 }
-                (None, Some(_)) if self.tracker.unclaimed.len() < UNCLAIMED_LIMIT => {
-                    self.tracker
-                        .unclaimed
-                        .insert(pid, (previous_parent, kinship));
+                (None, Some(parent)) if self.tracker.waiting.len() < UNCLAIMED_LIMIT => {
+                    self.tracker.waiting.insert(pid, (previous_parent, kinship));
+                    self.tracker.orphans_of.entry(parent).or_default().push(pid);
                 }
                 (None, None) if exiting_services.is_empty() => {
                     self.tracker
@@ -1212,44 +1237,94 @@ impl<'a> Batch<'a> {
     }
 
     fn remember_unclaimed_grave(&mut self, grave: Grave) {
-        let graves = &mut self.tracker.unclaimed_graves;
-        if graves.len() >= UNCLAIMED_LIMIT {
-            graves.pop_first();
+        let tracker = &mut *self.tracker;
+        if tracker.unclaimed_graves.len() >= UNCLAIMED_LIMIT
+            && let Some((oldest, forgotten)) = tracker.unclaimed_graves.pop_first()
+            && let Some(parent) = forgotten.parent
+            && let Some(siblings) = tracker.orphans_of.get_mut(&parent)
+        {
+            siblings.retain(|&pid| pid != oldest);
         }
-        graves.insert(grave.pid, grave);
+        if let Some(parent) = grave.parent {
+            tracker
+                .orphans_of
+                .entry(parent)
+                .or_default()
+                .push(grave.pid);
+        }
+        tracker.unclaimed_graves.insert(grave.pid, grave);
+    }
+
+    /// Moves into this moment's adoptions the waiting adoptees that the
+    /// moment may explain: those whose previous parent (or an unclaimed
+    /// grave between) is one of its processes, and those it reports again.
+    fn wake_waiting(
+        &mut self,
+        facts: &Facts,
+        adoptions: &mut BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    ) {
+        if self.tracker.waiting.is_empty() {
+            return;
+        }
+        let mut frontier: Vec<Pid> = facts
+            .adopted
+            .keys()
+            .chain(facts.exited.keys())
+            .copied()
+            .collect();
+        for &pid in &frontier {
+            if let Some(entry) = self.tracker.stop_waiting(pid) {
+                adoptions.entry(pid).or_insert(entry);
+            }
+        }
+        let mut seen: HashSet<Pid> = HashSet::new();
+        while let Some(parent) = frontier.pop() {
+            if !seen.insert(parent) {
+                continue;
+            }
+            let children = self
+                .tracker
+                .orphans_of
+                .get(&parent)
+                .cloned()
+                .unwrap_or_default();
+            for child in children {
+                if let Some(entry) = self.tracker.stop_waiting(child) {
+                    adoptions.insert(child, entry);
+                }
+                if self.tracker.unclaimed_graves.contains_key(&child) {
+                    frontier.push(child);
+                }
+            }
+        }
     }
 
     /// Unclaimed graves whose previous parent is now known join that
-    /// parent's service, in rounds, so a chain of them is placed whole.
+    /// parent's service, and so do the graves below them.
     fn claim_graves(&mut self, attributed: &BTreeMap<Pid, (ServiceId, bool)>) {
         if self.tracker.unclaimed_graves.is_empty() {
             return;
         }
-        let mut placed_here: HashMap<Pid, ServiceId> = HashMap::new();
-        loop {
-            let placed: Vec<(Grave, ServiceId)> = self
-                .tracker
-                .unclaimed_graves
-                .values()
-                .filter_map(|grave| {
-                    let parent = grave.parent?;
-                    let service = self
-                        .tracker
-                        .processes
-                        .get(&parent)
-                        .map(|p| p.service)
-                        .or_else(|| attributed.get(&parent).map(|&(service, _)| service))
-                        .or_else(|| placed_here.get(&parent).copied())?;
-                    Some((*grave, service))
-                })
-                .collect();
-            if placed.is_empty() {
-                return;
-            }
-            for (grave, service) in placed {
-                self.tracker.unclaimed_graves.remove(&grave.pid);
-                placed_here.insert(grave.pid, service);
-                self.touch(service).bury(grave);
+        let mut frontier: Vec<(Pid, ServiceId)> = attributed
+            .iter()
+            .map(|(&pid, &(service, _))| (pid, service))
+            .collect();
+        while let Some((parent, service)) = frontier.pop() {
+            let Some(children) = self.tracker.orphans_of.remove(&parent) else {
+                continue;
+            };
+            for child in children {
+                if let Some(grave) = self.tracker.unclaimed_graves.remove(&child) {
+                    self.touch(service).bury(grave);
+                    frontier.push((child, service));
+                } else if self.tracker.waiting.contains_key(&child) {
+                    // Still waiting: keep it findable.
+                    self.tracker
+                        .orphans_of
+                        .entry(parent)
+                        .or_default()
+                        .push(child);
+                }
             }
         }
     }
