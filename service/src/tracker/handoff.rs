@@ -134,6 +134,33 @@ impl Batch<'_> {
             _ if stopping || !status.is_success() => Verdict::Ended(status),
             _ => self.find_heir(id, main, handoffs_left, pid_file, true),
         };
+        // A guess never ends a run while a live member could be its daemon:
+        // the service keeps running on the likeliest one, still a guess.
+        let verdict = match verdict {
+            Verdict::Ended(ended) if ended.is_success() && guessed_main && !stopping => {
+                let live: Vec<Pid> = self
+                    .live_adoptees(id, |_| true)
+                    .into_iter()
+                    .filter(|&pid| pid != main)
+                    .collect();
+                match self.choose(&live, pid_file) {
+                    Some((heir, _)) => Verdict::Heir(Succession {
+                        hops: Vec::new(),
+                        heir,
+                        source: MainPidSource::Guess,
+                        others: live
+                            .iter()
+                            .filter(|&&pid| pid != heir)
+                            .map(|&pid| (pid, 1))
+                            .collect(),
+                        lineage_guessed: true,
+                        pending_failure: None,
+                    }),
+                    None => Verdict::Ended(ended),
+                }
+            }
+            verdict => verdict,
+        };
         if let Verdict::Ended(ended) = verdict
             && !ended.is_success()
             && let Some(run) = self.tracker.services[id.index()].run_start_time
