@@ -113,7 +113,12 @@ fn nginx_is_followed_to_its_master_restarted_clean_and_through_its_binary_upgrad
         }
 
         // Binary upgrade: USR2 starts a new master as the old one's child;
-        // QUIT ends the old one, and the new one is its heir.
+        // QUIT ends the old one, and the new one is its heir. Sent once the
+        // restarted master has started its workers: before that, it may
+        // not handle USR2 yet (its default action ends the process).
+        wait_for_file(&error_log, |text| {
+            (text.matches("start worker process ").count() >= 4).then_some(())
+        });
         signal(master, libc::SIGUSR2);
         let old_pid_file = scratch.file("nginx.pid.oldbin");
         wait_for_pid_file(&old_pid_file);
