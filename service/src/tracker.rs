@@ -20,25 +20,30 @@
 //! result does not depend on the order of the events inside a batch; a
 //! property test checks every permutation.
 //!
-//! # The hand-off rule (DESIGN.md, "Following the main process")
+//! # One dance, one verdict
 //!
-//! When the main process `M` exits successfully, its heir is looked for
-//! among the service's live adoptees:
-//! 1. those whose previous parent is `M`;
-//! 2. else those orphaned inside the service while `M` was the main process;
-//! 3. a tie at the deciding step is broken by the pid file, then by the one
-//!    session leader, then by age, and flagged as such in the source.
+//! The hand-off rule (DESIGN.md, "Following the main process") lives in
+//! [`handoff`]: it walks the *lineage* of the run (each adoptee's previous
+//! parent, and the graves of the members that exited) rather than the
+//! order facts arrived in, so the same forks and exit statuses give the
+//! same state, result, main and previous pid and hand-off count whichever
+//! process the kernel ran first and however the events fell into moments.
+//! A failed hop fails the run whenever it happened; a guess made among
+//! live candidates is revised from where it was made once they end.
+//! `model.rs` holds the tracker to that on random dances under random
+//! schedules.
 //!
-//! Step 1 follows a *chain*: when a hop of the dance has already exited
-//! successfully in the same moment (the middle process of a double fork
-//! that was quicker than its parent), the tracker walks through it, so the
-//! result is the same as if the moment had been slower: two hand-offs, and
-//! `previous_pid` is the settled process's real last parent.
+//! Leftover members are stopped (the stop signal to all of them at once,
+//! and to any that joins while the service stops; SIGKILL after the stop
+//! timeout) before the service settles or restarts.
 //!
-//! Everything else ends the main process: a non-zero exit or a signal is a
-//! failure even if children were adopted, a clean exit without a live
-//! adoptee is an exit. Leftover members are then stopped (stop signal, then
-//! SIGKILL after the stop timeout) before the service settles or restarts.
+//! # Adoptees not yet explained
+//!
+//! A source may report an adoptee before the process it came from is known
+//! (a hop that finished child first is reaped only when its own parent
+//! dies). Such adoptees, live or exited, wait, indexed by previous parent,
+//! until a moment explains that parent; their bounded tables cost a moment
+//! nothing unless it reports a process they may descend from.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},

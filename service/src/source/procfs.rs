@@ -13,15 +13,23 @@
 //! session of their service's latest run, so a storm of orphans inside a
 //! service costs one read of `stat` each.
 //!
+//! A child adoptd never saw alive is looked at while it is still a zombie,
+//! just before it is reaped (see [`AdoptionSource::look_before_reaping`]):
+//! its session and start time are still in /proc then, so a storm's
+//! orphans stay in their own service, and a hop that started a session
+//! and died unseen is placed by the heir that shares that session.
+//!
 //! Limits, documented and tested: when several processes of one service
 //! exit in the same batch (a hop was born and died between two looks), the
 //! previous parent of a newcomer cannot be known; the tracker takes the
 //! closest earlier pid and publishes the hand-off as a guess. When several
-//! *services* daemonize in the same instant, a hop that setsid'd and died
-//! unseen can only be attributed by closest pid (its environment is gone
-//! with it): the live heirs still land in the right service, by their
-//! environment, and the hand-offs of that moment are published as guesses.
-//! A daemon that empties its environment before it is seen falls back to
+//! *services* daemonize in the same instant, a hop that started a session
+//! of its own and died unseen with no heir in that session cannot be
+//! placed at all: its failure, if it failed, is charged to a run that
+//! started before it and would otherwise end cleanly (a run's end is never
+//! called clean on such a doubt), and hand-offs of that moment are guesses.
+//! A guess never ends a run while a live member could be its daemon. A
+//! daemon that empties its environment before it is seen falls back to
 //! the older rules. Exact answers need the `proc-connector` (root) or
 //! `adoptsig` (patched kernel) sources, which `--tracker auto` prefers.
 
