@@ -455,6 +455,10 @@ impl Supervisor {
                 reply.send(self.resolve(&name, false)).ok();
             }
             Request::Members { service, reply } => {
+                // An orphan adopted without any death of adoptd's own
+                // children raises no signal: a source that only looks after
+                // reaps (procfs) looks now, so the answer includes it.
+                self.reap_batch();
                 let members = self.tracker.members(service);
                 reply.send(with_descendants(&members)).ok();
                 self.reads_since_trim = self.reads_since_trim.saturating_add(1);

@@ -669,3 +669,47 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn pids_lists_an_orphan_adopted_without_any_death_of_adoptds_children() {
+    // The orphan step's grandchild is reparented to adoptd when its parent
+    // (reaped by the dance, not by adoptd) ends: no signal tells adoptd.
+    // Reading PIDs must still find it, under every source.
+    for tracker in trackers() {
+        let scratch = Scratch::new("orphan-pids");
+        let Some(bus) = test_bus(&scratch) else {
+            return;
+        };
+        let reports = Reports::bind(&scratch);
+        dance_service(
+            &scratch,
+            &reports,
+            "web",
+            "",
+            // The pause puts the orphaning after the hand-off's moment.
+            &["fork", "setsid", "sleep:300", "orphan", "serve"],
+        );
+        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &["--address", &bus.address]);
+        wait_published(&mut adoptd);
+        let settled = reports.next();
+        adoptd.wait_main_pid("web", settled.pid);
+        let pids = property(&bus, "web", "PIDs");
+        let listed: Vec<u32> = pids
+            .split_whitespace()
+            .skip(2)
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        for (child, zombie) in children_of(adoptd.pid()) {
+            if !zombie {
+                assert!(
+                    listed.contains(&child),
+                    "{tracker}: {child} missing from {pids}"
+                );
+            }
+        }
+        assert!(
+            listed.len() >= 2,
+            "{tracker}: the daemon and the orphan: {pids}"
+        );
+    }
+}
