@@ -543,10 +543,14 @@ impl Reports {
     /// The next report, whoever sent it.
     pub fn next(&self) -> Report {
         let mut buffer = [0u8; 512];
-        let n = self
-            .socket
-            .recv(&mut buffer)
-            .unwrap_or_else(|e| panic!("no dance report within {TIMEOUT:?}: {e}"));
+        // A signal to the test process may interrupt the wait: wait again.
+        let n = loop {
+            match self.socket.recv(&mut buffer) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("no dance report within {TIMEOUT:?}: {e}"),
+                Ok(n) => break n,
+            }
+        };
         parse_report(&String::from_utf8_lossy(&buffer[..n]))
     }
 

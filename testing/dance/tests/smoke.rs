@@ -59,7 +59,13 @@ impl ReportSocket {
 
     fn receive(&self) -> Report {
         let mut buf = [0u8; 512];
-        let len = self.socket.recv(&mut buf).expect("receive the report");
+        // A signal to the test process may interrupt the wait: wait again.
+        let len = loop {
+            match self.socket.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.expect("receive the report"),
+            }
+        };
         let line = std::str::from_utf8(&buf[..len]).expect("an ASCII report");
         assert!(!line.contains('\n'), "newline in {line:?}");
         Report::parse(line)
