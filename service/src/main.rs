@@ -59,9 +59,9 @@ struct Cli {
 
     /// How adoptd learns that a process was reparented to it.
     ///
-    /// auto takes the first that works of adoptsig (a kernel with the
-    /// PR_SET_ADOPTSIG patch), proc-connector (CAP_NET_ADMIN) and procfs
-    /// (any kernel, any user).
+    /// auto takes the first that works of adoptsig (a kernel with
+    /// kernel-patch/'s waitid(WADOPTED)), proc-connector (CAP_NET_ADMIN)
+    /// and procfs (any kernel, any user).
     #[arg(long, value_name = "TRACKER", default_value = "auto", value_parser = ["auto", "adoptsig", "proc-connector", "procfs"])]
     tracker: String,
 

@@ -1,15 +1,27 @@
 //! The reaper: the one place that collects dead children.
 //!
-//! The signals adoptd cares about (SIGCHLD, the shutdown signals, and on a
-//! patched kernel the adoption notices of `PR_SET_ADOPTSIG`) are
+//! The signals adoptd cares about (SIGCHLD and the shutdown signals) are
 //! blocked in every thread before the runtime starts, by [`block_signals`]
 //! in `main`, and read from one signalfd. A SIGCHLD is only a wake-up:
 //! several deaths may share one, so [`reap_all`] loops `waitid(P_ALL,
 //! WEXITED | WNOHANG)` until nothing is left. Nothing else in adoptd may
 //! wait for children (no `tokio::process`, no `Child::wait`): a second
 //! reaper would steal exits from this one.
+//!
+//! On a kernel with `waitid(WADOPTED)` (kernel-patch/), once the `adoptsig`
+//! source has called [`collect_adoptions`], the same loop also collects
+//! the adoption records of adoptd's children: (adopted pid, previous
+//! parent). They are kept until the next [`Signals::drain`], which hands
+//! them over in [`Wakeup::adoptions`], so they reach the source in the same
+//! batch as the exits they were collected with, before the tracker decides.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::{
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use nix::{
     errno::Errno,
@@ -21,8 +33,7 @@ use nix::{
 
 use crate::tracker::{ExitStatus, Pid};
 
-/// The signals adoptd reads from its signalfd instead of handling them,
-/// besides [`adopt_signal`].
+/// The signals adoptd reads from its signalfd instead of handling them.
 pub const HANDLED: [Signal; 4] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
@@ -30,14 +41,31 @@ pub const HANDLED: [Signal; 4] = [
     Signal::SIGHUP,
 ];
 
-/// The real-time signal a kernel with `PR_SET_ADOPTSIG` queues for each
-/// adoption (SIGRTMIN+4, clear of the C library's and common programs').
-pub fn adopt_signal() -> i32 {
-    libc::SIGRTMIN() + 4
+/// `waitid` option of kernel-patch/: also report children reparented to
+/// the caller.
+pub const WADOPTED: libc::c_int = 0x10;
+
+/// `si_code` of an adoption record (kernel-patch/, `CLD_ADOPTED`).
+pub const CLD_ADOPTED: i32 = 7;
+
+/// Whether [`reap_all`] asks for adoption records too.
+static COLLECT_ADOPTIONS: AtomicBool = AtomicBool::new(false);
+
+/// Adoption records collected by [`reap_all`], until [`Signals::drain`].
+static ADOPTIONS: Mutex<Vec<(Pid, Pid)>> = Mutex::new(Vec::new());
+
+/// From now on, [`reap_all`] also collects adoption records
+/// (`waitid(WADOPTED)`). Only for a kernel that accepts the option: the
+/// `adoptsig` source probes it first.
+pub fn collect_adoptions() {
+    COLLECT_ADOPTIONS.store(true, Ordering::Relaxed);
 }
 
-/// `si_code` of an adoption notice (kernel-patch/, `CLD_ADOPTED`).
-const CLD_ADOPTED: i32 = 7;
+fn take_adoptions() -> Vec<(Pid, Pid)> {
+    // A panic while the lock was held cannot leave the Vec half-written.
+    let mut adoptions = ADOPTIONS.lock().unwrap_or_else(PoisonError::into_inner);
+    std::mem::take(&mut *adoptions)
+}
 
 /// Blocks the signals adoptd reads from its signalfd, for the calling
 /// thread and every thread it starts afterwards. Call it in `main` before
@@ -51,11 +79,7 @@ fn handled_set() -> SigSet {
     for signal in HANDLED {
         set.add(signal);
     }
-    let mut raw: libc::sigset_t = *set.as_ref();
-    // SAFETY: adding a valid real-time signal number to a valid set.
-    unsafe { libc::sigaddset(&mut raw, adopt_signal()) };
-    // SAFETY: `raw` was built from a valid SigSet by sigaddset.
-    unsafe { SigSet::from_sigset_t_unchecked(raw) }
+    set
 }
 
 /// What one read of the signalfd said.
@@ -67,9 +91,12 @@ pub struct Wakeup {
     pub shutdown: bool,
     /// SIGHUP: re-read the configuration.
     pub reload: bool,
-    /// Adoption notices (adopted pid, previous parent), in kernel order.
+    /// Adoption records (adopted pid, previous parent) that [`reap_all`]
+    /// collected since the last read, in kernel order.
     pub adoptions: Vec<(Pid, Pid)>,
-    /// The kernel could not queue every notice: rescan the children.
+    /// Adoptions may have gone unreported: rescan the children. The
+    /// kernel keeps every record until it is collected, so this is never
+    /// set by the kernel; it stays for the sources' interface.
     pub adoptions_lost: bool,
 }
 
@@ -99,19 +126,15 @@ impl Signals {
         Ok(Signals { fd })
     }
 
-    /// Reads every pending signal without blocking.
+    /// Reads every pending signal without blocking, and takes the adoption
+    /// records [`reap_all`] collected.
     pub fn drain(&mut self) -> nix::Result<Wakeup> {
-        let mut wakeup = Wakeup::default();
+        let mut wakeup = Wakeup {
+            adoptions: take_adoptions(),
+            ..Wakeup::default()
+        };
         loop {
             match self.fd.read_signal() {
-                Ok(Some(info)) if info.ssi_signo as i32 == adopt_signal() => {
-                    if info.ssi_code == CLD_ADOPTED {
-                        match info.ssi_pid {
-                            0 => wakeup.adoptions_lost = true,
-                            pid => wakeup.adoptions.push((pid, info.ssi_status.unsigned_abs())),
-                        }
-                    }
-                }
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => wakeup.children = true,
                     Ok(Signal::SIGTERM | Signal::SIGINT) => wakeup.shutdown = true,
@@ -140,7 +163,8 @@ impl AsRawFd for Signals {
 
 /// As [`reap_all`], but lets `look` see each child while it is still a
 /// zombie, just before it is reaped: its `/proc` entry (session, start
-/// time) is still there then, and gone after.
+/// time) is still there then, and gone after. For a source that reads
+/// `/proc` (procfs); it collects no adoption records.
 pub fn reap_all_looking(reaped: &mut Vec<(Pid, ExitStatus)>, look: &mut dyn FnMut(Pid)) {
     while let Some((pid, _)) = wait_one(libc::P_ALL, 0, libc::WNOWAIT) {
         look(pid);
@@ -184,33 +208,51 @@ fn wait_one(
     }
 }
 
-/// Reaps every child that has exited, in the order the kernel gives them.
+/// Reaps every child that has exited, in the order the kernel gives them,
+/// and after [`collect_adoptions`] collects the adoption records too (a
+/// child adopted as a zombie gives its record before its exit).
 ///
 /// Uses `waitid` directly rather than nix's wrapper, which refuses statuses
 /// it has no `Signal` variant for (a child killed by a real-time signal
 /// would otherwise stay a zombie for ever).
 pub fn reap_all(reaped: &mut Vec<(Pid, ExitStatus)>) {
+    let mut options = libc::WEXITED | libc::WNOHANG;
+    if COLLECT_ADOPTIONS.load(Ordering::Relaxed) {
+        options |= WADOPTED;
+    }
+    let mut adoptions = Vec::new();
     loop {
         // SAFETY: an all-zero siginfo_t is valid; the kernel fills it in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t.
-        let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG) };
+        let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, options) };
         if rc != 0 {
             if Errno::last() == Errno::EINTR {
                 continue;
             }
-            return; // ECHILD: no children at all.
+            break; // ECHILD: no children at all.
         }
         // SAFETY: waitid succeeded, so the SIGCHLD fields are initialised
         // (si_pid is 0 when no child had exited).
         let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
         if pid <= 0 {
-            return;
+            break;
         }
         let status = match info.si_code {
+            // si_status is the previous parent's pid.
+            CLD_ADOPTED => {
+                adoptions.push((pid.unsigned_abs(), status.unsigned_abs()));
+                continue;
+            }
             libc::CLD_EXITED => ExitStatus::Code(status),
             _ => ExitStatus::Signal(status),
         };
         reaped.push((pid.unsigned_abs(), status));
+    }
+    if !adoptions.is_empty() {
+        ADOPTIONS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(&mut adoptions);
     }
 }

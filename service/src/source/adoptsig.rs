@@ -1,19 +1,33 @@
 //! The `adoptsig` source: the kernel says who was adopted, and from whom.
 //!
-//! On a kernel with the `PR_SET_ADOPTSIG` patch (kernel-patch/), adoptd asks
-//! for a queued real-time signal ([`reaper::adopt_signal`]) for each process
-//! reparented to it. Each notice carries the adopted pid and the pid of its
-//! previous parent, in adoptd's pid namespace, and arrives on the same
-//! signalfd as SIGCHLD. The kernel queues every notice caused by a death
-//! before the dead process becomes waitable, so the supervisor reaps first
-//! and then reads the signalfd dry, and hands the notices over before the
-//! tracker decides.
+//! On a kernel with the adoption patch (kernel-patch/), the kernel keeps,
+//! for each process reparented to adoptd, a record in that child's wait
+//! state: the pid of the parent whose exit caused the adoption. The
+//! reaper's `waitid` loop collects the records with the `WADOPTED` option
+//! ([`reaper::collect_adoptions`]) as (adopted pid, previous parent) pairs,
+//! and the supervisor hands them to this source before the tracker decides.
 //!
-//! When the kernel could not queue a notice (the signal queue limit), it
-//! sends one marker instead; the source then looks at adoptd's children in
-//! /proc, as the `procfs` source does, for adoptees it was not told of.
+//! What the kernel guarantees:
+//! - every adoption is recorded, at no cost that depends on anything but
+//!   the child itself: no queue, so nothing is ever lost or overflows;
+//! - the records caused by a death are in place before the dead process
+//!   can be waited for, so one reap loop that runs until nothing is left
+//!   sees an exit and all the adoptions it caused together; a child adopted
+//!   as a zombie gives its record before its exit;
+//! - both pids are in adoptd's pid namespace; the adopted pid stays valid
+//!   until adoptd reaps it, the previous parent's only while it is itself
+//!   an unreaped child of adoptd (otherwise it may be reused: the tracker
+//!   only compares it with pids it already knows);
+//! - a record is replaced when the child is adopted again: adoptd, as the
+//!   last reaper, always hears of the adoption that made the child its own;
+//! - `PR_SET_ADOPT_SIGCHLD` makes the kernel send SIGCHLD for each live
+//!   adoption, so a grandchild orphaned by a process that was not adoptd's
+//!   child still wakes the reaper. The setting is cleared by exec.
 //!
-//! [`reaper::adopt_signal`]: crate::reaper::adopt_signal
+//! A stock kernel refuses `WADOPTED` with EINVAL: [`Adoptsig::open`] fails
+//! and `--tracker auto` goes on to the next source.
+//!
+//! [`reaper::collect_adoptions`]: crate::reaper::collect_adoptions
 
 use std::{collections::HashSet, io};
 
@@ -25,44 +39,48 @@ use crate::{
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 
-const PR_SET_ADOPTSIG: libc::c_int = 0x4144_4f50;
-const PR_GET_ADOPTSIG: libc::c_int = 0x4144_4f51;
+/// `prctl` option of kernel-patch/: SIGCHLD for each live adoption.
+const PR_SET_ADOPT_SIGCHLD: libc::c_int = 74;
 
-/// Adoption notices and adoptd's known children.
+/// Adoption records and adoptd's known children.
 #[derive(Debug)]
 pub struct Adoptsig {
     children: HashSet<Pid>,
-    notices: Vec<(Pid, Pid)>,
-    lost: bool,
-    /// Looks at the children after lost notices.
-    rescan: procfs::Procfs,
+    records: Vec<(Pid, Pid)>,
 }
 
 impl Adoptsig {
-    /// Asks the kernel for adoption notices; fails on a kernel without the
-    /// patch. The signal must already be blocked (see `reaper`).
+    /// Checks that the kernel keeps adoption records, asks for a SIGCHLD
+    /// per adoption and turns on their collection by the reaper; fails on
+    /// a kernel without the patch.
     pub fn open() -> io::Result<Self> {
-        let mut current: libc::c_int = 0;
-        // SAFETY: PR_GET_ADOPTSIG writes one int through the pointer.
-        let rc = unsafe { libc::prctl(PR_GET_ADOPTSIG, &raw mut current, 0, 0, 0) };
+        // Probe with WADOPTED alone and WNOWAIT: nothing is consumed.
+        // SAFETY: an all-zero siginfo_t is valid; the kernel fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let options = reaper::WADOPTED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: `info` is a valid, writable siginfo_t.
+        let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, options) };
         if rc != 0 {
             let error = io::Error::last_os_error();
-            return Err(match error.raw_os_error() {
-                Some(libc::EINVAL) => io::Error::other("this kernel has no PR_SET_ADOPTSIG"),
-                _ => error,
-            });
+            match error.raw_os_error() {
+                Some(libc::ECHILD) => {} // The option is known; no children yet.
+                Some(libc::EINVAL) => {
+                    return Err(io::Error::other("this kernel has no waitid(WADOPTED)"));
+                }
+                _ => return Err(error),
+            }
         }
-        let signal = reaper::adopt_signal();
-        // SAFETY: PR_SET_ADOPTSIG takes a signal number and zeros.
-        let rc = unsafe { libc::prctl(PR_SET_ADOPTSIG, signal as libc::c_ulong, 0, 0, 0) };
+        // Only asked once WADOPTED is known: on another kernel the number
+        // may mean another option.
+        // SAFETY: PR_SET_ADOPT_SIGCHLD takes 1 and zeros.
+        let rc = unsafe { libc::prctl(PR_SET_ADOPT_SIGCHLD, 1 as libc::c_ulong, 0, 0, 0) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        reaper::collect_adoptions();
         Ok(Adoptsig {
             children: HashSet::new(),
-            notices: Vec::new(),
-            lost: false,
-            rescan: procfs::Procfs::open()?,
+            records: Vec::new(),
         })
     }
 }
@@ -72,26 +90,25 @@ impl AdoptionSource for Adoptsig {
         SourceKind::Adoptsig
     }
 
-    fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId) {
+    fn spawned(&mut self, pid: Pid, _service: ServiceId, _invocation: InvocationId) {
         self.children.insert(pid);
-        self.rescan.spawned(pid, service, invocation);
     }
 
     fn shrink_if_sparse(&mut self) -> bool {
-        self.children.shrink_if_sparse()
-            | self.notices.shrink_if_sparse()
-            | self.rescan.shrink_if_sparse()
+        self.children.shrink_if_sparse() | self.records.shrink_if_sparse()
     }
 
-    fn adoption_notices(&mut self, notices: &[(Pid, Pid)], lost: bool) {
-        self.notices.extend_from_slice(notices);
-        self.lost |= lost;
+    fn adoption_notices(&mut self, records: &[(Pid, Pid)], lost: bool) {
+        self.records.extend_from_slice(records);
+        if lost {
+            // The reaper never reports a loss: the kernel keeps records.
+            tracing::warn!("adoption records reported lost");
+        }
     }
 
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
-        for (pid, previous_parent) in self.notices.drain(..) {
+        for (pid, previous_parent) in self.records.drain(..) {
             self.children.insert(pid);
-            self.rescan.know(pid);
             let kinship = procfs::read_stat(pid)
                 .map(|s| s.kinship)
                 .unwrap_or_default();
@@ -101,30 +118,16 @@ impl AdoptionSource for Adoptsig {
                 kinship,
             });
         }
-        if std::mem::take(&mut self.lost) {
-            tracing::warn!("the kernel lost adoption notices; looking at adoptd's children");
-            let mut found = Vec::new();
-            self.rescan.collect(&[], &mut found)?;
-            for event in found {
-                if let Event::Adopted { pid, .. } = event {
-                    self.children.insert(pid);
-                }
-                events.push(event);
-            }
-        }
         for &(pid, _) in reaped {
             if !self.children.remove(&pid) {
-                // Adopted and reaped without a notice: only after a loss.
+                // A child adoptd neither started nor was told of: one that
+                // was adopted before the source was opened.
                 events.push(Event::Adopted {
                     pid,
                     previous_parent: None,
                     kinship: Kinship::default(),
                 });
             }
-        }
-        // Keep the rescan's view of the children in step.
-        for &(pid, _) in reaped {
-            self.rescan.forget(pid);
         }
         Ok(())
     }
