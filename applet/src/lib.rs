@@ -12,5 +12,10 @@
 //! a tokio runtime in a thread of its own, and the two talk over channels
 //! only.
 
+pub mod app;
+pub mod bus;
 pub mod event;
 pub mod model;
+pub mod options;
+pub mod process_tree;
+pub mod window;
