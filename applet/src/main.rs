@@ -1,4 +1,9 @@
-//! `adoptd-applet`: the window comes with the bus layer; for now the model
-//! alone is built and tested.
+//! `adoptd-applet`: parse the command line, run the window.
 
-fn main() {}
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    let options = adoptd_applet::options::Options::parse();
+    let code = adoptd_applet::app::run(options);
+    std::process::ExitCode::from(code.get())
+}

@@ -91,10 +91,6 @@ impl ServiceObject {
 
     /// The text after the state word: for a group, how many instances are
     /// in which state ("2 running, 1 failed").
-    pub fn summary(&self) -> String {
-        self.imp().summary.borrow().clone()
-    }
-
     /// Whether the row counts as failed (a group: any of its instances).
     pub fn is_failed(&self) -> bool {
         look::look(&self.fields().state).urgency == 0
@@ -115,51 +111,81 @@ impl ServiceObject {
     /// Sets the properties in `properties` (the others keep their value)
     /// and recomputes the fields; returns whether a shown field changed.
     pub(crate) fn update(&self, properties: Vec<(String, Value)>) -> bool {
-        let before = self.fields().clone();
-        {
+        let fields = {
             let mut known = self.imp().properties.borrow_mut();
             for (name, value) in properties {
                 known.insert(name, value);
             }
-            let fields = fields_of(&self.path(), &known);
-            *self.imp().fields.borrow_mut() = fields;
+            fields_of(&self.path(), &known)
+        };
+        self.set_fields(fields)
+    }
+
+    /// Replaces the fields and notifies the properties that changed;
+    /// returns whether any did.
+    fn set_fields(&self, fields: Fields) -> bool {
+        let before = std::mem::replace(&mut *self.imp().fields.borrow_mut(), fields);
+        let after = self.fields().clone();
+        let changed = [
+            ("name", before.name != after.name),
+            ("state", before.state != after.state),
+            ("urgency", before.state != after.state),
+            ("main-pid", before.main_pid != after.main_pid),
+            ("previous-pid", before.previous_pid != after.previous_pid),
+            ("handoffs", before.handoffs != after.handoffs),
+            ("restarts", before.restarts != after.restarts),
+            ("since", before.since != after.since),
+        ];
+        let mut any = false;
+        for (property, differs) in changed {
+            if differs {
+                self.notify(property);
+                any = true;
+            }
         }
-        *self.fields() != before
+        any
     }
 
     pub(crate) fn timeline_mut(&self) -> std::cell::RefMut<'_, Timeline> {
         self.imp().timeline.borrow_mut()
     }
 
-    /// Recomputes a group's state and summary from its instances.
+    /// Recomputes a group's fields from its instances: the most urgent
+    /// state, the sums of hand-offs and restarts, the latest change.
     pub(crate) fn aggregate(&self) {
         let Some(children) = self.children() else {
             return;
         };
         let mut counts: BTreeMap<(u8, String), u32> = BTreeMap::new();
+        let mut fields = Fields {
+            name: self.fields().name.clone(),
+            ..Fields::default()
+        };
+        let mut worst: Option<(u8, String)> = None;
         for child in children.iter::<ServiceObject>().flatten() {
-            let state = look::words(&child.fields().state);
-            let urgency = look::look(&child.fields().state).urgency;
-            *counts.entry((urgency, state)).or_default() += 1;
+            let child = child.fields();
+            let urgency = look::look(&child.state).urgency;
+            *counts
+                .entry((urgency, look::words(&child.state)))
+                .or_default() += 1;
+            if worst.as_ref().is_none_or(|(most, _)| urgency < *most) {
+                worst = Some((urgency, child.state.clone()));
+            }
+            fields.handoffs = fields.handoffs.saturating_add(child.handoffs);
+            fields.restarts = fields.restarts.saturating_add(child.restarts);
+            fields.since = fields.since.max(child.since);
         }
-        let worst = counts
-            .keys()
-            .next()
-            .map(|(_, state)| state.clone())
-            .unwrap_or_default();
+        fields.state = worst.map(|(_, state)| state).unwrap_or_default();
         let summary: Vec<String> = counts
             .iter()
             .map(|((_, state), count)| format!("{count} {state}"))
             .collect();
-        // A group shows its most urgent state, spelt as adoptd spells it.
-        let worst = children
-            .iter::<ServiceObject>()
-            .flatten()
-            .map(|child| child.fields().state.clone())
-            .find(|state| look::words(state) == worst)
-            .unwrap_or_default();
-        self.imp().fields.borrow_mut().state = worst;
-        *self.imp().summary.borrow_mut() = summary.join(", ");
+        let summary = summary.join(", ");
+        if *self.imp().summary.borrow() != summary {
+            *self.imp().summary.borrow_mut() = summary;
+            self.notify("summary");
+        }
+        self.set_fields(fields);
     }
 
     pub(crate) fn emit_changed(&self) {
@@ -223,14 +249,32 @@ mod imp {
 
     use super::*;
 
-    #[derive(Default)]
+    #[derive(Default, glib::Properties)]
+    #[properties(wrapper_type = super::ServiceObject)]
     pub struct ServiceObject {
         pub path: RefCell<String>,
+        #[property(name = "name", get, type = String, member = name)]
+        #[property(name = "state", get, type = String, member = state)]
+        #[property(name = "main-pid", get, type = u32, member = main_pid)]
+        #[property(name = "previous-pid", get, type = u32, member = previous_pid)]
+        #[property(name = "handoffs", get, type = u32, member = handoffs)]
+        #[property(name = "restarts", get, type = u32, member = restarts)]
+        #[property(name = "since", get, type = u64, member = since)]
         pub fields: RefCell<Fields>,
+        /// For a group: how many instances are in which state.
+        #[property(get)]
+        pub summary: RefCell<String>,
+        /// 0 for failed, upwards to the steady states (see `look`).
+        #[property(name = "urgency", get = Self::urgency, type = u32)]
         pub properties: RefCell<BTreeMap<String, Value>>,
         pub timeline: RefCell<Timeline>,
-        pub summary: RefCell<String>,
         pub children: OnceCell<gio::ListStore>,
+    }
+
+    impl ServiceObject {
+        fn urgency(&self) -> u32 {
+            u32::from(look::look(&self.fields.borrow().state).urgency)
+        }
     }
 
     #[glib::object_subclass]
@@ -239,6 +283,7 @@ mod imp {
         type Type = super::ServiceObject;
     }
 
+    #[glib::derived_properties]
     impl ObjectImpl for ServiceObject {
         fn signals() -> &'static [Signal] {
             static SIGNALS: OnceLock<Vec<Signal>> = OnceLock::new();

@@ -1,0 +1,57 @@
+//! The application: the model, the bus thread feeding it, the window.
+
+use std::rc::Rc;
+
+use gtk::{gio, glib, prelude::*};
+use tokio::sync::mpsc;
+
+use crate::{bus, model::Model, options::Options, window::Window};
+
+/// The application id, also the name of the .desktop file.
+pub const APPLICATION_ID: &str = "org.adoptd1.Applet";
+
+/// Runs the applet until its window is closed.
+pub fn run(options: Options) -> glib::ExitCode {
+    let application = gtk::Application::builder()
+        .application_id(APPLICATION_ID)
+        .flags(gio::ApplicationFlags::NON_UNIQUE)
+        .build();
+    let options = Rc::new(options);
+    application.connect_startup(|_| load_style());
+    application.connect_activate(move |application| {
+        if let Err(e) = start(application, &options) {
+            eprintln!("adoptd-applet: {e}");
+            application.quit();
+        }
+    });
+    // The command line is clap's; GTK gets none of it.
+    application.run_with_args::<&str>(&[])
+}
+
+fn start(application: &gtk::Application, options: &Options) -> std::io::Result<()> {
+    let model = Model::new();
+    let (events, mut incoming) = mpsc::unbounded_channel();
+    let requests = bus::spawn(options.choice(), events)?;
+    let window = Window::new(application, &model, requests, options.show.clone());
+    // The bus side's events are applied on GTK's main loop, in order: the
+    // model's only input.
+    glib::spawn_future_local(async move {
+        while let Some(event) = incoming.recv().await {
+            model.apply(event);
+        }
+    });
+    window.present();
+    Ok(())
+}
+
+fn load_style() {
+    let provider = gtk::CssProvider::new();
+    provider.load_from_data(include_str!("window/style.css"));
+    if let Some(display) = gtk::gdk::Display::default() {
+        gtk::style_context_add_provider_for_display(
+            &display,
+            &provider,
+            gtk::STYLE_PROVIDER_PRIORITY_APPLICATION,
+        );
+    }
+}
