@@ -136,9 +136,11 @@ impl Detail {
             );
             return;
         }
+        // PIDs is not signalled: the process tree above reads it afresh.
         let properties: Vec<(String, String)> = service
             .properties()
             .iter()
+            .filter(|(name, _)| name.as_str() != "PIDs")
             .map(|(name, value)| (name.clone(), value.to_string()))
             .collect();
         fill_properties(&widgets.properties, &properties);

@@ -1,0 +1,235 @@
+#!/usr/bin/python3
+"""Reads the applet's window as a screen reader does, through AT-SPI.
+
+The test drives it with one JSON command per line on stdin and reads one
+JSON answer per line on stdout:
+
+  {"cmd": "wait-row", "timeout": 60, "cells": {"0": "dancer", "2": "1234"}}
+      waits until a row of the service list has these texts in these
+      columns (0 is the name); answers the rows seen.
+  {"cmd": "wait-name", "timeout": 60, "contains": "adoptd is not running"}
+      waits until an object of the window (the window itself included) has
+      a name that holds the text.
+  {"cmd": "click", "timeout": 60, "name": "Stop"}
+      waits until a sensitive button of that name is there, and clicks it.
+  {"cmd": "shot", "path": "/…/x.png"}   a screenshot of the display.
+  {"cmd": "quit"}
+
+Waits are driven by AT-SPI events (names, children and states changing);
+each event, and a slow fallback tick, re-reads the tree until the deadline.
+"""
+
+import json
+import sys
+import time
+
+import pyatspi
+from gi.repository import GLib
+
+APPLICATION = "adoptd-applet"
+EVENTS = [
+    "object:property-change:accessible-name",
+    "object:children-changed",
+    "object:state-changed",
+    "object:text-changed",
+    "window:create",
+]
+
+
+def walk(accessible):
+    yield accessible
+    try:
+        count = accessible.childCount
+    except Exception:
+        return
+    for index in range(count):
+        try:
+            child = accessible.getChildAtIndex(index)
+        except Exception:
+            continue
+        if child is not None:
+            yield from walk(child)
+
+
+def applications():
+    desktop = pyatspi.Registry.getDesktop(0)
+    for index in range(desktop.childCount):
+        try:
+            application = desktop.getChildAtIndex(index)
+            if application is not None and application.name == APPLICATION:
+                yield application
+        except Exception:
+            continue
+
+
+def objects():
+    for application in applications():
+        yield from walk(application)
+
+
+def first_label(accessible):
+    for inner in walk(accessible):
+        try:
+            if inner.getRoleName() == "label":
+                return inner.name
+        except Exception:
+            continue
+    return ""
+
+
+def rows():
+    """Every row of the service list, as the texts of its cells."""
+    found = []
+    for accessible in objects():
+        try:
+            if accessible.getRoleName() != "table row":
+                continue
+            cells = [
+                accessible.getChildAtIndex(i) for i in range(accessible.childCount)
+            ]
+            if not cells or cells[0] is None or cells[0].getRoleName() != "table cell":
+                continue
+            found.append([first_label(cell) for cell in cells if cell is not None])
+        except Exception:
+            continue
+    return found
+
+
+def names():
+    seen = []
+    for accessible in objects():
+        try:
+            seen.append(accessible.name)
+        except Exception:
+            continue
+    return seen
+
+
+def wait(timeout, check):
+    """Runs GLib's loop, re-checking on each AT-SPI event, until check()
+    gives something or the deadline passes."""
+    result = check()
+    if result is not None:
+        return result
+    deadline = time.monotonic() + timeout
+    loop = GLib.MainLoop()
+    found = []
+
+    def recheck(*_):
+        value = check()
+        if value is not None:
+            found.append(value)
+            loop.quit()
+            return False
+        if time.monotonic() >= deadline:
+            loop.quit()
+            return False
+        return True
+
+    def on_event(_event):
+        recheck()
+
+    pyatspi.Registry.registerEventListener(on_event, *EVENTS)
+    GLib.timeout_add(1000, recheck)
+    loop.run()
+    pyatspi.Registry.deregisterEventListener(on_event, *EVENTS)
+    return found[0] if found else None
+
+
+def matches(row, cells):
+    for column, text in cells.items():
+        index = int(column)
+        if index >= len(row):
+            return False
+        if row[index] != text and not row[index].startswith(text + " "):
+            return False
+    return True
+
+
+def wait_row(command):
+    cells = command["cells"]
+
+    def check():
+        for row in rows():
+            if matches(row, cells):
+                return row
+        return None
+
+    row = wait(command["timeout"], check)
+    if row is None:
+        return {"ok": False, "rows": rows()}
+    return {"ok": True, "row": row}
+
+
+def wait_name(command):
+    text = command["contains"]
+
+    def check():
+        for name in names():
+            if name and text in name:
+                return name
+        return None
+
+    name = wait(command["timeout"], check)
+    if name is None:
+        return {"ok": False, "names": names()}
+    return {"ok": True, "name": name}
+
+
+def click(command):
+    wanted = command["name"]
+
+    def check():
+        for accessible in objects():
+            try:
+                if (
+                    accessible.getRoleName() == "push button"
+                    and accessible.name == wanted
+                    and accessible.getState().contains(pyatspi.STATE_SENSITIVE)
+                ):
+                    return accessible
+            except Exception:
+                continue
+        return None
+
+    button = wait(command["timeout"], check)
+    if button is None:
+        return {"ok": False, "names": names()}
+    button.queryAction().doAction(0)
+    return {"ok": True}
+
+
+def shot(command):
+    from PIL import ImageGrab
+
+    image = ImageGrab.grab(xdisplay=command["display"])
+    # Without a window manager the window sits at the top left of a black
+    # screen: keep the window alone.
+    box = image.convert("L").point(lambda level: 255 if level else 0).getbbox()
+    if box:
+        image = image.crop(box)
+    image.save(command["path"])
+    return {"ok": True}
+
+
+def main():
+    handlers = {
+        "wait-row": wait_row,
+        "wait-name": wait_name,
+        "click": click,
+        "shot": shot,
+    }
+    print(json.dumps({"ok": True, "ready": True}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "quit":
+            break
+        try:
+            answer = handlers[command["cmd"]](command)
+        except Exception as error:  # the test says what went wrong
+            answer = {"ok": False, "error": repr(error)}
+        print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    main()
