@@ -132,11 +132,20 @@ fn the_window_follows_services_live_and_survives_adoptd() {
         "crasher",
         "exec = [\"/bin/sh\", \"-c\", \"exit 3\"]\nrestart = \"no\"\nautostart = false\n",
     );
+    scratch.service(
+        "web@",
+        "exec = [\"/bin/sleep\", \"1000\"]\ninstances = [\"one\", \"two\"]\n",
+    );
     let adoptd = adoptd_on(&scratch, &bus);
     let desktop = Desktop::start(&scratch, User::Root, None);
     let mut applet = desktop.applet(&bus.address, &["--show", "dancer"]);
     let mut reader = desktop.reader();
     reader.wait_row("the dancer, stopped", &[(0, "dancer"), (1, "○ stopped")]);
+    reader.wait_row(
+        "the template's group",
+        &[(0, "web"), (1, "✔ running (2 running)")],
+    );
+    reader.wait_row("an instance under it", &[(0, "web@two"), (1, "✔ running")]);
 
     // A hand-off, live.
     start_service(&bus, "dancer");

@@ -390,10 +390,14 @@ pub struct Reader {
 
 impl Reader {
     fn ask(&mut self, command: Json, wait: Duration) -> Json {
+        let asked = std::time::Instant::now();
         writeln!(self.stdin, "{command}").expect("write to the reader");
         self.stdin.flush().expect("flush the reader's input");
         // The reader has its own deadline; this one only catches a hang.
-        self.answer(wait + TIMEOUT)
+        let answer = self.answer(wait + TIMEOUT);
+        // Said for the log of a failed test, never asserted.
+        eprintln!("reader: {command} answered in {:?}", asked.elapsed());
+        answer
     }
 
     fn answer(&mut self, wait: Duration) -> Json {
