@@ -5,7 +5,7 @@ use std::rc::Rc;
 use gtk::{gio, glib, prelude::*};
 use tokio::sync::mpsc;
 
-use crate::{bus, model::Model, options::Options, window::Window};
+use crate::{bus, model::Model, options::Options, trace, window::Window};
 
 /// The application id, also the name of the .desktop file.
 pub const APPLICATION_ID: &str = "org.adoptd1.Applet";
@@ -35,9 +35,14 @@ fn start(application: &gtk::Application, options: &Options) -> std::io::Result<(
     let window = Window::new(application, &model, requests, options.show.clone());
     // The bus side's events are applied on GTK's main loop, in order: the
     // model's only input.
+    let painted = window.clone();
     glib::spawn_future_local(async move {
         while let Some(event) = incoming.recv().await {
+            let traced = trace::enabled().then(|| trace::describe(&event)).flatten();
             model.apply(event);
+            if let Some(what) = traced {
+                trace::applied(&painted, what);
+            }
         }
     });
     window.present();

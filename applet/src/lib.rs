@@ -18,4 +18,5 @@ pub mod event;
 pub mod model;
 pub mod options;
 pub mod process_tree;
+pub mod trace;
 pub mod window;

@@ -254,3 +254,169 @@ fn another_user_sees_adoptds_refusal_in_the_window() {
     assert!(is_alive(settled.pid), "the refused Stop stopped nothing");
     applet.assert_running();
 }
+
+/// How many services the benchmark loads, and how many hand-offs it
+/// times.
+const BENCH_SERVICES: usize = 1000;
+const BENCH_ROUNDS: usize = 20;
+
+/// The figures of docs/BENCHMARKS.md: how long from a hand-off (adoptd's
+/// log line for it) to the window painting the frame that shows the new
+/// main PID (the applet's `ADOPTD_APPLET_TRACE` lines), and the applet's
+/// memory with a thousand services. Run with
+/// `cargo test --release -p adoptd-applet --test window -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark, run by hand"]
+fn bench_handoff_to_window_and_memory_with_a_thousand_services() {
+    if skipped() {
+        return;
+    }
+    let scratch = Scratch::new("applet-bench");
+    let bus = TestBus::start(&scratch);
+    let reports = Reports::bind(&scratch);
+    let program = scratch.file("dance");
+    std::fs::copy(dance(), &program).expect("copy the dance helper");
+    scratch.service(
+        "aaa-dancer",
+        &format!(
+            "exec = {}\nrestart = \"no\"\nautostart = false\n",
+            argv(&[
+                program.to_str().expect("utf-8"),
+                "--report",
+                reports.path.to_str().expect("utf-8"),
+                "--tag",
+                "aaa-dancer",
+                "fork",
+                "setsid",
+                "fork",
+                "serve",
+            ])
+        ),
+    );
+    for n in 0..BENCH_SERVICES {
+        scratch.service(
+            &format!("idle-{n:04}"),
+            "exec = [\"/bin/sleep\", \"100000\"]\nrestart = \"no\"\n",
+        );
+    }
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    let desktop = Desktop::start(&scratch, User::Root, None);
+    let applet = desktop.applet_with(&bus.address, &[], &[("ADOPTD_APPLET_TRACE", "1")]);
+    let mut reader = desktop.reader();
+    reader.wait_name(&format!(
+        "{} services: {BENCH_SERVICES} running, 1 stopped",
+        BENCH_SERVICES + 1
+    ));
+    let memory = |what: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", applet.pid()))
+            .expect("the applet's status");
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or("?")
+                .to_owned()
+        };
+        eprintln!(
+            "bench: applet memory {what}: VmRSS {}, VmHWM {}",
+            field("VmRSS:"),
+            field("VmHWM:")
+        );
+    };
+    memory(&format!("with {} services listed", BENCH_SERVICES + 1));
+
+    let mut latencies = Vec::new();
+    let mut to_model = Vec::new();
+    for _ in 0..BENCH_ROUNDS {
+        start_service(&bus, "aaa-dancer");
+        let settled = reports.next();
+        let handoff = adoptd.wait_for("the last hand-off", |l| {
+            l.is("hand-off", "aaa-dancer") && l.get("pid") == Some(&settled.pid.to_string())
+        });
+        let traced = |step: &str| {
+            let line = applet.wait_said(&format!("{step} the new main PID"), |line| {
+                line.contains(&format!(" {step} "))
+                    && line.ends_with(&format!(" main_pid={}", settled.pid))
+            });
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("at="))
+                .and_then(|at| at.parse::<f64>().ok())
+                .expect("a time in the trace line")
+        };
+        let handed_off = log_time(&handoff.text);
+        let applied = traced("applied");
+        let painted = traced("painted");
+        latencies.push((painted - handed_off) * 1000.0);
+        to_model.push((applied - handed_off) * 1000.0);
+        bus.busctl(&[
+            "call",
+            "org.adoptd1",
+            "/org/adoptd1",
+            "org.adoptd1.Manager",
+            "StopService",
+            "s",
+            "aaa-dancer",
+        ]);
+        adoptd.wait_next("the dancer to stop", |l| {
+            l.is("status", "aaa-dancer") && l.get("state") == Some("stopped")
+        });
+    }
+    for (what, mut figures) in [
+        (
+            "hand-off to the window painting the new main PID",
+            latencies,
+        ),
+        ("of which hand-off to the model holding it", to_model),
+    ] {
+        figures.sort_by(f64::total_cmp);
+        let at = |fraction: f64| {
+            let index = ((figures.len() as f64 - 1.0) * fraction).round() as usize;
+            figures.get(index).copied().unwrap_or(f64::NAN)
+        };
+        eprintln!(
+            "bench: {what}, {BENCH_ROUNDS} rounds: \
+             min {:.1} ms, median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+            at(0.0),
+            at(0.5),
+            at(0.9),
+            at(1.0)
+        );
+    }
+    memory(&format!("after {BENCH_ROUNDS} hand-offs"));
+}
+
+/// The wall-clock time of one of adoptd's log lines
+/// (`2026-12-01T07:55:21.700581Z  INFO …`), in seconds since the epoch.
+fn log_time(line: &str) -> f64 {
+    let stamp = line.split_whitespace().next().expect("a timestamp");
+    let (date, time) = stamp.split_once('T').expect("date and time");
+    let mut date = date.split('-').map(|n| n.parse::<i64>().expect("a date"));
+    let (year, month, day) = (
+        date.next().expect("year"),
+        date.next().expect("month"),
+        date.next().expect("day"),
+    );
+    let time = time.trim_end_matches('Z');
+    let mut time = time.split(':');
+    let hours: f64 = time.next().expect("hours").parse().expect("hours");
+    let minutes: f64 = time.next().expect("minutes").parse().expect("minutes");
+    let seconds: f64 = time.next().expect("seconds").parse().expect("seconds");
+    // Days from the civil date (proleptic Gregorian calendar).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    days as f64 * 86_400.0 + hours * 3600.0 + minutes * 60.0 + seconds
+}
+
+#[test]
+fn log_times_are_read_as_seconds_since_the_epoch() {
+    assert_eq!(log_time("1970-01-01T00:00:01.5Z  INFO x"), 1.5);
+    assert_eq!(
+        log_time("2026-12-01T07:55:21.000000Z  INFO x"),
+        1_796_111_721.0
+    );
+}

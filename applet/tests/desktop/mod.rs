@@ -196,8 +196,17 @@ impl Desktop {
 
     /// Starts the applet on the bus at `address`, with extra arguments.
     pub fn applet(&self, address: &str, extra: &[&str]) -> Applet {
+        self.applet_with(address, extra, &[])
+    }
+
+    /// Starts the applet with extra arguments and environment variables.
+    pub fn applet_with(&self, address: &str, extra: &[&str], variables: &[(&str, &str)]) -> Applet {
         let mut inner = Command::new(env!("CARGO_BIN_EXE_adoptd-applet"));
-        inner.arg("--address").arg(address).args(extra);
+        inner
+            .arg("--address")
+            .arg(address)
+            .args(extra)
+            .envs(variables.iter().copied());
         let mut command = self.command(inner);
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start adoptd-applet");
@@ -357,6 +366,23 @@ pub struct Applet {
 }
 
 impl Applet {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a line on its stderr that satisfies `matches`.
+    pub fn wait_said(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WINDOW_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.said.recv_timeout(left) {
+                Ok(line) if matches(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the applet never said {what}"),
+            }
+        }
+    }
+
     /// What it said on stderr so far.
     pub fn said(&self) -> Vec<String> {
         self.said.try_iter().collect()

@@ -15,8 +15,9 @@ JSON answer per line on stdout:
   {"cmd": "shot", "path": "/…/x.png"}   a screenshot of the display.
   {"cmd": "quit"}
 
-Waits are driven by AT-SPI events (names, children and states changing);
-each event, and a slow fallback tick, re-reads the tree until the deadline.
+A wait re-reads the tree on each AT-SPI event and at least once a second
+until the deadline: GTK 4.8 tells no event when a label's text changes,
+so the tick is what notices a new main PID.
 """
 
 import json
