@@ -60,3 +60,32 @@ fn load_style() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Key=Value` lines of a desktop entry's main group.
+    fn entry(text: &str) -> std::collections::HashMap<&str, &str> {
+        text.lines()
+            .skip_while(|line| *line != "[Desktop Entry]")
+            .skip(1)
+            .take_while(|line| !line.starts_with('['))
+            .filter_map(|line| line.split_once('='))
+            .collect()
+    }
+
+    #[test]
+    fn the_desktop_entries_start_the_applet() {
+        for text in [
+            include_str!("../data/org.adoptd1.Applet.desktop"),
+            include_str!("../data/org.adoptd1.Applet-autostart.desktop"),
+        ] {
+            let entry = entry(text);
+            assert_eq!(entry.get("Type"), Some(&"Application"));
+            assert_eq!(entry.get("Exec"), Some(&"adoptd-applet"));
+            assert!(entry.contains_key("Name"));
+        }
+        assert!(APPLICATION_ID.ends_with("Applet"));
+    }
+}
