@@ -133,7 +133,7 @@ impl Control {
         Control::Reload,
     ];
 
-    /// The button's label, which is also the method's name.
+    /// The button's label, which is also the D-Bus method's name.
     pub fn label(self) -> &'static str {
         match self {
             Control::Start => "Start",

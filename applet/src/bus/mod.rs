@@ -28,8 +28,10 @@ use adoptd_dbus::{BUS_NAME, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE, Servi
 use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 use tokio::sync::mpsc;
 use zbus::{
-    Connection, MatchRule, Message, MessageStream, message::Sequence, names::OwnedUniqueName,
-    proxy::CacheProperties,
+    Connection, MatchRule, Message, MessageStream,
+    message::Sequence,
+    names::OwnedUniqueName,
+    proxy::{CacheProperties, MethodFlags},
 };
 
 pub use self::choice::Choice;
@@ -584,18 +586,18 @@ async fn service_proxy<'a>(
         .await
 }
 
-/// Calls a control method; a refusal is adoptd's own sentence.
+/// Calls a control method, letting adoptd ask polkit, and polkit the
+/// desktop's agent, for a password; a refusal is adoptd's own sentence.
 async fn call_control(connection: &Connection, path: &str, control: Control) -> Result<(), String> {
     let proxy = service_proxy(connection, path)
         .await
         .map_err(|e| e.to_string())?;
-    let result = match control {
-        Control::Start => proxy.start().await,
-        Control::Stop => proxy.stop().await,
-        Control::Restart => proxy.restart().await,
-        Control::Reload => proxy.reload().await,
-    };
-    result.map_err(sentence)
+    proxy
+        .inner()
+        .call_with_flags::<_, _, ()>(control.label(), MethodFlags::ALLOW_INTERACTIVE_AUTH, &())
+        .await
+        .map(|_| ())
+        .map_err(|e| sentence(adoptd_dbus::Error::from(e)))
 }
 
 async fn read_pids(connection: &Connection, path: &str) -> Result<Vec<u32>, String> {
