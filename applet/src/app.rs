@@ -39,9 +39,10 @@ fn start(application: &gtk::Application, options: &Options) -> std::io::Result<(
     glib::spawn_future_local(async move {
         while let Some(event) = incoming.recv().await {
             let traced = trace::enabled().then(|| trace::describe(&event)).flatten();
+            let started = std::time::Instant::now();
             model.apply(event);
             if let Some(what) = traced {
-                trace::applied(&painted, what);
+                trace::applied(&painted, what, started.elapsed());
             }
         }
     });

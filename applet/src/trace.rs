@@ -27,9 +27,10 @@ pub fn describe(event: &BusEvent) -> Option<String> {
     Some(format!("path={path} main_pid={pid}"))
 }
 
-/// Says `what` happened now, then again when `window` next paints.
-pub fn applied(window: &impl IsA<gtk::Widget>, what: String) {
-    line(&format!("applied {what}"));
+/// Says `what` was applied now, in `took`, then again when `window` next
+/// paints.
+pub fn applied(window: &impl IsA<gtk::Widget>, what: String, took: std::time::Duration) {
+    line(&format!("applied took_us={} {what}", took.as_micros()));
     let Some(clock) = window.frame_clock() else {
         return;
     };
