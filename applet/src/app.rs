@@ -33,6 +33,9 @@ fn start(application: &gtk::Application, options: &Options) -> std::io::Result<(
     let (events, mut incoming) = mpsc::unbounded_channel();
     let requests = bus::spawn(options.choice(), events)?;
     let window = Window::new(application, &model, requests, options.show.clone());
+    if options.notify {
+        notify_failures(application, &model);
+    }
     // The bus side's events are applied on GTK's main loop, in order: the
     // model's only input.
     let painted = window.clone();
@@ -48,6 +51,37 @@ fn start(application: &gtk::Application, options: &Options) -> std::io::Result<(
     });
     window.present();
     Ok(())
+}
+
+/// Sends a desktop notification (through GLib, so to
+/// `org.freedesktop.Notifications` or the desktop's own) each time a
+/// service becomes failed; withdraws it once the service is no longer.
+fn notify_failures(application: &gtk::Application, model: &Rc<Model>) {
+    let failed_before = std::cell::RefCell::new(std::collections::BTreeSet::<String>::new());
+    let application = application.downgrade();
+    model.connect_tally(move |model| {
+        let Some(application) = application.upgrade() else {
+            return;
+        };
+        let failed: std::collections::BTreeSet<String> = model.tally().failed.into_iter().collect();
+        let mut before = failed_before.borrow_mut();
+        for name in failed.difference(&before) {
+            let notification = gio::Notification::new(&format!("{name} failed"));
+            notification.set_body(Some(&format!(
+                "adoptd's service {name} failed. Open adoptd status for its exit and hand-offs."
+            )));
+            notification.set_priority(gio::NotificationPriority::High);
+            application.send_notification(Some(&notification_id(name)), &notification);
+        }
+        for name in before.difference(&failed) {
+            application.withdraw_notification(&notification_id(name));
+        }
+        *before = failed;
+    });
+}
+
+fn notification_id(service: &str) -> String {
+    format!("failed-{service}")
 }
 
 fn load_style() {

@@ -20,6 +20,9 @@ pub struct Options {
     /// Select this service once it is there.
     #[arg(long, value_name = "NAME")]
     pub show: Option<String>,
+    /// Send a desktop notification when a service fails.
+    #[arg(long)]
+    pub notify: bool,
 }
 
 impl Options {

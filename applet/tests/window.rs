@@ -138,8 +138,9 @@ fn the_window_follows_services_live_and_survives_adoptd() {
     );
     let adoptd = adoptd_on(&scratch, &bus);
     let desktop = Desktop::start(&scratch, User::Root, None);
-    let mut applet = desktop.applet(&bus.address, &["--show", "dancer"]);
     let mut reader = desktop.reader();
+    reader.serve_notifications();
+    let mut applet = desktop.applet(&bus.address, &["--show", "dancer", "--notify"]);
     reader.wait_row("the dancer, stopped", &[(0, "dancer"), (1, "○ stopped")]);
     reader.wait_row(
         "the template's group",
@@ -166,6 +167,7 @@ fn the_window_follows_services_live_and_survives_adoptd() {
     // A failure, live.
     start_service(&bus, "crasher");
     reader.wait_row("the failed service", &[(0, "crasher"), (1, "✖ failed")]);
+    reader.wait_notification("crasher failed");
 
     // A service added by a reload.
     scratch.service(

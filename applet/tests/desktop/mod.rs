@@ -475,6 +475,21 @@ impl Reader {
         assert_eq!(answer["ok"], true, "no {name} button to click: {answer}");
     }
 
+    /// Becomes the desktop's notification server, keeping what it is sent.
+    pub fn serve_notifications(&mut self) {
+        let answer = self.ask(json!({"cmd": "serve-notifications"}), TIMEOUT);
+        assert_eq!(answer["ok"], true, "cannot serve notifications: {answer}");
+    }
+
+    /// Waits until a notification with this summary has come.
+    pub fn wait_notification(&mut self, summary: &str) {
+        let answer = self.ask(
+            json!({"cmd": "wait-notification", "timeout": WINDOW_TIMEOUT.as_secs(), "summary": summary}),
+            WINDOW_TIMEOUT,
+        );
+        assert_eq!(answer["ok"], true, "no notification {summary:?}: {answer}");
+    }
+
     /// A screenshot of the whole display, as PNG.
     pub fn screenshot(&mut self, path: &Path) {
         let answer = self.ask(

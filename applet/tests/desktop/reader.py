@@ -12,6 +12,11 @@ JSON answer per line on stdout:
       a name that holds the text.
   {"cmd": "click", "timeout": 60, "name": "Stop"}
       waits until a sensitive button of that name is there, and clicks it.
+  {"cmd": "serve-notifications"}
+      owns org.freedesktop.Notifications on the session bus and keeps the
+      summaries of the notifications it is sent.
+  {"cmd": "wait-notification", "timeout": 60, "summary": "crasher failed"}
+      waits until a notification with that summary has come.
   {"cmd": "shot", "path": "/…/x.png"}   a screenshot of the display.
   {"cmd": "quit"}
 
@@ -25,7 +30,7 @@ import sys
 import time
 
 import pyatspi
-from gi.repository import GLib
+from gi.repository import Gio, GLib
 
 APPLICATION = "adoptd-applet"
 EVENTS = [
@@ -200,6 +205,62 @@ def click(command):
     return {"ok": True}
 
 
+NOTIFICATIONS = """<node>
+  <interface name="org.freedesktop.Notifications">
+    <method name="Notify">
+      <arg type="s" direction="in"/><arg type="u" direction="in"/>
+      <arg type="s" direction="in"/><arg type="s" direction="in"/>
+      <arg type="s" direction="in"/><arg type="as" direction="in"/>
+      <arg type="a{sv}" direction="in"/><arg type="i" direction="in"/>
+      <arg type="u" direction="out"/>
+    </method>
+    <method name="CloseNotification"><arg type="u" direction="in"/></method>
+    <method name="GetCapabilities"><arg type="as" direction="out"/></method>
+    <method name="GetServerInformation">
+      <arg type="s" direction="out"/><arg type="s" direction="out"/>
+      <arg type="s" direction="out"/><arg type="s" direction="out"/>
+    </method>
+  </interface>
+</node>"""
+SUMMARIES = []
+SERVED = []
+
+
+def serve_notifications(_command):
+    bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+    interface = Gio.DBusNodeInfo.new_for_xml(NOTIFICATIONS).interfaces[0]
+
+    def on_call(_connection, _sender, _path, _interface, method, parameters, invocation):
+        if method == "Notify":
+            SUMMARIES.append(parameters.unpack()[3])
+            invocation.return_value(GLib.Variant("(u)", (len(SUMMARIES),)))
+        elif method == "GetCapabilities":
+            invocation.return_value(GLib.Variant("(as)", (["body"],)))
+        elif method == "GetServerInformation":
+            invocation.return_value(GLib.Variant("(ssss)", ("test", "adoptd", "1", "1.2")))
+        else:
+            invocation.return_value(None)
+
+    bus.register_object("/org/freedesktop/Notifications", interface, on_call, None, None)
+    reply = bus.call_sync(
+        "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+        "RequestName", GLib.Variant("(su)", ("org.freedesktop.Notifications", 4)),
+        GLib.VariantType.new("(u)"), Gio.DBusCallFlags.NONE, -1, None,
+    )
+    SERVED.append(bus)
+    return {"ok": reply.unpack()[0] == 1}
+
+
+def wait_notification(command):
+    summary = command["summary"]
+
+    def check():
+        return summary if summary in SUMMARIES else None
+
+    found = wait(command["timeout"], check)
+    return {"ok": found is not None, "summaries": SUMMARIES}
+
+
 def shot(command):
     from PIL import ImageGrab
 
@@ -219,6 +280,8 @@ def main():
         "wait-name": wait_name,
         "click": click,
         "shot": shot,
+        "serve-notifications": serve_notifications,
+        "wait-notification": wait_notification,
     }
     print(json.dumps({"ok": True, "ready": True}), flush=True)
     for line in sys.stdin:
