@@ -1,11 +1,14 @@
 //! The application: the model, the bus thread feeding it, the window.
 
-use std::rc::Rc;
+use std::{rc::Rc, time::Duration};
 
 use gtk::{gio, glib, prelude::*};
 use tokio::sync::mpsc;
 
 use crate::{bus, model::Model, options::Options, trace, window::Window};
+
+/// At most this many bus events are applied before the window may draw.
+const BATCH: usize = 500;
 
 /// The application id, also the name of the .desktop file.
 pub const APPLICATION_ID: &str = "org.adoptd1.Applet";
@@ -40,12 +43,34 @@ fn start(application: &gtk::Application, options: &Options) -> std::io::Result<(
     // model's only input.
     let painted = window.clone();
     glib::spawn_future_local(async move {
-        while let Some(event) = incoming.recv().await {
-            let traced = trace::enabled().then(|| trace::describe(&event)).flatten();
+        while let Some(first) = incoming.recv().await {
+            // Everything already waiting is one batch: one flush of the
+            // rows' order, one frame.
+            let mut next = Some(first);
             let started = std::time::Instant::now();
-            model.apply(event);
-            if let Some(what) = traced {
+            let mut traced = Vec::new();
+            let mut applied = 0;
+            while let Some(event) = next {
+                if trace::enabled()
+                    && let Some(what) = trace::describe(&event)
+                {
+                    traced.push(what);
+                }
+                model.apply(event);
+                applied += 1;
+                next = if applied < BATCH {
+                    incoming.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            model.flush();
+            for what in traced {
                 trace::applied(&painted, what, started.elapsed());
+            }
+            if applied == BATCH {
+                // A storm: let the window draw before the next batch.
+                glib::timeout_future_with_priority(glib::Priority::LOW, Duration::ZERO).await;
             }
         }
     });

@@ -10,7 +10,11 @@
 //! order; nothing else changes the model. Plain services and template
 //! groups sit in [`Model::root`]; an instance sits in its group's children,
 //! and a group exists while it has an instance. A change never re-lists:
-//! it updates one object and tells its list that this one item changed.
+//! it updates one object, whose properties notify the rows bound to them
+//! at once. Whether its place in a sorted view moved is told at
+//! [`Model::flush`], after a batch of events: each changed row as one
+//! changed item, or, for many, one request to re-sort (a thousand services
+//! starting at once are then one sort, not a thousand).
 //! The model needs GLib but no display, so its tests run anywhere.
 
 pub mod look;
@@ -70,9 +74,16 @@ pub struct Model {
     /// Called after each event that changed a state or the set of
     /// services.
     tally_listeners: Listener<Model>,
-    /// Called when a group's state changed: sorted views re-sort then.
-    group_listeners: Listener<ServiceObject>,
+    /// Called when rows may have moved in a way lists do not see (a
+    /// group's state, or many rows at once): sorted views re-sort then.
+    order_listeners: RefCell<Vec<Box<dyn Fn()>>>,
+    /// Rows changed since the last [`Model::flush`], by path.
+    moved: RefCell<(Vec<ServiceObject>, std::collections::HashSet<String>)>,
 }
+
+/// Past this many changed rows in one batch, one re-sort is cheaper than
+/// telling each.
+const MANY_MOVED: usize = 16;
 
 impl Model {
     pub fn new() -> Rc<Self> {
@@ -85,7 +96,8 @@ impl Model {
             availability: RefCell::new(Availability::Connecting),
             availability_listeners: RefCell::default(),
             tally_listeners: RefCell::default(),
-            group_listeners: RefCell::default(),
+            order_listeners: RefCell::default(),
+            moved: RefCell::default(),
         })
     }
 
@@ -155,8 +167,35 @@ impl Model {
         self.tally_listeners.borrow_mut().push(Box::new(listener));
     }
 
-    pub fn connect_group_changed(&self, listener: impl Fn(&ServiceObject) + 'static) {
-        self.group_listeners.borrow_mut().push(Box::new(listener));
+    pub fn connect_order_changed(&self, listener: impl Fn() + 'static) {
+        self.order_listeners.borrow_mut().push(Box::new(listener));
+    }
+
+    /// Tells sorted views where rows changed since the last flush: each as
+    /// one changed item of its list, or, past [`MANY_MOVED`], one re-sort.
+    /// The bus loop calls it once it has applied what was waiting.
+    pub fn flush(&self) {
+        let (moved, _) = std::mem::take(&mut *self.moved.borrow_mut());
+        if moved.len() > MANY_MOVED {
+            self.order_changed();
+            return;
+        }
+        for service in moved {
+            let template = service.fields().template.clone();
+            let list = if template.is_empty() {
+                Some(self.root.clone())
+            } else {
+                self.groups
+                    .borrow()
+                    .get(&template)
+                    .and_then(|group| group.children().cloned())
+            };
+            if let Some(list) = list
+                && let Some(position) = list.find(&service)
+            {
+                list.items_changed(position, 1, 1);
+            }
+        }
     }
 
     /// Applies one event from the bus.
@@ -344,22 +383,11 @@ impl Model {
         self.root.remove_all();
     }
 
-    /// Tells the service's list that its row changed, so views re-bind it
-    /// and sorted views move it.
+    /// Notes that the service's row may have moved, for [`Model::flush`].
     fn row_changed(&self, service: &ServiceObject) {
-        let template = service.fields().template.clone();
-        let list = if template.is_empty() {
-            Some(self.root.clone())
-        } else {
-            self.groups
-                .borrow()
-                .get(&template)
-                .and_then(|group| group.children().cloned())
-        };
-        if let Some(list) = list
-            && let Some(position) = list.find(service)
-        {
-            list.items_changed(position, 1, 1);
+        let mut moved = self.moved.borrow_mut();
+        if moved.1.insert(service.path()) {
+            moved.0.push(service.clone());
         }
     }
 
@@ -376,9 +404,13 @@ impl Model {
         }
     }
 
-    fn group_changed(&self, group: &ServiceObject) {
-        for listener in self.group_listeners.borrow().iter() {
-            listener(group);
+    fn group_changed(&self, _group: &ServiceObject) {
+        self.order_changed();
+    }
+
+    fn order_changed(&self) {
+        for listener in self.order_listeners.borrow().iter() {
+            listener();
         }
     }
 

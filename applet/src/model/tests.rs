@@ -107,6 +107,8 @@ fn properties_changed_updates_one_row_in_place() {
             ("Handoffs", Unsigned(1)),
         ],
     ));
+    assert!(changes.borrow().is_empty(), "told at the flush");
+    model.flush();
     let redis = model.service_named("redis").unwrap();
     assert_eq!(
         (
@@ -168,7 +170,7 @@ fn a_failed_instance_makes_its_group_failed() {
     );
     let group_changes = std::rc::Rc::new(std::cell::Cell::new(0));
     let count = group_changes.clone();
-    model.connect_group_changed(move |_| count.set(count.get() + 1));
+    model.connect_order_changed(move || count.set(count.get() + 1));
     model.apply(changed("web@b", &[("State", Text("failed".into()))]));
     let group = model
         .root()
@@ -319,4 +321,47 @@ fn a_thousand_services_are_one_splice() {
     live(&model, snapshots);
     assert_eq!(model.root().n_items(), 1000);
     assert_eq!(splices.get(), 1);
+}
+
+#[test]
+fn many_rows_changed_at_once_are_one_re_sort() {
+    let model = Model::new();
+    live(
+        &model,
+        (0..100)
+            .map(|n| running(&format!("s{n}"), 10 + n))
+            .collect(),
+    );
+    let items = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = items.clone();
+    model
+        .root()
+        .connect_items_changed(move |_, _, _, _| seen.set(seen.get() + 1));
+    let resorts = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = resorts.clone();
+    model.connect_order_changed(move || count.set(count.get() + 1));
+    for n in 0..100 {
+        model.apply(changed(
+            &format!("s{n}"),
+            &[("State", Text("stopping".into()))],
+        ));
+    }
+    model.flush();
+    assert_eq!((items.get(), resorts.get()), (0, 1));
+    // Each row already shows its new state: properties notify at once.
+    let row = model.service_named("s7").unwrap();
+    assert_eq!(row.state(), "stopping");
+}
+
+#[test]
+fn a_property_change_notifies_at_once() {
+    let model = Model::new();
+    live(&model, vec![running("nginx", 10)]);
+    let nginx = model.service_named("nginx").unwrap();
+    let notified = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = notified.clone();
+    nginx.connect_notify_local(Some("main-pid"), move |_, _| count.set(count.get() + 1));
+    model.apply(changed("nginx", &[("MainPID", Unsigned(11))]));
+    assert_eq!(notified.get(), 1);
+    assert_eq!(nginx.main_pid(), 11);
 }

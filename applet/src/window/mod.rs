@@ -141,8 +141,8 @@ impl Window {
             });
         }
         // A group's order depends on its instances, which its own list
-        // does not see change.
-        model.connect_group_changed(move |_| sorter.changed(gtk::SorterChange::Different));
+        // does not see change; and many rows changed at once are one sort.
+        model.connect_order_changed(move || sorter.changed(gtk::SorterChange::Different));
 
         let detail = Detail::new(
             detail::Widgets {
