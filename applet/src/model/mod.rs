@@ -202,6 +202,12 @@ impl Model {
     pub fn apply(&self, event: BusEvent) {
         match event {
             BusEvent::Connected { bus } => {
+                // Looking again on the same bus while adoptd is away: the
+                // window keeps saying it is not running.
+                let same = *self.bus.borrow() == bus;
+                if same && matches!(self.availability(), Availability::Gone { .. }) {
+                    return;
+                }
                 *self.bus.borrow_mut() = bus.clone();
                 self.set_availability(Availability::Listing { bus });
             }

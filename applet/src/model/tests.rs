@@ -365,3 +365,35 @@ fn a_property_change_notifies_at_once() {
     assert_eq!(notified.get(), 1);
     assert_eq!(nginx.main_pid(), 11);
 }
+
+#[test]
+fn looking_again_on_the_same_bus_keeps_saying_adoptd_is_not_running() {
+    let model = Model::new();
+    model.apply(BusEvent::Connected {
+        bus: "system bus".into(),
+    });
+    model.apply(BusEvent::AdoptdGone {
+        reason: "adoptd is not running on the system bus".into(),
+    });
+    let changes = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = changes.clone();
+    model.connect_availability(move |_| count.set(count.get() + 1));
+    for _ in 0..3 {
+        model.apply(BusEvent::Connected {
+            bus: "system bus".into(),
+        });
+        model.apply(BusEvent::AdoptdGone {
+            reason: "adoptd is not running on the system bus".into(),
+        });
+    }
+    assert_eq!(changes.get(), 0, "no flicker between pages");
+    model.apply(BusEvent::Connected {
+        bus: "bus at unix:path=/x".into(),
+    });
+    assert_eq!(
+        model.availability(),
+        Availability::Listing {
+            bus: "bus at unix:path=/x".into()
+        }
+    );
+}
