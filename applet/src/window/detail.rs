@@ -37,6 +37,8 @@ pub struct Detail {
     shown: RefCell<Option<(ServiceObject, glib::SignalHandlerId)>>,
     /// The main PID the process tree was last read for.
     processes_of: RefCell<Option<(String, u32)>>,
+    /// The grid's rows: each property's name and the label of its value.
+    property_rows: RefCell<Vec<(String, gtk::Label)>>,
 }
 
 impl Detail {
@@ -51,6 +53,7 @@ impl Detail {
             requests,
             shown: RefCell::default(),
             processes_of: RefCell::default(),
+            property_rows: RefCell::default(),
         });
         for (control, button) in &detail.widgets.buttons {
             let weak = Rc::downgrade(&detail);
@@ -105,7 +108,7 @@ impl Detail {
             widgets.controls.set_sensitive(false);
             widgets.timeline.set_label("");
             widgets.processes.set_label("");
-            fill_properties(&widgets.properties, &[]);
+            self.fill_properties(&[]);
             return;
         };
         let fields = service.fields().clone();
@@ -130,10 +133,7 @@ impl Detail {
                 .unwrap_or_default();
             widgets.timeline.set_label("");
             widgets.processes.set_label("");
-            fill_properties(
-                &widgets.properties,
-                &[("Instances".to_owned(), instances.join("\n"))],
-            );
+            self.fill_properties(&[("Instances".to_owned(), instances.join("\n"))]);
             return;
         }
         // PIDs is not signalled: the process tree above reads it afresh.
@@ -143,7 +143,7 @@ impl Detail {
             .filter(|(name, _)| name.as_str() != "PIDs")
             .map(|(name, value)| (name.clone(), value.to_string()))
             .collect();
-        fill_properties(&widgets.properties, &properties);
+        self.fill_properties(&properties);
         self.refresh_timeline();
         let wanted = Some((service.path(), fields.main_pid));
         if *self.processes_of.borrow() != wanted {
@@ -200,6 +200,45 @@ impl Detail {
         });
     }
 
+    /// Shows one grid row per property: the values are set in place while
+    /// the names stay the same (a change of main PID is one label's text,
+    /// not a new grid); the rows are made anew when the names change.
+    fn fill_properties(&self, properties: &[(String, String)]) {
+        let grid = &self.widgets.properties;
+        let mut rows = self.property_rows.borrow_mut();
+        let same_names = rows.len() == properties.len()
+            && rows
+                .iter()
+                .zip(properties)
+                .all(|((shown, _), (name, _))| shown == name);
+        if same_names {
+            for ((_, label), (_, value)) in rows.iter().zip(properties) {
+                if label.label() != *value {
+                    label.set_label(value);
+                }
+            }
+            return;
+        }
+        while let Some(child) = grid.first_child() {
+            grid.remove(&child);
+        }
+        rows.clear();
+        for (row, (name, value)) in (0..).zip(properties) {
+            let key = gtk::Label::new(Some(name));
+            key.set_xalign(0.0);
+            key.set_yalign(0.0);
+            key.add_css_class("dim-label");
+            let label = gtk::Label::new(Some(value));
+            label.set_xalign(0.0);
+            label.set_wrap(true);
+            label.set_selectable(true);
+            label.set_hexpand(true);
+            grid.attach(&key, 0, row, 1, 1);
+            grid.attach(&label, 1, row, 1, 1);
+            rows.push((name.clone(), label));
+        }
+    }
+
     fn control(self: &Rc<Self>, control: Control) {
         let Some(service) = self.service() else {
             return;
@@ -236,25 +275,5 @@ impl Detail {
                 detail.widgets.refusal.set_visible(true);
             }
         });
-    }
-}
-
-/// Replaces the grid's rows with one per property.
-fn fill_properties(grid: &gtk::Grid, properties: &[(String, String)]) {
-    while let Some(child) = grid.first_child() {
-        grid.remove(&child);
-    }
-    for (row, (name, value)) in (0..).zip(properties) {
-        let key = gtk::Label::new(Some(name));
-        key.set_xalign(0.0);
-        key.set_yalign(0.0);
-        key.add_css_class("dim-label");
-        let value = gtk::Label::new(Some(value));
-        value.set_xalign(0.0);
-        value.set_wrap(true);
-        value.set_selectable(true);
-        value.set_hexpand(true);
-        grid.attach(&key, 0, row, 1, 1);
-        grid.attach(&value, 1, row, 1, 1);
     }
 }
