@@ -138,10 +138,11 @@ fn the_window_follows_services_live_and_survives_adoptd() {
     );
     let adoptd = adoptd_on(&scratch, &bus);
     let desktop = Desktop::start(&scratch, User::Root, None);
-    let mut reader = desktop.reader();
-    reader.serve_notifications();
     let mut applet = desktop.applet(&bus.address, &["--show", "dancer", "--notify"]);
+    let mut reader = desktop.reader();
     reader.wait_row("the dancer, stopped", &[(0, "dancer"), (1, "○ stopped")]);
+    // Before anything can fail.
+    reader.serve_notifications();
     reader.wait_row(
         "the template's group",
         &[(0, "web"), (1, "✔ running (2 running)")],

@@ -401,8 +401,17 @@ impl Applet {
 
 impl Drop for Applet {
     fn drop(&mut self) {
+        let status = self.child.try_wait().ok().flatten();
         self.child.kill().ok();
         self.child.wait().ok();
+        if std::thread::panicking() {
+            // For the log of the failed test.
+            eprintln!(
+                "the applet {}; it said:\n{}",
+                status.map_or("was running".to_owned(), |s| format!("had ended: {s}")),
+                self.said().join("\n")
+            );
+        }
     }
 }
 
