@@ -116,19 +116,6 @@ fn leftover_workers_that_obey_the_stop_signal_are_gone_at_once() {
     }
 }
 
-/// A small deterministic random source, so a failing seed can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// A random dance of 1 to 4 hops, each parent first or child first, some
 /// failing, with zombie helpers and a setsid here and there; the daemon
 /// serves or exits. Returns the steps, the codes the run may fail with,

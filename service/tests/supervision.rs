@@ -231,19 +231,6 @@ fn no_zombie_stays_under_adoptd() {
     }
 }
 
-/// A small deterministic generator, so a failing seed can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// A random daemonization: 1 to 4 hops, each maybe leaving zombies or
 /// orphans behind, setsid somewhere, workers at the end.
 fn random_dance(random: &mut Lcg) -> (Vec<String>, usize) {

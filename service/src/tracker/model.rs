@@ -242,6 +242,16 @@ impl Kernel {
         events
     }
 
+    /// adoptd's signals are obeyed at once: the default action of each
+    /// ends the process.
+    fn obey(&mut self, signalled: &mut Vec<(Pid, i32)>) {
+        for (target, signal) in std::mem::take(signalled) {
+            if self.alive(target) {
+                self.exit(target, ExitStatus::Signal(signal));
+            }
+        }
+    }
+
     fn alive(&self, pid: Pid) -> bool {
         self.procs.contains_key(&pid) && !self.zombies.contains_key(&pid)
     }
@@ -337,12 +347,7 @@ fn run(dance: &Dance, schedule: &Schedule, stop_at: Option<usize>) -> (Status, V
                 &mut signalled,
             );
         }
-        // Signals are obeyed at once: the default action ends the process.
-        for (target, signal) in std::mem::take(&mut signalled) {
-            if kernel.alive(target) {
-                kernel.exit(target, ExitStatus::Signal(signal));
-            }
-        }
+        kernel.obey(&mut signalled);
     }
     // Until nothing changes: the last moment, then the clean-up's signals.
     for _ in 0..8 {
@@ -353,11 +358,7 @@ fn run(dance: &Dance, schedule: &Schedule, stop_at: Option<usize>) -> (Status, V
             &mut moment,
             &mut signalled,
         );
-        for (target, signal) in std::mem::take(&mut signalled) {
-            if kernel.alive(target) {
-                kernel.exit(target, ExitStatus::Signal(signal));
-            }
-        }
+        kernel.obey(&mut signalled);
     }
     let live: Vec<Pid> = kernel
         .procs

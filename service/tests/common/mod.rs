@@ -673,3 +673,18 @@ pub fn installed(program: &str) -> Option<PathBuf> {
         .map(|dir| Path::new(dir).join(program))
         .find(|path| path.exists())
 }
+
+/// A small deterministic random source, so that a failing seed can be
+/// replayed (`ADOPTD_TEST_SEED`).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
