@@ -640,6 +640,9 @@ struct Service {
     /// Graves of this run were forgotten (a storm): a lineage that stops
     /// may have stopped at one of them.
     graves_forgotten: bool,
+    /// How many of the run's graves are of failed processes: the walks
+    /// that look for a failure are skipped while there is none.
+    failed_graves: u32,
 }
 
 /// A live process that could still turn out to be the main process.
@@ -688,6 +691,7 @@ impl Service {
             ready: false,
             graves: VecDeque::new(),
             graves_forgotten: false,
+            failed_graves: 0,
         }
     }
 
@@ -744,9 +748,16 @@ impl Service {
     /// Remembers a member that exited, forgetting the oldest beyond the
     /// bound.
     fn bury(&mut self, grave: Grave) {
-        if self.graves.len() >= GRAVES_PER_SERVICE {
-            self.graves.pop_front();
+        if self.graves.len() >= GRAVES_PER_SERVICE
+            && let Some(forgotten) = self.graves.pop_front()
+        {
             self.graves_forgotten = true;
+            if !forgotten.status.is_success() {
+                self.failed_graves = self.failed_graves.saturating_sub(1);
+            }
+        }
+        if !grave.status.is_success() {
+            self.failed_graves = self.failed_graves.saturating_add(1);
         }
         self.graves.push_back(grave);
     }
@@ -756,6 +767,7 @@ impl Service {
         self.graves.clear();
         self.graves.shrink_to_fit();
         self.graves_forgotten = false;
+        self.failed_graves = 0;
     }
 }
 

@@ -452,7 +452,8 @@ impl Batch<'_> {
             let Some(main) = service.main else { continue };
             let following = service.after_stop.is_none()
                 && matches!(service.state, State::Starting | State::Running)
-                && service.main_source != MainPidSource::Spawn;
+                && service.main_source != MainPidSource::Spawn
+                && service.failed_graves > 0;
             if !following {
                 continue;
             }
@@ -485,6 +486,9 @@ impl Batch<'_> {
 
     /// Whether a failed process of the run descends from `pid`.
     fn has_failed_descendant(&self, id: ServiceId, pid: Pid) -> bool {
+        if self.tracker.services[id.index()].failed_graves == 0 {
+            return false;
+        }
         let graves = &self.tracker.services[id.index()].graves;
         graves
             .iter()
@@ -513,6 +517,9 @@ impl Batch<'_> {
     /// it or earlier): its status.
     fn failure_below(&self, id: ServiceId, main: Pid) -> Option<ExitStatus> {
         let service = &self.tracker.services[id.index()];
+        if service.failed_graves == 0 {
+            return None;
+        }
         let graves = &service.graves;
         let root = service.run_root;
         let mut found: Option<ExitStatus> = None;
