@@ -299,6 +299,7 @@ fn the_tray_icon_says_what_failed_and_opens_the_window_on_it() {
             "Menu": "/MenuBar",
             "menu": ["Open adoptd status", "-", "Quit"],
         }),
+        &[],
     );
 
     start_service(&bus, "crasher");
@@ -311,6 +312,13 @@ fn the_tray_icon_says_what_failed_and_opens_the_window_on_it() {
             "ToolTip": "1 failed, 1 running: crasher",
             "menu": ["Open adoptd status", "-", "crasher — failed", "-", "Quit"],
         }),
+        &["NewStatus", "NewIcon", "NewToolTip", "LayoutUpdated"],
+    );
+    // The title never changed: never announced.
+    let signals = read["signals"].as_array().expect("the signals");
+    assert!(
+        !signals.iter().any(|name| name == "NewTitle"),
+        "NewTitle without a new title: {signals:?}"
     );
     let crasher_item = read["ids"][2].as_i64().expect("the crasher's menu item");
 

@@ -529,9 +529,12 @@ impl Reader {
     /// Waits until the tray item `item` has these properties (`ToolTip`:
     /// its text; `menu`: the labels of its menu, "-" a separator);
     /// returns what was read, `ids` the menu items' ids.
-    pub fn wait_tray(&mut self, what: &str, item: &str, expect: Json) -> Json {
+    /// With `signals`, waits too until the item has sent these signals
+    /// since it registered; `signals` in the answer are all it sent.
+    pub fn wait_tray(&mut self, what: &str, item: &str, expect: Json, signals: &[&str]) -> Json {
         let answer = self.ask(
-            json!({"cmd": "wait-tray", "timeout": WINDOW_TIMEOUT.as_secs(), "item": item, "expect": expect}),
+            json!({"cmd": "wait-tray", "timeout": WINDOW_TIMEOUT.as_secs(), "item": item,
+                   "expect": expect, "signals": signals}),
             WINDOW_TIMEOUT,
         );
         assert_eq!(

@@ -27,7 +27,8 @@ JSON answer per line on stdout:
    "expect": {"Status": "Passive", "ToolTip": "1 running", "menu": [...]}}
       waits until the tray item's properties (ToolTip: its text) and its
       menu's labels ("-" a separator) are these; answers what it read,
-      the menu's ids too.
+      the menu's ids too; with "signals": [...], until the item has sent
+      at least these signals since it registered.
   {"cmd": "tray-call", "item": "org.kde.…", "path": "/MenuBar",
    "interface": "…", "method": "Event", "signature": "(isvu)", "args": [...]}
       calls a method of the tray item (a "v" argument is given as a
@@ -287,6 +288,8 @@ WATCHER = """<node>
 </node>"""
 REGISTERED = []
 WATCHING = []
+# The names of the signals each registered item sent since it registered.
+SIGNALS = {}
 
 
 def session_call(bus, destination, path, interface, method, parameters, reply_type):
@@ -302,9 +305,16 @@ def serve_watcher(_command):
     if not WATCHING:
         interface = Gio.DBusNodeInfo.new_for_xml(WATCHER).interfaces[0]
 
-        def on_call(_connection, sender, _path, _interface, method, parameters, invocation):
+        def on_call(connection, sender, _path, _interface, method, parameters, invocation):
             if method == "RegisterStatusNotifierItem":
-                REGISTERED.append({"sender": sender, "service": parameters.unpack()[0]})
+                service = parameters.unpack()[0]
+                REGISTERED.append({"sender": sender, "service": service})
+                if service not in SIGNALS:
+                    SIGNALS[service] = []
+                    connection.signal_subscribe(
+                        sender, None, None, None, None, Gio.DBusSignalFlags.NONE,
+                        lambda *signal: SIGNALS[service].append(signal[4]),
+                    )
             invocation.return_value(None)
 
         def on_get(_connection, _sender, _path, _interface, name):
@@ -372,8 +382,11 @@ def wait_tray(command):
         except Exception as error:
             last[:] = [{"error": repr(error)}]
             return None
+        read["signals"] = sorted(set(SIGNALS.get(command["item"], [])))
         last[:] = [read]
-        if all(read.get(key) == value for key, value in expect.items()):
+        if all(read.get(key) == value for key, value in expect.items()) and all(
+            name in read["signals"] for name in command.get("signals", [])
+        ):
             return read
         return None
 
