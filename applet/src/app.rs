@@ -5,7 +5,14 @@ use std::{rc::Rc, time::Duration};
 use gtk::{gio, glib, prelude::*};
 use tokio::sync::mpsc;
 
-use crate::{bus, model::Model, options::Options, trace, window::Window};
+use crate::{
+    bus,
+    model::Model,
+    options::Options,
+    trace,
+    tray::{self, Action, Aggregate},
+    window::Window,
+};
 
 /// At most this many bus events are applied before the window may draw.
 const BATCH: usize = 500;
@@ -38,6 +45,10 @@ fn start(application: &gtk::Application, options: &Options) -> std::io::Result<(
     let window = Window::new(application, &model, requests, options.show.clone());
     if options.notify {
         notify_failures(application, &model);
+    }
+    // No tray is no reason to fail: the window works without it.
+    if let Err(e) = show_in_tray(application, &model, &window) {
+        eprintln!("adoptd-applet: no tray icon: {e}");
     }
     // The bus side's events are applied on GTK's main loop, in order: the
     // model's only input.
@@ -75,6 +86,63 @@ fn start(application: &gtk::Application, options: &Options) -> std::io::Result<(
         }
     });
     window.present();
+    Ok(())
+}
+
+/// Feeds the tray icon from the model (each tally and availability
+/// change, no polling), and carries out its clicks.
+fn show_in_tray(
+    application: &gtk::Application,
+    model: &Rc<Model>,
+    window: &Window,
+) -> std::io::Result<()> {
+    let (actions, mut clicked) = mpsc::unbounded_channel();
+    let aggregates = Rc::new(tray::spawn(actions)?);
+    let send = {
+        let aggregates = aggregates.clone();
+        move |model: &Model| {
+            let aggregate = Aggregate::of(&model.tally(), &model.availability());
+            aggregates.send_if_modified(|shown| {
+                let changed = *shown != aggregate;
+                *shown = aggregate;
+                changed
+            });
+        }
+    };
+    send(model);
+    {
+        let send = send.clone();
+        model.connect_tally(move |model| send(model));
+    }
+    {
+        let weak = Rc::downgrade(model);
+        model.connect_availability(move |_| {
+            if let Some(model) = weak.upgrade() {
+                send(&model);
+            }
+        });
+    }
+    let application = application.downgrade();
+    let window = window.downgrade();
+    glib::spawn_future_local(async move {
+        while let Some(action) = clicked.recv().await {
+            let Some(window) = window.upgrade() else {
+                break;
+            };
+            match action {
+                Action::Open => window.present(),
+                Action::Show(name) => {
+                    window.select_service(&name);
+                    window.present();
+                }
+                Action::Quit => {
+                    if let Some(application) = application.upgrade() {
+                        application.quit();
+                    }
+                }
+            }
+        }
+    });
     Ok(())
 }
 

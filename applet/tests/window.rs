@@ -258,6 +258,103 @@ fn another_user_sees_adoptds_refusal_in_the_window() {
     applet.assert_running();
 }
 
+#[test]
+fn the_tray_icon_says_what_failed_and_opens_the_window_on_it() {
+    if skipped() {
+        return;
+    }
+    let scratch = Scratch::new("applet-tray");
+    let bus = TestBus::start(&scratch);
+    scratch.service(
+        "steady",
+        "exec = [\"/bin/sleep\", \"1000\"]\nrestart = \"no\"\n",
+    );
+    scratch.service(
+        "crasher",
+        "exec = [\"/bin/sh\", \"-c\", \"exit 3\"]\nrestart = \"no\"\nautostart = false\ndescription = \"Fails on purpose\"\n",
+    );
+    let _adoptd = adoptd_on(&scratch, &bus);
+    let desktop = Desktop::start(&scratch, User::Root, None);
+    let mut applet = desktop.applet(&bus.address, &[]);
+    let mut reader = desktop.reader();
+    // The panel comes after the applet: the icon registers when it does.
+    reader.serve_watcher();
+    let registered = reader.wait_registered(1);
+    let item = registered[0].clone();
+    assert!(
+        item.starts_with("org.kde.StatusNotifierItem-"),
+        "registered as {item}"
+    );
+    reader.wait_tray(
+        "that all is well",
+        &item,
+        serde_json::json!({
+            "Category": "SystemServices",
+            "Id": "adoptd-applet",
+            "Title": "adoptd status",
+            "Status": "Passive",
+            "IconName": "emblem-default",
+            "ToolTip": "1 running, 1 stopped",
+            "ItemIsMenu": false,
+            "Menu": "/MenuBar",
+            "menu": ["Open adoptd status", "-", "Quit"],
+        }),
+        &[],
+    );
+
+    start_service(&bus, "crasher");
+    let read = reader.wait_tray(
+        "that the crasher failed",
+        &item,
+        serde_json::json!({
+            "Status": "NeedsAttention",
+            "IconName": "dialog-error",
+            "ToolTip": "1 failed, 1 running: crasher",
+            "menu": ["Open adoptd status", "-", "crasher — failed", "-", "Quit"],
+        }),
+        &["NewStatus", "NewIcon", "NewToolTip", "LayoutUpdated"],
+    );
+    // The title never changed: never announced.
+    let signals = read["signals"].as_array().expect("the signals");
+    assert!(
+        !signals.iter().any(|name| name == "NewTitle"),
+        "NewTitle without a new title: {signals:?}"
+    );
+    let crasher_item = read["ids"][2].as_i64().expect("the crasher's menu item");
+
+    // Its menu item opens the window on it.
+    reader.tray_call(
+        &item,
+        "/MenuBar",
+        "com.canonical.dbusmenu",
+        "Event",
+        "(isvu)",
+        serde_json::json!([crasher_item, "clicked", "", 0]),
+    );
+    reader.wait_name("Fails on purpose");
+    // A click on the icon raises the window.
+    reader.tray_call(
+        &item,
+        "/StatusNotifierItem",
+        "org.kde.StatusNotifierItem",
+        "Activate",
+        "(ii)",
+        serde_json::json!([0, 0]),
+    );
+    reader.wait_name("adoptd status — bus at");
+
+    // The panel restarts: the icon registers again.
+    reader.serve_watcher();
+    let registered = reader.wait_registered(2);
+    assert_eq!(registered[1], item);
+    // An applet started while a watcher is there registers at once.
+    let mut second = desktop.applet(&bus.address, &[]);
+    let registered = reader.wait_registered(3);
+    assert_ne!(registered[2], item);
+    applet.assert_running();
+    second.assert_running();
+}
+
 /// How many hand-offs the benchmark times.
 const BENCH_ROUNDS: usize = 20;
 

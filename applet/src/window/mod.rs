@@ -118,6 +118,7 @@ impl Window {
         let sorted = gtk::SortListModel::new(Some(tree), Some(rows_sorter));
         let selection = gtk::SingleSelection::new(Some(sorted));
         imp.services.set_model(Some(&selection));
+        imp.selection.replace(Some(selection.clone()));
         if let Some(first) = imp
             .services
             .columns()
@@ -195,6 +196,13 @@ impl Window {
             }
         });
         self.show_availability(&model.availability());
+    }
+
+    /// Selects the service `name`, as `--show NAME` does; false if it is
+    /// not shown.
+    pub fn select_service(&self, name: &str) -> bool {
+        let selection = self.imp().selection.borrow().clone();
+        selection.is_some_and(|selection| select_named(&selection, name))
     }
 
     fn show_availability(&self, availability: &Availability) {
@@ -303,6 +311,8 @@ mod imp {
         pub processes: TemplateChild<gtk::Label>,
         #[template_child]
         pub properties: TemplateChild<gtk::Grid>,
+        /// The list's selection, for [`super::Window::select_service`].
+        pub selection: RefCell<Option<gtk::SingleSelection>>,
     }
 
     #[glib::object_subclass]

@@ -499,6 +499,73 @@ impl Reader {
         assert_eq!(answer["ok"], true, "no notification {summary:?}: {answer}");
     }
 
+    /// Becomes the desktop's `org.kde.StatusNotifierWatcher`, keeping the
+    /// items registered with it; called again, the name goes and comes
+    /// back, as when a panel restarts.
+    pub fn serve_watcher(&mut self) {
+        let answer = self.ask(json!({"cmd": "serve-watcher"}), TIMEOUT);
+        assert_eq!(answer["ok"], true, "cannot be the tray's watcher: {answer}");
+    }
+
+    /// Waits until `count` items have registered with the watcher;
+    /// returns the service name each registered.
+    pub fn wait_registered(&mut self, count: usize) -> Vec<String> {
+        let answer = self.ask(
+            json!({"cmd": "wait-registered", "timeout": WINDOW_TIMEOUT.as_secs(), "count": count}),
+            WINDOW_TIMEOUT,
+        );
+        assert_eq!(
+            answer["ok"], true,
+            "fewer than {count} tray registrations: {answer}"
+        );
+        answer["registered"]
+            .as_array()
+            .expect("the registrations")
+            .iter()
+            .map(|r| r["service"].as_str().expect("a service name").to_owned())
+            .collect()
+    }
+
+    /// Waits until the tray item `item` has these properties (`ToolTip`:
+    /// its text; `menu`: the labels of its menu, "-" a separator);
+    /// returns what was read, `ids` the menu items' ids.
+    /// With `signals`, waits too until the item has sent these signals
+    /// since it registered; `signals` in the answer are all it sent.
+    pub fn wait_tray(&mut self, what: &str, item: &str, expect: Json, signals: &[&str]) -> Json {
+        let answer = self.ask(
+            json!({"cmd": "wait-tray", "timeout": WINDOW_TIMEOUT.as_secs(), "item": item,
+                   "expect": expect, "signals": signals}),
+            WINDOW_TIMEOUT,
+        );
+        assert_eq!(
+            answer["ok"], true,
+            "the tray icon never said {what}: {answer}"
+        );
+        answer["read"].clone()
+    }
+
+    /// Calls a method of the tray item `item` (a `v` argument is given
+    /// as a string).
+    pub fn tray_call(
+        &mut self,
+        item: &str,
+        path: &str,
+        interface: &str,
+        method: &str,
+        signature: &str,
+        args: Json,
+    ) {
+        let answer = self.ask(
+            json!({"cmd": "tray-call", "item": item, "path": path, "interface": interface,
+                   "method": method, "signature": signature, "args": args}),
+            TIMEOUT,
+        );
+        assert_eq!(
+            answer["ok"], true,
+            "{method} on the tray icon failed: {answer}"
+        );
+    }
+
     /// A screenshot of the whole display, as PNG.
     pub fn screenshot(&mut self, path: &Path) {
         let answer = self.ask(

@@ -17,6 +17,22 @@ JSON answer per line on stdout:
       summaries of the notifications it is sent.
   {"cmd": "wait-notification", "timeout": 60, "summary": "crasher failed"}
       waits until a notification with that summary has come.
+  {"cmd": "serve-watcher"}
+      owns org.kde.StatusNotifierWatcher on the session bus (anew if it
+      already does: the name goes and comes back) and keeps the items
+      registered with it.
+  {"cmd": "wait-registered", "timeout": 60, "count": 2}
+      waits until that many registrations have come; answers them.
+  {"cmd": "wait-tray", "timeout": 60, "item": "org.kde.…",
+   "expect": {"Status": "Passive", "ToolTip": "1 running", "menu": [...]}}
+      waits until the tray item's properties (ToolTip: its text) and its
+      menu's labels ("-" a separator) are these; answers what it read,
+      the menu's ids too; with "signals": [...], until the item has sent
+      at least these signals since it registered.
+  {"cmd": "tray-call", "item": "org.kde.…", "path": "/MenuBar",
+   "interface": "…", "method": "Event", "signature": "(isvu)", "args": [...]}
+      calls a method of the tray item (a "v" argument is given as a
+      string).
   {"cmd": "shot", "path": "/…/x.png"}   a screenshot of the display.
   {"cmd": "quit"}
 
@@ -261,6 +277,139 @@ def wait_notification(command):
     return {"ok": found is not None, "summaries": SUMMARIES}
 
 
+WATCHER = """<node>
+  <interface name="org.kde.StatusNotifierWatcher">
+    <method name="RegisterStatusNotifierItem"><arg type="s" direction="in"/></method>
+    <method name="RegisterStatusNotifierHost"><arg type="s" direction="in"/></method>
+    <property name="RegisteredStatusNotifierItems" type="as" access="read"/>
+    <property name="IsStatusNotifierHostRegistered" type="b" access="read"/>
+    <property name="ProtocolVersion" type="i" access="read"/>
+  </interface>
+</node>"""
+REGISTERED = []
+WATCHING = []
+# The names of the signals each registered item sent since it registered.
+SIGNALS = {}
+
+
+def session_call(bus, destination, path, interface, method, parameters, reply_type):
+    return bus.call_sync(
+        destination, path, interface, method, parameters,
+        GLib.VariantType.new(reply_type) if reply_type else None,
+        Gio.DBusCallFlags.NONE, 10000, None,
+    )
+
+
+def serve_watcher(_command):
+    bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+    if not WATCHING:
+        interface = Gio.DBusNodeInfo.new_for_xml(WATCHER).interfaces[0]
+
+        def on_call(connection, sender, _path, _interface, method, parameters, invocation):
+            if method == "RegisterStatusNotifierItem":
+                service = parameters.unpack()[0]
+                REGISTERED.append({"sender": sender, "service": service})
+                if service not in SIGNALS:
+                    SIGNALS[service] = []
+                    connection.signal_subscribe(
+                        sender, None, None, None, None, Gio.DBusSignalFlags.NONE,
+                        lambda *signal: SIGNALS[service].append(signal[4]),
+                    )
+            invocation.return_value(None)
+
+        def on_get(_connection, _sender, _path, _interface, name):
+            if name == "RegisteredStatusNotifierItems":
+                return GLib.Variant("as", [r["service"] for r in REGISTERED])
+            if name == "IsStatusNotifierHostRegistered":
+                return GLib.Variant("b", True)
+            return GLib.Variant("i", 0)
+
+        bus.register_object("/StatusNotifierWatcher", interface, on_call, on_get, None)
+        WATCHING.append(bus)
+    else:
+        session_call(
+            bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+            "ReleaseName", GLib.Variant("(s)", ("org.kde.StatusNotifierWatcher",)), "(u)",
+        )
+    reply = session_call(
+        bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+        "RequestName", GLib.Variant("(su)", ("org.kde.StatusNotifierWatcher", 4)), "(u)",
+    )
+    return {"ok": reply.unpack()[0] == 1}
+
+
+def wait_registered(command):
+    count = command["count"]
+    found = wait(command["timeout"], lambda: list(REGISTERED) if len(REGISTERED) >= count else None)
+    return {"ok": found is not None, "registered": REGISTERED}
+
+
+def read_tray(item):
+    bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+    properties = session_call(
+        bus, item, "/StatusNotifierItem", "org.freedesktop.DBus.Properties", "GetAll",
+        GLib.Variant("(s)", ("org.kde.StatusNotifierItem",)), "(a{sv})",
+    ).unpack()[0]
+    menu_path = properties.get("Menu", "/MenuBar")
+    _, layout = session_call(
+        bus, item, menu_path, "com.canonical.dbusmenu", "GetLayout",
+        GLib.Variant("(iias)", (0, -1, [])), "(u(ia{sv}av))",
+    ).unpack()
+    menu = []
+    ids = []
+    for child in layout[2]:
+        child_id, child_properties, _ = child
+        if child_properties.get("type") == "separator":
+            menu.append("-")
+        else:
+            menu.append(child_properties.get("label", ""))
+        ids.append(child_id)
+    read = {key: properties[key] for key in properties if key != "IconPixmap"}
+    tooltip = properties.get("ToolTip")
+    read["ToolTip"] = tooltip[3] if tooltip else None
+    read["menu"] = menu
+    read["ids"] = ids
+    return read
+
+
+def wait_tray(command):
+    expect = command["expect"]
+    last = []
+
+    def check():
+        try:
+            read = read_tray(command["item"])
+        except Exception as error:
+            last[:] = [{"error": repr(error)}]
+            return None
+        read["signals"] = sorted(set(SIGNALS.get(command["item"], [])))
+        last[:] = [read]
+        if all(read.get(key) == value for key, value in expect.items()) and all(
+            name in read["signals"] for name in command.get("signals", [])
+        ):
+            return read
+        return None
+
+    read = wait(command["timeout"], check)
+    if read is None:
+        return {"ok": False, "read": last[0] if last else None}
+    return {"ok": True, "read": read}
+
+
+def tray_call(command):
+    bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+    signature = command["signature"]
+    args = [
+        GLib.Variant("s", arg) if kind == "v" else arg
+        for kind, arg in zip(signature.strip("()"), command["args"])
+    ]
+    session_call(
+        bus, command["item"], command["path"], command["interface"], command["method"],
+        GLib.Variant(signature, tuple(args)), None,
+    )
+    return {"ok": True}
+
+
 def shot(command):
     from PIL import ImageGrab
 
@@ -282,6 +431,10 @@ def main():
         "shot": shot,
         "serve-notifications": serve_notifications,
         "wait-notification": wait_notification,
+        "serve-watcher": serve_watcher,
+        "wait-registered": wait_registered,
+        "wait-tray": wait_tray,
+        "tray-call": tray_call,
     }
     print(json.dumps({"ok": True, "ready": True}), flush=True)
     for line in sys.stdin:
