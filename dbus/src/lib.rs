@@ -13,12 +13,14 @@
 //! crate's tests check that the restatement matches. The crate holds no
 //! state and does no I/O.
 
+pub mod choice;
 pub mod error;
 pub mod introspection;
 pub mod names;
 pub mod proxy;
 pub mod state;
 
+pub use choice::{ADDRESS_VARIABLE, Bus, BusChoice};
 pub use error::{
     ERROR_ACCESS_DENIED, ERROR_ALREADY_RUNNING, ERROR_FAILED, ERROR_INVALID_NAME,
     ERROR_NO_SUCH_SERVICE, ERROR_NOT_RUNNING, ERROR_PREFIX, Error, FDO_ERROR_ACCESS_DENIED,
