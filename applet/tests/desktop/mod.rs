@@ -38,7 +38,7 @@ pub fn missing_tools() -> Option<String> {
         ("dbus-daemon", "dbus-daemon"),
         ("setpriv", "util-linux"),
     ] {
-        if which(tool).is_none() {
+        if crate::bus::which(tool).is_none() {
             return Some(format!(
                 "{tool} is not installed (Debian package {package})"
             ));
@@ -54,13 +54,6 @@ pub fn missing_tools() -> Option<String> {
         }
     }
     None
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|candidate| candidate.exists())
 }
 
 /// Who the desktop's processes run as.

@@ -36,7 +36,8 @@ pub fn missing_tools() -> Option<String> {
     None
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+/// Where `tool` is on `$PATH`, if anywhere.
+pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(tool))
