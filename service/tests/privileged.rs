@@ -97,13 +97,51 @@ fn a_service_starts_with_a_clean_signal_mask_and_environment() {
     if limit.rlim_max > 512 {
         assert_ne!(open_files(&adoptd.pid().to_string()), open_files("self"));
     }
-    let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    // The dynamic loader of the new program holds a descriptor of its own
+    // for a moment after exec: counted once sleep(1) sleeps.
+    wait_until_sleeping(pid);
+    let descriptors: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("fds")
-        .count();
-    assert_eq!(descriptors, 3, "only stdin, stdout and stderr");
+        .filter_map(Result::ok)
+        .map(|entry| {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            format!(
+                "{} -> {}",
+                entry.file_name().to_string_lossy(),
+                target.display()
+            )
+        })
+        .collect();
+    assert_eq!(
+        descriptors.len(),
+        3,
+        "only stdin, stdout and stderr: {descriptors:?}"
+    );
     let sid = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let fields: Vec<&str> = sid.rsplit_once(") ").expect("stat").1.split(' ').collect();
     assert_eq!(fields[3], pid.to_string(), "a session leader");
+}
+
+/// Waits until `pid` is blocked in clock_nanosleep or nanosleep, the one
+/// system call sleep(1) makes once it has started. The kernel sends no
+/// event for that, so this polls, with the common timeout.
+fn wait_until_sleeping(pid: u32) {
+    let sleeping = [libc::SYS_clock_nanosleep, libc::SYS_nanosleep].map(|n| n.to_string());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).expect("syscall");
+        if sleeping
+            .iter()
+            .any(|n| syscall.split(' ').next() == Some(n.as_str()))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never went to sleep: {syscall}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 #[test]
