@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use adoptd_dbus::{
     BUS_NAME, Error as BusError, ManagerProxy, SERVICE_INTERFACE, SERVICE_PATH_PREFIX,
-    ServiceProxy, ServiceResult, State, service_path,
+    ServiceProxy, ServiceResult, Signal, State, service_path,
 };
 use futures_util::StreamExt as _;
 use zbus::{MatchRule, MessageStream, OwnedVariant, proxy::CacheProperties};
@@ -98,11 +98,14 @@ pub async fn reload(bus: &Bus, names: &[String]) -> Exit {
 
 /// Sends `signal` to the main process of each of `names`.
 pub async fn kill(bus: &Bus, names: &[String], signal: &str) -> Exit {
-    let Some(number) = render::parse_signal(signal) else {
-        return report(Failure::new(
-            Exit::Usage,
-            format!("{signal:?} is not a signal (try TERM, KILL, HUP or a number)"),
-        ));
+    let number = match signal.parse::<Signal>() {
+        Ok(parsed) => parsed.number(),
+        Err(error) => {
+            return report(Failure::new(
+                Exit::Usage,
+                format!("{signal:?} is not a signal: {error}"),
+            ));
+        }
     };
     signal_each(bus, names, Some(number)).await
 }

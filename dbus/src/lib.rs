@@ -5,6 +5,8 @@
 //! - [`state`]: the enumerated string properties (`State`, `MainPIDSource`,
 //!   `Result`);
 //! - [`error`]: the error replies, by D-Bus name;
+//! - [`signal`]: signals by name and number, as files, properties and
+//!   `Kill` spell them;
 //! - [`proxy`]: client proxies for both interfaces;
 //! - [`introspection`]: the checked-in `org.adoptd1.xml` and a reader that
 //!   lets a test hold a live service to it.
@@ -18,6 +20,7 @@ pub mod error;
 pub mod introspection;
 pub mod names;
 pub mod proxy;
+pub mod signal;
 pub mod state;
 
 pub use choice::{ADDRESS_VARIABLE, Bus, BusChoice};
@@ -33,6 +36,7 @@ pub use names::{
     service_path, unescape_label,
 };
 pub use proxy::{ManagerProxy, ServiceProxy, ServiceRow};
+pub use signal::{Signal, SignalError};
 pub use state::{MainPidSource, ServiceResult, State, UnknownValue};
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tracing::info;
 
 pub mod bus;
 pub mod config;
+pub mod invocation;
 pub mod memory;
 pub mod notify;
 pub mod reaper;

@@ -26,7 +26,7 @@ use std::{
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 
-use crate::{spawn::InvocationId, tracker::Pid};
+use crate::{invocation::InvocationId, tracker::Pid};
 
 /// The largest message read; longer ones are cut and ignored.
 const MESSAGE_LIMIT: usize = 4096;

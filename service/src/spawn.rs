@@ -12,11 +12,8 @@
 //! The spawned process is held by a pidfd from the start: it is adoptd's
 //! unreaped child, so the pid cannot have been recycled yet.
 //!
-//! Each start gets a fresh [`InvocationId`] in its environment
-//! (`ADOPTD_INVOCATION_ID`, as systemd's `INVOCATION_ID`). Every process
-//! forked from the service inherits it, so the `procfs` source can tell
-//! which run a newcomer belongs to even after it left the service's
-//! session; a service's `environment` cannot override it.
+//! Each start gets a fresh [`InvocationId`] in its environment; a
+//! service's `environment` cannot override it.
 
 use std::{
     ffi::{CString, OsStr},
@@ -29,66 +26,17 @@ use std::{
     process::{Command, Stdio},
 };
 
+use adoptd_dbus::Signal;
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::{
     config::{Output, ServiceSpec},
+    invocation::{INVOCATION_VARIABLE, InvocationId},
     tracker::Pid,
 };
 
 /// The PATH a service gets unless its environment sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The environment variable that carries a run's [`InvocationId`].
-pub const INVOCATION_VARIABLE: &str = "ADOPTD_INVOCATION_ID";
-
-/// Names one run of one service: 128 random bits, written as 32 lower-case
-/// hex digits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct InvocationId(u128);
-
-impl InvocationId {
-    /// A new id from the kernel's random pool. Should that fail, the id
-    /// is still unique to this adoptd (a counter, the clock and the pid),
-    /// just guessable, which costs nothing but the procfs source's
-    /// resistance to a service that forges another's id.
-    pub fn new() -> Self {
-        let mut bytes = [0u8; 16];
-        match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
-            Ok(16) => InvocationId(u128::from_ne_bytes(bytes)),
-            _ => {
-                static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_nanos();
-                InvocationId(now ^ (u128::from(std::process::id()) << 64) ^ u128::from(count))
-            }
-        }
-    }
-
-    /// Reads the form [`Display`](std::fmt::Display) writes.
-    pub fn parse(text: &[u8]) -> Option<Self> {
-        if text.len() != 32 || !text.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        let text = std::str::from_utf8(text).ok()?;
-        u128::from_str_radix(text, 16).ok().map(InvocationId)
-    }
-}
-
-impl Default for InvocationId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::fmt::Display for InvocationId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
 
 /// The descriptor limit adoptd was started with, which its services get
 /// back (see [`raise_descriptor_limit`]).
@@ -284,14 +232,14 @@ pub fn open_pidfd(pid: Pid) -> Result<OwnedFd, SpawnError> {
 
 /// Sends `signal` through a pidfd: it reaches the process the pidfd was
 /// opened for, or nobody.
-pub fn send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
+pub fn send_signal(pidfd: &OwnedFd, signal: Signal) -> io::Result<()> {
     // SAFETY: the syscall takes a descriptor, a signal number, a null
     // siginfo and no flags; the kernel validates the signal number.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            signal,
+            signal.number(),
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )

@@ -20,6 +20,7 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use adoptd_dbus::Signal;
 use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, oneshot},
@@ -28,14 +29,15 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{self, ServiceSpec},
+    invocation::InvocationId,
     memory::{self, Shrink},
     notify::NotifySocket,
     reaper::{self, Signals},
     source::AdoptionSource,
     spawn,
     tracker::{
-        Action, Changes, Command, CommandError, Event, ExitStatus, Notice, Notification, Now, Pid,
-        Policy, ServiceId, State, Status, Tracker,
+        Action, Changes, Command, CommandError, Event, ExitStatus, Expect, Notice, Notification,
+        Now, Pid, Restart, ServiceId, State, Status, Tracker,
     },
 };
 
@@ -271,8 +273,8 @@ impl Supervisor {
             .collect();
         for (name, id) in gone {
             info!(service = %name, "its service file is gone: removed once stopped");
-            let mut policy = policy_of(&self.specs[id.index()]);
-            policy.restart = config::Restart::No;
+            let mut policy = self.specs[id.index()].policy;
+            policy.restart = Restart::No;
             self.tracker.set_policy(id, policy);
             self.retiring.insert(id);
         }
@@ -387,7 +389,7 @@ impl Supervisor {
     }
 
     fn add_or_update(&mut self, spec: ServiceSpec) -> ServiceId {
-        let policy = policy_of(&spec);
+        let policy = spec.policy;
         match self.names.get(&spec.name) {
             Some(&id) => {
                 self.tracker.set_policy(id, policy);
@@ -699,11 +701,11 @@ impl Supervisor {
 
     fn spawn(&mut self, id: ServiceId) -> crate::tracker::Output {
         let spec = Arc::clone(&self.specs[id.index()]);
-        let invocation = spawn::InvocationId::new();
+        let invocation = InvocationId::new();
         let notify_socket = self
             .notify
             .as_ref()
-            .filter(|_| spec.expect == config::Expect::Notify)
+            .filter(|_| spec.policy.expect == Expect::Notify)
             .map(|socket| socket.get_ref().address());
         let event = match spawn::spawn(&spec, invocation, notify_socket) {
             Ok(spawned) => {
@@ -729,17 +731,17 @@ impl Supervisor {
         self.tracker.apply(now, &[event])
     }
 
-    fn signal(&mut self, id: ServiceId, pid: Pid, signal: i32) {
+    fn signal(&mut self, id: ServiceId, pid: Pid, signal: Signal) {
         let name = &self.specs[id.index()].name;
         match self.pidfds.get(&pid) {
             Some(fd) => match spawn::send_signal(fd, signal) {
-                Ok(()) => debug!(service = %name, pid, signal, "signalled"),
-                Err(e) => debug!(service = %name, pid, signal, "cannot signal: {e}"),
+                Ok(()) => debug!(service = %name, pid, %signal, "signalled"),
+                Err(e) => debug!(service = %name, pid, %signal, "cannot signal: {e}"),
             },
             // Never by bare pid: without a pidfd the process may not be
             // the one the tracker means any more.
             None => {
-                warn!(service = %name, pid, signal, "not signalled: adoptd holds no pidfd for it")
+                warn!(service = %name, pid, %signal, "not signalled: adoptd holds no pidfd for it")
             }
         }
     }
@@ -807,18 +809,6 @@ impl Supervisor {
                 self.publish(Update::OrphansReaped(self.tracker.orphans_reaped()));
             }
         }
-    }
-}
-
-fn policy_of(spec: &ServiceSpec) -> Policy {
-    Policy {
-        expect: spec.expect,
-        restart: spec.restart,
-        restart_delay: spec.restart_delay,
-        start_limit: spec.start_limit,
-        stop_signal: spec.stop_signal.number(),
-        stop_timeout: spec.stop_timeout,
-        reload_signal: spec.reload_signal.number(),
     }
 }
 

@@ -50,20 +50,18 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    config::{Expect, Restart, StartLimit},
-    memory::Shrink,
-};
+use adoptd_dbus::Signal;
+
+use crate::memory::Shrink;
 
 mod handoff;
+mod policy;
 
 use handoff::{GRAVES_PER_SERVICE, Grave};
+pub use policy::{Expect, Policy, Restart, StartLimit};
 
 /// A process id, as the kernel gives it in adoptd's pid namespace.
 pub type Pid = u32;
-
-/// SIGKILL, the signal of last resort.
-const SIGKILL: i32 = 9;
 
 /// How many adoptees, live or exited, may wait for an explanation at once.
 const UNCLAIMED_LIMIT: usize = 4096;
@@ -121,36 +119,6 @@ impl ExitStatus {
     }
 }
 
-/// What the supervisor knows of a service's configuration that matters
-/// for following and restarting it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
-    pub expect: Expect,
-    pub restart: Restart,
-    pub restart_delay: Duration,
-    pub start_limit: StartLimit,
-    pub stop_signal: i32,
-    pub stop_timeout: Duration,
-    pub reload_signal: i32,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            expect: Expect::Auto,
-            restart: Restart::OnFailure,
-            restart_delay: Duration::from_millis(100),
-            start_limit: StartLimit {
-                burst: 5,
-                interval: Duration::from_secs(10),
-            },
-            stop_signal: 15,
-            stop_timeout: Duration::from_secs(10),
-            reload_signal: 1,
-        }
-    }
-}
-
 /// What an adoption source can tell about a newcomer when it cannot tell
 /// its previous parent (the `procfs` source): used to attribute it to a
 /// service.
@@ -203,7 +171,7 @@ pub enum Command {
     Stop,
     Restart,
     /// Send this signal to the main process.
-    Kill(i32),
+    Kill(Signal),
     /// Send the configured reload signal to the main process.
     Reload,
 }
@@ -226,7 +194,7 @@ pub enum Action {
     Signal {
         service: ServiceId,
         pid: Pid,
-        signal: i32,
+        signal: Signal,
     },
 }
 
@@ -1353,7 +1321,7 @@ impl<'a> Batch<'a> {
         let service = &self.tracker.services[id.index()];
         if service.state == State::Stopping && service.main.is_none() {
             let signal = if service.killed {
-                SIGKILL
+                Signal::KILL
             } else {
                 service.policy.stop_signal
             };
@@ -1811,12 +1779,12 @@ impl<'a> Batch<'a> {
                 self.finish_stop(id);
             } else if settled && !service.members.is_empty() {
                 let members: Vec<Pid> = service.members.iter().copied().collect();
-                self.signal_all(id, &members, SIGKILL);
+                self.signal_all(id, &members, Signal::KILL);
             }
         }
     }
 
-    fn signal_all(&mut self, id: ServiceId, pids: &[Pid], signal: i32) {
+    fn signal_all(&mut self, id: ServiceId, pids: &[Pid], signal: Signal) {
         self.out
             .actions
             .extend(pids.iter().map(|&pid| Action::Signal {
@@ -1832,7 +1800,7 @@ impl<'a> Batch<'a> {
             State::Restarting => self.start(id),
             State::Stopping => {
                 let members: Vec<Pid> = service.members.iter().copied().collect();
-                self.signal_all(id, &members, SIGKILL);
+                self.signal_all(id, &members, Signal::KILL);
                 self.touch(id).killed = true;
                 self.set_deadline(id, None);
             }
@@ -1890,7 +1858,7 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    fn signal_main(&mut self, id: ServiceId, main: Option<Pid>, signal: i32) {
+    fn signal_main(&mut self, id: ServiceId, main: Option<Pid>, signal: Signal) {
         if let Some(pid) = main {
             self.out.actions.push(Action::Signal {
                 service: id,

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use adoptd_dbus::{Error, MainPidSource, ServiceResult, State};
 use zbus::{Connection, interface, message::Header, object_server::SignalEmitter};
 
+use adoptd_dbus::Signal;
+
 use super::{Entry, Shared, auth, exit_code_and_signal, manager};
 use crate::{
     supervisor::Request,
@@ -156,13 +158,13 @@ impl Service {
     /// The configured expect: auto, foreground, fork, daemon or notify.
     #[zbus(property(emits_changed_signal = "const"))]
     fn expect(&self) -> zbus::fdo::Result<&'static str> {
-        self.read(|e| e.spec.expect.as_str())
+        self.read(|e| e.spec.policy.expect.as_str())
     }
 
     /// The configured restart policy: no, on-failure or always.
     #[zbus(property(emits_changed_signal = "const"))]
     fn restart(&self) -> zbus::fdo::Result<&'static str> {
-        self.read(|e| e.spec.restart.as_str())
+        self.read(|e| e.spec.policy.restart.as_str())
     }
 
     /// Starts the service; AlreadyRunning if it is starting or running.
@@ -213,12 +215,14 @@ impl Service {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), KillError> {
-        let highest = libc::SIGRTMAX();
-        if !(1..=highest).contains(&signal) {
+        let Some(signal) = Signal::new(signal) else {
             return Err(KillError::InvalidArgs(zbus::fdo::Error::InvalidArgs(
-                format!("{signal} is not a signal: signals are numbered 1 to {highest}."),
+                format!(
+                    "{signal} is not a signal: signals are numbered 1 to {}.",
+                    libc::SIGRTMAX()
+                ),
             )));
-        }
+        };
         self.control(Command::Kill(signal), &header, connection)
             .await
             .map_err(KillError::Refused)

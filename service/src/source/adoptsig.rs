@@ -33,9 +33,9 @@ use std::{collections::HashSet, io};
 
 use super::{AdoptionSource, SourceKind, procfs};
 use crate::{
+    invocation::InvocationId,
     memory::Shrink,
     reaper,
-    spawn::InvocationId,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 

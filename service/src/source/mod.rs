@@ -10,7 +10,7 @@
 use std::{fmt, io, os::fd::RawFd, str::FromStr};
 
 use crate::{
-    spawn::InvocationId,
+    invocation::InvocationId,
     tracker::{Event, ExitStatus, Pid, ServiceId},
 };
 

@@ -39,8 +39,8 @@ use std::{
 
 use super::{AdoptionSource, SourceKind, procfs, runs::Runs};
 use crate::{
+    invocation::InvocationId,
     memory::Shrink,
-    spawn::InvocationId,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 

@@ -40,8 +40,8 @@ use std::{
 
 use super::{AdoptionSource, SourceKind, runs::Runs};
 use crate::{
+    invocation::InvocationId,
     memory::Shrink,
-    spawn::InvocationId,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 

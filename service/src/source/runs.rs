@@ -10,7 +10,7 @@
 use std::{collections::HashMap, fs, io::Read};
 
 use crate::{
-    spawn::{INVOCATION_VARIABLE, InvocationId},
+    invocation::{INVOCATION_VARIABLE, InvocationId},
     tracker::{Pid, ServiceId},
 };
 

@@ -285,7 +285,7 @@ fn run(dance: &Dance, schedule: &Schedule, stop_at: Option<usize>) -> (Status, V
     let take = |out: Output, signalled: &mut Vec<(Pid, i32)>| {
         for action in out.actions {
             if let Action::Signal { pid, signal, .. } = action {
-                signalled.push((pid, signal));
+                signalled.push((pid, signal.number()));
             }
         }
     };

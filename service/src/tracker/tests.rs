@@ -5,9 +5,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{Expect, Restart, StartLimit};
 
 const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
 const OK: ExitStatus = ExitStatus::Code(0);
 
 /// A tracker with a clock that only moves when a test says so.
@@ -100,11 +100,15 @@ fn exited(pid: Pid, status: ExitStatus) -> Event {
     Event::Exited { pid, status }
 }
 
+fn signal(number: i32) -> Signal {
+    Signal::new(number).unwrap_or_else(|| panic!("{number} is a signal"))
+}
+
 fn signals(out: &Output) -> Vec<(Pid, i32)> {
     out.actions
         .iter()
         .filter_map(|a| match *a {
-            Action::Signal { pid, signal, .. } => Some((pid, signal)),
+            Action::Signal { pid, signal, .. } => Some((pid, signal.number())),
             Action::Spawn { .. } => None,
         })
         .collect()
@@ -719,7 +723,7 @@ fn commands_that_make_no_sense_are_refused() {
     let web = h.service(Policy::default());
     assert_eq!(h.command(web, Command::Stop), Err(CommandError::NotRunning));
     assert_eq!(
-        h.command(web, Command::Kill(1)),
+        h.command(web, Command::Kill(signal(1))),
         Err(CommandError::NotRunning)
     );
     assert_eq!(
@@ -742,13 +746,13 @@ fn commands_that_make_no_sense_are_refused() {
 fn kill_and_reload_signal_the_main_process() {
     let mut h = Harness::new();
     let web = h.service(Policy {
-        reload_signal: 10,
+        reload_signal: signal(10),
         ..Policy::default()
     });
     h.start(web, 100);
     dance_one_hop_per_moment(&mut h, 100, 1);
     assert_eq!(
-        signals(&h.command(web, Command::Kill(2)).unwrap()),
+        signals(&h.command(web, Command::Kill(signal(2))).unwrap()),
         vec![(101, 2)]
     );
     assert_eq!(
@@ -1332,7 +1336,9 @@ fn any_step(services: u32) -> impl Strategy<Value = Step> {
         Just(Command::Stop),
         Just(Command::Restart),
         Just(Command::Reload),
-        (0..70i32).prop_map(Command::Kill),
+        (1..=libc::SIGRTMAX())
+            .prop_filter_map("a signal", Signal::new)
+            .prop_map(Command::Kill),
     ];
     prop_oneof![
         4 => proptest::collection::vec(any_event(services + 1), 0..6).prop_map(Step::Moment),

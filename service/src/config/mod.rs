@@ -1,0 +1,243 @@
+//! Service files → service specs.
+//!
+//! This module owns the meaning of the files in the configuration directory
+//! (DESIGN.md, "Service files"): `NAME.toml` is a plain service named `NAME`,
+//! `NAME@.toml` a template whose instances are named `NAME@INSTANCE`. It turns
+//! them into [`ServiceSpec`]s; reading the directory and its files is its only
+//! I/O, and [`parse_str`] is the pure part.
+//!
+//! Every [`ServiceSpec`] it hands out holds these invariants, so no caller
+//! needs to check them again:
+//! - `name` passes [`validate_service_name`]: at most [`MAX_NAME_LEN`] bytes of
+//!   `[A-Za-z0-9_.:-]`, plus the one `@` of an instance;
+//! - `exec` is non-empty and `exec[0]` is an absolute path;
+//! - `chroot`, `working_directory` and `pid_file` are absolute paths;
+//! - no string contains a NUL byte, so each can become a C string or a D-Bus
+//!   string;
+//! - environment names match `[A-Za-z_][A-Za-z0-9_]*` and are not
+//!   `ADOPTD_INVOCATION_ID`, which adoptd sets for each start;
+//! - `user` and `group` are non-empty and contain no `:`;
+//! - durations are at most [`MAX_DURATION`], so `Instant::now() + d` cannot
+//!   overflow; `start_limit.burst >= 1` and `start_limit.interval > 0`.
+//!
+//! Every problem becomes a [`ConfigError`] naming the file, line, column and
+//! key, with a message a person can act on. One bad file, or one bad template
+//! instance, never stops the others from loading: [`load_dir`] returns what
+//! loaded next to what did not. Nothing here panics on any input.
+//!
+//! Files are read through toml's span-keeping document model (`DeTable`)
+//! rather than a serde derive: it keeps the position of every key and value,
+//! so even the checks made after parsing (a relative path, a bad instance
+//! name) point at the line they come from, and each message can say what to
+//! write instead. Unknown keys are refused, as serde's `deny_unknown_fields`
+//! would, and the first problem in file order is the one reported.
+//!
+//! Specifiers: in the strings of a service (description, exec, chroot, user,
+//! group, working-directory, environment values, pid-file) `%i` is the
+//! instance name and `%%` a literal `%`; any other `%` stays as written, so
+//! `date +%s` needs no escaping. `%i` in a plain service is an error rather
+//! than a literal, because it is almost always a template saved under the
+//! wrong file name. Instance names contain no `/` or NUL and are never `.` or
+//! `..`, so substitution can neither make an absolute path relative nor climb
+//! out of the directory it names. That is why a template is checked in full
+//! when its file loads (with `%i` standing for itself), and instantiating it
+//! can only fail on the instance name or on `user`/`group` (`:` is allowed in
+//! instance names, not in user names).
+//!
+//! The parts: [`names`] (service, template and instance names), [`duration`]
+//! (time spans), [`error`] (every refusal and its message), `document` (the
+//! walk of one file's TOML, keeping positions), `build` (a parsed file into
+//! a [`ServiceSpec`], substituting `%i`) and `load` (the directory and its
+//! files).
+
+// ConfigError's public fields are the interface others code against, which
+// makes it larger than clippy likes in a Result; errors are rare and off
+// every hot path, so boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Duration,
+};
+
+use crate::tracker::Policy;
+
+mod build;
+mod document;
+pub mod duration;
+pub mod error;
+mod load;
+pub mod names;
+#[cfg(test)]
+mod tests;
+
+use build::{Identity, build};
+use document::{Position, RawService};
+pub use duration::{DurationError, parse_duration};
+pub use error::{ConfigError, ConfigErrorKind, FileNameProblem};
+pub use load::{load_dir, load_file, parse_str};
+use names::validate_instance_name;
+pub use names::{NameError, split_name, validate_service_name};
+
+/// Files larger than this are refused unread: a service file is a few lines,
+/// and the cap keeps a stray log file named `x.toml` from filling memory.
+pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
+
+/// The longest full service name (`name` or `template@instance`), in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// The longest duration accepted (876000h, 100 years). Longer ones are
+/// refused so that adding one to an `Instant` can never overflow and panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(876_000 * 3600);
+
+/// One service, ready to run: a plain service, or one instance of a
+/// template with `%i` substituted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// `"nginx"`, or `"apache2@chroot1"` for an instance.
+    pub name: String,
+    /// The template's name (`"apache2"`) for an instance, `None` otherwise.
+    pub template: Option<String>,
+    /// The instance name (`"chroot1"`) for an instance, `None` otherwise.
+    pub instance: Option<String>,
+    /// The file the service came from (the template's file for an instance).
+    pub source: PathBuf,
+    /// Free text; empty when the file has none.
+    pub description: String,
+    /// The argv: never empty, `exec[0]` an absolute path. No shell.
+    pub exec: Vec<String>,
+    /// How it is followed, restarted and stopped.
+    pub policy: Policy,
+    /// Absolute.
+    pub chroot: Option<PathBuf>,
+    /// A user name or number, resolved when the service is spawned.
+    pub user: Option<String>,
+    /// A group name or number, resolved when the service is spawned.
+    pub group: Option<String>,
+    /// Absolute.
+    pub working_directory: Option<PathBuf>,
+    pub environment: BTreeMap<String, String>,
+    /// Absolute; a cross-check of the main process, never required.
+    pub pid_file: Option<PathBuf>,
+    pub output: Output,
+    /// Whether the service starts when adoptd starts. For an instance it is
+    /// the template's `autostart`, which decides whether the instances the
+    /// template lists start with adoptd.
+    pub autostart: bool,
+}
+
+/// Where the service's stdout and stderr go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Line by line into adoptd's log, tagged with the service name.
+    #[default]
+    Log,
+    /// Discarded.
+    Null,
+    /// adoptd's own stdout and stderr.
+    Inherit,
+}
+
+impl Output {
+    /// The spelling used in service files: `"log"`, `"null"`, `"inherit"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Output::Log => "log",
+            Output::Null => "null",
+            Output::Inherit => "inherit",
+        }
+    }
+}
+
+/// A template file, `NAME@.toml`, kept parsed so that any instance can be
+/// made from it on demand.
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// `"apache2"` for `apache2@.toml`.
+    pub name: String,
+    pub source: PathBuf,
+    /// The instances the file lists, as written (order kept; bad names and
+    /// duplicates included, they fail in [`Template::instantiate_listed`]).
+    pub instances: Vec<String>,
+    raw: RawService,
+}
+
+impl Template {
+    /// Makes the service `NAME@instance`: checks the instance name (see
+    /// [`validate_service_name`]; the full name may be at most
+    /// [`MAX_NAME_LEN`] bytes), substitutes `%i` in every string and checks
+    /// the result. An error points at the template's file and, when a value
+    /// is at fault, its line.
+    pub fn instantiate(&self, instance: &str) -> Result<ServiceSpec, ConfigError> {
+        self.instantiate_at(instance, None)
+    }
+
+    /// Instantiates every instance the file lists. Each bad or repeated
+    /// instance is its own error, pointing at its line in `instances`; a
+    /// repeated one keeps its first occurrence. The specs come in file order.
+    pub fn instantiate_listed(&self) -> (Vec<ServiceSpec>, Vec<ConfigError>) {
+        let mut specs = Vec::new();
+        let mut errors = Vec::new();
+        let mut seen = BTreeSet::new();
+        for listed in &self.raw.instances {
+            if !seen.insert(listed.value.as_str()) {
+                errors.push(ConfigError::at(
+                    &self.source,
+                    listed.at,
+                    "instances",
+                    ConfigErrorKind::DuplicateInstance {
+                        instance: listed.value.clone(),
+                    },
+                ));
+                continue;
+            }
+            match self.instantiate_at(&listed.value, Some(listed.at)) {
+                Ok(spec) => specs.push(spec),
+                Err(error) => errors.push(error),
+            }
+        }
+        (specs, errors)
+    }
+
+    fn instantiate_at(
+        &self,
+        instance: &str,
+        listed_at: Option<Position>,
+    ) -> Result<ServiceSpec, ConfigError> {
+        if let Err(error) = validate_instance_name(&self.name, instance) {
+            let kind = ConfigErrorKind::BadInstanceName {
+                instance: instance.to_string(),
+                error,
+            };
+            return Err(match listed_at {
+                Some(at) => ConfigError::at(&self.source, at, "instances", kind),
+                None => ConfigError::whole_file(&self.source, kind),
+            });
+        }
+        let identity = Identity::Instance {
+            template: &self.name,
+            instance,
+        };
+        build(&self.raw, &self.source, identity).map_err(|error| error.for_instance(instance))
+    }
+}
+
+/// What one file defines.
+#[derive(Clone, Debug)]
+pub enum Unit {
+    Service(ServiceSpec),
+    Template(Template),
+}
+
+/// Everything a configuration directory defines, and what failed to load.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Plain services and the instances templates list (whatever their
+    /// template's `autostart`, so they are known by name), sorted by name.
+    pub services: Vec<ServiceSpec>,
+    /// Every template, by name, for instances started on demand.
+    pub templates: BTreeMap<String, Template>,
+    /// One per bad file or bad instance, in file order.
+    pub errors: Vec<ConfigError>,
+}
