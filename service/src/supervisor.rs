@@ -673,14 +673,14 @@ impl Supervisor {
 
     /// Carries out the tracker's actions (which may produce further
     /// outputs, as spawning does) and logs its notices.
-    fn carry_out(&mut self, out: crate::tracker::Output) {
+    fn carry_out(&mut self, out: crate::tracker::Outcome) {
         self.carry_out_actions(out);
         if !self.retiring.is_empty() {
             self.remove_retired();
         }
     }
 
-    fn carry_out_actions(&mut self, out: crate::tracker::Output) {
+    fn carry_out_actions(&mut self, out: crate::tracker::Outcome) {
         let mut pending = vec![out];
         while let Some(out) = pending.pop() {
             for notice in &out.notices {
@@ -699,7 +699,7 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&mut self, id: ServiceId) -> crate::tracker::Output {
+    fn spawn(&mut self, id: ServiceId) -> crate::tracker::Outcome {
         let spec = Arc::clone(&self.specs[id.index()]);
         let invocation = InvocationId::new();
         let notify_socket = self

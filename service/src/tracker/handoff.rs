@@ -28,7 +28,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{Adoption, Batch, Contender, ExitStatus, MainPidSource, Notice, Pid, ServiceId, State};
+use super::{
+    Batch, ExitStatus, MainPidSource, Notice, Pid, ServiceId, State,
+    service::{Adoption, Contender},
+};
 
 /// How many exited processes of one run the lineage remembers. Real
 /// dances take a handful of hops; the bound keeps a storm's cost fixed.

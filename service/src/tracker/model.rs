@@ -282,7 +282,7 @@ fn run(dance: &Dance, schedule: &Schedule, stop_at: Option<usize>) -> (Status, V
     let id = tracker.add_service(policy, now);
     let mut kernel = Kernel::new(dance);
     let mut signalled: Vec<(Pid, i32)> = Vec::new();
-    let take = |out: Output, signalled: &mut Vec<(Pid, i32)>| {
+    let take = |out: Outcome, signalled: &mut Vec<(Pid, i32)>| {
         for action in out.actions {
             if let Action::Signal { pid, signal, .. } = action {
                 signalled.push((pid, signal.number()));

@@ -31,14 +31,14 @@ impl Harness {
         self.tracker.add_service(policy, self.now)
     }
 
-    fn advance(&mut self, by: Duration) -> Output {
+    fn advance(&mut self, by: Duration) -> Outcome {
         self.now.monotonic += by;
         self.now.realtime_us += by.as_micros() as u64;
         self.tracker.tick(self.now)
     }
 
     /// Starts the service and reports its spawn as `pid`.
-    fn start(&mut self, service: ServiceId, pid: Pid) -> Output {
+    fn start(&mut self, service: ServiceId, pid: Pid) -> Outcome {
         let out = self.command(service, Command::Start).unwrap();
         assert_eq!(out.actions, vec![Action::Spawn { service }]);
         // Pids stand in for start times: later pids started later.
@@ -49,11 +49,11 @@ impl Harness {
         }])
     }
 
-    fn command(&mut self, service: ServiceId, command: Command) -> Result<Output, CommandError> {
+    fn command(&mut self, service: ServiceId, command: Command) -> Result<Outcome, CommandError> {
         self.tracker.command(self.now, service, command)
     }
 
-    fn apply(&mut self, events: &[Event]) -> Output {
+    fn apply(&mut self, events: &[Event]) -> Outcome {
         self.tracker.apply(self.now, events)
     }
 
@@ -62,7 +62,7 @@ impl Harness {
     }
 
     /// A process of the service said `READY=1` (if `ready`) and `MAINPID=`.
-    fn notify(&mut self, service: ServiceId, ready: bool, main_pid: Option<Pid>) -> Output {
+    fn notify(&mut self, service: ServiceId, ready: bool, main_pid: Option<Pid>) -> Outcome {
         self.tracker
             .notified(self.now, service, Notification { ready, main_pid })
     }
@@ -104,7 +104,7 @@ fn signal(number: i32) -> Signal {
     Signal::new(number).unwrap_or_else(|| panic!("{number} is a signal"))
 }
 
-fn signals(out: &Output) -> Vec<(Pid, i32)> {
+fn signals(out: &Outcome) -> Vec<(Pid, i32)> {
     out.actions
         .iter()
         .filter_map(|a| match *a {
@@ -114,7 +114,7 @@ fn signals(out: &Output) -> Vec<(Pid, i32)> {
         .collect()
 }
 
-fn handoffs(out: &Output) -> Vec<(Pid, Pid)> {
+fn handoffs(out: &Outcome) -> Vec<(Pid, Pid)> {
     out.notices
         .iter()
         .filter_map(|n| match *n {

@@ -1,0 +1,557 @@
+//! The tracker: which process *is* each service, as a pure state machine.
+//!
+//! It owns every service's run-time state (state, main process, previous
+//! process, members, counters) and decides hand-offs, failures, clean-ups,
+//! restarts and stops. It does no I/O and reads no clock: the supervisor
+//! feeds it [`Event`]s and [`Command`]s with the time they happened, and
+//! carries out the [`Action`]s it returns; the bus layer publishes the
+//! [`Notice`]s.
+//!
+//! # One moment, any order
+//!
+//! [`Tracker::apply`] takes one *batch*: everything the sources and the
+//! reaper learned in one wake-up. The kernel reparents a dying process's
+//! children before the process becomes waitable, so a batch that holds the
+//! exit of a main process also holds every adoption caused by it, but the
+//! order in which the sources report them is arbitrary ("Exited before
+//! Adopted" or the other way round). The tracker therefore records every
+//! fact of the batch first, in a canonical order (spawns, forks, adoptions,
+//! exits), and only then decides about the main processes that exited. The
+//! result does not depend on the order of the events inside a batch; a
+//! property test checks every permutation.
+//!
+//! # One dance, one verdict
+//!
+//! The hand-off rule (DESIGN.md, "Following the main process") lives in
+//! [`handoff`]: it walks the *lineage* of the run (each adoptee's previous
+//! parent, and the graves of the members that exited) rather than the
+//! order facts arrived in, so the same forks and exit statuses give the
+//! same state, result, main and previous pid and hand-off count whichever
+//! process the kernel ran first and however the events fell into moments.
+//! A failed hop fails the run whenever it happened; a guess made among
+//! live candidates is revised from where it was made once they end.
+//! `model.rs` holds the tracker to that on random dances under random
+//! schedules.
+//!
+//! Leftover members are stopped (the stop signal to all of them at once,
+//! and to any that joins while the service stops; SIGKILL after the stop
+//! timeout) before the service settles or restarts.
+//!
+//! # Adoptees not yet explained
+//!
+//! A source may report an adoptee before the process it came from is known
+//! (a hop that finished child first is reaped only when its own parent
+//! dies). Such adoptees, live or exited, wait, indexed by previous parent,
+//! until a moment explains that parent; their bounded tables cost a moment
+//! nothing unless it reports a process they may descend from.
+//!
+//! # Where things are
+//!
+//! This file is the public vocabulary (events, commands, actions, notices,
+//! the published status) and the [`Tracker`]'s own methods. The work of
+//! one moment is a `Batch` (`batch.rs`: recording facts and collecting
+//! what changed); `attribution.rs` finds the service of each adoptee;
+//! `handoff.rs` is the hand-off rule; `contenders.rs` revises a guess;
+//! `lifecycle.rs` starts, stops and restarts; `service.rs` is one service's
+//! run-time state; `policy.rs` what its configuration asks for.
+//!
+//! # Ids
+//!
+//! A [`ServiceId`] is the index of its service in the tracker's table:
+//! [`Tracker::add_service`] hands ids out in order and services are never
+//! removed (a retired service stays, stopped), so indexing the table by an
+//! id the tracker handed out never fails. Ids that come from outside (a
+//! command for an unknown id) go through `services.get`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    time::Duration,
+};
+
+use adoptd_dbus::Signal;
+
+use crate::memory::Shrink;
+
+mod attribution;
+mod batch;
+mod contenders;
+mod handoff;
+mod lifecycle;
+mod policy;
+mod service;
+
+use attribution::UnexplainedFailure;
+use batch::{Batch, Facts};
+use handoff::Grave;
+pub use policy::{Expect, Policy, Restart, StartLimit};
+use service::{Process, Service};
+
+/// A process id, as the kernel gives it in adoptd's pid namespace.
+pub type Pid = u32;
+
+/// The exit code recorded when a service's program could not be executed
+/// at all (as a shell reports "cannot execute").
+pub const EXIT_CODE_EXEC_FAILED: i32 = 127;
+
+/// Identifies a service inside the tracker; stable for the service's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceId(u32);
+
+impl ServiceId {
+    /// The index of the service in the tracker's table.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The moment an event happened, on both clocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Now {
+    /// Monotonic time, for deadlines and start limits.
+    pub monotonic: Duration,
+    /// Wall-clock time in microseconds since the epoch, for timestamps
+    /// shown to people.
+    pub realtime_us: u64,
+}
+
+/// How a process ended, as `waitid` reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit(code)`.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Exit code 0: the only ending that can be a hand-off.
+    pub fn is_success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+/// What an adoption source can tell about a newcomer when it cannot tell
+/// its previous parent (the `procfs` source): used to attribute it to a
+/// service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kinship {
+    /// The session id of the process.
+    pub session: Option<Pid>,
+    /// Its start time (clock ticks since boot), to find the oldest.
+    pub start_time: Option<u64>,
+    /// The nearest ancestor that is (or was, in this moment) adoptd's own
+    /// child, for sources that see lineage but not adoptd's services.
+    pub ancestor: Option<Pid>,
+    /// The service whose current run the process's environment names
+    /// (the `procfs` source reads the invocation id adoptd gave the run).
+    pub service: Option<ServiceId>,
+}
+
+/// The tracker's input: facts about processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// adoptd started the service's first process (`start_time` in clock
+    /// ticks since boot, where known).
+    Spawned {
+        service: ServiceId,
+        pid: Pid,
+        start_time: Option<u64>,
+    },
+    /// adoptd could not start the service's program at all.
+    SpawnFailed { service: ServiceId },
+    /// A tracked process created a child.
+    Forked { parent: Pid, child: Pid },
+    /// `pid` was reparented to adoptd; `previous_parent` is the parent that
+    /// died, where the source can tell.
+    Adopted {
+        pid: Pid,
+        previous_parent: Option<Pid>,
+        kinship: Kinship,
+    },
+    /// adoptd reaped `pid`.
+    Exited { pid: Pid, status: ExitStatus },
+    /// The pid the service's pid file named when its main process exited;
+    /// only used to break a tie between heirs.
+    PidFile { service: ServiceId, pid: Pid },
+}
+
+/// An operator's request, already authorized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+    /// Send this signal to the main process.
+    Kill(Signal),
+    /// Send the configured reload signal to the main process.
+    Reload,
+}
+
+/// Why a command was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("the service is already running")]
+    AlreadyRunning,
+    #[error("the service is not running")]
+    NotRunning,
+}
+
+/// What the supervisor must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start the service's program, then report `Spawned` or `SpawnFailed`.
+    Spawn { service: ServiceId },
+    /// Send `signal` to `pid`, a live member of `service`.
+    Signal {
+        service: ServiceId,
+        pid: Pid,
+        signal: Signal,
+    },
+}
+
+/// What changed, for the bus layer and the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// These published properties of the service changed (one notice per
+    /// service per batch).
+    Changed {
+        service: ServiceId,
+        changes: Changes,
+    },
+    /// A hand-off: `pid` took over from `previous_pid`.
+    Adopted {
+        service: ServiceId,
+        pid: Pid,
+        previous_pid: Pid,
+    },
+    /// The main process ended the service's run (not a hand-off).
+    Exited {
+        service: ServiceId,
+        pid: Pid,
+        status: ExitStatus,
+    },
+    /// A reaped process that belonged to no service.
+    OrphanReaped { pid: Pid, status: ExitStatus },
+}
+
+/// The tracker's answer to one batch, tick or command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub actions: Vec<Action>,
+    pub notices: Vec<Notice>,
+}
+
+/// A service's state, as published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Restarting,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Restarting => "restarting",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// How the tracker learned the current main process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MainPidSource {
+    Spawn,
+    Adoption,
+    PidFile,
+    Notify,
+    Guess,
+}
+
+impl MainPidSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MainPidSource::Spawn => "spawn",
+            MainPidSource::Adoption => "adoption",
+            MainPidSource::PidFile => "pid-file",
+            MainPidSource::Notify => "notify",
+            MainPidSource::Guess => "guess",
+        }
+    }
+}
+
+/// How the service's last run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunResult {
+    Success,
+    ExitCode,
+    Signal,
+    Timeout,
+    StartLimitHit,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::ExitCode => "exit-code",
+            RunResult::Signal => "signal",
+            RunResult::Timeout => "timeout",
+            RunResult::StartLimitHit => "start-limit-hit",
+        }
+    }
+}
+
+/// A set of published properties, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes(u16);
+
+impl Changes {
+    pub const STATE: Changes = Changes(1);
+    pub const MAIN_PID: Changes = Changes(1 << 1);
+    pub const PREVIOUS_PID: Changes = Changes(1 << 2);
+    pub const MAIN_PID_SOURCE: Changes = Changes(1 << 3);
+    pub const HANDOFFS: Changes = Changes(1 << 4);
+    pub const RESTARTS: Changes = Changes(1 << 5);
+    pub const STATE_CHANGE_TIMESTAMP: Changes = Changes(1 << 6);
+    pub const EXIT: Changes = Changes(1 << 7);
+    pub const RESULT: Changes = Changes(1 << 8);
+
+    pub fn contains(self, other: Changes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn insert(&mut self, other: Changes) {
+        self.0 |= other.0;
+    }
+}
+
+/// The published view of one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    /// The main process, while there is one.
+    pub main_pid: Option<Pid>,
+    /// The process the main process took over from.
+    pub previous_pid: Option<Pid>,
+    pub main_pid_source: MainPidSource,
+    /// Hand-offs since the last start.
+    pub handoffs: u32,
+    /// Automatic restarts since adoptd loaded the service.
+    pub restarts: u32,
+    pub state_changed_at: Now,
+    /// How the last main process that ended the service ended.
+    pub last_exit: Option<ExitStatus>,
+    pub result: RunResult,
+}
+
+/// Every service's run-time state and every tracked process.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    services: Vec<Service>,
+    processes: HashMap<Pid, Process>,
+    /// Session id → the service whose processes live in it.
+    sessions: HashMap<Pid, ServiceId>,
+    /// (deadline, service): restart delays and stop timeouts.
+    deadlines: BTreeSet<(Duration, ServiceId)>,
+    orphans_reaped: u64,
+    /// Live adoptees that no service could be found for yet (a source that
+    /// cannot tell lineage, before the moment that explains them).
+    unclaimed: BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    /// Adoptees that exited before any service could be found for them,
+    /// whose previous parent is known: when a later moment explains that
+    /// parent (a dance whose hops finished child first), they join the
+    /// lineage of its service. Bounded by [`UNCLAIMED_LIMIT`].
+    unclaimed_graves: BTreeMap<Pid, Grave>,
+    /// Live adoptees whose previous parent is known but no service is:
+    /// they wait, like the unclaimed graves, for that parent to be
+    /// explained. Bounded by [`UNCLAIMED_LIMIT`].
+    waiting: BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    /// Previous parent → the waiting adoptees and unclaimed graves it left,
+    /// so that only a moment that explains a parent looks at them.
+    orphans_of: HashMap<Pid, Vec<Pid>>,
+    /// Failures of adoptees no service could be found for, with their
+    /// start time (a source that cannot tell lineage: a hop that started
+    /// a session and failed unseen). A run that would end cleanly after
+    /// one that started no later than it takes it as its own failure: an
+    /// ended run is never called clean on a doubt. Bounded by
+    /// [`UNEXPLAINED_FAILURES`].
+    unexplained_failures: VecDeque<UnexplainedFailure>,
+    /// Orders processes by when the tracker first saw them.
+    next_sequence: u64,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Shrinks the tables a storm left sparse (see [`crate::memory`]);
+    /// says whether any was.
+    pub fn shrink_if_sparse(&mut self) -> bool {
+        self.processes.shrink_if_sparse()
+            | self.sessions.shrink_if_sparse()
+            | self.orphans_of.shrink_if_sparse()
+    }
+
+    /// Adds a service, stopped. Starting it is a [`Command::Start`].
+    pub fn add_service(&mut self, policy: Policy, now: Now) -> ServiceId {
+        let id = ServiceId(u32::try_from(self.services.len()).unwrap_or(u32::MAX));
+        self.services.push(Service::new(policy, now));
+        id
+    }
+
+    /// Replaces a service's policy; it applies from the next decision on.
+    pub fn set_policy(&mut self, service: ServiceId, policy: Policy) {
+        if let Some(s) = self.services.get_mut(service.index()) {
+            s.policy = policy;
+        }
+    }
+
+    /// The published view of a service.
+    pub fn status(&self, service: ServiceId) -> Option<Status> {
+        self.services.get(service.index()).map(Service::status)
+    }
+
+    /// The service's live member processes, ascending.
+    pub fn members(&self, service: ServiceId) -> Vec<Pid> {
+        self.services
+            .get(service.index())
+            .map(|s| s.members.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The service `pid` belongs to, if any.
+    pub fn service_of(&self, pid: Pid) -> Option<ServiceId> {
+        self.processes.get(&pid).map(|p| p.service)
+    }
+
+    /// The service whose main process `pid` is, if any.
+    pub fn main_of(&self, pid: Pid) -> Option<ServiceId> {
+        let service = self.service_of(pid)?;
+        (self.services[service.index()].main == Some(pid)).then_some(service)
+    }
+
+    /// Reaped processes that belonged to no service.
+    pub fn orphans_reaped(&self) -> u64 {
+        self.orphans_reaped
+    }
+
+    /// The earliest pending deadline: when to call [`Tracker::tick`].
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// True when no service has a process or a pending deadline.
+    pub fn is_idle(&self) -> bool {
+        self.deadlines.is_empty()
+            && self
+                .services
+                .iter()
+                .all(|s| s.main.is_none() && s.members.is_empty() && s.state != State::Starting)
+    }
+
+    /// Applies one moment's events; see the module header for why the order
+    /// inside `events` does not matter.
+    pub fn apply(&mut self, now: Now, events: &[Event]) -> Outcome {
+        let mut batch = Batch::new(self, now);
+        let facts = Facts::sort(events);
+
+        for &(service, pid, start_time) in &facts.spawned {
+            batch.spawned(service, pid, start_time);
+        }
+        for &service in &facts.spawn_failed {
+            batch.spawn_failed(service);
+        }
+        batch.forked(&facts.forked);
+        // Adoptees no earlier moment could attribute are tried again: those
+        // without a previous parent always, the others once a process they
+        // may descend from shows up.
+        let mut adoptions = std::mem::take(&mut batch.tracker.unclaimed);
+        adoptions.extend(
+            facts
+                .adopted
+                .iter()
+                .map(|(&pid, &adoption)| (pid, adoption)),
+        );
+        batch.wake_waiting(&facts, &mut adoptions);
+        batch.adopted(&adoptions, &facts.exited);
+        let main_exits = batch.exited(&facts.exited);
+        batch.follow_all_contenders();
+        for (service, pid, status) in main_exits {
+            batch.main_exited(service, pid, status, &facts.pid_files);
+        }
+        batch.fail_runs_that_descend_from_a_failure();
+        batch.settle_clean_ups();
+        batch.finish()
+    }
+
+    /// Fires the deadlines that are due at `now`.
+    pub fn tick(&mut self, now: Now) -> Outcome {
+        let mut batch = Batch::new(self, now);
+        while let Some(&(at, service)) = batch.tracker.deadlines.first() {
+            if at > now.monotonic {
+                break;
+            }
+            batch.deadline_passed(service);
+        }
+        batch.settle_clean_ups();
+        batch.finish()
+    }
+
+    /// Carries out an operator's command.
+    pub fn command(
+        &mut self,
+        now: Now,
+        service: ServiceId,
+        command: Command,
+    ) -> Result<Outcome, CommandError> {
+        if service.index() >= self.services.len() {
+            return Err(CommandError::NotRunning);
+        }
+        let mut batch = Batch::new(self, now);
+        batch.command(service, command)?;
+        batch.settle_clean_ups();
+        Ok(batch.finish())
+    }
+
+    /// A process of `service` spoke the sd_notify protocol. Only services
+    /// with `expect = "notify"` listen: `READY=1` makes a starting run
+    /// running; `MAINPID=` naming another live process of the service
+    /// makes it the main process (a hand-off, `MainPIDSource = notify`).
+    pub fn notified(
+        &mut self,
+        now: Now,
+        service: ServiceId,
+        notification: Notification,
+    ) -> Outcome {
+        let mut batch = Batch::new(self, now);
+        batch.notified(service, notification);
+        batch.finish()
+    }
+}
+
+/// What a service said over `$NOTIFY_SOCKET` that the tracker acts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Notification {
+    /// `READY=1`.
+    pub ready: bool,
+    /// `MAINPID=`.
+    pub main_pid: Option<Pid>,
+}
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;
