@@ -14,9 +14,11 @@ use tracing::info;
 
 pub mod bus;
 pub mod config;
+pub mod errors;
 pub mod invocation;
 pub mod memory;
 pub mod notify;
+pub mod proc;
 pub mod reaper;
 pub mod source;
 pub mod spawn;
@@ -94,25 +96,4 @@ fn role() -> Result<Role, RunError> {
     }
     nix::sys::prctl::set_child_subreaper(true).map_err(RunError::Subreaper)?;
     Ok(Role::Subreaper)
-}
-
-/// An error and its causes on one line: "a: b: c".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
-
-/// Whether adoptd runs in the kernel's own pid namespace, which has a fixed
-/// inode number (PROC_PID_INIT_INO); a container's init runs in another.
-pub fn in_initial_pid_namespace() -> bool {
-    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
-    std::fs::metadata("/proc/self/ns/pid")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == PROC_PID_INIT_INO)
-        .unwrap_or(false)
 }

@@ -115,11 +115,11 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{}", adoptd::error_chain(&e));
+            tracing::error!("{}", adoptd::errors::chain(&e));
             ExitCode::FAILURE
         }
     };
-    if std::process::id() == 1 && adoptd::in_initial_pid_namespace() {
+    if std::process::id() == 1 && adoptd::proc::in_initial_pid_namespace() {
         power_off();
     }
     code

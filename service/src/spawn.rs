@@ -54,10 +54,7 @@ pub fn raise_descriptor_limit() -> Option<u64> {
     const WANTED: u64 = 1 << 19;
     let inherited = getrlimit(Resource::Nofile);
     let _ = INHERITED_DESCRIPTOR_LIMIT.set(inherited);
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .unwrap_or(WANTED);
+    let nr_open = crate::proc::nr_open().unwrap_or(WANTED);
     let hard = inherited.maximum;
     let raised = hard.map_or(WANTED, |hard| hard.max(WANTED.min(nr_open)));
     let attempts = [raised].into_iter().chain(hard);

@@ -32,6 +32,7 @@ use crate::{
     invocation::InvocationId,
     memory::{self, Shrink},
     notify::NotifySocket,
+    proc,
     reaper::{self, Signals},
     source::AdoptionSource,
     spawn,
@@ -462,7 +463,7 @@ impl Supervisor {
                 // reaps (procfs) looks now, so the answer includes it.
                 self.reap_batch();
                 let members = self.tracker.members(service);
-                reply.send(with_descendants(&members)).ok();
+                reply.send(proc::with_descendants(&members)).ok();
                 self.reads_since_trim = self.reads_since_trim.saturating_add(1);
                 if self.reads_since_trim >= READS_BEFORE_TRIM {
                     // A second after the last read of the burst, the reply
@@ -653,7 +654,7 @@ impl Supervisor {
             if let Some(id) = self.tracker.service_of(pid) {
                 return Some(id);
             }
-            pid = crate::source::procfs::read_ppid(pid)?;
+            pid = proc::read_stat(pid)?.parent;
             if pid <= 1 || pid == std::process::id() {
                 return None;
             }
@@ -667,7 +668,7 @@ impl Supervisor {
             Ok(fd) => {
                 self.pidfds.insert(pid, fd);
             }
-            Err(e) => debug!("{}", crate::error_chain(&e)),
+            Err(e) => debug!("{}", crate::errors::chain(&e)),
         }
     }
 
@@ -718,12 +719,11 @@ impl Supervisor {
                 Event::Spawned {
                     service: id,
                     pid: spawned.pid,
-                    start_time: crate::source::procfs::read_stat(spawned.pid)
-                        .and_then(|stat| stat.kinship.start_time),
+                    start_time: proc::read_stat(spawned.pid).map(|stat| stat.start_time),
                 }
             }
             Err(e) => {
-                error!(service = %spec.name, "cannot start: {}", crate::error_chain(&e));
+                error!(service = %spec.name, "cannot start: {}", crate::errors::chain(&e));
                 Event::SpawnFailed { service: id }
             }
         };
@@ -810,31 +810,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// The service's processes: its members (adoptd's own children) and, read
-/// from /proc on demand, their descendants (a master's workers), ascending.
-fn with_descendants(members: &[Pid]) -> Vec<Pid> {
-    let mut all: BTreeSet<Pid> = members.iter().copied().collect();
-    let mut queue: Vec<Pid> = members.to_vec();
-    while let Some(pid) = queue.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children
-                .split_ascii_whitespace()
-                .filter_map(|c| c.parse().ok())
-            {
-                if all.insert(child) {
-                    queue.push(child);
-                }
-            }
-        }
-    }
-    all.into_iter().collect()
 }
 
 /// The pid in the service's pid file, if it has one that reads well.

@@ -118,7 +118,7 @@ pub async fn run(
             Err(e) => {
                 error!(
                     "cannot start the private bus: {}; adoptd supervises without a bus",
-                    crate::error_chain(&e)
+                    crate::errors::chain(&e)
                 );
                 return;
             }

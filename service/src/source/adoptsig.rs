@@ -31,11 +31,11 @@
 
 use std::{collections::HashSet, io};
 
-use super::{AdoptionSource, SourceKind, procfs};
+use super::{AdoptionSource, SourceKind, kinship_of};
 use crate::{
     invocation::InvocationId,
     memory::Shrink,
-    reaper,
+    proc, reaper,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 
@@ -109,9 +109,7 @@ impl AdoptionSource for Adoptsig {
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
         for (pid, previous_parent) in self.records.drain(..) {
             self.children.insert(pid);
-            let kinship = procfs::read_stat(pid)
-                .map(|s| s.kinship)
-                .unwrap_or_default();
+            let kinship = proc::read_stat(pid).map(kinship_of).unwrap_or_default();
             events.push(Event::Adopted {
                 pid,
                 previous_parent: Some(previous_parent),

@@ -11,7 +11,8 @@ use std::{fmt, io, os::fd::RawFd, str::FromStr};
 
 use crate::{
     invocation::InvocationId,
-    tracker::{Event, ExitStatus, Pid, ServiceId},
+    proc::Stat,
+    tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 
 pub mod adoptsig;
@@ -148,7 +149,7 @@ pub fn open(choice: SourceChoice) -> Result<Box<dyn AdoptionSource + Send>, Sour
             Ok(source) => return Ok(source),
             Err(error) => {
                 if choice == SourceChoice::Auto {
-                    tracing::info!(tracker = %kind, "passing over the {kind} tracker: {}", crate::error_chain(&error));
+                    tracing::info!(tracker = %kind, "passing over the {kind} tracker: {}", crate::errors::chain(&error));
                 }
                 last_error = Some(error);
             }
@@ -168,5 +169,14 @@ fn open_one(kind: SourceKind) -> Result<Box<dyn AdoptionSource + Send>, SourceEr
         SourceKind::Adoptsig => adoptsig::Adoptsig::open()
             .map(|s| Box::new(s) as Box<dyn AdoptionSource + Send>)
             .map_err(|source| SourceError::Unavailable { kind, source }),
+    }
+}
+
+/// What a process's `stat` tells the tracker about where it belongs.
+fn kinship_of(stat: Stat) -> Kinship {
+    Kinship {
+        session: Some(stat.session),
+        start_time: Some(stat.start_time),
+        ..Kinship::default()
     }
 }

@@ -33,14 +33,15 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    fs, io,
+    io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
-use super::{AdoptionSource, SourceKind, procfs, runs::Runs};
+use super::{AdoptionSource, SourceKind, kinship_of, runs::Runs};
 use crate::{
     invocation::InvocationId,
     memory::Shrink,
+    proc,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 
@@ -90,14 +91,14 @@ impl ProcConnector {
     /// Subscribes to process events; fails without CAP_NET_ADMIN, outside
     /// the initial pid namespace, or on a kernel without the connector.
     pub fn open() -> io::Result<Self> {
-        if !crate::in_initial_pid_namespace() {
+        if !proc::in_initial_pid_namespace() {
             return Err(io::Error::other(
                 "adoptd runs in a pid namespace, where the process connector's pids do not apply",
             ));
         }
         // Checked first: without it the kernel ignores the subscription in
         // silence, which would cost a wait to find out.
-        if !has_net_admin() {
+        if !proc::has_net_admin() {
             return Err(io::Error::other(
                 "adoptd does not have CAP_NET_ADMIN, which the process connector needs",
             ));
@@ -269,7 +270,7 @@ impl ProcConnector {
         let reaped: Vec<Pid> = kids
             .iter()
             .copied()
-            .filter(|kid| self.dead.contains(kid) && procfs::read_stat(*kid).is_none())
+            .filter(|kid| self.dead.contains(kid) && proc::read_stat(*kid).is_none())
             .collect();
         for kid in reaped {
             self.dead.remove(&kid);
@@ -309,13 +310,13 @@ impl ProcConnector {
             self.parent.insert(orphan, self.me);
             self.kids.entry(self.me).or_default().push(orphan);
             self.children.insert(orphan);
-            let stat = procfs::read_stat(orphan);
+            let stat = proc::read_stat(orphan);
             events.push(Event::Adopted {
                 pid: orphan,
                 previous_parent: Some(pid),
                 kinship: Kinship {
-                    session: stat.and_then(|s| s.kinship.session),
-                    start_time: stat.and_then(|s| s.kinship.start_time),
+                    session: stat.map(|s| s.session),
+                    start_time: stat.map(|s| s.start_time),
                     ancestor: orphan_ancestor,
                     service: None,
                 },
@@ -362,22 +363,9 @@ impl ProcConnector {
         tracing::warn!("process events were lost; rebuilding the process tree from /proc");
         // Spawned processes whose fork event went with the loss.
         self.children.extend(self.births.drain());
-        let mut parent_of = HashMap::new();
-        for entry in fs::read_dir("/proc")? {
-            let Some(pid) = entry?
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Pid>().ok())
-            else {
-                continue;
-            };
-            if let Some(ppid) = procfs::read_ppid(pid) {
-                parent_of.insert(pid, ppid);
-            }
-        }
         let mut by_parent: HashMap<Pid, Vec<Pid>> = HashMap::new();
-        for (&pid, &ppid) in &parent_of {
-            by_parent.entry(ppid).or_default().push(pid);
+        for (pid, parent) in proc::parents()? {
+            by_parent.entry(parent).or_default().push(pid);
         }
         // What the lineage knew before the loss says where adoptd's new
         // children came from, when only their parent's exit was lost.
@@ -409,12 +397,12 @@ impl ProcConnector {
         let mine: Vec<Pid> = self.kids.get(&self.me).cloned().unwrap_or_default();
         for child in mine {
             if self.children.insert(child) {
-                let stat = procfs::read_stat(child);
+                let stat = proc::read_stat(child);
                 if stat.is_some_and(|s| s.zombie) {
                     continue; // reaped and reported in the next batch
                 }
                 let (previous_parent, ancestor) = origins.get(&child).copied().unwrap_or_default();
-                let mut kinship = stat.map(|s| s.kinship).unwrap_or_default();
+                let mut kinship = stat.map(kinship_of).unwrap_or_default();
                 kinship.ancestor = ancestor;
                 if previous_parent.is_none() && ancestor.is_none() {
                     kinship.service = self.runs.service_named_by_environment(child);
@@ -537,21 +525,6 @@ fn align4(length: usize) -> usize {
     (length + 3) & !3
 }
 
-/// Whether CAP_NET_ADMIN is among adoptd's effective capabilities.
-fn has_net_admin() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|status| net_admin_in(&status))
-}
-
-/// Whether a `/proc/PID/status` text gives CAP_NET_ADMIN in `CapEff`.
-fn net_admin_in(status: &str) -> bool {
-    const CAP_NET_ADMIN: u32 = 12;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|effective| effective & (1 << CAP_NET_ADMIN) != 0)
-}
-
 /// Subscribes to process events: only `events` (a `PROC_EVENT_*` mask,
 /// as `struct proc_input` of kernels since 6.6), or all of them.
 fn send_listen(socket: &OwnedFd, events: Option<u32>) -> io::Result<()> {
@@ -623,7 +596,7 @@ mod tests {
 
     /// A source with no socket, fed events by hand, for adoptd as `me`.
     fn detached(me: Pid) -> ProcConnector {
-        let socket = OwnedFd::from(fs::File::open("/dev/null").expect("/dev/null"));
+        let socket = OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
         ProcConnector {
             socket,
             me,
@@ -737,19 +710,6 @@ mod tests {
             parse_event(&message(PROC_EVENT_EXIT, [12, 11, 0, 17, 1, 1])),
             None
         );
-    }
-
-    #[test]
-    fn net_admin_is_read_from_the_effective_capabilities() {
-        assert!(net_admin_in(
-            "Name:\tx\nCapInh:\t0\nCapEff:\t000001ffffffffff\n"
-        ));
-        assert!(net_admin_in("CapEff:\t0000000000001000\n"));
-        assert!(!net_admin_in(
-            "CapPrm:\t0000000000001000\nCapEff:\t0000000000000000\n"
-        ));
-        assert!(!net_admin_in("CapEff:\tzz\n"));
-        assert!(!net_admin_in(""));
     }
 
     #[test]

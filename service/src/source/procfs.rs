@@ -35,13 +35,14 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    fs, io,
+    io,
 };
 
-use super::{AdoptionSource, SourceKind, runs::Runs};
+use super::{AdoptionSource, SourceKind, kinship_of, runs::Runs};
 use crate::{
     invocation::InvocationId,
     memory::Shrink,
+    proc,
     tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
 };
 
@@ -51,8 +52,8 @@ pub struct Procfs {
     children: HashSet<Pid>,
     /// The last look found a zombie child, not yet reaped.
     saw_zombie: bool,
-    /// Scratch buffer for reading `children` files.
-    buffer: String,
+    /// Reads adoptd's `children` files.
+    reader: proc::Children,
     /// Which run a newcomer that left its session comes from.
     runs: Runs,
     /// What `/proc` said of children adoptd never saw alive, read while
@@ -63,31 +64,8 @@ pub struct Procfs {
 impl Procfs {
     /// Checks that this kernel lists children in /proc.
     pub fn open() -> io::Result<Self> {
-        let tid = rustix::thread::gettid().as_raw_nonzero();
-        fs::metadata(format!("/proc/self/task/{tid}/children"))?;
+        proc::lists_children()?;
         Ok(Procfs::default())
-    }
-
-    fn scan_children(&mut self, found: &mut Vec<Pid>) -> io::Result<()> {
-        for task in fs::read_dir("/proc/self/task")? {
-            let mut path = task?.path();
-            path.push("children");
-            self.buffer.clear();
-            match fs::File::open(&path) {
-                Ok(mut file) => {
-                    io::Read::read_to_string(&mut file, &mut self.buffer)?;
-                }
-                // A thread that ended between the listing and the open.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-            found.extend(
-                self.buffer
-                    .split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<Pid>().ok()),
-            );
-        }
-        Ok(())
     }
 }
 
@@ -118,9 +96,9 @@ impl AdoptionSource for Procfs {
         // which service it came from (a storm's orphans keep their
         // service's session), as its environment no longer can.
         if !self.children.contains(&pid)
-            && let Some(stat) = read_stat(pid)
+            && let Some(stat) = proc::read_stat(pid)
         {
-            self.seen_dead.insert(pid, stat.kinship);
+            self.seen_dead.insert(pid, kinship_of(stat));
         }
     }
 
@@ -137,14 +115,14 @@ impl AdoptionSource for Procfs {
         self.seen_dead.clear();
         let mut found = Vec::new();
         self.saw_zombie = false;
-        self.scan_children(&mut found)?;
+        self.reader.read(None, &mut found)?;
         for pid in found {
             if self.children.contains(&pid) {
                 continue;
             }
             // A zombie is reaped in another round of this batch and
             // reported then: it must never look like a live adoptee.
-            let Some(stat) = read_stat(pid) else {
+            let Some(stat) = proc::read_stat(pid) else {
                 continue;
             };
             if stat.zombie {
@@ -152,7 +130,7 @@ impl AdoptionSource for Procfs {
                 continue;
             }
             self.children.insert(pid);
-            let mut kinship = stat.kinship;
+            let mut kinship = kinship_of(stat);
             let in_a_run_session = kinship
                 .session
                 .is_some_and(|session| self.runs.is_run_session(session));
@@ -180,88 +158,5 @@ impl Procfs {
     /// this one only to rescan).
     pub fn know(&mut self, pid: Pid) {
         self.children.insert(pid);
-    }
-}
-
-/// What `/proc/PID/stat` says that matters here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat {
-    pub zombie: bool,
-    pub kinship: Kinship,
-}
-
-/// Reads `/proc/PID/stat`; `None` if the process is gone.
-pub fn read_stat(pid: Pid) -> Option<Stat> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// Reads the parent pid from `/proc/PID/stat`; `None` if the process is gone.
-pub fn read_ppid(pid: Pid) -> Option<Pid> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_ascii_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Parses the fields after the command name, which may itself hold spaces
-/// and parentheses: state ppid pgrp session … starttime (field 22).
-fn parse_stat(stat: &str) -> Option<Stat> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_ascii_whitespace().collect();
-    let zombie = matches!(*fields.first()?, "Z" | "X");
-    let session = fields.get(3)?.parse().ok();
-    let start_time = fields.get(19)?.parse().ok();
-    Some(Stat {
-        zombie,
-        kinship: Kinship {
-            session,
-            start_time,
-            ancestor: None,
-            service: None,
-        },
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_with_a_hostile_command_name_parses() {
-        let stat = "4242 (a) b (c) ) S 1 4242 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
-        assert_eq!(
-            parse_stat(stat),
-            Some(Stat {
-                zombie: false,
-                kinship: Kinship {
-                    session: Some(4240),
-                    start_time: Some(987654),
-                    ancestor: None,
-                    service: None,
-                },
-            })
-        );
-    }
-
-    #[test]
-    fn truncated_stat_gives_nothing() {
-        assert_eq!(parse_stat("12 (x) S 1"), None);
-        assert_eq!(parse_stat(""), None);
-    }
-
-    #[test]
-    fn zombies_are_recognised() {
-        let stat = "77 (sleep) Z 1 77 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5 1000 100";
-        assert!(parse_stat(stat).is_some_and(|s| s.zombie));
-    }
-
-    #[test]
-    fn our_own_stat_has_a_session() {
-        let own = read_stat(std::process::id()).expect("our own stat");
-        assert!(!own.zombie);
-        assert!(own.kinship.session.is_some());
-        assert!(own.kinship.start_time.is_some());
     }
 }

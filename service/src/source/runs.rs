@@ -7,10 +7,11 @@
 //! nothing and falls back to the other rules. A daemon that empties its
 //! environment before it is seen names nothing either.
 
-use std::{collections::HashMap, fs, io::Read};
+use std::collections::HashMap;
 
 use crate::{
     invocation::{INVOCATION_VARIABLE, InvocationId},
+    proc,
     tracker::{Pid, ServiceId},
 };
 
@@ -51,11 +52,7 @@ impl Runs {
     /// The service of the latest run whose invocation id `pid`'s
     /// environment holds; `None` when unreadable, absent or of an older run.
     pub fn service_named_by_environment(&mut self, pid: Pid) -> Option<ServiceId> {
-        self.environment.clear();
-        let file = fs::File::open(format!("/proc/{pid}/environ")).ok()?;
-        file.take(ENVIRONMENT_READ_LIMIT)
-            .read_to_end(&mut self.environment)
-            .ok()?;
+        proc::read_environment(pid, ENVIRONMENT_READ_LIMIT, &mut self.environment)?;
         let invocation = invocation_in(&self.environment)?;
         self.by_invocation.get(&invocation).copied()
     }

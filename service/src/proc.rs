@@ -1,0 +1,227 @@
+//! Every read of `/proc` the daemon makes, in one place: a process's
+//! `stat`, its children, its environment, adoptd's own capabilities and
+//! pid namespace, and the kernel's descriptor ceiling.
+//!
+//! Each reader answers `None` (or nothing) for a process that is gone:
+//! between listing a pid and opening its files the process may end, and
+//! that is never an error here. Text from `/proc` is never trusted to be
+//! well formed: a command name may hold spaces and parentheses, so `stat`
+//! is read from its last `)`.
+//!
+//! The procfs source reads `stat` and `task/*/children` on its hot path
+//! (once per newcomer, once per batch); [`read_stat`] allocates one
+//! string and [`Children`] reuses its buffer, measured with the
+//! `bench_sources` example.
+
+use std::{
+    fs,
+    io::{self, Read},
+    os::unix::fs::MetadataExt,
+};
+
+use crate::tracker::Pid;
+
+/// What `/proc/PID/stat` says that adoptd uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// State `Z` or `X`: exited, not yet reaped.
+    pub zombie: bool,
+    pub parent: Pid,
+    pub session: Pid,
+    /// Clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// Reads `/proc/PID/stat`; `None` if the process is gone.
+pub fn read_stat(pid: Pid) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses the fields after the command name: state ppid pgrp session …
+/// starttime (field 22).
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_ascii_whitespace();
+    let state = fields.next()?;
+    let parent = fields.next()?.parse().ok()?;
+    let session = fields.nth(1)?.parse().ok()?;
+    let start_time = fields.nth(15)?.parse().ok()?;
+    Some(Stat {
+        zombie: matches!(state, "Z" | "X"),
+        parent,
+        session,
+        start_time,
+    })
+}
+
+/// Reads the children of a process from `/proc/PID/task/*/children`,
+/// every thread's (an orphan may be reparented to any thread of its new
+/// parent), into a buffer kept between reads.
+#[derive(Debug, Default)]
+pub struct Children {
+    buffer: String,
+}
+
+impl Children {
+    /// Appends the children of `pid` (`None`: adoptd itself) to `found`.
+    /// An error only when the task list itself cannot be read; a thread
+    /// that ends meanwhile is skipped.
+    pub fn read(&mut self, pid: Option<Pid>, found: &mut Vec<Pid>) -> io::Result<()> {
+        let tasks = match pid {
+            Some(pid) => fs::read_dir(format!("/proc/{pid}/task"))?,
+            None => fs::read_dir("/proc/self/task")?,
+        };
+        for task in tasks {
+            let mut path = task?.path();
+            path.push("children");
+            self.buffer.clear();
+            match fs::File::open(&path) {
+                Ok(mut file) => {
+                    file.read_to_string(&mut self.buffer)?;
+                }
+                // A thread that ended between the listing and the open.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            found.extend(
+                self.buffer
+                    .split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<Pid>().ok()),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether this kernel lists children in `/proc` (CONFIG_PROC_CHILDREN).
+pub fn lists_children() -> io::Result<()> {
+    let tid = rustix::thread::gettid().as_raw_nonzero();
+    fs::metadata(format!("/proc/self/task/{tid}/children")).map(|_| ())
+}
+
+/// `pid` and all its descendants, ascending, walking `children` files.
+pub fn with_descendants(pids: &[Pid]) -> Vec<Pid> {
+    let mut all: std::collections::BTreeSet<Pid> = pids.iter().copied().collect();
+    let mut queue: Vec<Pid> = pids.to_vec();
+    let mut children = Children::default();
+    let mut found = Vec::new();
+    while let Some(pid) = queue.pop() {
+        found.clear();
+        // A process gone meanwhile has no descendants left to list.
+        let _ = children.read(Some(pid), &mut found);
+        for &child in &found {
+            if all.insert(child) {
+                queue.push(child);
+            }
+        }
+    }
+    all.into_iter().collect()
+}
+
+/// Every pid in `/proc` with its parent, for rebuilding a process tree.
+pub fn parents() -> io::Result<Vec<(Pid, Pid)>> {
+    let mut all = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        let Some(pid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<Pid>().ok())
+        else {
+            continue;
+        };
+        if let Some(stat) = read_stat(pid) {
+            all.push((pid, stat.parent));
+        }
+    }
+    Ok(all)
+}
+
+/// Reads at most `limit` bytes of `/proc/PID/environ` into `into`
+/// (cleared first); `None` if the process is gone or hides it.
+pub fn read_environment(pid: Pid, limit: u64, into: &mut Vec<u8>) -> Option<()> {
+    into.clear();
+    let file = fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+    file.take(limit).read_to_end(into).ok().map(|_| ())
+}
+
+/// Whether CAP_NET_ADMIN is among adoptd's effective capabilities.
+pub fn has_net_admin() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| net_admin_in(&status))
+}
+
+/// Whether a `/proc/PID/status` text gives CAP_NET_ADMIN in `CapEff`.
+fn net_admin_in(status: &str) -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|effective| effective & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// Whether adoptd runs in the kernel's own pid namespace, which has a fixed
+/// inode number (PROC_PID_INIT_INO); a container's init runs in another.
+pub fn in_initial_pid_namespace() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PROC_PID_INIT_INO)
+}
+
+/// The kernel's ceiling on a process's descriptors (`fs.nr_open`).
+pub fn nr_open() -> Option<u64> {
+    fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_a_hostile_command_name_parses() {
+        let stat = "4242 (a) b (c) ) S 1 4242 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        assert_eq!(
+            parse_stat(stat),
+            Some(Stat {
+                zombie: false,
+                parent: 1,
+                session: 4240,
+                start_time: 987654,
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_stat_gives_nothing() {
+        assert_eq!(parse_stat("12 (x) S 1"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn zombies_are_recognised() {
+        let stat = "77 (sleep) Z 1 77 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5 1000 100";
+        assert!(parse_stat(stat).is_some_and(|s| s.zombie));
+    }
+
+    #[test]
+    fn our_own_stat_names_our_parent_and_session() {
+        let own = read_stat(std::process::id()).unwrap_or_else(|| panic!("our own stat"));
+        assert!(!own.zombie);
+        assert_eq!(own.parent, std::os::unix::process::parent_id());
+        assert!(own.session > 0);
+        assert!(own.start_time > 0);
+    }
+
+    #[test]
+    fn net_admin_is_read_from_the_effective_capabilities() {
+        assert!(net_admin_in(
+            "Name:\tx\nCapInh:\t0\nCapEff:\t000001ffffffffff\n"
+        ));
+        assert!(net_admin_in("CapEff:\t0000000000001000\n"));
+        assert!(!net_admin_in(
+            "CapPrm:\t0000000000001000\nCapEff:\t0000000000000000\n"
+        ));
+        assert!(!net_admin_in("CapEff:\tzz\n"));
+        assert!(!net_admin_in(""));
+    }
+}
