@@ -37,8 +37,8 @@ use crate::{
     source::AdoptionSource,
     spawn,
     tracker::{
-        Action, Changes, Command, CommandError, Event, ExitStatus, Expect, Notice, Notification,
-        Now, Pid, Restart, ServiceId, State, Status, Tracker,
+        Action, Command, CommandError, Event, ExitStatus, Expect, Notice, Notification, Now, Pid,
+        Restart, ServiceId, State, Status, Tracker,
     },
 };
 
@@ -76,29 +76,11 @@ pub enum Update {
         spec: Arc<ServiceSpec>,
         status: Status,
     },
-    /// Published properties changed: `status` is the new view, `changes`
-    /// says which parts (one update per service per moment).
-    Status {
-        service: ServiceId,
-        status: Status,
-        changes: Changes,
-    },
-    /// A hand-off.
-    Adopted {
-        service: ServiceId,
-        pid: Pid,
-        previous_pid: Pid,
-    },
-    /// The main process ended the service's run.
-    Exited {
-        service: ServiceId,
-        pid: Pid,
-        status: ExitStatus,
-    },
     /// A service is gone (its file was removed, and it has stopped).
     ServiceRemoved { service: ServiceId, name: String },
-    /// The count of reaped processes of no service changed.
-    OrphansReaped(u64),
+    /// What the tracker said changed, as it said it: a new status (one per
+    /// service per moment), a hand-off, an end, an orphan reaped.
+    Tracker(Notice),
 }
 
 /// Why a request was refused.
@@ -753,40 +735,28 @@ impl Supervisor {
         self.updates.send(update).ok();
     }
 
+    /// Logs what the tracker said and hands it to the bus layer.
     fn log_notice(&self, notice: &Notice) {
         match *notice {
-            Notice::Changed { service, changes } => {
-                let Some(status) = self.tracker.status(service) else {
-                    return;
-                };
-                self.publish(Update::Status {
-                    service,
-                    status,
-                    changes,
-                });
-                info!(
-                    service = %self.specs[service.index()].name,
-                    state = status.state.as_str(),
-                    main_pid = status.main_pid.unwrap_or(0),
-                    previous_pid = status.previous_pid.unwrap_or(0),
-                    source = status.main_pid_source.as_str(),
-                    handoffs = status.handoffs,
-                    restarts = status.restarts,
-                    result = status.result.as_str(),
-                    "status"
-                );
-            }
+            Notice::Changed {
+                service, status, ..
+            } => info!(
+                service = %self.specs[service.index()].name,
+                state = status.state.as_str(),
+                main_pid = status.main_pid.unwrap_or(0),
+                previous_pid = status.previous_pid.unwrap_or(0),
+                source = status.main_pid_source.as_str(),
+                handoffs = status.handoffs,
+                restarts = status.restarts,
+                result = status.result.as_str(),
+                "status"
+            ),
             Notice::Adopted {
                 service,
                 pid,
                 previous_pid,
             } => {
                 info!(service = %self.specs[service.index()].name, pid, previous_pid, "hand-off");
-                self.publish(Update::Adopted {
-                    service,
-                    pid,
-                    previous_pid,
-                });
             }
             Notice::Exited {
                 service,
@@ -798,17 +768,12 @@ impl Supervisor {
                     ExitStatus::Signal(signal) => (-1, signal),
                 };
                 info!(service = %self.specs[service.index()].name, pid, code, signal, "main process exited");
-                self.publish(Update::Exited {
-                    service,
-                    pid,
-                    status,
-                });
             }
-            Notice::OrphanReaped { pid, status } => {
+            Notice::OrphanReaped { pid, status, .. } => {
                 debug!(pid, ?status, "reaped a process of no service");
-                self.publish(Update::OrphansReaped(self.tracker.orphans_reaped()));
             }
         }
+        self.publish(Update::Tracker(*notice));
     }
 }
 

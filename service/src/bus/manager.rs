@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use adoptd_dbus::{Error, ServiceRow};
+use adoptd_dbus::{Error, ServiceRow, State};
 use zbus::{
     Connection, ObjectPath, OwnedObjectPath, interface, message::Header,
     object_server::SignalEmitter,
 };
 
-use super::{Shared, auth, service};
+use super::{Shared, auth, convert::request_error};
 use crate::{
-    supervisor::{Request, RequestError},
+    supervisor::Request,
     tracker::{Command, ServiceId},
 };
 
@@ -53,7 +53,7 @@ impl Manager {
             .entries()
             .map(|entry| ServiceRow {
                 name: entry.spec.name.clone(),
-                state: service::state(entry.status.state),
+                state: State::from(entry.status.state),
                 main_pid: entry.status.main_pid.unwrap_or(0),
                 previous_pid: entry.status.previous_pid.unwrap_or(0),
                 path: adoptd_dbus::service_path(&entry.spec.name),
@@ -174,20 +174,4 @@ pub(super) fn check_name(name: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-/// The contract's error for a refused request.
-pub(super) fn request_error(error: RequestError) -> Error {
-    // Each variant's message already names the service and the reason.
-    let sentence = error.to_string();
-    match error {
-        RequestError::NoSuchService(_) => Error::NoSuchService(sentence),
-        RequestError::InvalidName { .. } | RequestError::BadInstance { .. } => {
-            Error::InvalidName(sentence)
-        }
-        RequestError::Refused { source, .. } => match source {
-            crate::tracker::CommandError::AlreadyRunning => Error::AlreadyRunning(sentence),
-            crate::tracker::CommandError::NotRunning => Error::NotRunning(sentence),
-        },
-    }
 }

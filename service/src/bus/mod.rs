@@ -21,6 +21,7 @@
 //! channel and requests come from here.
 
 mod auth;
+mod convert;
 mod manager;
 pub mod private;
 mod service;
@@ -34,7 +35,10 @@ use std::{
     time::Duration,
 };
 
-use adoptd_dbus::{BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, SERVICE_INTERFACE};
+use adoptd_dbus::{
+    BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, MainPidSource, SERVICE_INTERFACE, ServiceResult,
+    State,
+};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
 use zbus::{
@@ -44,10 +48,12 @@ use zbus::{
     object_server::SignalEmitter,
 };
 
+use convert::exit_code_and_signal;
+
 use crate::{
     config::ServiceSpec,
     supervisor::{Request, Update},
-    tracker::{Changes, ExitStatus, ServiceId, Status},
+    tracker::{Changes, Notice, ServiceId, Status},
 };
 
 /// Which bus adoptd publishes its services on.
@@ -310,20 +316,20 @@ impl Registry {
                     published,
                 });
             }
-            Update::Status {
+            Update::Tracker(Notice::Changed {
                 service, status, ..
-            } => {
+            }) => {
                 if let Some(entry) = self.get_mut(*service) {
                     entry.status = *status;
                 }
             }
-            Update::OrphansReaped(count) => self.orphans_reaped = *count,
+            Update::Tracker(Notice::OrphanReaped { total, .. }) => self.orphans_reaped = *total,
             Update::ServiceRemoved { service, .. } => {
                 if let Some(entry) = self.services.get_mut(service.index()) {
                     *entry = None;
                 }
             }
-            Update::Adopted { .. } | Update::Exited { .. } => {}
+            Update::Tracker(Notice::Adopted { .. } | Notice::Exited { .. }) => {}
         }
     }
 
@@ -459,24 +465,24 @@ impl Publisher<'_> {
             Update::ServiceAdded { service, spec, .. } => {
                 self.service_added(service, &spec.name, was_known).await
             }
-            Update::Status {
+            Update::Tracker(Notice::Changed {
                 service,
                 status,
                 changes,
-            } => self.status_changed(service, &status, changes).await,
-            Update::Adopted {
+            }) => self.status_changed(service, &status, changes).await,
+            Update::Tracker(Notice::Adopted {
                 service,
                 pid,
                 previous_pid,
-            } => match self.emitter(service) {
+            }) => match self.emitter(service) {
                 Some(emitter) => service::Service::adopted(&emitter, pid, previous_pid).await,
                 None => Ok(()),
             },
-            Update::Exited {
+            Update::Tracker(Notice::Exited {
                 service,
                 pid,
                 status,
-            } => match self.emitter(service) {
+            }) => match self.emitter(service) {
                 Some(emitter) => {
                     let (code, signal) = exit_code_and_signal(Some(status));
                     service::Service::exited(&emitter, pid, code, signal).await
@@ -484,8 +490,8 @@ impl Publisher<'_> {
                 None => Ok(()),
             },
             Update::ServiceRemoved { name, .. } => self.service_removed(&name).await,
-            Update::OrphansReaped(count) => {
-                let changed = HashMap::from([("OrphansReaped", Variant::from(count))]);
+            Update::Tracker(Notice::OrphanReaped { total, .. }) => {
+                let changed = HashMap::from([("OrphansReaped", Variant::from(total))]);
                 self.properties_changed(MANAGER_PATH.to_owned(), MANAGER_INTERFACE, changed)
                     .await
             }
@@ -574,10 +580,7 @@ fn changed_properties(
 ) -> HashMap<&'static str, Variant<'static>> {
     let mut changed = HashMap::new();
     if changes.contains(Changes::STATE) {
-        changed.insert(
-            "State",
-            Variant::from(service::state(status.state).as_str()),
-        );
+        changed.insert("State", Variant::from(State::from(status.state).as_str()));
     }
     if changes.contains(Changes::MAIN_PID) {
         changed.insert("MainPID", Variant::from(status.main_pid.unwrap_or(0)));
@@ -589,7 +592,7 @@ fn changed_properties(
         );
     }
     if changes.contains(Changes::MAIN_PID_SOURCE) {
-        let source = service::main_pid_source(status.main_pid_source);
+        let source = MainPidSource::from(status.main_pid_source);
         changed.insert("MainPIDSource", Variant::from(source.as_str()));
     }
     if changes.contains(Changes::HANDOFFS) {
@@ -610,19 +613,10 @@ fn changed_properties(
         changed.insert("ExitSignal", Variant::from(signal));
     }
     if changes.contains(Changes::RESULT) {
-        let result = service::service_result(status.result);
+        let result = ServiceResult::from(status.result);
         changed.insert("Result", Variant::from(result.as_str()));
     }
     changed
-}
-
-/// `ExitCode` and `ExitSignal`: the one that does not apply is −1.
-fn exit_code_and_signal(exit: Option<ExitStatus>) -> (i32, i32) {
-    match exit {
-        Some(ExitStatus::Code(code)) => (code, -1),
-        Some(ExitStatus::Signal(signal)) => (-1, signal),
-        None => (-1, -1),
-    }
 }
 
 /// Exponential back-off between connection attempts.
@@ -656,12 +650,5 @@ mod tests {
         let mut backoff = Backoff::default();
         let delays: Vec<u128> = (0..8).map(|_| backoff.next_delay().as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-    }
-
-    #[test]
-    fn exit_status_sets_one_of_code_and_signal() {
-        assert_eq!(exit_code_and_signal(None), (-1, -1));
-        assert_eq!(exit_code_and_signal(Some(ExitStatus::Code(3))), (3, -1));
-        assert_eq!(exit_code_and_signal(Some(ExitStatus::Signal(9))), (-1, 9));
     }
 }

@@ -7,15 +7,16 @@
 
 use std::sync::Arc;
 
-use adoptd_dbus::{Error, MainPidSource, ServiceResult, State};
+use adoptd_dbus::{Error, MainPidSource, ServiceResult, Signal, State};
 use zbus::{Connection, interface, message::Header, object_server::SignalEmitter};
 
-use adoptd_dbus::Signal;
-
-use super::{Entry, Shared, auth, exit_code_and_signal, manager};
+use super::{
+    Entry, Shared, auth,
+    convert::{exit_code_and_signal, request_error},
+};
 use crate::{
     supervisor::Request,
-    tracker::{self, Command, ServiceId},
+    tracker::{Command, ServiceId},
 };
 
 /// A Service object.
@@ -58,7 +59,7 @@ impl Service {
     /// stopped, starting, running, stopping, restarting or failed.
     #[zbus(property)]
     fn state(&self) -> zbus::fdo::Result<State> {
-        self.read(|e| state(e.status.state))
+        self.read(|e| State::from(e.status.state))
     }
 
     /// The main process; 0 when none.
@@ -76,7 +77,7 @@ impl Service {
     /// How MainPID was learnt: spawn, adoption, pid-file, notify or guess.
     #[zbus(property, name = "MainPIDSource")]
     fn main_pid_source(&self) -> zbus::fdo::Result<MainPidSource> {
-        self.read(|e| main_pid_source(e.status.main_pid_source))
+        self.read(|e| MainPidSource::from(e.status.main_pid_source))
     }
 
     /// Every member process; not signalled (a fork storm must not become a
@@ -128,7 +129,7 @@ impl Service {
     /// start-limit-hit.
     #[zbus(property)]
     fn result(&self) -> zbus::fdo::Result<ServiceResult> {
-        self.read(|e| service_result(e.status.result))
+        self.read(|e| ServiceResult::from(e.status.result))
     }
 
     /// The configured argv, %i expanded.
@@ -276,7 +277,7 @@ impl Service {
                 reply,
             })
             .await?
-            .map_err(manager::request_error)?;
+            .map_err(request_error)?;
         Ok(())
     }
 }
@@ -309,37 +310,5 @@ impl zbus::DBusError for KillError {
             KillError::Refused(e) => e.description(),
             KillError::InvalidArgs(e) => e.description(),
         }
-    }
-}
-
-/// The contract's spelling of a tracker state.
-pub(super) fn state(state: tracker::State) -> State {
-    match state {
-        tracker::State::Stopped => State::Stopped,
-        tracker::State::Starting => State::Starting,
-        tracker::State::Running => State::Running,
-        tracker::State::Stopping => State::Stopping,
-        tracker::State::Restarting => State::Restarting,
-        tracker::State::Failed => State::Failed,
-    }
-}
-
-pub(super) fn main_pid_source(source: tracker::MainPidSource) -> MainPidSource {
-    match source {
-        tracker::MainPidSource::Spawn => MainPidSource::Spawn,
-        tracker::MainPidSource::Adoption => MainPidSource::Adoption,
-        tracker::MainPidSource::PidFile => MainPidSource::PidFile,
-        tracker::MainPidSource::Notify => MainPidSource::Notify,
-        tracker::MainPidSource::Guess => MainPidSource::Guess,
-    }
-}
-
-pub(super) fn service_result(result: tracker::RunResult) -> ServiceResult {
-    match result {
-        tracker::RunResult::Success => ServiceResult::Success,
-        tracker::RunResult::ExitCode => ServiceResult::ExitCode,
-        tracker::RunResult::Signal => ServiceResult::Signal,
-        tracker::RunResult::Timeout => ServiceResult::Timeout,
-        tracker::RunResult::StartLimitHit => ServiceResult::StartLimitHit,
     }
 }

@@ -145,6 +145,7 @@ impl<'a> Batch<'a> {
             if !changes.is_empty() {
                 out.notices.push(Notice::Changed {
                     service: id,
+                    status: after,
                     changes,
                 });
             }
@@ -296,7 +297,11 @@ impl<'a> Batch<'a> {
         for (&pid, &status) in exits {
             let Some(process) = self.tracker.processes.remove(&pid) else {
                 self.tracker.orphans_reaped += 1;
-                self.out.notices.push(Notice::OrphanReaped { pid, status });
+                self.out.notices.push(Notice::OrphanReaped {
+                    pid,
+                    status,
+                    total: self.tracker.orphans_reaped,
+                });
                 continue;
             };
             let service = self.touch(process.service);

@@ -216,6 +216,8 @@ pub enum Notice {
     /// service per batch).
     Changed {
         service: ServiceId,
+        /// The service's published view after the batch.
+        status: Status,
         changes: Changes,
     },
     /// A hand-off: `pid` took over from `previous_pid`.
@@ -231,7 +233,12 @@ pub enum Notice {
         status: ExitStatus,
     },
     /// A reaped process that belonged to no service.
-    OrphanReaped { pid: Pid, status: ExitStatus },
+    OrphanReaped {
+        pid: Pid,
+        status: ExitStatus,
+        /// Orphans reaped since adoptd started, this one included.
+        total: u64,
+    },
 }
 
 /// The tracker's answer to one batch, tick or command.
