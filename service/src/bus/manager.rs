@@ -11,7 +11,7 @@ use zbus::{
 
 use super::{Shared, auth, convert::request_error};
 use crate::{
-    supervisor::Request,
+    supervisor::{Request, Target},
     tracker::{Command, ServiceId},
 };
 
@@ -142,12 +142,12 @@ impl Manager {
         header: &Header<'_>,
         connection: &Connection,
     ) -> Result<OwnedObjectPath, Error> {
-        check_name(name)?;
         auth::authorize(connection, header, self.shared.owner_uid).await?;
+        check_name(name)?;
         let service = self
             .shared
             .ask(|reply| Request::Control {
-                name: name.to_owned(),
+                service: Target::Name(name.to_owned()),
                 command,
                 reply,
             })

@@ -25,6 +25,7 @@ mod convert;
 mod manager;
 pub mod private;
 mod service;
+mod trim;
 mod watch;
 
 use std::{
@@ -137,6 +138,8 @@ pub async fn run(
         requests,
         identity,
         owner_uid: nix::unistd::geteuid().as_raw(),
+        walks: tokio::sync::Semaphore::new(1),
+        trim: Arc::default(),
     });
     let mut backoff = Backoff::default();
     let mut warned = false;
@@ -233,6 +236,10 @@ struct Shared {
     identity: Identity,
     /// adoptd's own effective uid: its owner may control what it runs.
     owner_uid: u32,
+    /// One walk of /proc for `PIDs` at a time.
+    walks: tokio::sync::Semaphore,
+    /// Gives back the memory of large replies after a burst.
+    trim: Arc<trim::Trim>,
 }
 
 impl Shared {

@@ -15,7 +15,8 @@ use super::{
     convert::{exit_code_and_signal, request_error},
 };
 use crate::{
-    supervisor::Request,
+    proc,
+    supervisor::{Request, Target},
     tracker::{Command, ServiceId},
 };
 
@@ -84,13 +85,24 @@ impl Service {
     /// signal storm).
     #[zbus(property(emits_changed_signal = "false"), name = "PIDs")]
     async fn pids(&self) -> zbus::fdo::Result<Vec<u32>> {
-        self.shared
+        let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
+        let members = self
+            .shared
             .ask(|reply| Request::Members {
                 service: self.id,
                 reply,
             })
             .await
-            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+            .map_err(|e| failed(&e))?;
+        // The walk of /proc for the members' descendants runs on a thread
+        // of its own, one walk at a time: readers wait for each other,
+        // never the supervisor.
+        let _turn = self.shared.walks.acquire().await.map_err(|e| failed(&e))?;
+        let all = tokio::task::spawn_blocking(move || proc::with_descendants(&members))
+            .await
+            .map_err(|e| failed(&e))?;
+        self.shared.trim.replied();
+        Ok(all)
     }
 
     /// Hand-offs of the main process since the last start.
@@ -216,6 +228,9 @@ impl Service {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), KillError> {
+        auth::authorize(connection, &header, self.shared.owner_uid)
+            .await
+            .map_err(KillError::Refused)?;
         let Some(signal) = Signal::new(signal) else {
             return Err(KillError::InvalidArgs(zbus::fdo::Error::InvalidArgs(
                 format!(
@@ -224,7 +239,7 @@ impl Service {
                 ),
             )));
         };
-        self.control(Command::Kill(signal), &header, connection)
+        self.send(Command::Kill(signal))
             .await
             .map_err(KillError::Refused)
     }
@@ -267,12 +282,14 @@ impl Service {
         connection: &Connection,
     ) -> Result<(), Error> {
         auth::authorize(connection, header, self.shared.owner_uid).await?;
-        let name = self
-            .read(|e| e.spec.name.clone())
-            .map_err(|e| Error::ZBus(zbus::Error::FDO(Box::new(e))))?;
+        self.send(command).await
+    }
+
+    /// Hands an authorized command to the supervisor.
+    async fn send(&self, command: Command) -> Result<(), Error> {
         self.shared
             .ask(|reply| Request::Control {
-                name,
+                service: Target::Id(self.id),
                 command,
                 reply,
             })

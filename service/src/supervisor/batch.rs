@@ -1,0 +1,264 @@
+//! One moment of the supervisor: reap every child that died, let the
+//! adoption source drain what it knows, give the tracker the whole moment
+//! at once, and carry out what it answers (spawning, signalling).
+
+use std::sync::Arc;
+
+use adoptd_dbus::Signal;
+use tracing::{debug, error, info, warn};
+
+use super::{Supervisor, output::forward_output};
+use crate::{
+    config::ServiceSpec,
+    invocation::InvocationId,
+    memory::{self, Shrink},
+    proc, reaper, spawn,
+    tracker::{Action, Event, Expect, Notification, Outcome, Pid, ServiceId},
+};
+
+impl Supervisor {
+    /// One moment: reap, drain the source, decide.
+    pub(super) fn reap_batch(&mut self) {
+        let mut reaped = std::mem::take(&mut self.reaped);
+        reaped.clear();
+        let mut events = Vec::new();
+        // A source that saw a child die between the reap and its look asks
+        // for another round, so the whole moment lands in one batch.
+        let mut looked_at = 0;
+        for _ in 0..MAX_ROUNDS {
+            if self.source.looks_before_reaping() {
+                let source = &mut self.source;
+                reaper::reap_all_looking(&mut reaped, &mut |pid| source.look_before_reaping(pid));
+            } else {
+                reaper::reap_all(&mut reaped);
+            }
+            // Adoption notices of everything just reaped are queued by now.
+            match self.signals.get_mut().drain() {
+                Ok(wakeup) => self.wakeup.merge(wakeup),
+                Err(e) => error!("cannot read signals: {e}"),
+            }
+            let notices = std::mem::take(&mut self.wakeup.adoptions);
+            let lost = std::mem::take(&mut self.wakeup.adoptions_lost);
+            self.source.adoption_notices(&notices, lost);
+            if let Err(e) = self.source.collect(&reaped[looked_at..], &mut events) {
+                warn!(
+                    "the {} tracker could not read adoptions: {e}",
+                    self.source.kind()
+                );
+            }
+            looked_at = reaped.len();
+            if !self.source.needs_another_round() {
+                break;
+            }
+        }
+        for &(pid, _) in &reaped {
+            self.pidfds.remove(&pid);
+        }
+        for event in &events {
+            if let Event::Adopted {
+                pid,
+                previous_parent,
+                ..
+            } = *event
+            {
+                let dead = reaped.iter().any(|&(dead, _)| dead == pid);
+                debug!(
+                    pid,
+                    previous_parent = previous_parent.unwrap_or(0),
+                    dead,
+                    "adopted"
+                );
+                if !dead {
+                    self.hold(pid);
+                }
+            }
+        }
+        for &(pid, status) in &reaped {
+            events.push(Event::Exited { pid, status });
+            if let Some(id) = self.tracker.main_of(pid)
+                && let Some(main) = read_pid_file(&self.specs[id.index()])
+            {
+                events.push(Event::PidFile {
+                    service: id,
+                    pid: main,
+                });
+            }
+        }
+        self.reaped = reaped;
+        if !events.is_empty() {
+            let now = self.now();
+            let out = self.tracker.apply(now, &events);
+            self.carry_out(out);
+        }
+        self.shrink_if_sparse();
+    }
+
+    /// After a storm: gives back the room of tables that emptied, and the
+    /// allocator's free pages (see [`crate::memory`]).
+    pub(super) fn shrink_if_sparse(&mut self) {
+        let shrunk = self.tracker.shrink_if_sparse()
+            | self.source.shrink_if_sparse()
+            | self.pidfds.shrink_if_sparse()
+            | self.reaped.shrink_if_sparse();
+        if shrunk {
+            debug!("shrank tables a storm left sparse");
+            memory::return_free_pages();
+        }
+    }
+
+    /// Acts on what services said over the notification socket.
+    pub(super) fn read_notifications(&mut self) {
+        let Some(socket) = &self.notify else {
+            return;
+        };
+        let mut messages = Vec::new();
+        if let Err(e) = socket.get_ref().read_all(&mut messages) {
+            warn!("cannot read notifications: {e}");
+        }
+        for message in messages {
+            let Some(id) = self.service_of_sender(message.sender) else {
+                debug!(
+                    pid = message.sender,
+                    "a notification from a process of no service"
+                );
+                continue;
+            };
+            let name = self.specs[id.index()].name.clone();
+            if let Some(status) = &message.status {
+                info!(service = %name, "status: {status}");
+            }
+            let main_pid = message.main_pid.filter(|&pid| {
+                let known = self.tracker.service_of(pid) == Some(id);
+                if !known {
+                    warn!(service = %name, pid, "MAINPID={pid} ignored: not a process adoptd knows in this service");
+                }
+                known
+            });
+            let now = self.now();
+            let out = self.tracker.notified(
+                now,
+                id,
+                Notification {
+                    ready: message.ready,
+                    main_pid,
+                },
+            );
+            self.carry_out(out);
+        }
+    }
+
+    /// The service of a process that sent a notification: its own, or that
+    /// of its nearest ancestor adoptd tracks.
+    pub(super) fn service_of_sender(&self, sender: Pid) -> Option<ServiceId> {
+        let mut pid = sender;
+        // Deep enough for any real process tree; bounded whatever /proc says.
+        for _ in 0..64 {
+            if let Some(id) = self.tracker.service_of(pid) {
+                return Some(id);
+            }
+            pid = proc::read_stat(pid)?.parent;
+            if pid <= 1 || pid == std::process::id() {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Keeps a pidfd for a new child of adoptd's.
+    pub(super) fn hold(&mut self, pid: Pid) {
+        match spawn::open_pidfd(pid) {
+            Ok(fd) => {
+                self.pidfds.insert(pid, fd);
+            }
+            Err(e) => debug!("{}", crate::errors::chain(&e)),
+        }
+    }
+
+    /// Carries out the tracker's actions (which may produce further
+    /// outputs, as spawning does) and logs its notices.
+    pub(super) fn carry_out(&mut self, out: Outcome) {
+        self.carry_out_actions(out);
+        if !self.retiring.is_empty() {
+            self.remove_retired();
+        }
+    }
+
+    pub(super) fn carry_out_actions(&mut self, out: Outcome) {
+        let mut pending = vec![out];
+        while let Some(out) = pending.pop() {
+            for notice in &out.notices {
+                self.log_notice(notice);
+            }
+            for action in out.actions {
+                match action {
+                    Action::Spawn { service } => pending.push(self.spawn(service)),
+                    Action::Signal {
+                        service,
+                        pid,
+                        signal,
+                    } => self.signal(service, pid, signal),
+                }
+            }
+        }
+    }
+
+    pub(super) fn spawn(&mut self, id: ServiceId) -> Outcome {
+        let spec = Arc::clone(&self.specs[id.index()]);
+        let invocation = InvocationId::new();
+        let notify_socket = self
+            .notify
+            .as_ref()
+            .filter(|_| spec.policy.expect == Expect::Notify)
+            .map(|socket| socket.get_ref().address());
+        let event = match spawn::spawn(&spec, invocation, notify_socket) {
+            Ok(spawned) => {
+                self.source.spawned(spawned.pid, id, invocation);
+                self.pidfds.insert(spawned.pid, spawned.pidfd);
+                if let Some(output) = spawned.output {
+                    forward_output(&spec.name, output);
+                }
+                info!(service = %spec.name, pid = spawned.pid, %invocation, "started {}", spec.exec.join(" "));
+                Event::Spawned {
+                    service: id,
+                    pid: spawned.pid,
+                    start_time: proc::read_stat(spawned.pid).map(|stat| stat.start_time),
+                }
+            }
+            Err(e) => {
+                error!(service = %spec.name, "cannot start: {}", crate::errors::chain(&e));
+                Event::SpawnFailed { service: id }
+            }
+        };
+        let now = self.now();
+        self.tracker.apply(now, &[event])
+    }
+
+    pub(super) fn signal(&mut self, id: ServiceId, pid: Pid, signal: Signal) {
+        let name = &self.specs[id.index()].name;
+        match self.pidfds.get(&pid) {
+            Some(fd) => match spawn::send_signal(fd, signal) {
+                Ok(()) => debug!(service = %name, pid, %signal, "signalled"),
+                Err(e) => debug!(service = %name, pid, %signal, "cannot signal: {e}"),
+            },
+            // Never by bare pid: without a pidfd the process may not be
+            // the one the tracker means any more.
+            None => {
+                warn!(service = %name, pid, %signal, "not signalled: adoptd holds no pidfd for it")
+            }
+        }
+    }
+}
+
+/// The pid in the service's pid file, if it has one that reads well.
+pub(super) fn read_pid_file(spec: &ServiceSpec) -> Option<Pid> {
+    let path = spec.pid_file.as_ref()?;
+    let path = match &spec.chroot {
+        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.clone(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    text.trim().parse().ok().filter(|&pid: &Pid| pid > 0)
+}
+
+/// How many reap-and-look rounds one batch may take.
+pub(super) const MAX_ROUNDS: usize = 8;

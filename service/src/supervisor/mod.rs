@@ -1,0 +1,407 @@
+//! The supervisor: the one owner of all state.
+//!
+//! A single task runs [`Supervisor::run`]. It alone touches the tracker,
+//! the loaded service files and the pidfds; everything else talks to it by
+//! messages. One turn of its loop handles one wake-up: a signal (children
+//! died, or shutdown), an operator's [`Request`], or a deadline. A wake-up
+//! for children is handled as one *batch*: reap everything, let the
+//! adoption source drain what it knows, then give the tracker the whole
+//! moment at once, and carry out what it answers.
+//!
+//! Spawning happens in this task too, synchronously: the standard library
+//! waits for a child whose `exec` failed, and that must never race the
+//! reaper.
+//!
+//! The parts: `catalogue.rs` loads and reloads the service files and
+//! resolves names; `batch.rs` is one moment (reap, drain the source,
+//! decide) and carries out what the tracker answers; `output.rs` forwards
+//! services' output to the log.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    os::fd::{AsRawFd, OwnedFd, RawFd},
+    path::PathBuf,
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, oneshot},
+};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    config::{self, ServiceSpec},
+    notify::NotifySocket,
+    reaper::{self, Signals},
+    source::AdoptionSource,
+    tracker::{Command, CommandError, ExitStatus, Notice, Now, Pid, ServiceId, Status, Tracker},
+};
+
+mod batch;
+mod catalogue;
+mod output;
+
+/// A question or order for the supervisor, from the bus layer.
+#[derive(Debug)]
+pub enum Request {
+    /// An operator's command for a service (authorized already). `Start`
+    /// of a name instantiates a template's instance on demand.
+    Control {
+        service: Target,
+        command: Command,
+        reply: oneshot::Sender<Result<ServiceId, RequestError>>,
+    },
+    /// Which service is this name, without creating anything.
+    Lookup {
+        name: String,
+        reply: oneshot::Sender<Result<ServiceId, RequestError>>,
+    },
+    /// The service's member processes (adoptd's own children), ascending;
+    /// the bus layer adds their descendants from /proc.
+    Members {
+        service: ServiceId,
+        reply: oneshot::Sender<Vec<Pid>>,
+    },
+    /// Re-read the configuration directory.
+    Reload { reply: oneshot::Sender<()> },
+}
+
+/// Which service a request is for.
+#[derive(Debug)]
+pub enum Target {
+    /// A service object's own.
+    Id(ServiceId),
+    /// By name, as the Manager's methods take it.
+    Name(String),
+}
+
+/// What the supervisor tells the bus layer, in the order it happened.
+#[derive(Clone, Debug)]
+pub enum Update {
+    /// A service became known (at load, on reload, or as a new instance).
+    ServiceAdded {
+        service: ServiceId,
+        spec: Arc<ServiceSpec>,
+        status: Status,
+    },
+    /// A service is gone (its file was removed, and it has stopped).
+    ServiceRemoved { service: ServiceId, name: String },
+    /// What the tracker said changed, as it said it: a new status (one per
+    /// service per moment), a hand-off, an end, an orphan reaped.
+    Tracker(Notice),
+}
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no service is named {0:?}")]
+    NoSuchService(String),
+    #[error("{name:?} is not a valid service name: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("{name}: {source}")]
+    Refused {
+        name: String,
+        #[source]
+        source: CommandError,
+    },
+    #[error("cannot instantiate {name}: {reason}")]
+    BadInstance { name: String, reason: String },
+}
+
+/// How adoptd runs: as the machine's or a container's init, or as a child
+/// subreaper under another init.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Init,
+    Subreaper,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::Subreaper => "subreaper",
+        }
+    }
+}
+
+/// Everything the supervisor owns.
+pub struct Supervisor {
+    tracker: Tracker,
+    /// Indexed by `ServiceId`.
+    specs: Vec<Arc<ServiceSpec>>,
+    names: BTreeMap<String, ServiceId>,
+    /// Services whose file is gone, removed once they settle.
+    retiring: BTreeSet<ServiceId>,
+    templates: BTreeMap<String, config::Template>,
+    config_dir: PathBuf,
+    /// The source's own wake-up descriptor, if it has one; declared (and
+    /// so dropped) before the source that owns the descriptor.
+    source_wakeup: Option<AsyncFd<RawFd>>,
+    source: Box<dyn AdoptionSource + Send>,
+    /// Where services with `expect = "notify"` say they are ready.
+    notify: Option<AsyncFd<NotifySocket>>,
+    pidfds: HashMap<Pid, OwnedFd>,
+    signals: AsyncFd<Signals>,
+    /// What the signalfd said that is not acted on yet.
+    wakeup: reaper::Wakeup,
+    updates: mpsc::UnboundedSender<Update>,
+    epoch: Instant,
+    shutting_down: bool,
+    /// Reused across batches.
+    reaped: Vec<(Pid, ExitStatus)>,
+}
+
+impl Supervisor {
+    pub fn new(
+        config_dir: PathBuf,
+        source: Box<dyn AdoptionSource + Send>,
+        signals: AsyncFd<Signals>,
+        updates: mpsc::UnboundedSender<Update>,
+    ) -> Self {
+        // SAFETY: the descriptor belongs to the source, which the supervisor
+        // owns and drops after this registration (see the field order).
+        let source_wakeup = source.wakeup_fd().and_then(|fd| {
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(|e| {
+                    warn!(
+                        "cannot watch the {} tracker: {}",
+                        source.kind(),
+                        e.into_parts().1
+                    )
+                })
+                .ok()
+        });
+        let notify = NotifySocket::open()
+            .and_then(|socket| {
+                // SAFETY: `NotifySocket` owns its socket and never closes or
+                // replaces it while it lives.
+                unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+            })
+            .map_err(|e| error!("cannot open the notification socket: {e}; services with expect = \"notify\" will not become running"))
+            .ok();
+        Supervisor {
+            source_wakeup,
+            notify,
+            tracker: Tracker::new(),
+            specs: Vec::new(),
+            names: BTreeMap::new(),
+            retiring: BTreeSet::new(),
+            templates: BTreeMap::new(),
+            config_dir,
+            source,
+            pidfds: HashMap::new(),
+            signals,
+            wakeup: reaper::Wakeup::default(),
+            updates,
+            epoch: Instant::now(),
+            shutting_down: false,
+            reaped: Vec::new(),
+        }
+    }
+
+    /// Runs until `shutdown` resolves or SIGTERM/SIGINT arrives, then stops
+    /// every service and returns once all are stopped.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut requests_open = true;
+        loop {
+            // Signals read along with a batch, whatever woke the loop.
+            if std::mem::take(&mut self.wakeup.shutdown) {
+                self.begin_shutdown();
+            }
+            if std::mem::take(&mut self.wakeup.reload) {
+                self.reload();
+            }
+            if self.shutting_down && self.tracker.is_idle() {
+                info!("every service is stopped");
+                return;
+            }
+            let deadline = self
+                .tracker
+                .next_deadline()
+                .map(|at| tokio::time::Instant::from_std(self.epoch + at));
+            tokio::select! {
+                readable = self.signals.readable_mut() => {
+                    let mut guard = match readable {
+                        Ok(guard) => guard,
+                        Err(e) => {
+                            error!("cannot wait for signals: {e}");
+                            return;
+                        }
+                    };
+                    match guard.get_inner_mut().drain() {
+                        Ok(wakeup) => self.wakeup.merge(wakeup),
+                        Err(e) => error!("cannot read signals: {e}"),
+                    }
+                    guard.clear_ready();
+                    drop(guard);
+                    // Reap even without SIGCHLD: a coalesced signal is
+                    // never lost this way.
+                    self.reap_batch();
+                }
+                () = readable(self.source_wakeup.as_ref(), "the tracker's events") => self.reap_batch(),
+                () = readable(self.notify.as_ref(), "notifications") => self.read_notifications(),
+                () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
+                request = requests.recv(), if requests_open => match request {
+                    Some(request) => self.handle_request(request),
+                    None => requests_open = false,
+                },
+                () = sleep_until(deadline) => {
+                    let now = self.now();
+                    let out = self.tracker.tick(now);
+                    self.carry_out(out);
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> Now {
+        let realtime_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Now {
+            monotonic: self.epoch.elapsed(),
+            realtime_us,
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        info!("stopping every service");
+        self.shutting_down = true;
+        let ids: Vec<ServiceId> = self.names.values().copied().collect();
+        for id in ids {
+            // Stopped services refuse; that is fine.
+            self.command(id, Command::Stop).ok();
+        }
+    }
+
+    fn handle_request(&mut self, request: Request) {
+        // A requester that went away does not undo its command.
+        match request {
+            Request::Control {
+                service,
+                command,
+                reply,
+            } => {
+                let id = match service {
+                    Target::Id(id) => Ok(id),
+                    Target::Name(name) => self.resolve(&name, command == Command::Start),
+                };
+                let result = id.and_then(|id| {
+                    self.command(id, command)
+                        .map(|()| id)
+                        .map_err(|source| RequestError::Refused {
+                            name: self.specs[id.index()].name.clone(),
+                            source,
+                        })
+                });
+                reply.send(result).ok();
+            }
+            Request::Lookup { name, reply } => {
+                reply.send(self.resolve(&name, false)).ok();
+            }
+            Request::Members { service, reply } => {
+                // An orphan adopted without any death of adoptd's own
+                // children raises no signal: a source that only looks after
+                // reaps (procfs) looks now, so the answer includes it.
+                self.reap_batch();
+                reply.send(self.tracker.members(service)).ok();
+            }
+            Request::Reload { reply } => {
+                self.reload();
+                reply.send(()).ok();
+            }
+        }
+    }
+
+    fn command(&mut self, id: ServiceId, command: Command) -> Result<(), CommandError> {
+        if self.shutting_down && matches!(command, Command::Start | Command::Restart) {
+            return Err(CommandError::NotRunning);
+        }
+        let now = self.now();
+        let out = self.tracker.command(now, id, command)?;
+        self.carry_out(out);
+        Ok(())
+    }
+
+    /// Hands an update to the bus layer, if one listens.
+    fn publish(&self, update: Update) {
+        // No receiver (no bus, or it is reconnecting and will resync): the
+        // log still says everything.
+        self.updates.send(update).ok();
+    }
+
+    /// Logs what the tracker said and hands it to the bus layer.
+    fn log_notice(&self, notice: &Notice) {
+        match *notice {
+            Notice::Changed {
+                service, status, ..
+            } => info!(
+                service = %self.specs[service.index()].name,
+                state = status.state.as_str(),
+                main_pid = status.main_pid.unwrap_or(0),
+                previous_pid = status.previous_pid.unwrap_or(0),
+                source = status.main_pid_source.as_str(),
+                handoffs = status.handoffs,
+                restarts = status.restarts,
+                result = status.result.as_str(),
+                "status"
+            ),
+            Notice::Adopted {
+                service,
+                pid,
+                previous_pid,
+            } => {
+                info!(service = %self.specs[service.index()].name, pid, previous_pid, "hand-off");
+            }
+            Notice::Exited {
+                service,
+                pid,
+                status,
+            } => {
+                let (code, signal) = match status {
+                    ExitStatus::Code(code) => (code, 0),
+                    ExitStatus::Signal(signal) => (-1, signal),
+                };
+                info!(service = %self.specs[service.index()].name, pid, code, signal, "main process exited");
+            }
+            Notice::OrphanReaped { pid, status, .. } => {
+                debug!(pid, ?status, "reaped a process of no service");
+            }
+        }
+        self.publish(Update::Tracker(*notice));
+    }
+}
+
+/// Resolves when `fd` may have something to read (never without one);
+/// the reader then reads until it would block.
+async fn readable<T: AsRawFd>(fd: Option<&AsyncFd<T>>, what: &str) {
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    match fd.readable().await {
+        Ok(mut guard) => guard.clear_ready(),
+        Err(e) => {
+            warn!("cannot wait for {what}: {e}");
+            std::future::pending().await
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
