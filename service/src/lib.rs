@@ -34,8 +34,8 @@ pub use supervisor::Role;
 pub struct Options {
     /// Where the service files are.
     pub config_dir: PathBuf,
-    /// Which adoption source to use.
-    pub tracker: SourceChoice,
+    /// Which adoption source to use (`--tracker`).
+    pub source: SourceChoice,
     /// Where to publish the services.
     pub bus: BusChoice,
 }
@@ -45,7 +45,7 @@ pub struct Options {
 pub enum RunError {
     #[error("cannot become a child subreaper")]
     Subreaper(#[source] nix::Error),
-    #[error("no adoption tracker can be used")]
+    #[error("no adoption source can be used")]
     Source(#[from] source::SourceError),
     #[error("cannot open the signalfd")]
     Signals(#[source] std::io::Error),
@@ -58,7 +58,7 @@ pub enum RunError {
 /// (see [`reaper::block_signals`]) before starting the runtime.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let role = role()?;
-    let source = source::open(options.tracker)?;
+    let source = source::open(options.source)?;
     let signals = reaper::Signals::open().map_err(|e| RunError::Signals(e.into()))?;
     // SAFETY: `Signals` owns its signalfd and never closes or replaces it
     // while it lives, so the descriptor stays the one registered.
@@ -79,7 +79,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let (requests, receiver) = mpsc::channel(64);
     let identity = bus::Identity {
         role: role.as_str(),
-        tracker: source.kind().as_str(),
+        source: source.kind().as_str(),
     };
     let mut supervisor = supervisor::Supervisor::new(options.config_dir, source, signals, updates);
     tokio::spawn(bus::run(options.bus, identity, published, requests));

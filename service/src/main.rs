@@ -89,7 +89,7 @@ fn main() -> ExitCode {
     let options = adoptd::Options {
         bus,
         config_dir: cli.config_dir.unwrap_or_else(default_config_dir),
-        tracker: match cli.tracker.parse() {
+        source: match cli.tracker.parse() {
             Ok(choice) => choice,
             Err(e) => {
                 eprintln!("adoptd: {e}");

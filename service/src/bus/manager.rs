@@ -31,7 +31,7 @@ impl Manager {
     /// The adoption source in use: adoptsig, proc-connector or procfs.
     #[zbus(property(emits_changed_signal = "const"))]
     fn tracker(&self) -> &'static str {
-        self.shared.identity.tracker
+        self.shared.identity.source
     }
 
     /// init when adoptd is PID 1, else subreaper.

@@ -95,8 +95,8 @@ async fn wait_before_retrying(choice: &BusChoice, delay: std::time::Duration) {
 pub struct Identity {
     /// `init` or `subreaper`.
     pub role: &'static str,
-    /// The adoption source in use.
-    pub tracker: &'static str,
+    /// The adoption source in use (the `Tracker` property).
+    pub source: &'static str,
 }
 
 /// Publishes the supervisor's services on `choice` until the supervisor

@@ -31,12 +31,12 @@
 
 use std::{collections::HashSet, io};
 
-use super::{AdoptionSource, SourceKind, kinship_of};
+use super::{AdoptionSource, SourceKind, clues_of};
 use crate::{
     invocation::InvocationId,
     memory::Shrink,
     proc, reaper,
-    tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
+    tracker::{Clues, Event, ExitStatus, Pid, ServiceId},
 };
 
 /// `prctl` option of kernel-patch/: SIGCHLD for each live adoption.
@@ -109,11 +109,11 @@ impl AdoptionSource for Adoptsig {
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
         for (pid, previous_parent) in self.records.drain(..) {
             self.children.insert(pid);
-            let kinship = proc::read_stat(pid).map(kinship_of).unwrap_or_default();
+            let clues = proc::read_stat(pid).map(clues_of).unwrap_or_default();
             events.push(Event::Adopted {
                 pid,
                 previous_parent: Some(previous_parent),
-                kinship,
+                clues,
             });
         }
         for &(pid, _) in reaped {
@@ -123,7 +123,7 @@ impl AdoptionSource for Adoptsig {
                 events.push(Event::Adopted {
                     pid,
                     previous_parent: None,
-                    kinship: Kinship::default(),
+                    clues: Clues::default(),
                 });
             }
         }

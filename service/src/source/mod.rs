@@ -12,7 +12,7 @@ use std::{fmt, io, os::fd::RawFd, str::FromStr};
 use crate::{
     invocation::InvocationId,
     proc::Stat,
-    tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
+    tracker::{Clues, Event, ExitStatus, Pid, ServiceId},
 };
 
 pub mod adoptsig;
@@ -109,7 +109,7 @@ impl FromStr for SourceChoice {
             "proc-connector" => Ok(SourceChoice::Only(SourceKind::ProcConnector)),
             "procfs" => Ok(SourceChoice::Only(SourceKind::Procfs)),
             other => Err(format!(
-                "unknown tracker {other:?} (choose auto, adoptsig, proc-connector or procfs)"
+                "unknown adoption source {other:?} (choose auto, adoptsig, proc-connector or procfs)"
             )),
         }
     }
@@ -118,9 +118,9 @@ impl FromStr for SourceChoice {
 /// Why no source could be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("the {0} tracker is not available in this build of adoptd")]
+    #[error("the {0} source is not available in this build of adoptd")]
     NotBuilt(SourceKind),
-    #[error("the {kind} tracker cannot be used on this system")]
+    #[error("the {kind} source cannot be used on this system")]
     Unavailable {
         kind: SourceKind,
         #[source]
@@ -149,7 +149,7 @@ pub fn open(choice: SourceChoice) -> Result<Box<dyn AdoptionSource + Send>, Sour
             Ok(source) => return Ok(source),
             Err(error) => {
                 if choice == SourceChoice::Auto {
-                    tracing::info!(tracker = %kind, "passing over the {kind} tracker: {}", crate::errors::chain(&error));
+                    tracing::info!(source = %kind, "passing over the {kind} source: {}", crate::errors::chain(&error));
                 }
                 last_error = Some(error);
             }
@@ -173,10 +173,10 @@ fn open_one(kind: SourceKind) -> Result<Box<dyn AdoptionSource + Send>, SourceEr
 }
 
 /// What a process's `stat` tells the tracker about where it belongs.
-fn kinship_of(stat: Stat) -> Kinship {
-    Kinship {
+fn clues_of(stat: Stat) -> Clues {
+    Clues {
         session: Some(stat.session),
         start_time: Some(stat.start_time),
-        ..Kinship::default()
+        ..Clues::default()
     }
 }

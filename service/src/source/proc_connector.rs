@@ -37,12 +37,12 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
-use super::{AdoptionSource, SourceKind, kinship_of, runs::Runs};
+use super::{AdoptionSource, SourceKind, clues_of, runs::Runs};
 use crate::{
     invocation::InvocationId,
     memory::Shrink,
     proc,
-    tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
+    tracker::{Clues, Event, ExitStatus, Pid, ServiceId},
 };
 
 const NETLINK_CONNECTOR: libc::c_int = 11;
@@ -67,9 +67,9 @@ pub struct ProcConnector {
     children: HashSet<Pid>,
     /// Every tracked process (adoptd's children and their descendants)
     /// → its parent.
-    parent: HashMap<Pid, Pid>,
+    parent_of: HashMap<Pid, Pid>,
     /// Parent → its tracked children.
-    kids: HashMap<Pid, Vec<Pid>>,
+    children_of: HashMap<Pid, Vec<Pid>>,
     /// Tracked processes that exited but were not reaped by their parent
     /// before it died: zombies reparented to adoptd, which it reaps next.
     /// Pid → (previous parent, ancestor).
@@ -137,8 +137,8 @@ impl ProcConnector {
             socket,
             me: std::process::id(),
             children: HashSet::new(),
-            parent: HashMap::new(),
-            kids: HashMap::new(),
+            parent_of: HashMap::new(),
+            children_of: HashMap::new(),
             zombies: HashMap::new(),
             dead: HashSet::new(),
             buffer: vec![0; 64 * 1024],
@@ -190,8 +190,8 @@ impl ProcConnector {
                 }
             })?;
             if seen {
-                self.parent.clear();
-                self.kids.clear();
+                self.parent_of.clear();
+                self.children_of.clear();
                 return Ok(());
             }
         }
@@ -245,17 +245,17 @@ impl ProcConnector {
     }
 
     fn track(&mut self, parent: Pid, child: Pid) {
-        self.parent.insert(child, parent);
-        self.kids.entry(parent).or_default().push(child);
+        self.parent_of.insert(child, parent);
+        self.children_of.entry(parent).or_default().push(child);
     }
 
     fn untrack(&mut self, pid: Pid) {
-        if let Some(parent) = self.parent.remove(&pid)
-            && let Some(siblings) = self.kids.get_mut(&parent)
+        if let Some(parent) = self.parent_of.remove(&pid)
+            && let Some(siblings) = self.children_of.get_mut(&parent)
         {
             siblings.retain(|&s| s != pid);
             if siblings.is_empty() {
-                self.kids.remove(&parent);
+                self.children_of.remove(&parent);
             }
         }
     }
@@ -264,25 +264,25 @@ impl ProcConnector {
     /// connector does not report reaping): run at each of its forks, so a
     /// long-lived process that forks and reaps helpers costs no memory.
     fn forget_reaped_children(&mut self, parent: Pid) {
-        let Some(kids) = self.kids.get(&parent) else {
+        let Some(children_of) = self.children_of.get(&parent) else {
             return;
         };
-        let reaped: Vec<Pid> = kids
+        let reaped: Vec<Pid> = children_of
             .iter()
             .copied()
-            .filter(|kid| self.dead.contains(kid) && proc::read_stat(*kid).is_none())
+            .filter(|child| self.dead.contains(child) && proc::read_stat(*child).is_none())
             .collect();
-        for kid in reaped {
-            self.dead.remove(&kid);
-            self.untrack(kid);
+        for child in reaped {
+            self.dead.remove(&child);
+            self.untrack(child);
         }
     }
 
     /// The nearest ancestor of `pid` that is adoptd's child.
     fn ancestor(&self, pid: Pid) -> Option<Pid> {
         let mut current = pid;
-        for _ in 0..self.parent.len() + 1 {
-            let parent = *self.parent.get(&current)?;
+        for _ in 0..self.parent_of.len() + 1 {
+            let parent = *self.parent_of.get(&current)?;
             if parent == self.me {
                 return Some(current);
             }
@@ -295,30 +295,30 @@ impl ProcConnector {
     /// The live ones are adopted now; the dead ones (zombies its parent had
     /// not reaped) are remembered and reported when adoptd reaps them.
     fn exited(&mut self, pid: Pid, events: &mut Vec<Event>) {
-        if !self.parent.contains_key(&pid) {
+        if !self.parent_of.contains_key(&pid) {
             return;
         }
         let ancestor = self.ancestor(pid);
-        let orphans = self.kids.remove(&pid).unwrap_or_default();
+        let orphans = self.children_of.remove(&pid).unwrap_or_default();
         for orphan in orphans {
             let orphan_ancestor = ancestor.filter(|&a| a != pid).or(Some(pid));
             if self.dead.remove(&orphan) {
-                self.parent.remove(&orphan);
+                self.parent_of.remove(&orphan);
                 self.zombies.insert(orphan, (pid, orphan_ancestor));
                 continue;
             }
-            self.parent.insert(orphan, self.me);
-            self.kids.entry(self.me).or_default().push(orphan);
+            self.parent_of.insert(orphan, self.me);
+            self.children_of.entry(self.me).or_default().push(orphan);
             self.children.insert(orphan);
             let stat = proc::read_stat(orphan);
             events.push(Event::Adopted {
                 pid: orphan,
                 previous_parent: Some(pid),
-                kinship: Kinship {
+                clues: Clues {
                     session: stat.map(|s| s.session),
                     start_time: stat.map(|s| s.start_time),
                     ancestor: orphan_ancestor,
-                    service: None,
+                    run_of: None,
                 },
             });
         }
@@ -337,7 +337,7 @@ impl ProcConnector {
                     // A new process with a pid the lineage still holds: the
                     // old one was reaped unseen; what is known of it is
                     // stale and must not be taken for the newcomer's.
-                    if self.parent.contains_key(&child) && !self.children.contains(&child) {
+                    if self.parent_of.contains_key(&child) && !self.children.contains(&child) {
                         self.dead.remove(&child);
                         self.untrack(child);
                     }
@@ -345,9 +345,9 @@ impl ProcConnector {
                     if parent == self.me && self.births.remove(&child) {
                         self.children.insert(child);
                     }
-                    if parent == self.me || self.parent.contains_key(&parent) {
+                    if parent == self.me || self.parent_of.contains_key(&parent) {
                         self.forget_reaped_children(parent);
-                        if !self.parent.contains_key(&child) {
+                        if !self.parent_of.contains_key(&child) {
                             self.track(parent, child);
                         }
                     }
@@ -376,13 +376,17 @@ impl ProcConnector {
             .iter()
             .filter(|child| !self.children.contains(child))
             .map(|&child| {
-                let previous = self.parent.get(&child).copied().filter(|&p| p != self.me);
+                let previous = self
+                    .parent_of
+                    .get(&child)
+                    .copied()
+                    .filter(|&p| p != self.me);
                 let ancestor = previous.and_then(|p| self.ancestor(p).or(Some(p)));
                 (child, (previous, ancestor))
             })
             .collect();
-        self.parent.clear();
-        self.kids.clear();
+        self.parent_of.clear();
+        self.children_of.clear();
         let mut queue = vec![self.me];
         while let Some(parent) = queue.pop() {
             for &child in by_parent
@@ -394,7 +398,7 @@ impl ProcConnector {
                 queue.push(child);
             }
         }
-        let mine: Vec<Pid> = self.kids.get(&self.me).cloned().unwrap_or_default();
+        let mine: Vec<Pid> = self.children_of.get(&self.me).cloned().unwrap_or_default();
         for child in mine {
             if self.children.insert(child) {
                 let stat = proc::read_stat(child);
@@ -402,15 +406,15 @@ impl ProcConnector {
                     continue; // reaped and reported in the next batch
                 }
                 let (previous_parent, ancestor) = origins.get(&child).copied().unwrap_or_default();
-                let mut kinship = stat.map(kinship_of).unwrap_or_default();
-                kinship.ancestor = ancestor;
+                let mut clues = stat.map(clues_of).unwrap_or_default();
+                clues.ancestor = ancestor;
                 if previous_parent.is_none() && ancestor.is_none() {
-                    kinship.service = self.runs.service_named_by_environment(child);
+                    clues.run_of = self.runs.service_named_by_environment(child);
                 }
                 events.push(Event::Adopted {
                     pid: child,
                     previous_parent,
-                    kinship,
+                    clues,
                 });
             }
         }
@@ -426,12 +430,12 @@ impl AdoptionSource for ProcConnector {
     fn shrink_if_sparse(&mut self) -> bool {
         // adoptd's own list of children is the one a storm fills.
         let own = self
-            .kids
+            .children_of
             .get_mut(&self.me)
-            .is_some_and(|kids| kids.shrink_if_sparse());
+            .is_some_and(|children_of| children_of.shrink_if_sparse());
         own | self.children.shrink_if_sparse()
-            | self.parent.shrink_if_sparse()
-            | self.kids.shrink_if_sparse()
+            | self.parent_of.shrink_if_sparse()
+            | self.children_of.shrink_if_sparse()
             | self.zombies.shrink_if_sparse()
             | self.dead.shrink_if_sparse()
     }
@@ -467,16 +471,16 @@ impl AdoptionSource for ProcConnector {
                 events.push(Event::Adopted {
                     pid,
                     previous_parent,
-                    kinship: Kinship {
+                    clues: Clues {
                         ancestor,
-                        ..Kinship::default()
+                        ..Clues::default()
                     },
                 });
             }
             self.untrack(pid);
             self.dead.remove(&pid);
             // Its tracked children were handled at its exit event.
-            self.kids.remove(&pid);
+            self.children_of.remove(&pid);
         }
         if !reaped.is_empty() {
             // Zombies are reaped in the batch that reaps their previous
@@ -601,8 +605,8 @@ mod tests {
             socket,
             me,
             children: HashSet::new(),
-            parent: HashMap::new(),
-            kids: HashMap::new(),
+            parent_of: HashMap::new(),
+            children_of: HashMap::new(),
             zombies: HashMap::new(),
             dead: HashSet::new(),
             buffer: Vec::new(),
@@ -659,7 +663,7 @@ mod tests {
         );
         assert_eq!(adoptions(&events), vec![]);
         assert!(source.children.contains(&500));
-        assert!(!source.parent.contains_key(&501));
+        assert!(!source.parent_of.contains_key(&501));
     }
 
     #[test]

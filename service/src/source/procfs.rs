@@ -38,12 +38,12 @@ use std::{
     io,
 };
 
-use super::{AdoptionSource, SourceKind, kinship_of, runs::Runs};
+use super::{AdoptionSource, SourceKind, clues_of, runs::Runs};
 use crate::{
     invocation::InvocationId,
     memory::Shrink,
     proc,
-    tracker::{Event, ExitStatus, Kinship, Pid, ServiceId},
+    tracker::{Clues, Event, ExitStatus, Pid, ServiceId},
 };
 
 /// Known children of adoptd and how to find new ones.
@@ -58,7 +58,7 @@ pub struct Procfs {
     runs: Runs,
     /// What `/proc` said of children adoptd never saw alive, read while
     /// they were zombies, until the reap is reported.
-    seen_dead: HashMap<Pid, Kinship>,
+    seen_dead: HashMap<Pid, Clues>,
 }
 
 impl Procfs {
@@ -98,7 +98,7 @@ impl AdoptionSource for Procfs {
         if !self.children.contains(&pid)
             && let Some(stat) = proc::read_stat(pid)
         {
-            self.seen_dead.insert(pid, kinship_of(stat));
+            self.seen_dead.insert(pid, clues_of(stat));
         }
     }
 
@@ -108,7 +108,7 @@ impl AdoptionSource for Procfs {
                 events.push(Event::Adopted {
                     pid,
                     previous_parent: None,
-                    kinship: self.seen_dead.remove(&pid).unwrap_or_default(),
+                    clues: self.seen_dead.remove(&pid).unwrap_or_default(),
                 });
             }
         }
@@ -130,17 +130,17 @@ impl AdoptionSource for Procfs {
                 continue;
             }
             self.children.insert(pid);
-            let mut kinship = kinship_of(stat);
-            let in_a_run_session = kinship
+            let mut clues = clues_of(stat);
+            let in_a_run_session = clues
                 .session
                 .is_some_and(|session| self.runs.is_run_session(session));
             if !in_a_run_session {
-                kinship.service = self.runs.service_named_by_environment(pid);
+                clues.run_of = self.runs.service_named_by_environment(pid);
             }
             events.push(Event::Adopted {
                 pid,
                 previous_parent: None,
-                kinship,
+                clues,
             });
         }
         Ok(())

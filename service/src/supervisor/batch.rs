@@ -42,7 +42,7 @@ impl Supervisor {
             self.source.adoption_notices(&notices, lost);
             if let Err(e) = self.source.collect(&reaped[looked_at..], &mut events) {
                 warn!(
-                    "the {} tracker could not read adoptions: {e}",
+                    "the {} source could not read adoptions: {e}",
                     self.source.kind()
                 );
             }

@@ -167,7 +167,7 @@ impl Supervisor {
             unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
                 .map_err(|e| {
                     warn!(
-                        "cannot watch the {} tracker: {}",
+                        "cannot watch the {} source: {}",
                         source.kind(),
                         e.into_parts().1
                     )
@@ -247,7 +247,7 @@ impl Supervisor {
                     // never lost this way.
                     self.reap_batch();
                 }
-                () = readable(self.source_wakeup.as_ref(), "the tracker's events") => self.reap_batch(),
+                () = readable(self.source_wakeup.as_ref(), "the source's events") => self.reap_batch(),
                 () = readable(self.notify.as_ref(), "notifications") => self.read_notifications(),
                 () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
                 request = requests.recv(), if requests_open => match request {

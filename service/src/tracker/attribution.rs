@@ -1,5 +1,5 @@
 //! Which service an adoptee belongs to: by its previous parent where the
-//! source tells it, else by what the source can tell of its kinship
+//! source tells it, else by what the source can tell of its clues
 //! (session, run, ancestor, start time). Adoptees that cannot be explained
 //! yet wait, indexed by previous parent, in bounded tables.
 
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use adoptd_dbus::Signal;
 
 use super::{
-    Batch, ExitStatus, Facts, Kinship, Pid, ServiceId, State, Tracker, handoff::Grave,
+    Batch, Clues, ExitStatus, Facts, Pid, ServiceId, State, Tracker, handoff::Grave,
     service::Adoption,
 };
 
@@ -49,7 +49,7 @@ pub(super) fn closest_before(exits: &[(Pid, ServiceId)], pid: Pid) -> Option<(Pi
 
 impl Tracker {
     /// Takes `pid` off the waiting adoptees, and its parent's list.
-    pub(super) fn stop_waiting(&mut self, pid: Pid) -> Option<(Option<Pid>, Kinship)> {
+    pub(super) fn stop_waiting(&mut self, pid: Pid) -> Option<(Option<Pid>, Clues)> {
         let entry = self.waiting.remove(&pid)?;
         if let Some(parent) = entry.0
             && let Some(siblings) = self.orphans_of.get_mut(&parent)
@@ -75,7 +75,7 @@ impl Batch<'_> {
     /// attribution at once.
     pub(super) fn adopted(
         &mut self,
-        adoptions: &BTreeMap<Pid, (Option<Pid>, Kinship)>,
+        adoptions: &BTreeMap<Pid, (Option<Pid>, Clues)>,
         exited: &BTreeMap<Pid, ExitStatus>,
     ) {
         let exiting_services: BTreeSet<ServiceId> = exited
@@ -95,11 +95,11 @@ impl Batch<'_> {
                     _ => Vec::new(),
                 };
                 pending.retain(|&pid| {
-                    let (previous_parent, kinship) = adoptions[&pid];
+                    let (previous_parent, clues) = adoptions[&pid];
                     let dead = exited.contains_key(&pid);
                     let found = self
-                        .attribute(pid, previous_parent, kinship, &attributed)
-                        .or_else(|| kinship.session.and_then(|s| sessions.get(&s).copied()))
+                        .attribute(pid, previous_parent, clues, &attributed)
+                        .or_else(|| clues.session.and_then(|s| sessions.get(&s).copied()))
                         // The leader of a session one of them is in.
                         .or_else(|| sessions.get(&pid).copied())
                         .map(|service| (service, false))
@@ -112,7 +112,7 @@ impl Batch<'_> {
                                 // service: a storm's orphans must not
                                 // become another service's hops.
                                 (Fallback::ClosestExit, None)
-                                    if !dead || kinship.session.is_none() =>
+                                    if !dead || clues.session.is_none() =>
                                 {
                                     closest_before(&owned_exits, pid)
                                         .map(|(_, service)| (service, true))
@@ -122,12 +122,12 @@ impl Batch<'_> {
                             // A coincidence never claims a live process
                             // older than the service's run (one that came
                             // from elsewhere, as PID 1 may adopt).
-                            .filter(|&(service, _)| dead || self.young_enough(service, kinship))
+                            .filter(|&(service, _)| dead || self.young_enough(service, clues))
                         });
                     match found {
                         Some(found) => {
                             attributed.insert(pid, found);
-                            if let Some(session) = kinship.session {
+                            if let Some(session) = clues.session {
                                 sessions.entry(session).or_insert(found.0);
                             }
                             false
@@ -147,7 +147,7 @@ impl Batch<'_> {
         // may explain them. After that they belong to no service.
         let unexplained_deaths = pending.iter().any(|pid| exited.contains_key(pid));
         for pid in pending {
-            let (previous_parent, kinship) = adoptions[&pid];
+            let (previous_parent, clues) = adoptions[&pid];
             match (exited.get(&pid), previous_parent) {
                 (Some(&status), Some(parent)) => {
                     self.remember_unclaimed_grave(Grave {
@@ -158,13 +158,11 @@ impl Batch<'_> {
                     });
                 }
                 (None, Some(parent)) if self.tracker.waiting.len() < UNCLAIMED_LIMIT => {
-                    self.tracker.waiting.insert(pid, (previous_parent, kinship));
+                    self.tracker.waiting.insert(pid, (previous_parent, clues));
                     self.tracker.orphans_of.entry(parent).or_default().push(pid);
                 }
                 (None, None) if exiting_services.is_empty() => {
-                    self.tracker
-                        .unclaimed
-                        .insert(pid, (previous_parent, kinship));
+                    self.tracker.unclaimed.insert(pid, (previous_parent, clues));
                 }
                 (Some(&status), None) if !status.is_success() => {
                     let failures = &mut self.tracker.unexplained_failures;
@@ -173,8 +171,8 @@ impl Batch<'_> {
                     }
                     failures.push_back(UnexplainedFailure {
                         status,
-                        born: kinship.start_time,
-                        session: kinship.session,
+                        born: clues.start_time,
+                        session: clues.session,
                     });
                 }
                 _ => {}
@@ -199,7 +197,7 @@ impl Batch<'_> {
             unexplained_deaths || attributed.values().any(|&(_, guessed)| guessed);
         let mut records = Vec::with_capacity(attributed.len());
         for (&pid, &(service, attribution_guessed)) in &attributed {
-            let (previous_parent, kinship) = adoptions[&pid];
+            let (previous_parent, clues) = adoptions[&pid];
             let (previous_parent, inference_guessed) = match previous_parent {
                 Some(parent) => (Some(parent), false),
                 None => {
@@ -217,12 +215,12 @@ impl Batch<'_> {
                 pid,
                 service,
                 previous_parent,
-                kinship,
+                clues,
                 attribution_guessed || inference_guessed,
             ));
         }
-        for (pid, service, previous_parent, kinship, guessed) in records {
-            self.record_adoption(service, pid, previous_parent, kinship, guessed);
+        for (pid, service, previous_parent, clues, guessed) in records {
+            self.record_adoption(service, pid, previous_parent, clues, guessed);
             if !exited.contains_key(&pid) {
                 self.stop_if_stopping(service, pid);
             }
@@ -254,7 +252,7 @@ impl Batch<'_> {
     pub(super) fn wake_waiting(
         &mut self,
         facts: &Facts,
-        adoptions: &mut BTreeMap<Pid, (Option<Pid>, Kinship)>,
+        adoptions: &mut BTreeMap<Pid, (Option<Pid>, Clues)>,
     ) {
         if self.tracker.waiting.is_empty() {
             return;
@@ -341,7 +339,7 @@ impl Batch<'_> {
         &self,
         pid: Pid,
         previous_parent: Option<Pid>,
-        kinship: Kinship,
+        clues: Clues,
         attributed: &BTreeMap<Pid, (ServiceId, bool)>,
     ) -> Option<ServiceId> {
         let tracker = &*self.tracker;
@@ -365,14 +363,14 @@ impl Batch<'_> {
         };
         known(pid)
             .or_else(|| previous_parent.and_then(known_ancestor))
-            .or_else(|| kinship.ancestor.and_then(known))
+            .or_else(|| clues.ancestor.and_then(known))
             .or_else(|| {
-                kinship
-                    .service
+                clues
+                    .run_of
                     .filter(|service| service.index() < tracker.services.len())
             })
             .or_else(|| {
-                let session = kinship.session?;
+                let session = clues.session?;
                 tracker
                     .sessions
                     .get(&session)
@@ -382,10 +380,10 @@ impl Batch<'_> {
     }
 
     /// Whether a live process may descend from the service's current run.
-    pub(super) fn young_enough(&self, service: ServiceId, kinship: Kinship) -> bool {
+    pub(super) fn young_enough(&self, service: ServiceId, clues: Clues) -> bool {
         match (
             self.tracker.services[service.index()].run_start_time,
-            kinship.start_time,
+            clues.start_time,
         ) {
             (Some(run), Some(born)) => born >= run,
             _ => false,
@@ -416,16 +414,16 @@ impl Batch<'_> {
         service: ServiceId,
         pid: Pid,
         previous_parent: Option<Pid>,
-        kinship: Kinship,
+        clues: Clues,
         guessed: bool,
     ) {
         let under_main = self.tracker.services[service.index()].main;
         let mut process = match self.tracker.processes.get(&pid) {
             Some(known) => *known,
-            None => self.new_process(service, kinship),
+            None => self.new_process(service, clues),
         };
-        process.session = process.session.or(kinship.session);
-        process.start_time = process.start_time.or(kinship.start_time);
+        process.session = process.session.or(clues.session);
+        process.start_time = process.start_time.or(clues.start_time);
         process.adoption = Some(Adoption {
             previous_parent,
             under_main,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{
-    Changes, EXIT_CODE_EXEC_FAILED, Event, ExitStatus, Expect, Kinship, MainPidSource, Notice,
+    Changes, Clues, EXIT_CODE_EXEC_FAILED, Event, ExitStatus, Expect, MainPidSource, Notice,
     Notification, Now, Outcome, Pid, Process, ServiceId, State, Status, Tracker,
     handoff::Grave,
     service::{Adoption, Service},
@@ -21,7 +21,7 @@ pub(super) struct Facts {
     pub(super) spawned: Vec<(ServiceId, Pid, Option<u64>)>,
     pub(super) spawn_failed: Vec<ServiceId>,
     pub(super) forked: BTreeMap<Pid, Pid>,
-    pub(super) adopted: BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    pub(super) adopted: BTreeMap<Pid, (Option<Pid>, Clues)>,
     pub(super) exited: BTreeMap<Pid, ExitStatus>,
     pub(super) pid_files: BTreeMap<ServiceId, Pid>,
 }
@@ -43,9 +43,9 @@ impl Facts {
                 Event::Adopted {
                     pid,
                     previous_parent,
-                    kinship,
+                    clues,
                 } => {
-                    facts.adopted.insert(pid, (previous_parent, kinship));
+                    facts.adopted.insert(pid, (previous_parent, clues));
                 }
                 Event::Exited { pid, status } => {
                     facts.exited.insert(pid, status);
@@ -173,14 +173,14 @@ impl<'a> Batch<'a> {
         }
     }
 
-    pub(super) fn new_process(&mut self, service: ServiceId, kinship: Kinship) -> Process {
+    pub(super) fn new_process(&mut self, service: ServiceId, clues: Clues) -> Process {
         let sequence = self.tracker.next_sequence;
         self.tracker.next_sequence += 1;
         Process {
             service,
             adoption: None,
-            session: kinship.session,
-            start_time: kinship.start_time,
+            session: clues.session,
+            start_time: clues.start_time,
             sequence,
         }
     }
@@ -215,11 +215,11 @@ impl<'a> Batch<'a> {
         // The spawner makes the process a session leader.
         let process = self.new_process(
             id,
-            Kinship {
+            Clues {
                 session: Some(pid),
                 start_time,
                 ancestor: None,
-                service: None,
+                run_of: None,
             },
         );
         self.add_member(pid, process);
@@ -281,7 +281,7 @@ impl<'a> Batch<'a> {
                 }
             };
             if let Some(service) = service {
-                let process = self.new_process(service, Kinship::default());
+                let process = self.new_process(service, Clues::default());
                 self.add_member(child, process);
                 self.touch(service);
             }

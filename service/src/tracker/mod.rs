@@ -130,11 +130,11 @@ impl ExitStatus {
     }
 }
 
-/// What an adoption source can tell about a newcomer when it cannot tell
-/// its previous parent (the `procfs` source): used to attribute it to a
-/// service.
+/// What an adoption source can tell about a newcomer besides its previous
+/// parent (all of it, for the `procfs` source, which cannot tell that):
+/// clues to the service it belongs to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Kinship {
+pub struct Clues {
     /// The session id of the process.
     pub session: Option<Pid>,
     /// Its start time (clock ticks since boot), to find the oldest.
@@ -144,7 +144,7 @@ pub struct Kinship {
     pub ancestor: Option<Pid>,
     /// The service whose current run the process's environment names
     /// (the `procfs` source reads the invocation id adoptd gave the run).
-    pub service: Option<ServiceId>,
+    pub run_of: Option<ServiceId>,
 }
 
 /// The tracker's input: facts about processes.
@@ -166,7 +166,7 @@ pub enum Event {
     Adopted {
         pid: Pid,
         previous_parent: Option<Pid>,
-        kinship: Kinship,
+        clues: Clues,
     },
     /// adoptd reaped `pid`.
     Exited { pid: Pid, status: ExitStatus },
@@ -375,7 +375,7 @@ pub struct Tracker {
     orphans_reaped: u64,
     /// Live adoptees that no service could be found for yet (a source that
     /// cannot tell lineage, before the moment that explains them).
-    unclaimed: BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    unclaimed: BTreeMap<Pid, (Option<Pid>, Clues)>,
     /// Adoptees that exited before any service could be found for them,
     /// whose previous parent is known: when a later moment explains that
     /// parent (a dance whose hops finished child first), they join the
@@ -384,7 +384,7 @@ pub struct Tracker {
     /// Live adoptees whose previous parent is known but no service is:
     /// they wait, like the unclaimed graves, for that parent to be
     /// explained. Bounded by [`UNCLAIMED_LIMIT`].
-    waiting: BTreeMap<Pid, (Option<Pid>, Kinship)>,
+    waiting: BTreeMap<Pid, (Option<Pid>, Clues)>,
     /// Previous parent → the waiting adoptees and unclaimed graves it left,
     /// so that only a moment that explains a parent looks at them.
     orphans_of: HashMap<Pid, Vec<Pid>>,

@@ -213,11 +213,11 @@ impl Kernel {
             self.notices.push(Event::Adopted {
                 pid: child,
                 previous_parent: Some(pid),
-                kinship: Kinship {
+                clues: Clues {
                     session: self.procs.get(&child).map(|p| p.session),
                     start_time: Some(u64::from(child)),
                     ancestor: None,
-                    service: None,
+                    run_of: None,
                 },
             });
         }

@@ -79,7 +79,7 @@ fn adopted(pid: Pid, previous_parent: Pid) -> Event {
     Event::Adopted {
         pid,
         previous_parent: Some(previous_parent),
-        kinship: Kinship::default(),
+        clues: Clues::default(),
     }
 }
 
@@ -87,11 +87,11 @@ fn adopted_in_session(pid: Pid, session: Pid) -> Event {
     Event::Adopted {
         pid,
         previous_parent: None,
-        kinship: Kinship {
+        clues: Clues {
             session: Some(session),
             start_time: None,
             ancestor: None,
-            service: None,
+            run_of: None,
         },
     }
 }
@@ -266,21 +266,21 @@ fn several_adoptees_without_pid_file_prefer_the_session_leader_and_say_it_is_a_g
     let leader = |pid| Event::Adopted {
         pid,
         previous_parent: Some(100),
-        kinship: Kinship {
+        clues: Clues {
             session: Some(pid),
             start_time: Some(5),
             ancestor: None,
-            service: None,
+            run_of: None,
         },
     };
     let follower = |pid| Event::Adopted {
         pid,
         previous_parent: Some(100),
-        kinship: Kinship {
+        clues: Clues {
             session: Some(100),
             start_time: Some(1),
             ancestor: None,
-            service: None,
+            run_of: None,
         },
     };
     h.apply(&[follower(101), leader(102), follower(103), exited(100, OK)]);
@@ -296,11 +296,11 @@ fn several_adoptees_with_no_other_clue_choose_the_oldest() {
     let aged = |pid, start_time| Event::Adopted {
         pid,
         previous_parent: Some(100),
-        kinship: Kinship {
+        clues: Clues {
             session: Some(100),
             start_time: Some(start_time),
             ancestor: None,
-            service: None,
+            run_of: None,
         },
     };
     h.apply(&[aged(101, 9), aged(102, 3), aged(103, 7), exited(100, OK)]);
@@ -415,11 +415,11 @@ fn seen_young(pid: Pid, session: Pid) -> Event {
     Event::Adopted {
         pid,
         previous_parent: None,
-        kinship: Kinship {
+        clues: Clues {
             session: Some(session),
             start_time: Some(u64::from(pid)),
             ancestor: None,
-            service: None,
+            run_of: None,
         },
     }
 }
@@ -919,7 +919,7 @@ fn every_order_of_a_procfs_moment_agrees() {
             Event::Adopted {
                 pid: 102,
                 previous_parent: None,
-                kinship: Kinship::default(),
+                clues: Clues::default(),
             },
             exited(102, OK),
             adopted_in_session(103, 101),
@@ -950,11 +950,11 @@ fn moment() -> impl Strategy<Value = Vec<Event>> {
             let adopt = |pid: Pid, parent: Pid, session: Pid| Event::Adopted {
                 pid,
                 previous_parent: source_knows.then_some(parent),
-                kinship: Kinship {
+                clues: Clues {
                     session: Some(session),
                     start_time: Some(u64::from(pid)),
                     ancestor: None,
-                    service: None,
+                    run_of: None,
                 },
             };
             if let Some(status) = main_exit {
@@ -1054,11 +1054,11 @@ fn seen_by_procfs(pid: Pid, session: Option<Pid>) -> Event {
     Event::Adopted {
         pid,
         previous_parent: None,
-        kinship: Kinship {
+        clues: Clues {
             session,
             start_time: None,
             ancestor: None,
-            service: None,
+            run_of: None,
         },
     }
 }
@@ -1117,11 +1117,11 @@ fn procfs_places_a_newcomer_by_the_run_its_environment_names() {
     let heir_of_a = Event::Adopted {
         pid: 150,
         previous_parent: None,
-        kinship: Kinship {
+        clues: Clues {
             session: Some(150),
             start_time: Some(150),
             ancestor: None,
-            service: Some(a),
+            run_of: Some(a),
         },
     };
     h.apply(&[exited(100, OK), exited(120, OK), heir_of_a]);
@@ -1138,9 +1138,9 @@ fn a_run_named_by_a_newcomer_that_does_not_exist_is_ignored() {
     let stranger = Event::Adopted {
         pid: 150,
         previous_parent: None,
-        kinship: Kinship {
-            service: Some(ServiceId(7)),
-            ..Kinship::default()
+        clues: Clues {
+            run_of: Some(ServiceId(7)),
+            ..Clues::default()
         },
     };
     h.apply(&[stranger]);
@@ -1158,11 +1158,11 @@ fn a_source_that_knows_lineage_attributes_an_orphan_by_its_ancestor() {
     h.apply(&[Event::Adopted {
         pid: 102,
         previous_parent: Some(101),
-        kinship: Kinship {
+        clues: Clues {
             session: Some(102),
             start_time: None,
             ancestor: Some(100),
-            service: None,
+            run_of: None,
         },
     }]);
     assert_eq!(h.status(web).main_pid, Some(100));
@@ -1225,11 +1225,11 @@ fn adopted_under(pid: Pid, previous_parent: Pid, ancestor: Pid) -> Event {
     Event::Adopted {
         pid,
         previous_parent: Some(previous_parent),
-        kinship: Kinship {
+        clues: Clues {
             session: None,
             start_time: None,
             ancestor: Some(ancestor),
-            service: None,
+            run_of: None,
         },
     }
 }
@@ -1309,11 +1309,11 @@ fn any_event(services: u32) -> impl Strategy<Value = Event> {
             .prop_map(|(pid, previous_parent, session, ancestor)| Event::Adopted {
                 pid,
                 previous_parent,
-                kinship: Kinship {
+                clues: Clues {
                     session,
                     start_time: Some(u64::from(pid)),
                     ancestor,
-                    service: None,
+                    run_of: None,
                 },
             }),
         (pid.clone(), status).prop_map(|(pid, status)| Event::Exited { pid, status }),
