@@ -5,8 +5,31 @@
 //! is the pure state machine that knows which process is each service,
 //! [`supervisor`] owns all state and drives the tracker, [`spawn`] starts
 //! programs, [`reaper`] collects dead children, [`source`] learns of
-//! adoptions and [`bus`] publishes it all on D-Bus.
-
+//! adoptions, [`proc`] reads `/proc`, and [`bus`] publishes it all on
+//! D-Bus.
+//!
+//! # Threads and tasks
+//!
+//! Every thread and task adoptd runs, once:
+//!
+//! - the main thread drives a current-thread tokio runtime, on which run
+//!   - the supervisor's loop ([`supervisor::Supervisor::run`]), the one
+//!     owner of all state and the only code that reaps, spawns or signals;
+//!   - the bus task ([`bus::run`]), which owns the connection and the
+//!     registry of what is published (it also waits, with inotify, for a
+//!     missing bus socket to appear), and the method calls zbus runs for
+//!     it;
+//!   - one task per running service with `output = "log"`, forwarding its
+//!     output to the log;
+//!   - a short-lived task that gives memory back after a burst of large
+//!     replies;
+//! - tokio's blocking threads walk `/proc` for `PIDs`, one walk at a time;
+//! - with `--private-bus`, one thread runs the embedded broker on a
+//!   runtime of its own ([`bus::private`]).
+//!
+//! Every thread starts with SIGCHLD and the other handled signals blocked
+//! ([`reaper::block_signals`] runs before the runtime), so only the
+//! supervisor's signalfd ever sees them.
 use std::{future::Future, path::PathBuf};
 
 use tokio::{io::unix::AsyncFd, sync::mpsc};
@@ -49,6 +72,8 @@ pub enum RunError {
     Source(#[from] source::SourceError),
     #[error("cannot open the signalfd")]
     Signals(#[source] std::io::Error),
+    #[error("cannot wait on the signalfd any more, so no child can be reaped")]
+    Reaping(#[source] std::io::Error),
 }
 
 /// Supervises the services of `options.config_dir` until `shutdown`
@@ -84,8 +109,10 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     let mut supervisor = supervisor::Supervisor::new(options.config_dir, source, signals, updates);
     tokio::spawn(bus::run(options.bus, identity, published, requests));
     supervisor.load();
-    supervisor.run(receiver, shutdown).await;
-    Ok(())
+    supervisor
+        .run(receiver, shutdown)
+        .await
+        .map_err(RunError::Reaping)
 }
 
 /// PID 1 is init; anything else makes itself a child subreaper so that

@@ -7,23 +7,29 @@
 //! way to it with inotify and tries again when something is created there.
 
 use std::{
-    ffi::CString,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
+    str::FromStr,
 };
 
+use rustix::fs::inotify;
 use tokio::io::unix::AsyncFd;
+use zbus::address::{Address, Transport, transport::UnixSocket};
 
-/// The socket path of a `unix:path=…` D-Bus address, if it is one.
-pub fn socket_path(address: &str) -> Option<PathBuf> {
-    address.split(';').find_map(|transport| {
-        let options = transport.strip_prefix("unix:")?;
-        options
-            .split(',')
-            .find_map(|kv| kv.strip_prefix("path="))
-            .map(|path| PathBuf::from(unescape(path)))
-    })
+/// The socket path of a `unix:path=…` D-Bus address (the first of a list
+/// that has one), as zbus parses it: the path watched is the one zbus
+/// connects to.
+pub fn socket_path(addresses: &str) -> Option<PathBuf> {
+    addresses.split(';').find_map(
+        |address| match Address::from_str(address).ok()?.transport() {
+            Transport::Unix(unix) => match unix.path() {
+                UnixSocket::File(path) => Some(path.clone()),
+                _ => None,
+            },
+            _ => None,
+        },
+    )
 }
 
 /// Resolves once `path` exists (at once if it does), or with an error when
@@ -49,27 +55,6 @@ fn closest_existing_ancestor(path: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// D-Bus addresses escape bytes as %xx.
-fn unescape(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = value
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// An inotify watch on one directory for entries created or moved in.
 struct Watch {
     fd: AsyncFd<OwnedFd>,
@@ -77,20 +62,12 @@ struct Watch {
 
 impl Watch {
     fn new(directory: &Path) -> io::Result<Self> {
-        // SAFETY: inotify_init1 returns a new descriptor or -1.
-        let raw: RawFd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let name = CString::new(directory.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF;
-        // SAFETY: a valid inotify descriptor and C string.
-        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), name.as_ptr(), mask) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        let events = inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::DELETE_SELF
+            | inotify::WatchFlags::MOVE_SELF;
+        inotify::add_watch(&fd, directory, events)?;
         // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it from
         // now on: it stays open and the same until the AsyncFd is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
@@ -102,14 +79,8 @@ impl Watch {
     async fn changed(&self) -> io::Result<()> {
         let mut guard = self.fd.readable().await?;
         let mut buffer = [0u8; 1024];
-        // SAFETY: the buffer is valid for its length; events are drained.
-        unsafe {
-            libc::read(
-                self.fd.get_ref().as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-            )
-        };
+        // Which event it was does not matter: the caller looks again.
+        while rustix::io::read(self.fd.get_ref(), &mut buffer).is_ok_and(|n| n > 0) {}
         guard.clear_ready();
         Ok(())
     }
@@ -126,8 +97,10 @@ mod tests {
             Some(PathBuf::from("/run/dbus/system_bus_socket"))
         );
         assert_eq!(
-            socket_path("tcp:host=x,port=1;unix:guid=1,path=/tmp/a%20b"),
-            Some(PathBuf::from("/tmp/a b"))
+            socket_path(
+                "tcp:host=x,port=1;unix:guid=0123456789abcdef0123456789abcdef,path=/tmp/a-b"
+            ),
+            Some(PathBuf::from("/tmp/a-b"))
         );
         assert_eq!(socket_path("unix:abstract=/x"), None);
     }

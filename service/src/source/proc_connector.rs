@@ -34,8 +34,10 @@
 use std::{
     collections::{HashMap, HashSet},
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd, RawFd},
 };
+
+use rustix::net;
 
 use super::{AdoptionSource, SourceKind, clues_of, runs::Runs};
 use crate::{
@@ -45,7 +47,6 @@ use crate::{
     tracker::{Clues, Event, ExitStatus, Pid, ServiceId},
 };
 
-const NETLINK_CONNECTOR: libc::c_int = 11;
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
@@ -57,7 +58,7 @@ const CN_MSG_LEN: usize = 20;
 /// nlmsghdr, cn_msg, then proc_event's what, cpu and timestamp.
 const EVENT_DATA: usize = NLMSG_HDRLEN + CN_MSG_LEN + 16;
 /// The receive buffer asked of the kernel: a fork storm must not overflow.
-const RECEIVE_BUFFER: libc::c_int = 8 << 20;
+const RECEIVE_BUFFER: usize = 8 << 20;
 
 /// The connector socket and the lineage it maintains.
 pub struct ProcConnector {
@@ -103,35 +104,17 @@ impl ProcConnector {
                 "adoptd does not have CAP_NET_ADMIN, which the process connector needs",
             ));
         }
-        // SAFETY: plain socket creation; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                NETLINK_CONNECTOR,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let socket = net::socket_with(
+            net::AddressFamily::NETLINK,
+            net::SocketType::DGRAM,
+            net::SocketFlags::CLOEXEC | net::SocketFlags::NONBLOCK,
+            Some(net::netlink::CONNECTOR),
+        )?;
         set_receive_buffer(&socket);
-        // SAFETY: an all-zero sockaddr_nl is valid; fields set below.
-        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        address.nl_groups = CN_IDX_PROC;
-        // SAFETY: `address` is a valid sockaddr_nl of the given size.
-        let rc = unsafe {
-            libc::bind(
-                socket.as_raw_fd(),
-                (&raw const address).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        net::bind(
+            &socket,
+            &net::netlink::SocketAddrNetlink::new(0, CN_IDX_PROC),
+        )?;
         send_listen(&socket, Some(PROC_EVENT_FORK | PROC_EVENT_EXIT))?;
         let mut source = ProcConnector {
             socket,
@@ -166,19 +149,20 @@ impl ProcConnector {
             // SAFETY: _exit is async-signal-safe.
             unsafe { libc::_exit(0) };
         }
-        let child = child.unsigned_abs();
         // Reap it here: the reaper is not running yet at start-up.
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
-        let mut poll = libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+        let child = child.unsigned_abs();
+        let second = rustix::event::Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
         };
         loop {
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut poll, 1, 1000) };
-            if ready <= 0 {
+            let mut poll = [rustix::event::PollFd::new(
+                &self.socket,
+                rustix::event::PollFlags::IN,
+            )];
+            let ready = rustix::event::poll(&mut poll, Some(&second)).unwrap_or(0);
+            if ready == 0 {
                 return Err(io::Error::other(
                     "no process events arrive (CAP_NET_ADMIN in the initial namespaces is needed)",
                 ));
@@ -208,28 +192,19 @@ impl ProcConnector {
     fn read_events(&mut self, handle: &mut dyn FnMut(ConnectorEvent)) -> io::Result<bool> {
         let mut lost = false;
         loop {
-            // SAFETY: the buffer is valid for its length.
-            let n = unsafe {
-                libc::recv(
-                    self.socket.as_raw_fd(),
-                    self.buffer.as_mut_ptr().cast(),
-                    self.buffer.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let error = io::Error::last_os_error();
-                match error.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(lost),
-                    io::ErrorKind::Interrupted => continue,
-                    _ if error.raw_os_error() == Some(libc::ENOBUFS) => {
-                        lost = true;
-                        continue;
-                    }
-                    _ => return Err(error),
+            let n = match net::recv(&self.socket, &mut self.buffer[..], net::RecvFlags::empty()) {
+                // Truncated datagrams cannot happen: the buffer holds the
+                // largest the connector sends.
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => return Ok(lost),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::NOBUFS) => {
+                    lost = true;
+                    continue;
                 }
-            }
-            let mut message = &self.buffer[..n.unsigned_abs()];
+                Err(error) => return Err(error.into()),
+            };
+            let mut message = &self.buffer[..n];
             // One datagram may carry several netlink messages.
             while message.len() >= NLMSG_HDRLEN {
                 let length = u32_at(message, 0).unwrap_or(0) as usize;
@@ -550,37 +525,15 @@ fn send_listen(socket: &OwnedFd, events: Option<u32>) -> io::Result<()> {
     if let Some(events) = events {
         message.extend_from_slice(&events.to_ne_bytes());
     }
-    // SAFETY: the buffer is valid for its length.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            message.as_ptr().cast(),
-            message.len(),
-            0,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    net::send(socket, &message, net::SendFlags::empty())?;
     Ok(())
 }
 
+/// A receive buffer large enough for a storm: beyond the system's limit
+/// where adoptd may (as root), else as large as the limit allows.
 fn set_receive_buffer(socket: &OwnedFd) {
-    let size = RECEIVE_BUFFER;
-    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: `size` is a valid c_int for the option.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&raw const size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return;
-        }
+    if net::sockopt::set_socket_recv_buffer_size_force(socket, RECEIVE_BUFFER).is_err() {
+        let _ = net::sockopt::set_socket_recv_buffer_size(socket, RECEIVE_BUFFER);
     }
 }
 

@@ -204,12 +204,14 @@ impl Supervisor {
     }
 
     /// Runs until `shutdown` resolves or SIGTERM/SIGINT arrives, then stops
-    /// every service and returns once all are stopped.
+    /// every service and returns once all are stopped. An error only when
+    /// the signalfd can no longer be waited on: adoptd could not reap any
+    /// more, and says so rather than pretend to supervise.
     pub async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
         shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    ) -> std::io::Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut requests_open = true;
         loop {
@@ -222,7 +224,7 @@ impl Supervisor {
             }
             if self.shutting_down && self.tracker.is_idle() {
                 info!("every service is stopped");
-                return;
+                return Ok(());
             }
             let deadline = self
                 .tracker
@@ -232,10 +234,7 @@ impl Supervisor {
                 readable = self.signals.readable_mut() => {
                     let mut guard = match readable {
                         Ok(guard) => guard,
-                        Err(e) => {
-                            error!("cannot wait for signals: {e}");
-                            return;
-                        }
+                        Err(e) => return Err(e),
                     };
                     match guard.get_inner_mut().drain() {
                         Ok(wakeup) => self.wakeup.merge(wakeup),
