@@ -13,14 +13,16 @@
 //! ```
 //!
 //! A property line ends with its `EmitsChangedSignal` annotation unless that
-//! is the default, `true`. The reader knows just enough XML for what D-Bus
-//! tools and zbus print: elements, attributes, comments and the doctype.
-//! Interface-level annotations are not read.
+//! is the default, `true`. The XML is read by zbus's own reader
+//! (`zbus_xml`), as D-Bus tools write it. Interface-level annotations are
+//! not read.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
 };
+
+use zbus_xml::{Arg, ArgDirection, Interface, Node, PropertyAccess};
 
 /// `org.adoptd1.xml`: the contract the daemon must serve and the proxies
 /// restate.
@@ -29,92 +31,73 @@ pub const INTROSPECTION_XML: &str = include_str!("../org.adoptd1.xml");
 /// The members of every interface in `xml`, as comparable lines, by
 /// interface name. Interfaces of nested `<node>`s are included.
 pub fn interface_members(xml: &str) -> Result<BTreeMap<String, BTreeSet<String>>, ParseError> {
+    let node = Node::try_from(xml).map_err(|e| ParseError(e.to_string()))?;
     let mut interfaces = BTreeMap::new();
-    let mut current_interface: Option<(String, BTreeSet<String>)> = None;
-    let mut current_member: Option<Member> = None;
-
-    for tag in Tags::new(xml) {
-        let tag = tag?;
-        match (tag.kind, tag.name) {
-            (TagKind::Open | TagKind::Empty, "interface") => {
-                current_interface = Some((tag.attribute("name")?, BTreeSet::new()));
-            }
-            (TagKind::Open | TagKind::Empty, "method" | "signal" | "property") => {
-                let member = Member {
-                    kind: match tag.name {
-                        "method" => MemberKind::Method,
-                        "signal" => MemberKind::Signal,
-                        _ => MemberKind::Property,
-                    },
-                    name: tag.attribute("name")?,
-                    inputs: Vec::new(),
-                    outputs: Vec::new(),
-                    property_type: tag.optional_attribute("type"),
-                    access: tag.optional_attribute("access"),
-                    emits_changed_signal: None,
-                };
-                current_member = Some(member);
-            }
-            (TagKind::Open | TagKind::Empty, "arg") => {
-                let member = current_member
-                    .as_mut()
-                    .ok_or_else(|| ParseError::new("<arg> outside a method or signal"))?;
-                let signature = tag.attribute("type")?;
-                if tag.optional_attribute("direction").as_deref() == Some("out") {
-                    member.outputs.push(signature);
-                } else {
-                    let name = tag.optional_attribute("name");
-                    member.inputs.push(match name {
-                        Some(name) => format!("{signature} {name}"),
-                        None => signature,
-                    });
-                }
-            }
-            (TagKind::Open | TagKind::Empty, "annotation") => {
-                let Some(member) = current_member.as_mut() else {
-                    continue;
-                };
-                if tag.attribute("name")? == EMITS_CHANGED_SIGNAL {
-                    member.emits_changed_signal = Some(tag.attribute("value")?);
-                }
-            }
-            _ => {}
-        }
-        let closes = tag.kind == TagKind::Close || tag.kind == TagKind::Empty;
-        match (closes, tag.name) {
-            (true, "method" | "signal" | "property") => {
-                let member = current_member
-                    .take()
-                    .ok_or_else(|| ParseError::new(format!("stray </{}>", tag.name)))?;
-                let (_, members) = current_interface.as_mut().ok_or_else(|| {
-                    ParseError::new(format!("<{}> outside an interface", tag.name))
-                })?;
-                members.insert(member.to_string());
-            }
-            (true, "interface") => {
-                let (name, members) = current_interface
-                    .take()
-                    .ok_or_else(|| ParseError::new("stray </interface>"))?;
-                interfaces.insert(name, members);
-            }
-            _ => {}
-        }
-    }
-    if current_interface.is_some() || current_member.is_some() {
-        return Err(ParseError::new("unclosed <interface> or member"));
-    }
+    collect(&node, &mut interfaces);
     Ok(interfaces)
+}
+
+fn collect(node: &Node<'_>, interfaces: &mut BTreeMap<String, BTreeSet<String>>) {
+    for interface in node.interfaces() {
+        interfaces.insert(interface.name().to_string(), members(interface));
+    }
+    for child in node.nodes() {
+        collect(child, interfaces);
+    }
+}
+
+fn members(interface: &Interface<'_>) -> BTreeSet<String> {
+    let mut lines = BTreeSet::new();
+    for method in interface.methods() {
+        let (outputs, inputs): (Vec<&Arg<'_>>, Vec<&Arg<'_>>) = method
+            .args()
+            .iter()
+            .partition(|arg| matches!(arg.direction(), Some(ArgDirection::Out)));
+        let inputs: Vec<String> = inputs.into_iter().map(named).collect();
+        let outputs: Vec<String> = outputs.iter().map(|arg| arg.ty().to_string()).collect();
+        lines.insert(format!(
+            "method {}({}) -> ({})",
+            method.name(),
+            inputs.join(", "),
+            outputs.join(", ")
+        ));
+    }
+    for signal in interface.signals() {
+        let args: Vec<String> = signal.args().iter().map(named).collect();
+        lines.insert(format!("signal {}({})", signal.name(), args.join(", ")));
+    }
+    for property in interface.properties() {
+        let access = match property.access() {
+            PropertyAccess::Read => "read",
+            PropertyAccess::Write => "write",
+            PropertyAccess::ReadWrite => "readwrite",
+        };
+        let mut line = format!("property {} {} {access}", property.name(), property.ty());
+        let emits = property
+            .annotations()
+            .iter()
+            .find(|a| a.name() == EMITS_CHANGED_SIGNAL)
+            .map(|a| a.value());
+        if let Some(emits) = emits.filter(|&emits| emits != "true") {
+            line.push(' ');
+            line.push_str(emits);
+        }
+        lines.insert(line);
+    }
+    lines
+}
+
+/// `"s name"`, or the signature alone for an argument without a name.
+fn named(arg: &Arg<'_>) -> String {
+    match arg.name() {
+        Some(name) => format!("{} {name}", arg.ty()),
+        None => arg.ty().to_string(),
+    }
 }
 
 /// Introspection XML that [`interface_members`] could not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError(String);
-
-impl ParseError {
-    fn new(message: impl Into<String>) -> Self {
-        ParseError(message.into())
-    }
-}
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -125,159 +108,6 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 const EMITS_CHANGED_SIGNAL: &str = "org.freedesktop.DBus.Property.EmitsChangedSignal";
-
-#[derive(Debug, Clone, Copy)]
-enum MemberKind {
-    Method,
-    Signal,
-    Property,
-}
-
-struct Member {
-    kind: MemberKind,
-    name: String,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    property_type: Option<String>,
-    access: Option<String>,
-    emits_changed_signal: Option<String>,
-}
-
-impl fmt::Display for Member {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = &self.name;
-        match self.kind {
-            MemberKind::Property => {
-                let signature = self.property_type.as_deref().unwrap_or("?");
-                let access = self.access.as_deref().unwrap_or("?");
-                write!(f, "property {name} {signature} {access}")?;
-                match self.emits_changed_signal.as_deref() {
-                    None | Some("true") => Ok(()),
-                    Some(emits) => write!(f, " {emits}"),
-                }
-            }
-            MemberKind::Method => write!(
-                f,
-                "method {name}({}) -> ({})",
-                self.inputs.join(", "),
-                self.outputs.join(", ")
-            ),
-            MemberKind::Signal => write!(f, "signal {name}({})", self.inputs.join(", ")),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TagKind {
-    Open,
-    Close,
-    Empty,
-}
-
-struct Tag<'x> {
-    kind: TagKind,
-    name: &'x str,
-    attributes: &'x str,
-}
-
-impl Tag<'_> {
-    fn attribute(&self, key: &str) -> Result<String, ParseError> {
-        self.optional_attribute(key)
-            .ok_or_else(|| ParseError::new(format!("<{}> without a {key} attribute", self.name)))
-    }
-
-    fn optional_attribute(&self, key: &str) -> Option<String> {
-        let mut rest = self.attributes;
-        loop {
-            let (name, after_name) = rest.split_once('=')?;
-            let after_name = after_name.trim_start();
-            let quote = after_name.chars().next()?;
-            if quote != '"' && quote != '\'' {
-                return None;
-            }
-            let (value, after_value) = after_name[1..].split_once(quote)?;
-            if name.trim() == key {
-                return Some(unescape_entities(value));
-            }
-            rest = after_value;
-        }
-    }
-}
-
-/// The tags of a document, skipping text, comments, the doctype and
-/// processing instructions.
-struct Tags<'x> {
-    rest: &'x str,
-}
-
-impl<'x> Tags<'x> {
-    fn new(xml: &'x str) -> Self {
-        Tags { rest: xml }
-    }
-
-    fn skip_past(&mut self, end: &str, what: &str) -> Result<(), ParseError> {
-        let at = self
-            .rest
-            .find(end)
-            .ok_or_else(|| ParseError::new(format!("unterminated {what}")))?;
-        self.rest = &self.rest[at + end.len()..];
-        Ok(())
-    }
-}
-
-impl<'x> Iterator for Tags<'x> {
-    type Item = Result<Tag<'x>, ParseError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let start = self.rest.find('<')?;
-            self.rest = &self.rest[start..];
-            let skipped = if self.rest.starts_with("<!--") {
-                self.skip_past("-->", "comment")
-            } else if self.rest.starts_with("<!") {
-                self.skip_past(">", "declaration")
-            } else if self.rest.starts_with("<?") {
-                self.skip_past("?>", "processing instruction")
-            } else {
-                break;
-            };
-            if let Err(error) = skipped {
-                self.rest = "";
-                return Some(Err(error));
-            }
-        }
-        let Some(end) = self.rest.find('>') else {
-            self.rest = "";
-            return Some(Err(ParseError::new("unterminated tag")));
-        };
-        let inner = &self.rest[1..end];
-        self.rest = &self.rest[end + 1..];
-
-        let (kind, inner) = if let Some(inner) = inner.strip_prefix('/') {
-            (TagKind::Close, inner)
-        } else if let Some(inner) = inner.strip_suffix('/') {
-            (TagKind::Empty, inner)
-        } else {
-            (TagKind::Open, inner)
-        };
-        let inner = inner.trim();
-        let (name, attributes) = inner.split_once(char::is_whitespace).unwrap_or((inner, ""));
-        Some(Ok(Tag {
-            kind,
-            name,
-            attributes,
-        }))
-    }
-}
-
-fn unescape_entities(value: &str) -> String {
-    value
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
 
 #[cfg(test)]
 mod tests {
