@@ -2,7 +2,10 @@
 //! array.
 //!
 //! Column widths come from all the rows before the first is printed, so a
-//! table of thousands of services stays aligned.
+//! table of thousands of services stays aligned. The table is written by
+//! hand rather than with a table crate on purpose: `adoptctl list` has a
+//! budget of 300 ms for 10,000 services (DESIGN.md, "Budgets"), and one
+//! pass of widths and one `String` keeps it far inside it.
 
 use std::fmt::Write as _;
 
