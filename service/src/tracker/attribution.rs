@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use adoptd_dbus::Signal;
 
 use super::{
-    Batch, Clues, ExitStatus, Facts, Pid, ServiceId, State, Tracker, handoff::Grave,
-    service::Adoption,
+    Batch, Clues, ExitStatus, Facts, Pid, ServiceId, State, Tracker, service::Adoption,
+    service::Grave,
 };
 
 /// How many adoptees, live or exited, may wait for an explanation at once.

@@ -11,8 +11,7 @@ use std::{
 use super::{
     Changes, Clues, EXIT_CODE_EXEC_FAILED, Event, ExitStatus, Expect, MainPidSource, Notice,
     Notification, Now, Outcome, Pid, Process, ServiceId, State, Status, Tracker,
-    handoff::Grave,
-    service::{Adoption, Service},
+    service::{Adoption, Grave, Service},
 };
 
 /// A batch's events in canonical order.

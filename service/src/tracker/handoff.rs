@@ -23,7 +23,7 @@
 //!
 //! Invariant: a service's graves belong to its current run (cleared at each
 //! spawn and when the run is over) and are bounded by
-//! [`GRAVES_PER_SERVICE`], oldest forgotten first, so a fork storm costs a
+//! `GRAVES_PER_SERVICE`, oldest forgotten first, so a fork storm costs a
 //! fixed amount of memory whatever its size.
 
 use std::collections::BTreeMap;
@@ -32,21 +32,6 @@ use super::{
     Batch, ExitStatus, MainPidSource, Notice, Pid, ServiceId, State,
     service::{Adoption, Contender},
 };
-
-/// How many exited processes of one run the lineage remembers. Real
-/// dances take a handful of hops; the bound keeps a storm's cost fixed.
-pub(super) const GRAVES_PER_SERVICE: usize = 256;
-
-/// A member of the current run that exited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Grave {
-    pub pid: Pid,
-    /// Its previous parent, where known.
-    pub parent: Option<Pid>,
-    /// The previous parent (or the service) was inferred, not reported.
-    pub guessed: bool,
-    pub status: ExitStatus,
-}
 
 /// Where a live adoptee's lineage leads, seen from an exiting main process.
 #[derive(Debug)]

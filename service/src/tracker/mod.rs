@@ -82,9 +82,8 @@ mod service;
 
 use attribution::UnexplainedFailure;
 use batch::{Batch, Facts};
-use handoff::Grave;
 pub use policy::{Expect, Policy, Restart, StartLimit};
-use service::{Process, Service};
+use service::{Grave, Process, Service};
 
 /// A process id, as the kernel gives it in adoptd's pid namespace.
 pub type Pid = u32;

@@ -8,7 +8,6 @@ use std::{
 
 use super::{
     ExitStatus, Expect, MainPidSource, Now, Pid, Policy, RunResult, ServiceId, State, Status,
-    handoff::{GRAVES_PER_SERVICE, Grave},
 };
 
 /// One service's run-time state.
@@ -217,4 +216,19 @@ pub(super) struct Adoption {
     /// and the tracker chose among several: a hand-off through it is
     /// published as a guess.
     pub(super) guessed: bool,
+}
+
+/// How many exited processes of one run the lineage remembers. Real
+/// dances take a handful of hops; the bound keeps a storm's cost fixed.
+pub(super) const GRAVES_PER_SERVICE: usize = 256;
+
+/// A member of the current run that exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Grave {
+    pub pid: Pid,
+    /// Its previous parent, where known.
+    pub parent: Option<Pid>,
+    /// The previous parent (or the service) was inferred, not reported.
+    pub guessed: bool,
+    pub status: ExitStatus,
 }
