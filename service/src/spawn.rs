@@ -30,13 +30,10 @@ use adoptd_dbus::Signal;
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::{
-    config::{Output, ServiceSpec},
+    config::{DEFAULT_PATH, Output, ServiceSpec},
     invocation::{INVOCATION_VARIABLE, InvocationId},
     tracker::Pid,
 };
-
-/// The PATH a service gets unless its environment sets one.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The descriptor limit adoptd was started with, which its services get
 /// back (see [`raise_descriptor_limit`]).

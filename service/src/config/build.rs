@@ -3,10 +3,14 @@
 
 use std::{
     collections::BTreeMap,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
-use super::{ConfigError, ConfigErrorKind, Position, RawService, ServiceSpec, document::Located};
+use super::{
+    ConfigError, ConfigErrorKind, DEFAULT_PATH, Position, RawService, ServiceSpec,
+    document::Located,
+};
 
 /// Which service a [`RawService`] is being built into.
 #[derive(Clone, Copy)]
@@ -161,12 +165,19 @@ pub(super) fn expand_specifiers(text: &str, instance: Option<&str>) -> Option<St
 }
 
 /// An example absolute path for a relative program, for the error message.
+/// Where the program is found along the PATH a service gets (so the hint
+/// for `sleep` is `/usr/bin/sleep`), else a plausible place.
 pub(super) fn absolute_suggestion(program: &str) -> String {
     let file_name = program.rsplit('/').next().unwrap_or(program);
-    let file_name = if file_name.is_empty() {
-        "program"
-    } else {
-        file_name
-    };
-    format!("/usr/sbin/{file_name}")
+    if file_name.is_empty() {
+        return "/usr/bin/program".to_owned();
+    }
+    DEFAULT_PATH
+        .split(':')
+        .map(|directory| format!("{directory}/{file_name}"))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| format!("/usr/bin/{file_name}"))
 }

@@ -27,6 +27,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "start-limit",
     "stop-signal",
     "stop-timeout",
+    "start-timeout",
     "reload-signal",
     "chroot",
     "user",
@@ -259,6 +260,7 @@ impl Document<'_> {
                 "start-limit" => raw.policy.start_limit = self.start_limit(value)?,
                 "stop-signal" => raw.policy.stop_signal = self.signal(value, name)?,
                 "stop-timeout" => raw.policy.stop_timeout = self.duration(value, name)?,
+                "start-timeout" => raw.policy.start_timeout = self.duration(value, name)?,
                 "reload-signal" => raw.policy.reload_signal = self.signal(value, name)?,
                 "chroot" => raw.chroot = Some(self.string(value, name)?),
                 "user" => raw.user = Some(self.string(value, name)?),
@@ -388,8 +390,7 @@ impl Document<'_> {
         }
     }
 
-    /// A duration string; a bare integer is read as one too, so `0` works
-    /// and `10` gets the "add a unit" message instead of a type error.
+    /// A duration string; a bare number is seconds, as systemd reads it.
     pub(super) fn duration(
         &self,
         value: &Spanned<DeValue<'_>>,
@@ -398,6 +399,7 @@ impl Document<'_> {
         let text = match value.get_ref() {
             DeValue::String(text) => text.to_string(),
             DeValue::Integer(integer) => integer.to_string(),
+            DeValue::Float(float) => float.to_string(),
             _ => return Err(self.wrong_type(value, key, "a duration such as \"10s\"")),
         };
         parse_duration(&text).map_err(|error| {

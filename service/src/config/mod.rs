@@ -91,6 +91,10 @@ pub const MAX_NAME_LEN: usize = 128;
 /// refused so that adding one to an `Instant` can never overflow and panic.
 pub const MAX_DURATION: Duration = Duration::from_secs(876_000 * 3600);
 
+/// The PATH a service gets unless its environment sets one; also where
+/// the hint for a relative `exec` looks.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// One service, ready to run: a plain service, or one instance of a
 /// template with `%i` substituted.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -53,6 +53,8 @@ pub enum NameError {
     MissingInstance { template: String },
     #[error("the template name before the @ is empty")]
     MissingTemplate,
+    #[error("{name:?} begins with '-', which a program would take for an option")]
+    LeadingDash { name: String },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -112,6 +114,13 @@ pub(super) fn validate_name_part(part: &str) -> Result<(), NameError> {
 
 pub(super) fn validate_instance_name(template: &str, instance: &str) -> Result<(), NameError> {
     validate_name_part(instance)?;
+    // An instance is substituted into argv: "-x" would reach the program
+    // as an option.
+    if instance.starts_with('-') {
+        return Err(NameError::LeadingDash {
+            name: instance.to_string(),
+        });
+    }
     check_length(template.len() + 1 + instance.len())
 }
 

@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     Changes, Clues, EXIT_CODE_EXEC_FAILED, Event, ExitStatus, Expect, MainPidSource, Notice,
-    Notification, Now, Outcome, Pid, Process, ServiceId, State, Status, Tracker,
+    Notification, Now, Outcome, Pid, Process, RunResult, ServiceId, State, Status, Tracker,
     service::{Adoption, Grave, Service},
 };
 
@@ -156,8 +156,13 @@ impl<'a> Batch<'a> {
         let now = self.now;
         let service = self.touch(id);
         if service.state != state {
+            let was_starting = service.state == State::Starting;
             service.state = state;
             service.state_changed_at = now;
+            // Running in time: the start timeout no longer applies.
+            if was_starting && state == State::Running {
+                self.set_deadline(id, None);
+            }
         }
     }
 
@@ -236,6 +241,10 @@ impl<'a> Batch<'a> {
         service.pending_failure = None;
         service.run_root = Some(pid);
         service.guess_origin = None;
+        // A new run has not failed yet.
+        service.result = RunResult::Success;
+        service.timed_out = false;
+        let start_timeout = service.policy.start_timeout;
         let running = service.has_started();
         self.set_state(
             id,
@@ -245,6 +254,10 @@ impl<'a> Batch<'a> {
                 State::Starting
             },
         );
+        if !running && !start_timeout.is_zero() {
+            let due = self.now.monotonic + start_timeout;
+            self.set_deadline(id, Some(due));
+        }
     }
 
     pub(super) fn spawn_failed(&mut self, id: ServiceId) {

@@ -19,7 +19,7 @@ impl Batch<'_> {
         let operator_stop = service.after_stop;
         let after = match operator_stop {
             Some(after) => {
-                service.result = if service.killed {
+                service.result = if service.killed || service.timed_out {
                     RunResult::Timeout
                 } else {
                     RunResult::Success
@@ -183,6 +183,19 @@ impl Batch<'_> {
         let service = &self.tracker.services[id.index()];
         match service.state {
             State::Restarting => self.start(id),
+            // Not running within start-timeout: stopped, and failed (or
+            // restarted, as a failure is) with Result = timeout.
+            State::Starting if service.main.is_some() || !service.members.is_empty() => {
+                let after = match service.policy.restart {
+                    Restart::No => AfterStop::Failed,
+                    Restart::OnFailure | Restart::Always => AfterStop::Restart,
+                };
+                let service = self.touch(id);
+                service.timed_out = true;
+                service.result = RunResult::Timeout;
+                self.set_deadline(id, None);
+                self.begin_stop(id, after);
+            }
             State::Stopping => {
                 let members: Vec<Pid> = service.members.iter().copied().collect();
                 self.signal_all(id, &members, Signal::KILL);

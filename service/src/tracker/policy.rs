@@ -20,6 +20,9 @@ pub struct Policy {
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
     pub reload_signal: Signal,
+    /// How long `fork`, `daemon` and `notify` services may take to be
+    /// running; zero for no limit.
+    pub start_timeout: Duration,
 }
 
 impl Default for Policy {
@@ -35,6 +38,7 @@ impl Default for Policy {
             stop_signal: Signal::TERM,
             stop_timeout: Duration::from_secs(10),
             reload_signal: Signal::HUP,
+            start_timeout: Duration::from_secs(90),
         }
     }
 }

@@ -31,6 +31,8 @@ pub(super) struct Service {
     pub(super) deadline: Option<Duration>,
     /// SIGKILL was needed to stop it.
     pub(super) killed: bool,
+    /// The run did not become running within `start-timeout`.
+    pub(super) timed_out: bool,
     /// Start times inside the start-limit window.
     pub(super) starts: VecDeque<Duration>,
     /// After a hand-off that was a guess among several adoptees: the ones
@@ -104,6 +106,7 @@ impl Service {
             after_stop: None,
             deadline: None,
             killed: false,
+            timed_out: false,
             starts: VecDeque::new(),
             contenders: Vec::new(),
             certain_once_alone: false,

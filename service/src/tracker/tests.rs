@@ -1503,3 +1503,82 @@ fn a_program_that_cannot_start_is_retried_at_the_next_turn_not_at_once() {
     let out = h.advance(Duration::ZERO);
     assert_eq!(out.actions, vec![Action::Spawn { service: web }]);
 }
+
+#[test]
+fn a_notify_service_that_never_gets_ready_is_stopped_at_its_start_timeout() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        expect: Expect::Notify,
+        restart: Restart::No,
+        start_timeout: Duration::from_secs(5),
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    assert!(signals(&h.advance(Duration::from_millis(4_999))).is_empty());
+    assert_eq!(h.status(web).state, State::Starting);
+    let out = h.advance(Duration::from_millis(1));
+    assert_eq!(signals(&out), vec![(100, SIGTERM)]);
+    assert_eq!(h.status(web).state, State::Stopping);
+    h.apply(&[exited(100, ExitStatus::Signal(SIGTERM))]);
+    let status = h.status(web);
+    assert_eq!(status.state, State::Failed);
+    assert_eq!(status.result, RunResult::Timeout);
+}
+
+#[test]
+fn a_start_timeout_is_a_failure_that_restart_on_failure_restarts() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        expect: Expect::Fork,
+        start_timeout: Duration::from_secs(5),
+        restart_delay: Duration::ZERO,
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    h.advance(Duration::from_secs(5));
+    let out = h.apply(&[exited(100, ExitStatus::Signal(SIGTERM))]);
+    assert!(
+        out.actions.contains(&Action::Spawn { service: web }),
+        "{out:?}"
+    );
+    assert_eq!(h.status(web).restarts, 1);
+}
+
+#[test]
+fn ready_in_time_cancels_the_start_timeout() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        expect: Expect::Notify,
+        start_timeout: Duration::from_secs(5),
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    h.notify(web, true, None);
+    assert_eq!(h.status(web).state, State::Running);
+    assert_eq!(h.tracker.next_deadline(), None);
+    assert!(signals(&h.advance(Duration::from_secs(60))).is_empty());
+    assert_eq!(h.status(web).state, State::Running);
+}
+
+#[test]
+fn a_new_run_starts_with_a_clean_result() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        expect: Expect::Foreground,
+        restart_delay: Duration::ZERO,
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    let out = h.apply(&[exited(100, ExitStatus::Code(3))]);
+    assert!(out.actions.contains(&Action::Spawn { service: web }));
+    assert_eq!(h.status(web).result, RunResult::ExitCode);
+    h.apply(&[Event::Spawned {
+        service: web,
+        pid: 101,
+        start_time: Some(101),
+    }]);
+    let status = h.status(web);
+    assert_eq!(status.state, State::Running);
+    assert_eq!(status.result, RunResult::Success);
+    assert_eq!(status.last_exit, Some(ExitStatus::Code(3)));
+}

@@ -25,6 +25,7 @@ fn minimal_service_gets_the_documented_defaults() {
                 stop_signal: Signal::TERM,
                 stop_timeout: Duration::from_secs(10),
                 reload_signal: Signal::HUP,
+                start_timeout: Duration::from_secs(90),
             },
             chroot: None,
             user: None,
@@ -50,6 +51,7 @@ fn every_key_is_read() {
         start-limit = { burst = 3, interval = "1m" }
         stop-signal = "QUIT"
         stop-timeout = "30s"
+        start-timeout = "2min"
         reload-signal = "USR2"
         chroot = "/srv/web"
         user = "www-data"
@@ -75,6 +77,7 @@ fn every_key_is_read() {
     );
     assert_eq!(spec.policy.stop_signal, "QUIT".parse().unwrap());
     assert_eq!(spec.policy.stop_timeout, Duration::from_secs(30));
+    assert_eq!(spec.policy.start_timeout, Duration::from_secs(120));
     assert_eq!(spec.policy.reload_signal, "USR2".parse().unwrap());
     assert_eq!(spec.chroot, Some(PathBuf::from("/srv/web")));
     assert_eq!(spec.user.as_deref(), Some("www-data"));
@@ -215,10 +218,13 @@ fn exec_must_not_be_empty() {
 #[test]
 fn relative_exec_suggests_an_absolute_path() {
     assert_eq!(
-        message("description = \"x\"\nexec = [\"nginx\", \"-t\"]\n"),
-        "/etc/adoptd/services/web.toml:2: exec: exec[0] must be an absolute path (\"nginx\" is relative; write e.g. \"/usr/sbin/nginx\")"
+        message("description = \"x\"\nexec = [\"sleep\", \"1\"]\n"),
+        "/etc/adoptd/services/web.toml:2: exec: exec[0] must be an absolute path (\"sleep\" is relative; write e.g. \"/usr/bin/sleep\")"
     );
-    assert!(message("exec = [\"./bin/run\"]").contains("write e.g. \"/usr/sbin/run\""));
+    assert!(
+        message("exec = [\"./bin/no-such-program-anywhere\"]")
+            .contains("write e.g. \"/usr/bin/no-such-program-anywhere\"")
+    );
     assert!(matches!(
         parse_error("web", "exec = [\"\"]").kind,
         ConfigErrorKind::ExecRelative { .. }
@@ -243,25 +249,24 @@ fn invalid_duration_reports_file_line_and_key() {
     let text = format!("{EXEC}description = \"web\"\n\nrestart-delay = \"10 sekunden\"\n");
     assert_eq!(
         message(&text),
-        "/etc/adoptd/services/web.toml:4: restart-delay: invalid duration \"10 sekunden\": unknown unit \"sekunden\" (use ms, s, m, h)"
+        "/etc/adoptd/services/web.toml:4: restart-delay: invalid duration \"10 sekunden\": unknown unit \"sekunden\" (use us, ms, s, min, h, d, w, M or y, as systemd does; m is minutes)"
     );
 }
 
 #[test]
-fn integer_duration_zero_is_accepted_others_need_a_unit() {
-    assert_eq!(
-        service(&format!("{EXEC}restart-delay = 0"))
+fn bare_numbers_are_seconds_as_in_systemd() {
+    let delay = |value: &str| {
+        service(&format!("{EXEC}restart-delay = {value}"))
             .policy
-            .restart_delay,
-        Duration::ZERO
-    );
-    assert_eq!(
-        message(&format!("{EXEC}stop-timeout = 10")),
-        "/etc/adoptd/services/web.toml:2: stop-timeout: invalid duration \"10\": 10 has no unit (add one, e.g. \"10s\" or \"10ms\")"
-    );
+            .restart_delay
+    };
+    assert_eq!(delay("0"), Duration::ZERO);
+    assert_eq!(delay("10"), Duration::from_secs(10));
+    assert_eq!(delay("1.5"), Duration::from_millis(1500));
+    assert_eq!(delay("\"1min 30s\""), Duration::from_secs(90));
     assert!(
-        message(&format!("{EXEC}stop-timeout = 1.5"))
-            .contains("expected a duration such as \"10s\", found a float")
+        message(&format!("{EXEC}stop-timeout = true"))
+            .contains("expected a duration such as \"10s\", found a boolean")
     );
 }
 
@@ -488,6 +493,10 @@ fn wrong_types_are_refused_for_every_key() {
                 (*key, value),
                 ("description" | "user" | "group", "\"text\"")
                     | ("stop-signal" | "reload-signal", "42")
+                    | (
+                        "restart-delay" | "stop-timeout" | "start-timeout",
+                        "42" | "1.5"
+                    )
                     | ("autostart", "true")
             );
             assert_eq!(result.is_ok(), accepted, "{key} = {value}: {result:?}");

@@ -75,7 +75,17 @@ fn template_without_instance_specifier_is_fine() {
 #[test]
 fn template_instantiate_refuses_bad_instance_names() {
     let template = template("apache2@", APACHE);
-    for instance in ["", "a b", "a/b", "..", ".", "x@y", "caf\u{e9}"] {
+    for instance in [
+        "",
+        "a b",
+        "a/b",
+        "..",
+        ".",
+        "x@y",
+        "caf\u{e9}",
+        "-x",
+        "--help",
+    ] {
         let error = template.instantiate(instance).unwrap_err();
         assert!(
             matches!(error.kind, ConfigErrorKind::BadInstanceName { .. }),
