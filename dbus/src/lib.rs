@@ -37,7 +37,7 @@ pub use names::{
 };
 pub use proxy::{ManagerProxy, ServiceProxy, ServiceRow};
 pub use signal::{Signal, SignalError};
-pub use state::{MainPidSource, ServiceResult, State, UnknownValue};
+pub use state::{LoadState, MainPidSource, ServiceResult, State, UnknownValue};
 
 #[cfg(test)]
 mod contract_tests {
@@ -117,7 +117,7 @@ mod contract_tests {
             property::<String>("Name", Emits::Const),
             property::<String>("Template", Emits::Const),
             property::<String>("Instance", Emits::Const),
-            property::<String>("Description", Emits::Const),
+            property::<String>("Description", Emits::Changes),
             property::<State>("State", Emits::Changes),
             property::<u32>("MainPID", Emits::Changes),
             property::<u32>("PreviousPID", Emits::Changes),
@@ -129,16 +129,36 @@ mod contract_tests {
             property::<i32>("ExitCode", Emits::Changes),
             property::<i32>("ExitSignal", Emits::Changes),
             property::<ServiceResult>("Result", Emits::Changes),
-            property::<Vec<String>>("Command", Emits::Const),
-            property::<String>("Chroot", Emits::Const),
-            property::<String>("User", Emits::Const),
-            property::<String>("Expect", Emits::Const),
-            property::<String>("Restart", Emits::Const),
+            property::<Vec<String>>("Command", Emits::Changes),
+            property::<String>("Chroot", Emits::Changes),
+            property::<String>("User", Emits::Changes),
+            property::<String>("Expect", Emits::Changes),
+            property::<String>("Restart", Emits::Changes),
+            property::<LoadState>("LoadState", Emits::Changes),
+            property::<String>("LoadError", Emits::Changes),
+            property::<String>("FragmentPath", Emits::Changes),
+            property::<bool>("NeedDaemonReload", Emits::Changes),
+            property::<String>("ExecError", Emits::Changes),
+            property::<String>("StatusText", Emits::Changes),
+            property::<String>("Group", Emits::Changes),
+            property::<String>("WorkingDirectory", Emits::Changes),
+            property::<Vec<String>>("Environment", Emits::Changes),
+            property::<u64>("RestartUSec", Emits::Changes),
+            property::<u64>("TimeoutStartUSec", Emits::Changes),
+            property::<u64>("TimeoutStopUSec", Emits::Changes),
+            property::<u32>("StartLimitBurst", Emits::Changes),
+            property::<u64>("StartLimitIntervalUSec", Emits::Changes),
+            property::<i32>("KillSignal", Emits::Changes),
+            property::<i32>("ReloadSignal", Emits::Changes),
+            property::<String>("PIDFile", Emits::Changes),
+            property::<String>("Output", Emits::Changes),
+            property::<bool>("Autostart", Emits::Changes),
             method("Start", &[], &[]),
             method("Stop", &[], &[]),
             method("Restart", &[], &[]),
             method("Reload", &[], &[]),
             method("Kill", &[("signal", sig::<i32>())], &[]),
+            method("ResetFailed", &[], &[]),
             signal(
                 "Adopted",
                 &[("pid", sig::<u32>()), ("previous_pid", sig::<u32>())],
@@ -184,7 +204,7 @@ mod contract_tests {
 
     #[test]
     fn service_row_is_the_list_services_item() {
-        assert_eq!(ServiceRow::SIGNATURE.to_string(), "(ssuuo)");
+        assert_eq!(ServiceRow::SIGNATURE.to_string(), "(ssuutso)");
     }
 
     #[test]

@@ -13,9 +13,9 @@
 use serde::{Deserialize, Serialize};
 use zbus::{ObjectPath, OwnedObjectPath, Type, proxy};
 
-use crate::{Error, MainPidSource, ServiceResult, State};
+use crate::{Error, LoadState, MainPidSource, ServiceResult, State};
 
-/// One entry of `ListServices` (`(ssuuo)`).
+/// One entry of `ListServices` (`(ssuutso)`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct ServiceRow {
     /// The service's name, `name` or `template@instance`.
@@ -26,6 +26,10 @@ pub struct ServiceRow {
     pub main_pid: u32,
     /// Its `PreviousPID`, 0 when none.
     pub previous_pid: u32,
+    /// Its `StateChangeTimestamp`, µs since the epoch.
+    pub state_change_timestamp: u64,
+    /// Its `LoadState`.
+    pub load_state: LoadState,
     /// Its object path.
     pub path: OwnedObjectPath,
 }
@@ -99,7 +103,7 @@ pub trait Service {
     fn instance(&self) -> zbus::Result<String>;
 
     /// The configured description, `%i` expanded.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn description(&self) -> zbus::Result<String>;
 
     /// The lifecycle state.
@@ -149,25 +153,102 @@ pub trait Service {
     fn result(&self) -> zbus::Result<ServiceResult>;
 
     /// The configured argv, `%i` expanded.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn command(&self) -> zbus::Result<Vec<String>>;
 
     /// The configured chroot, empty when none.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn chroot(&self) -> zbus::Result<String>;
 
     /// The configured user, empty when adoptd's own.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn user(&self) -> zbus::Result<String>;
 
     /// The configured `expect`: `auto`, `foreground`, `fork`, `daemon` or
     /// `notify`.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn expect(&self) -> zbus::Result<String>;
 
     /// The configured `restart`: `no`, `on-failure` or `always`.
-    #[zbus(property(emits_changed_signal = "const"), name = "Restart")]
+    #[zbus(property, name = "Restart")]
     fn restart_policy(&self) -> zbus::Result<String>;
+
+    /// `loaded`, `bad-setting` or `not-found`.
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<LoadState>;
+
+    /// Why the file was refused (`FILE:LINE: KEY: message`), empty when
+    /// loaded.
+    #[zbus(property)]
+    fn load_error(&self) -> zbus::Result<String>;
+
+    /// The service file (the template's for an instance).
+    #[zbus(property)]
+    fn fragment_path(&self) -> zbus::Result<String>;
+
+    /// The file on disk differs from what was loaded.
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::Result<bool>;
+
+    /// Why the last start could not run the program, empty when it could.
+    #[zbus(property)]
+    fn exec_error(&self) -> zbus::Result<String>;
+
+    /// The last `STATUS=` the service sent over sd_notify.
+    #[zbus(property)]
+    fn status_text(&self) -> zbus::Result<String>;
+
+    /// The configured group, empty when none.
+    #[zbus(property)]
+    fn group(&self) -> zbus::Result<String>;
+
+    /// The configured working directory, empty for `/`.
+    #[zbus(property)]
+    fn working_directory(&self) -> zbus::Result<String>;
+
+    /// The configured environment, as `K=V`.
+    #[zbus(property)]
+    fn environment(&self) -> zbus::Result<Vec<String>>;
+
+    /// The configured `restart-delay`, µs.
+    #[zbus(property, name = "RestartUSec")]
+    fn restart_usec(&self) -> zbus::Result<u64>;
+
+    /// The configured `start-timeout`, µs; 0 for none.
+    #[zbus(property, name = "TimeoutStartUSec")]
+    fn timeout_start_usec(&self) -> zbus::Result<u64>;
+
+    /// The configured `stop-timeout`, µs.
+    #[zbus(property, name = "TimeoutStopUSec")]
+    fn timeout_stop_usec(&self) -> zbus::Result<u64>;
+
+    /// The configured `start-limit.burst`.
+    #[zbus(property)]
+    fn start_limit_burst(&self) -> zbus::Result<u32>;
+
+    /// The configured `start-limit.interval`, µs.
+    #[zbus(property, name = "StartLimitIntervalUSec")]
+    fn start_limit_interval_usec(&self) -> zbus::Result<u64>;
+
+    /// The configured `stop-signal`, as a number.
+    #[zbus(property)]
+    fn kill_signal(&self) -> zbus::Result<i32>;
+
+    /// The configured `reload-signal`, as a number.
+    #[zbus(property)]
+    fn reload_signal(&self) -> zbus::Result<i32>;
+
+    /// The configured `pid-file`, empty when none.
+    #[zbus(property, name = "PIDFile")]
+    fn pid_file(&self) -> zbus::Result<String>;
+
+    /// The configured `output`: `log`, `null` or `inherit`.
+    #[zbus(property)]
+    fn output(&self) -> zbus::Result<String>;
+
+    /// Whether the service starts when adoptd starts.
+    #[zbus(property)]
+    fn autostart(&self) -> zbus::Result<bool>;
 
     /// Starts the service.
     fn start(&self) -> Result<(), Error>;
@@ -183,6 +264,9 @@ pub trait Service {
 
     /// Sends `signal` to the main process.
     fn kill(&self, signal: i32) -> Result<(), Error>;
+
+    /// A failed service becomes stopped; its start-limit count starts again.
+    fn reset_failed(&self) -> Result<(), Error>;
 
     /// The main process handed over to `pid`; `previous_pid` is the process
     /// it took over from.
@@ -209,6 +293,8 @@ mod tests {
             state: State::Running,
             main_pid: 4242,
             previous_pid: 4241,
+            state_change_timestamp: 1_700_000_000_000_000,
+            load_state: LoadState::BadSetting,
             path: crate::service_path("apache2@chroot1"),
         };
         let encoded = to_bytes(Context::new(LE, 0), &vec![row.clone()]).unwrap();

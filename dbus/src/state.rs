@@ -1,5 +1,5 @@
-//! The enumerated string properties of a service: `State`, `MainPIDSource`
-//! and `Result`.
+//! The enumerated string properties of a service: `State`, `MainPIDSource`,
+//! `Result` and `LoadState`.
 //!
 //! On the wire each is a plain string (signature `s`) spelled in lower-case
 //! kebab-case, so `busctl` and scripts read them without knowing this crate;
@@ -43,6 +43,19 @@ string_enum! {
         Notify = "notify",
         /// Several candidates and no pid-file: a session leader or the oldest.
         Guess = "guess",
+    }
+}
+
+string_enum! {
+    /// Whether the service's file loaded (the `LoadState` property).
+    LoadState {
+        /// The file as it is now was loaded.
+        Loaded = "loaded",
+        /// The file as it is now was refused (`LoadError` says why); a
+        /// service loaded from an earlier version keeps running it.
+        BadSetting = "bad-setting",
+        /// The file is gone; the service is removed once it is stopped.
+        NotFound = "not-found",
     }
 }
 

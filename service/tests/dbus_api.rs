@@ -197,10 +197,12 @@ fn main_pid_and_previous_pid_follow_a_double_forking_daemon() {
         MANAGER_INTERFACE,
         "ListServices",
     ]);
+    let since = property(&bus, "dancer", "StateChangeTimestamp");
+    let since = since.strip_prefix("t ").expect("a timestamp");
     assert_eq!(
         rows.trim(),
         format!(
-            "a(ssuuo) 1 \"dancer\" \"running\" {} {} \"/org/adoptd1/service/dancer\"",
+            "a(ssuutso) 1 \"dancer\" \"running\" {} {} {since} \"loaded\" \"/org/adoptd1/service/dancer\"",
             settled.pid, settled.last_parent
         )
     );

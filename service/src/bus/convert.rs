@@ -65,6 +65,7 @@ pub(super) fn request_error(error: RequestError) -> Error {
         RequestError::InvalidName { .. } | RequestError::BadInstance { .. } => {
             Error::InvalidName(sentence)
         }
+        RequestError::NotLoaded { .. } => Error::Failed(sentence),
         RequestError::Refused { source, .. } => match source {
             CommandError::AlreadyRunning => Error::AlreadyRunning(sentence),
             CommandError::NotRunning => Error::NotRunning(sentence),

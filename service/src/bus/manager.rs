@@ -46,7 +46,8 @@ impl Manager {
         self.shared.registry().orphans_reaped
     }
 
-    /// Every loaded service: name, State, MainPID, PreviousPID, object path.
+    /// Every service object, refused files included: name, State, MainPID,
+    /// PreviousPID, StateChangeTimestamp, LoadState, object path.
     fn list_services(&self) -> Vec<ServiceRow> {
         let registry = self.shared.registry();
         registry
@@ -56,6 +57,8 @@ impl Manager {
                 state: State::from(entry.status.state),
                 main_pid: entry.status.main_pid.unwrap_or(0),
                 previous_pid: entry.status.previous_pid.unwrap_or(0),
+                state_change_timestamp: entry.status.state_changed_at.realtime_us,
+                load_state: entry.load.state,
                 path: adoptd_dbus::service_path(&entry.spec.name),
             })
             .collect()
@@ -107,14 +110,26 @@ impl Manager {
             .await
     }
 
-    /// Re-reads the configuration directory.
+    /// Re-reads the configuration directory; Failed, naming them, when
+    /// files were refused (the others are loaded all the same).
     async fn reload(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
         auth::authorize(connection, &header, self.shared.owner_uid).await?;
-        self.shared.ask(|reply| Request::Reload { reply }).await
+        let refused = self.shared.ask(|reply| Request::Reload { reply }).await?;
+        match refused.as_slice() {
+            [] => Ok(()),
+            [one] => Err(Error::Failed(format!(
+                "One service file was refused (the others are loaded): {one}"
+            ))),
+            many => Err(Error::Failed(format!(
+                "{} service files were refused (the others are loaded): {}",
+                many.len(),
+                many.join("; ")
+            ))),
+        }
     }
 
     /// A service object appeared (loaded, or a template instantiated).

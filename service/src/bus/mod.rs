@@ -21,6 +21,7 @@
 //! channel and requests come from here.
 
 mod auth;
+mod configured;
 mod convert;
 mod manager;
 pub mod private;
@@ -53,7 +54,7 @@ use convert::exit_code_and_signal;
 
 use crate::{
     config::ServiceSpec,
-    supervisor::{Request, Update},
+    supervisor::{Load, Request, Update},
     tracker::{Changes, Notice, ServiceId, Status},
 };
 
@@ -299,6 +300,12 @@ struct Entry {
     id: ServiceId,
     spec: Arc<ServiceSpec>,
     status: Status,
+    /// Whether its file loaded.
+    load: Load,
+    /// Why its last start could not run the program; empty when it could.
+    exec_error: String,
+    /// The last `STATUS=` it sent.
+    status_text: String,
     /// Whether its object is served on the current connection.
     published: bool,
 }
@@ -310,6 +317,7 @@ impl Registry {
                 service,
                 spec,
                 status,
+                load,
             } => {
                 let index = service.index();
                 if self.services.len() <= index {
@@ -320,8 +328,31 @@ impl Registry {
                     id: *service,
                     spec: Arc::clone(spec),
                     status: *status,
+                    load: load.clone(),
+                    exec_error: String::new(),
+                    status_text: String::new(),
                     published,
                 });
+            }
+            Update::Configured {
+                service,
+                spec,
+                load,
+            } => {
+                if let Some(entry) = self.get_mut(*service) {
+                    entry.spec = Arc::clone(spec);
+                    entry.load = load.clone();
+                }
+            }
+            Update::ExecError { service, error } => {
+                if let Some(entry) = self.get_mut(*service) {
+                    entry.exec_error.clone_from(error);
+                }
+            }
+            Update::StatusText { service, text } => {
+                if let Some(entry) = self.get_mut(*service) {
+                    entry.status_text.clone_from(text);
+                }
             }
             Update::Tracker(Notice::Changed {
                 service, status, ..
@@ -467,6 +498,17 @@ impl Publisher<'_> {
             Update::ServiceAdded { service, .. } => self.shared.registry().get(*service).is_some(),
             _ => true,
         };
+        // What a reload, a start or sd_notify may change, as it was.
+        let configured_before = match &update {
+            Update::Configured { service, .. }
+            | Update::ExecError { service, .. }
+            | Update::StatusText { service, .. } => self
+                .shared
+                .registry()
+                .get(*service)
+                .map(configured::properties),
+            _ => None,
+        };
         self.shared.registry().apply(&update);
         let result = match update {
             Update::ServiceAdded { service, spec, .. } => {
@@ -497,6 +539,11 @@ impl Publisher<'_> {
                 None => Ok(()),
             },
             Update::ServiceRemoved { name, .. } => self.service_removed(&name).await,
+            Update::Configured { service, .. }
+            | Update::ExecError { service, .. }
+            | Update::StatusText { service, .. } => {
+                self.configuration_changed(service, configured_before).await
+            }
             Update::Tracker(Notice::OrphanReaped { total, .. }) => {
                 let changed = HashMap::from([("OrphansReaped", Variant::from(total))]);
                 self.properties_changed(MANAGER_PATH.to_owned(), MANAGER_INTERFACE, changed)
@@ -555,6 +602,31 @@ impl Publisher<'_> {
             }
         };
         let changed = changed_properties(status, changes);
+        self.properties_changed(path.to_string(), SERVICE_INTERFACE, changed)
+            .await
+    }
+
+    /// One `PropertiesChanged` with the configuration properties that
+    /// differ from `before`, if any do.
+    async fn configuration_changed(
+        &self,
+        service: ServiceId,
+        before: Option<Vec<(&'static str, Variant<'static>)>>,
+    ) -> zbus::Result<()> {
+        let (path, changed) = {
+            let registry = self.shared.registry();
+            let (Some(entry), Some(before)) = (registry.get(service), before) else {
+                return Ok(());
+            };
+            if !entry.published {
+                return Ok(());
+            }
+            let changed = configured::changed(&before, configured::properties(entry));
+            (adoptd_dbus::service_path(&entry.spec.name), changed)
+        };
+        if changed.is_empty() {
+            return Ok(());
+        }
         self.properties_changed(path.to_string(), SERVICE_INTERFACE, changed)
             .await
     }

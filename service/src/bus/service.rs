@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use adoptd_dbus::{Error, MainPidSource, ServiceResult, Signal, State};
+use adoptd_dbus::{Error, LoadState, MainPidSource, ServiceResult, Signal, State};
 use zbus::{Connection, interface, message::Header, object_server::SignalEmitter};
 
 use super::{
-    Entry, Shared, auth,
+    Entry, Shared, auth, configured,
     convert::{exit_code_and_signal, request_error},
 };
 use crate::{
@@ -52,7 +52,7 @@ impl Service {
     }
 
     /// The configured description, %i expanded.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn description(&self) -> zbus::fdo::Result<String> {
         self.read(|e| e.spec.description.clone())
     }
@@ -145,39 +145,148 @@ impl Service {
     }
 
     /// The configured argv, %i expanded.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn command(&self) -> zbus::fdo::Result<Vec<String>> {
         self.read(|e| e.spec.exec.clone())
     }
 
     /// The configured chroot; empty when none.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn chroot(&self) -> zbus::fdo::Result<String> {
-        self.read(|e| {
-            e.spec
-                .chroot
-                .as_ref()
-                .map(|path| path.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        self.read(|e| configured::path_text(e.spec.chroot.as_deref()))
     }
 
     /// The configured user; empty when adoptd's own.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn user(&self) -> zbus::fdo::Result<String> {
         self.read(|e| e.spec.user.clone().unwrap_or_default())
     }
 
     /// The configured expect: auto, foreground, fork, daemon or notify.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn expect(&self) -> zbus::fdo::Result<&'static str> {
         self.read(|e| e.spec.policy.expect.as_str())
     }
 
     /// The configured restart policy: no, on-failure or always.
-    #[zbus(property(emits_changed_signal = "const"))]
+    #[zbus(property)]
     fn restart(&self) -> zbus::fdo::Result<&'static str> {
         self.read(|e| e.spec.policy.restart.as_str())
+    }
+
+    /// loaded, bad-setting or not-found.
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::fdo::Result<LoadState> {
+        self.read(|e| e.load.state)
+    }
+
+    /// FILE:LINE: KEY: message of the refusal; empty when loaded.
+    #[zbus(property)]
+    fn load_error(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.load.error.clone().unwrap_or_default())
+    }
+
+    /// The service file (the template's file for an instance).
+    #[zbus(property)]
+    fn fragment_path(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.spec.source.to_string_lossy().into_owned())
+    }
+
+    /// The file on disk differs from what was loaded.
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::fdo::Result<bool> {
+        self.read(|e| e.load.need_reload)
+    }
+
+    /// Why the last start could not run the program; empty when it could.
+    #[zbus(property)]
+    fn exec_error(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.exec_error.clone())
+    }
+
+    /// The last STATUS= the service sent over sd_notify.
+    #[zbus(property)]
+    fn status_text(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.status_text.clone())
+    }
+
+    /// The configured group; empty when none.
+    #[zbus(property)]
+    fn group(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| e.spec.group.clone().unwrap_or_default())
+    }
+
+    /// The configured working directory; empty for /.
+    #[zbus(property)]
+    fn working_directory(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| configured::path_text(e.spec.working_directory.as_deref()))
+    }
+
+    /// The configured environment, as K=V.
+    #[zbus(property)]
+    fn environment(&self) -> zbus::fdo::Result<Vec<String>> {
+        self.read(configured::environment)
+    }
+
+    /// The configured restart-delay, in microseconds.
+    #[zbus(property, name = "RestartUSec")]
+    fn restart_usec(&self) -> zbus::fdo::Result<u64> {
+        self.read(|e| configured::micros(e.spec.policy.restart_delay))
+    }
+
+    /// The configured start-timeout, in microseconds; 0 for none.
+    #[zbus(property, name = "TimeoutStartUSec")]
+    fn timeout_start_usec(&self) -> zbus::fdo::Result<u64> {
+        self.read(|e| configured::micros(e.spec.policy.start_timeout))
+    }
+
+    /// The configured stop-timeout, in microseconds.
+    #[zbus(property, name = "TimeoutStopUSec")]
+    fn timeout_stop_usec(&self) -> zbus::fdo::Result<u64> {
+        self.read(|e| configured::micros(e.spec.policy.stop_timeout))
+    }
+
+    /// The configured start-limit burst.
+    #[zbus(property)]
+    fn start_limit_burst(&self) -> zbus::fdo::Result<u32> {
+        self.read(|e| e.spec.policy.start_limit.burst)
+    }
+
+    /// The configured start-limit interval, in microseconds.
+    #[zbus(property, name = "StartLimitIntervalUSec")]
+    fn start_limit_interval_usec(&self) -> zbus::fdo::Result<u64> {
+        self.read(|e| configured::micros(e.spec.policy.start_limit.interval))
+    }
+
+    /// The configured stop-signal, as a number (systemd's KillSignal).
+    #[zbus(property)]
+    fn kill_signal(&self) -> zbus::fdo::Result<i32> {
+        self.read(|e| e.spec.policy.stop_signal.number())
+    }
+
+    /// The configured reload-signal, as a number.
+    #[zbus(property)]
+    fn reload_signal(&self) -> zbus::fdo::Result<i32> {
+        self.read(|e| e.spec.policy.reload_signal.number())
+    }
+
+    /// The configured pid-file; empty when none.
+    #[zbus(property, name = "PIDFile")]
+    fn pid_file(&self) -> zbus::fdo::Result<String> {
+        self.read(|e| configured::path_text(e.spec.pid_file.as_deref()))
+    }
+
+    /// The configured output: log, null or inherit.
+    #[zbus(property)]
+    fn output(&self) -> zbus::fdo::Result<&'static str> {
+        self.read(|e| e.spec.output.as_str())
+    }
+
+    /// Whether the service starts when adoptd starts (for an instance:
+    /// its template's).
+    #[zbus(property)]
+    fn autostart(&self) -> zbus::fdo::Result<bool> {
+        self.read(|e| e.spec.autostart)
     }
 
     /// Starts the service; AlreadyRunning if it is starting or running.
@@ -219,6 +328,17 @@ impl Service {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
         self.control(Command::Reload, &header, connection).await
+    }
+
+    /// A failed service becomes stopped, and its start-limit count starts
+    /// again; nothing for one that is not failed.
+    async fn reset_failed(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<(), Error> {
+        self.control(Command::ResetFailed, &header, connection)
+            .await
     }
 
     /// Sends signal to the main process; NotRunning if there is none.

@@ -57,7 +57,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -129,6 +129,33 @@ pub struct ServiceSpec {
     /// the template's `autostart`, which decides whether the instances the
     /// template lists start with adoptd.
     pub autostart: bool,
+}
+
+impl ServiceSpec {
+    /// The stand-in for a service whose file was refused before any
+    /// version of it loaded: it names the service and its file, so the
+    /// refusal can be shown, and is never started (its `exec` is empty,
+    /// the one exception to the invariants above).
+    pub fn refused(name: &str, source: &Path) -> Self {
+        let (template, instance) = split_name(name);
+        ServiceSpec {
+            name: name.to_owned(),
+            template: instance.map(|_| template.to_owned()),
+            instance: instance.map(str::to_owned),
+            source: source.to_path_buf(),
+            description: String::new(),
+            exec: Vec::new(),
+            policy: Policy::default(),
+            chroot: None,
+            user: None,
+            group: None,
+            working_directory: None,
+            environment: BTreeMap::new(),
+            pid_file: None,
+            output: Output::default(),
+            autostart: false,
+        }
+    }
 }
 
 /// Where the service's stdout and stderr go.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use adoptd_dbus::Signal;
 use tracing::{debug, error, info, warn};
 
-use super::{Supervisor, output::forward_output};
+use super::{Supervisor, Update, output::forward_output};
 use crate::{
     config::ServiceSpec,
     invocation::InvocationId,
@@ -126,6 +126,10 @@ impl Supervisor {
             let name = self.specs[id.index()].name.clone();
             if let Some(status) = &message.status {
                 info!(service = %name, "status: {status}");
+                self.publish(Update::StatusText {
+                    service: id,
+                    text: status.clone(),
+                });
             }
             let main_pid = message.main_pid.filter(|&pid| {
                 let known = self.tracker.service_of(pid) == Some(id);
@@ -218,6 +222,12 @@ impl Supervisor {
                     forward_output(&spec.name, output);
                 }
                 info!(service = %spec.name, pid = spawned.pid, %invocation, "started {}", spec.exec.join(" "));
+                if self.exec_failed.remove(&id) {
+                    self.publish(Update::ExecError {
+                        service: id,
+                        error: String::new(),
+                    });
+                }
                 Event::Spawned {
                     service: id,
                     pid: spawned.pid,
@@ -225,7 +235,13 @@ impl Supervisor {
                 }
             }
             Err(e) => {
-                error!(service = %spec.name, "cannot start: {}", crate::errors::chain(&e));
+                let reason = crate::errors::chain(&e);
+                error!(service = %spec.name, "cannot start: {reason}");
+                self.exec_failed.insert(id);
+                self.publish(Update::ExecError {
+                    service: id,
+                    error: reason,
+                });
                 Event::SpawnFailed { service: id }
             }
         };

@@ -2,13 +2,18 @@
 //! define, the templates for instances made on demand, and the services
 //! whose file is gone (retired once they settle).
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Arc,
+};
 
+use adoptd_dbus::LoadState;
 use tracing::{error, info};
 
-use super::{RequestError, Supervisor, Update};
+use super::{Load, RequestError, Supervisor, Update};
 use crate::{
-    config::{self, ServiceSpec},
+    config::{self, ConfigError, ConfigErrorKind, ServiceSpec},
     tracker::{Command, Restart, ServiceId, State},
 };
 
@@ -20,54 +25,113 @@ impl Supervisor {
 
     /// Reads the configuration directory. New services are added (and
     /// started if they start by themselves; at start-up, all such are);
-    /// changed ones take effect at their next start; a file that became
-    /// unreadable or wrong keeps its service as it was. A service whose file
-    /// is gone is removed once it is stopped, and never restarted meanwhile.
-    pub(super) fn read_config(&mut self, initial: bool) {
+    /// changed ones take effect at their next start. A file that became
+    /// wrong keeps its service as it was, `bad-setting` with the refusal;
+    /// a refused file of a service never loaded gives a stand-in that
+    /// shows the refusal and never starts. A service whose file is gone is
+    /// `not-found`, removed once it is stopped, and never restarted
+    /// meanwhile. Returns the refusals, one line each.
+    pub(super) fn read_config(&mut self, initial: bool) -> Vec<String> {
         let loaded = config::load_dir(&self.config_dir);
         for problem in &loaded.errors {
             error!("{problem}");
         }
-        // Names whose file is there but wrong: their services stay.
-        let kept: BTreeSet<String> = loaded
-            .errors
-            .iter()
-            .filter_map(|e| {
-                e.path
-                    .file_stem()?
-                    .to_str()
-                    .map(|n| n.trim_end_matches('@').to_owned())
-            })
-            .collect();
-        self.templates = loaded.templates;
+        let refusals: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+        let refused = Refused::sort(&loaded.errors);
+        // A refused template keeps serving its instances from the version
+        // that loaded last.
+        let mut templates = loaded.templates;
+        for name in refused.templates.keys() {
+            if let Some(kept) = self.templates.remove(name) {
+                templates.insert(name.clone(), kept);
+            }
+        }
+        self.templates = templates;
         let mut present = BTreeSet::new();
         let mut autostart = Vec::new();
         for spec in loaded.services {
-            let starts = spec.autostart && (initial || !self.names.contains_key(&spec.name));
+            let starts = spec.autostart
+                && (initial || !self.names.contains_key(&spec.name) || self.is_stub(&spec.name));
             present.insert(spec.name.clone());
-            let id = self.add_or_update(spec);
+            let id = self.add_or_update(spec, Load::loaded());
             self.retiring.remove(&id);
             if starts {
                 autostart.push(id);
+            }
+        }
+        // Instances started on demand follow their template's new version.
+        let on_demand: Vec<(String, ServiceId)> = self
+            .names
+            .iter()
+            .filter(|(name, _)| !present.contains(*name))
+            .filter_map(|(name, &id)| {
+                let (template, instance) = config::split_name(name);
+                (instance.is_some() && self.templates.contains_key(template))
+                    .then(|| (name.clone(), id))
+            })
+            .collect();
+        for (name, id) in on_demand {
+            let (template, instance) = config::split_name(&name);
+            let refusal = refused.templates.get(template);
+            let fresh = self
+                .templates
+                .get(template)
+                .zip(instance)
+                .and_then(|(template, instance)| template.instantiate(instance).ok());
+            match (refusal, fresh) {
+                (None, Some(spec)) => {
+                    self.add_or_update(spec, Load::loaded());
+                }
+                _ => self.set_load(id, bad_setting(refusal.map(String::as_str))),
+            }
+            present.insert(name);
+        }
+        for (name, error) in &refused.services {
+            present.insert(name.clone());
+            let load = bad_setting(Some(error));
+            match self.names.get(name) {
+                Some(&id) => self.set_load(id, load),
+                None => {
+                    let spec = ServiceSpec::refused(name, &refused.paths[name]);
+                    let id = self.add_or_update(spec, load);
+                    self.stubs.insert(id);
+                }
+            }
+        }
+        for (template, error) in &refused.templates {
+            let instances: Vec<ServiceId> = self
+                .names
+                .iter()
+                .filter(|(name, _)| config::split_name(name).0 == template.as_str())
+                .map(|(_, &id)| id)
+                .collect();
+            for id in instances {
+                self.set_load(id, bad_setting(Some(error)));
+                present.insert(self.specs[id.index()].name.clone());
             }
         }
         let gone: Vec<(String, ServiceId)> = self
             .names
             .iter()
             .filter(|(name, _)| !present.contains(*name))
-            .filter(|(name, _)| {
-                let (base, instance) = config::split_name(name);
-                let on_demand = instance.is_some() && self.templates.contains_key(base);
-                !on_demand && !kept.contains(base)
-            })
             .map(|(name, &id)| (name.clone(), id))
             .collect();
         for (name, id) in gone {
-            info!(service = %name, "its service file is gone: removed once stopped");
+            if !self.retiring.contains(&id) {
+                info!(service = %name, "its service file is gone: removed once stopped");
+            }
             let mut policy = self.specs[id.index()].policy;
             policy.restart = Restart::No;
             self.tracker.set_policy(id, policy);
             self.retiring.insert(id);
+            self.set_load(
+                id,
+                Load {
+                    state: LoadState::NotFound,
+                    error: None,
+                    need_reload: false,
+                },
+            );
         }
         self.remove_retired();
         info!(
@@ -79,6 +143,25 @@ impl Supervisor {
         );
         for id in autostart {
             self.command(id, Command::Start).ok();
+        }
+        refusals
+    }
+
+    fn is_stub(&self, name: &str) -> bool {
+        self.names
+            .get(name)
+            .is_some_and(|id| self.stubs.contains(id))
+    }
+
+    /// Records whether a service's file loaded, publishing a change.
+    fn set_load(&mut self, id: ServiceId, load: Load) {
+        if self.loads[id.index()] != load {
+            self.loads[id.index()] = load.clone();
+            self.publish(Update::Configured {
+                service: id,
+                spec: Arc::clone(&self.specs[id.index()]),
+                load,
+            });
         }
     }
 
@@ -103,12 +186,24 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn add_or_update(&mut self, spec: ServiceSpec) -> ServiceId {
+    /// Adds a service, or gives a known one its new spec and load state
+    /// (from its next start on), publishing what changed.
+    pub(super) fn add_or_update(&mut self, spec: ServiceSpec, load: Load) -> ServiceId {
         let policy = spec.policy;
         match self.names.get(&spec.name) {
             Some(&id) => {
                 self.tracker.set_policy(id, policy);
-                self.specs[id.index()] = Arc::new(spec);
+                self.stubs.remove(&id);
+                let index = id.index();
+                if *self.specs[index] != spec || self.loads[index] != load {
+                    self.specs[index] = Arc::new(spec);
+                    self.loads[index] = load.clone();
+                    self.publish(Update::Configured {
+                        service: id,
+                        spec: Arc::clone(&self.specs[index]),
+                        load,
+                    });
+                }
                 id
             }
             None => {
@@ -117,11 +212,13 @@ impl Supervisor {
                 self.names.insert(spec.name.clone(), id);
                 let spec = Arc::new(spec);
                 self.specs.push(Arc::clone(&spec));
+                self.loads.push(load.clone());
                 if let Some(status) = self.tracker.status(id) {
                     self.publish(Update::ServiceAdded {
                         service: id,
                         spec,
                         status,
+                        load,
                     });
                 }
                 id
@@ -133,9 +230,9 @@ impl Supervisor {
     /// started if they start by themselves), changed ones take effect at
     /// their next start. Removed files leave their services in place until
     /// they are stopped.
-    pub(super) fn reload(&mut self) {
+    pub(super) fn reload(&mut self) -> Vec<String> {
         info!("reloading {}", self.config_dir.display());
-        self.read_config(false);
+        self.read_config(false)
     }
 
     /// Finds a service by name; with `instantiate`, creates a template's
@@ -166,6 +263,72 @@ impl Supervisor {
                 name: name.to_owned(),
                 reason: e.to_string(),
             })?;
-        Ok(self.add_or_update(spec))
+        Ok(self.add_or_update(spec, Load::loaded()))
+    }
+}
+
+/// The refusals of one load, by the service objects they concern.
+#[derive(Default)]
+struct Refused {
+    /// Plain services, and single instances of a template that loaded.
+    services: BTreeMap<String, String>,
+    /// Templates whose file was refused, for their running instances.
+    templates: BTreeMap<String, String>,
+    /// The file of each refused service.
+    paths: BTreeMap<String, PathBuf>,
+}
+
+impl Refused {
+    /// Sorts refusals by the service they concern; those that concern no
+    /// nameable service (a bad file name, a bad or repeated instance name,
+    /// an unreadable directory) are only logged and reported.
+    fn sort(errors: &[ConfigError]) -> Self {
+        let mut refused = Refused::default();
+        for error in errors {
+            let Some(stem) = error
+                .path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.strip_suffix(".toml"))
+            else {
+                continue;
+            };
+            let (name, whole_template) = match (stem.strip_suffix('@'), &error.kind) {
+                (Some(template), ConfigErrorKind::Instance { instance, .. }) => {
+                    (format!("{template}@{instance}"), false)
+                }
+                (
+                    Some(_),
+                    ConfigErrorKind::BadInstanceName { .. }
+                    | ConfigErrorKind::DuplicateInstance { .. },
+                ) => continue,
+                (Some(template), _) => (template.to_owned(), true),
+                (None, _) => (stem.to_owned(), false),
+            };
+            if config::validate_service_name(&name).is_err() {
+                continue;
+            }
+            let text = error.to_string();
+            if whole_template {
+                refused.templates.entry(name).or_insert(text);
+            } else {
+                refused.paths.insert(name.clone(), error.path.clone());
+                refused.services.entry(name).or_insert(text);
+            }
+        }
+        refused
+    }
+}
+
+/// A file refused as it is now; `error` is the refusal where one is known.
+fn bad_setting(error: Option<&str>) -> Load {
+    Load {
+        state: LoadState::BadSetting,
+        error: Some(
+            error
+                .unwrap_or("its template, as it is now, cannot make this instance")
+                .to_owned(),
+        ),
+        need_reload: false,
     }
 }

@@ -25,6 +25,7 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use adoptd_dbus::LoadState;
 use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, oneshot},
@@ -64,8 +65,9 @@ pub enum Request {
         service: ServiceId,
         reply: oneshot::Sender<Vec<Pid>>,
     },
-    /// Re-read the configuration directory.
-    Reload { reply: oneshot::Sender<()> },
+    /// Re-read the configuration directory; the reply lists the refusals
+    /// (`FILE:LINE: KEY: message`), empty when every file loaded.
+    Reload { reply: oneshot::Sender<Vec<String>> },
 }
 
 /// Which service a request is for.
@@ -85,12 +87,46 @@ pub enum Update {
         service: ServiceId,
         spec: Arc<ServiceSpec>,
         status: Status,
+        load: Load,
     },
+    /// A reload changed what a service was loaded from, or whether its
+    /// file loaded.
+    Configured {
+        service: ServiceId,
+        spec: Arc<ServiceSpec>,
+        load: Load,
+    },
+    /// Why the last start could not run the program; empty once one could.
+    ExecError { service: ServiceId, error: String },
+    /// The last `STATUS=` a service sent over sd_notify.
+    StatusText { service: ServiceId, text: String },
     /// A service is gone (its file was removed, and it has stopped).
     ServiceRemoved { service: ServiceId, name: String },
     /// What the tracker said changed, as it said it: a new status (one per
     /// service per moment), a hand-off, an end, an orphan reaped.
     Tracker(Notice),
+}
+
+/// Whether a service's file loaded, as the bus publishes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Load {
+    pub state: LoadState,
+    /// The refusal, `FILE:LINE: KEY: message`, when the file as it is now
+    /// was refused.
+    pub error: Option<String>,
+    /// The file on disk differs from what was loaded.
+    pub need_reload: bool,
+}
+
+impl Load {
+    /// The file as it is now was loaded.
+    pub fn loaded() -> Self {
+        Load {
+            state: LoadState::Loaded,
+            error: None,
+            need_reload: false,
+        }
+    }
 }
 
 /// Why a request was refused.
@@ -108,6 +144,10 @@ pub enum RequestError {
     },
     #[error("cannot instantiate {name}: {reason}")]
     BadInstance { name: String, reason: String },
+    #[error(
+        "{name} cannot start: its service file was refused ({error}); mend it and run adoptctl daemon-reload"
+    )]
+    NotLoaded { name: String, error: String },
 }
 
 /// How adoptd runs: as the machine's or a container's init, or as a child
@@ -132,6 +172,12 @@ pub struct Supervisor {
     tracker: Tracker,
     /// Indexed by `ServiceId`.
     specs: Vec<Arc<ServiceSpec>>,
+    /// Whether each service's file loaded, indexed by `ServiceId`.
+    loads: Vec<Load>,
+    /// Services known only from a refused file: never started.
+    stubs: BTreeSet<ServiceId>,
+    /// Services whose last start could not run the program.
+    exec_failed: BTreeSet<ServiceId>,
     names: BTreeMap<String, ServiceId>,
     /// Services whose file is gone, removed once they settle.
     retiring: BTreeSet<ServiceId>,
@@ -188,6 +234,9 @@ impl Supervisor {
             notify,
             tracker: Tracker::new(),
             specs: Vec::new(),
+            loads: Vec::new(),
+            stubs: BTreeSet::new(),
+            exec_failed: BTreeSet::new(),
             names: BTreeMap::new(),
             retiring: BTreeSet::new(),
             templates: BTreeMap::new(),
@@ -298,6 +347,13 @@ impl Supervisor {
                     Target::Name(name) => self.resolve(&name, command == Command::Start),
                 };
                 let result = id.and_then(|id| {
+                    let starts = matches!(command, Command::Start | Command::Restart);
+                    if starts && self.stubs.contains(&id) {
+                        return Err(RequestError::NotLoaded {
+                            name: self.specs[id.index()].name.clone(),
+                            error: self.loads[id.index()].error.clone().unwrap_or_default(),
+                        });
+                    }
                     self.command(id, command)
                         .map(|()| id)
                         .map_err(|source| RequestError::Refused {
@@ -318,8 +374,8 @@ impl Supervisor {
                 reply.send(self.tracker.members(service)).ok();
             }
             Request::Reload { reply } => {
-                self.reload();
-                reply.send(()).ok();
+                let refused = self.reload();
+                reply.send(refused).ok();
             }
         }
     }

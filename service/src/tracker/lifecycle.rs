@@ -248,6 +248,14 @@ impl Batch<'_> {
                 return Err(CommandError::NotRunning);
             }
             Command::Kill(signal) => self.signal_main(id, main, signal),
+            Command::ResetFailed => {
+                if state == State::Failed {
+                    let service = self.touch(id);
+                    service.starts.clear();
+                    service.result = RunResult::Success;
+                    self.set_state(id, State::Stopped);
+                }
+            }
             Command::Reload => {
                 let signal = service.policy.reload_signal;
                 self.signal_main(id, main, signal);

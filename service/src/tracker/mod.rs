@@ -184,6 +184,9 @@ pub enum Command {
     Kill(Signal),
     /// Send the configured reload signal to the main process.
     Reload,
+    /// A failed service becomes stopped, its start-limit count cleared;
+    /// nothing for a service that is not failed.
+    ResetFailed,
 }
 
 /// Why a command was refused.

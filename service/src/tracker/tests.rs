@@ -1582,3 +1582,25 @@ fn a_new_run_starts_with_a_clean_result() {
     assert_eq!(status.result, RunResult::Success);
     assert_eq!(status.last_exit, Some(ExitStatus::Code(3)));
 }
+
+#[test]
+fn reset_failed_makes_a_failed_service_stopped_with_its_start_limit_cleared() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        expect: Expect::Foreground,
+        restart: Restart::No,
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    h.apply(&[exited(100, ExitStatus::Code(1))]);
+    assert_eq!(h.status(web).state, State::Failed);
+    h.command(web, Command::ResetFailed).unwrap();
+    let status = h.status(web);
+    assert_eq!(status.state, State::Stopped);
+    assert_eq!(status.result, RunResult::Success);
+    assert_eq!(status.last_exit, Some(ExitStatus::Code(1)));
+    // Not failed: nothing happens, and that is no error.
+    h.start(web, 101);
+    assert_eq!(h.command(web, Command::ResetFailed), Ok(Outcome::default()));
+    assert_eq!(h.status(web).state, State::Running);
+}
