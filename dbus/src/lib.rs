@@ -137,7 +137,7 @@ mod contract_tests {
             property::<LoadState>("LoadState", Emits::Changes),
             property::<String>("LoadError", Emits::Changes),
             property::<String>("FragmentPath", Emits::Changes),
-            property::<bool>("NeedDaemonReload", Emits::Changes),
+            property::<bool>("NeedDaemonReload", Emits::Silently),
             property::<String>("ExecError", Emits::Changes),
             property::<String>("StatusText", Emits::Changes),
             property::<String>("Group", Emits::Changes),

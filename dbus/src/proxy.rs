@@ -186,8 +186,9 @@ pub trait Service {
     #[zbus(property)]
     fn fragment_path(&self) -> zbus::Result<String>;
 
-    /// The file on disk differs from what was loaded.
-    #[zbus(property)]
+    /// The file on disk differs from what was last read (compared when
+    /// read, never signalled).
+    #[zbus(property(emits_changed_signal = "false"))]
     fn need_daemon_reload(&self) -> zbus::Result<bool>;
 
     /// Why the last start could not run the program, empty when it could.

@@ -59,7 +59,6 @@ pub(super) fn properties(entry: &Entry) -> Vec<(&'static str, Variant<'static>)>
             "LoadError",
             Variant::from(entry.load.error.clone().unwrap_or_default()),
         ),
-        ("NeedDaemonReload", Variant::from(entry.load.need_reload)),
         ("ExecError", Variant::from(entry.exec_error.clone())),
         ("StatusText", Variant::from(entry.status_text.clone())),
     ]

@@ -15,7 +15,7 @@ use super::{
     convert::{exit_code_and_signal, request_error},
 };
 use crate::{
-    proc,
+    config, proc,
     supervisor::{Request, Target},
     tracker::{Command, ServiceId},
 };
@@ -192,10 +192,16 @@ impl Service {
         self.read(|e| e.spec.source.to_string_lossy().into_owned())
     }
 
-    /// The file on disk differs from what was loaded.
-    #[zbus(property)]
-    fn need_daemon_reload(&self) -> zbus::fdo::Result<bool> {
-        self.read(|e| e.load.need_reload)
+    /// The file on disk differs from what was last read (loaded or
+    /// refused). Read on demand: the file is compared when asked, so no
+    /// watch on the configuration directory costs a wake-up.
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn need_daemon_reload(&self) -> zbus::fdo::Result<bool> {
+        let (source, digest) = self.read(|e| (e.spec.source.clone(), e.load.digest))?;
+        let now = tokio::task::spawn_blocking(move || config::file_digest(&source))
+            .await
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        Ok(now != digest)
     }
 
     /// Why the last start could not run the program; empty when it could.

@@ -129,6 +129,7 @@ pub(super) fn build(
         template,
         instance,
         source: source.to_path_buf(),
+        digest: raw.digest,
         description,
         exec,
         policy: raw.policy,

@@ -89,6 +89,8 @@ pub(super) struct RawService {
     pub(super) output: Output,
     pub(super) autostart: bool,
     pub(super) instances: Vec<Located<String>>,
+    /// The file's [`digest`](super::digest).
+    pub(super) digest: u64,
 }
 
 /// The values a key may take, for enums spelled as strings in files.
@@ -244,6 +246,7 @@ impl Document<'_> {
             output: Output::Log,
             autostart: true,
             instances: Vec::new(),
+            digest: 0,
         };
         let mut has_exec = false;
         for (key, value) in in_file_order(table) {

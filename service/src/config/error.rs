@@ -28,6 +28,9 @@ pub struct ConfigError {
     /// The key at fault, dotted for nested keys (`"start-limit.burst"`).
     pub key: Option<String>,
     pub kind: ConfigErrorKind,
+    /// The [`digest`](super::digest) of the file as it was read, when it
+    /// could be read: what `NeedDaemonReload` compares the file with.
+    pub digest: Option<u64>,
 }
 
 /// What is wrong; each message reads after `"{key}: "` and says what to do.
@@ -146,6 +149,7 @@ impl ConfigError {
             column: None,
             key: None,
             kind,
+            digest: None,
         }
     }
 
@@ -156,6 +160,7 @@ impl ConfigError {
             column: Some(at.column),
             key: Some(key.to_string()),
             kind,
+            digest: None,
         }
     }
 

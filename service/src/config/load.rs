@@ -85,7 +85,27 @@ pub fn load_file(path: &Path) -> Result<Unit, ConfigError> {
     let stem = std::str::from_utf8(stem).map_err(|_| bad_name(FileNameProblem::NotUtf8))?;
     classify_file_name(stem).map_err(|kind| ConfigError::whole_file(path, kind))?;
     let text = read_text(path)?;
-    parse_str(stem, path, &text)
+    parse_str(stem, path, &text).map_err(|error| ConfigError {
+        digest: Some(digest(&text)),
+        ..error
+    })
+}
+
+/// A fingerprint of a service file's text, to tell whether the file on
+/// disk is still the one loaded (`NeedDaemonReload`).
+pub fn digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: the same text gives the same
+    // digest in every process.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The [`digest`] of the file at `path` as it is now; `None` when it
+/// cannot be read.
+pub fn file_digest(path: &Path) -> Option<u64> {
+    read_text(path).ok().map(|text| digest(&text))
 }
 
 /// Parses the text of a service file. `name_from_file` is the file name
@@ -96,7 +116,8 @@ pub fn parse_str(name_from_file: &str, path: &Path, text: &str) -> Result<Unit, 
         classify_file_name(name_from_file).map_err(|kind| ConfigError::whole_file(path, kind))?;
     let document = Document { path, text };
     let table = DeTable::parse(text).map_err(|error| document.syntax_error(&error))?;
-    let raw = document.read_service(table.get_ref(), kind)?;
+    let mut raw = document.read_service(table.get_ref(), kind)?;
+    raw.digest = digest(text);
     match kind {
         FileKind::Plain { name } => build(&raw, path, Identity::Plain { name }).map(Unit::Service),
         FileKind::Template { name } => {

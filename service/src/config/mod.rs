@@ -76,7 +76,7 @@ use build::{Identity, build};
 use document::{Position, RawService};
 pub use duration::{DurationError, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, FileNameProblem};
-pub use load::{load_dir, load_file, parse_str};
+pub use load::{digest, file_digest, load_dir, load_file, parse_str};
 use names::validate_instance_name;
 pub use names::{NameError, split_name, validate_service_name};
 
@@ -107,6 +107,8 @@ pub struct ServiceSpec {
     pub instance: Option<String>,
     /// The file the service came from (the template's file for an instance).
     pub source: PathBuf,
+    /// The [`digest`] of that file's text as loaded.
+    pub digest: u64,
     /// Free text; empty when the file has none.
     pub description: String,
     /// The argv: never empty, `exec[0]` an absolute path. No shell.
@@ -143,6 +145,7 @@ impl ServiceSpec {
             template: instance.map(|_| template.to_owned()),
             instance: instance.map(str::to_owned),
             source: source.to_path_buf(),
+            digest: 0,
             description: String::new(),
             exec: Vec::new(),
             policy: Policy::default(),

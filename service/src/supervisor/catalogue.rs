@@ -4,7 +4,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
     sync::Arc,
 };
 
@@ -53,7 +52,8 @@ impl Supervisor {
             let starts = spec.autostart
                 && (initial || !self.names.contains_key(&spec.name) || self.is_stub(&spec.name));
             present.insert(spec.name.clone());
-            let id = self.add_or_update(spec, Load::loaded());
+            let load = Load::loaded(&spec);
+            let id = self.add_or_update(spec, load);
             self.retiring.remove(&id);
             if starts {
                 autostart.push(id);
@@ -80,19 +80,23 @@ impl Supervisor {
                 .and_then(|(template, instance)| template.instantiate(instance).ok());
             match (refusal, fresh) {
                 (None, Some(spec)) => {
-                    self.add_or_update(spec, Load::loaded());
+                    let load = Load::loaded(&spec);
+                    self.add_or_update(spec, load);
                 }
-                _ => self.set_load(id, bad_setting(refusal.map(String::as_str))),
+                _ => {
+                    let digest = self.loads[id.index()].digest;
+                    self.set_load(id, bad_setting(refusal, digest));
+                }
             }
             present.insert(name);
         }
         for (name, error) in &refused.services {
             present.insert(name.clone());
-            let load = bad_setting(Some(error));
+            let load = bad_setting(Some(error), error.digest);
             match self.names.get(name) {
                 Some(&id) => self.set_load(id, load),
                 None => {
-                    let spec = ServiceSpec::refused(name, &refused.paths[name]);
+                    let spec = ServiceSpec::refused(name, &error.path);
                     let id = self.add_or_update(spec, load);
                     self.stubs.insert(id);
                 }
@@ -106,7 +110,7 @@ impl Supervisor {
                 .map(|(_, &id)| id)
                 .collect();
             for id in instances {
-                self.set_load(id, bad_setting(Some(error)));
+                self.set_load(id, bad_setting(Some(error), error.digest));
                 present.insert(self.specs[id.index()].name.clone());
             }
         }
@@ -124,12 +128,15 @@ impl Supervisor {
             policy.restart = Restart::No;
             self.tracker.set_policy(id, policy);
             self.retiring.insert(id);
+            // The digest of what was loaded stays: the file on disk (none)
+            // differs from it.
+            let digest = self.loads[id.index()].digest;
             self.set_load(
                 id,
                 Load {
                     state: LoadState::NotFound,
                     error: None,
-                    need_reload: false,
+                    digest,
                 },
             );
         }
@@ -263,26 +270,25 @@ impl Supervisor {
                 name: name.to_owned(),
                 reason: e.to_string(),
             })?;
-        Ok(self.add_or_update(spec, Load::loaded()))
+        let load = Load::loaded(&spec);
+        Ok(self.add_or_update(spec, load))
     }
 }
 
 /// The refusals of one load, by the service objects they concern.
 #[derive(Default)]
-struct Refused {
+struct Refused<'a> {
     /// Plain services, and single instances of a template that loaded.
-    services: BTreeMap<String, String>,
+    services: BTreeMap<String, &'a ConfigError>,
     /// Templates whose file was refused, for their running instances.
-    templates: BTreeMap<String, String>,
-    /// The file of each refused service.
-    paths: BTreeMap<String, PathBuf>,
+    templates: BTreeMap<String, &'a ConfigError>,
 }
 
-impl Refused {
+impl<'a> Refused<'a> {
     /// Sorts refusals by the service they concern; those that concern no
     /// nameable service (a bad file name, a bad or repeated instance name,
     /// an unreadable directory) are only logged and reported.
-    fn sort(errors: &[ConfigError]) -> Self {
+    fn sort(errors: &'a [ConfigError]) -> Self {
         let mut refused = Refused::default();
         for error in errors {
             let Some(stem) = error
@@ -308,27 +314,26 @@ impl Refused {
             if config::validate_service_name(&name).is_err() {
                 continue;
             }
-            let text = error.to_string();
-            if whole_template {
-                refused.templates.entry(name).or_insert(text);
+            let table = if whole_template {
+                &mut refused.templates
             } else {
-                refused.paths.insert(name.clone(), error.path.clone());
-                refused.services.entry(name).or_insert(text);
-            }
+                &mut refused.services
+            };
+            table.entry(name).or_insert(error);
         }
         refused
     }
 }
 
-/// A file refused as it is now; `error` is the refusal where one is known.
-fn bad_setting(error: Option<&str>) -> Load {
+/// A file refused as it is now: `error` is the refusal where one is known,
+/// `digest` the file's as it was read.
+fn bad_setting(error: Option<&&ConfigError>, digest: Option<u64>) -> Load {
     Load {
         state: LoadState::BadSetting,
-        error: Some(
-            error
-                .unwrap_or("its template, as it is now, cannot make this instance")
-                .to_owned(),
-        ),
-        need_reload: false,
+        error: Some(error.map_or_else(
+            || "its template, as it is now, cannot make this instance".to_owned(),
+            |error| error.to_string(),
+        )),
+        digest,
     }
 }

@@ -114,17 +114,18 @@ pub struct Load {
     /// The refusal, `FILE:LINE: KEY: message`, when the file as it is now
     /// was refused.
     pub error: Option<String>,
-    /// The file on disk differs from what was loaded.
-    pub need_reload: bool,
+    /// The digest of the file as it was last read (loaded or refused),
+    /// which `NeedDaemonReload` compares the file on disk with.
+    pub digest: Option<u64>,
 }
 
 impl Load {
-    /// The file as it is now was loaded.
-    pub fn loaded() -> Self {
+    /// `spec`'s file, as it is now, was loaded.
+    pub fn loaded(spec: &ServiceSpec) -> Self {
         Load {
             state: LoadState::Loaded,
             error: None,
-            need_reload: false,
+            digest: Some(spec.digest),
         }
     }
 }

@@ -12,6 +12,7 @@ fn minimal_service_gets_the_documented_defaults() {
             template: None,
             instance: None,
             source: PathBuf::from("/etc/adoptd/services/web.toml"),
+            digest: digest(EXEC),
             description: String::new(),
             exec: vec!["/usr/sbin/nginx".into()],
             policy: Policy {
