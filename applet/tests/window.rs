@@ -10,50 +10,16 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-// adoptd's test support finds adoptd through a variable cargo sets only
-// for adoptd's own tests: route that one name to the binary beside the
-// applet, and leave every other `env!` as it is.
-macro_rules! env {
-    ("CARGO_BIN_EXE_adoptd") => {
-        $crate::adoptd_binary()
-    };
-    ($name:literal) => {
-        ::std::env!($name)
-    };
-}
-
-#[path = "../../service/tests/common/bus.rs"]
-mod bus;
-#[path = "../../service/tests/common/mod.rs"]
-mod common;
 mod desktop;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::OnceLock,
-};
+use std::path::{Path, PathBuf};
 
-use bus::TestBus;
-use common::*;
+use adoptd_test_support::{bus::TestBus, *};
 use desktop::{Desktop, User};
-
-/// The adoptd binary, built beside the applet by `cargo test --workspace`.
-pub fn adoptd_binary() -> &'static str {
-    static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = Path::new(env!("CARGO_BIN_EXE_adoptd-applet")).with_file_name("adoptd");
-        assert!(
-            path.exists(),
-            "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p adoptd`)",
-            path.display()
-        );
-        path.to_string_lossy().into_owned()
-    })
-}
 
 /// The reason these tests cannot run here, said on stderr, if any.
 fn skipped() -> bool {
-    let reason = bus::missing_tools().or_else(desktop::missing_tools);
+    let reason = adoptd_test_support::bus::missing_tools().or_else(desktop::missing_tools);
     if let Some(reason) = &reason {
         eprintln!("skipped: {reason}");
     }

@@ -5,28 +5,14 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-// adoptd's test support finds adoptd through a variable cargo sets only
-// for adoptd's own tests: route that one name to the binary beside
-// adoptctl, and leave every other `env!` as it is.
-macro_rules! env {
-    ("CARGO_BIN_EXE_adoptd") => {
-        $crate::support::adoptd_binary()
-    };
-    ($name:literal) => {
-        ::std::env!($name)
-    };
-}
-
-#[path = "../../service/tests/common/bus.rs"]
-mod bus;
-#[path = "../../service/tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::process::{Command, Stdio};
 
-use bus::{TestBus, missing_tools};
-use common::*;
+use adoptd_test_support::{
+    bus::{Monitor, TestBus, missing_tools},
+    *,
+};
 use serde_json::Value as Json;
 use support::{adoptctl, adoptctl_alone, assert_snapshot, redact, run};
 
@@ -226,7 +212,7 @@ fn list_is_one_aligned_table_sorted_by_name_and_json_for_jq() {
     assert_eq!(rows[1]["State"], "running");
 
     // What a script does with it.
-    if common::installed("jq").is_some() {
+    if installed("jq").is_some() {
         let script = format!(
             "{} --json list | jq -r '.[] | select(.State == \"running\") | .Name'",
             env!("CARGO_BIN_EXE_adoptctl")
@@ -506,10 +492,10 @@ fn monitor_sees_a_handoff_as_it_happens() {
 
 /// Starts `adoptctl ARGS…` (a monitor) on the bus, once it says it is
 /// subscribed.
-fn monitor(bus: &TestBus, args: &[&str]) -> bus::Monitor {
+fn monitor(bus: &TestBus, args: &[&str]) -> Monitor {
     let mut command = Command::new(env!("CARGO_BIN_EXE_adoptctl"));
     command.args(args).env("ADOPTD_BUS_ADDRESS", &bus.address);
-    bus::Monitor::start(command, |line| {
+    Monitor::start(command, |line| {
         line.starts_with("Monitoring adoptd on the bus at")
     })
 }

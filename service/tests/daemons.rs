@@ -4,11 +4,9 @@
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use adoptd_test_support::*;
 
 /// The program, or a printed reason to skip (CI installs them as root).
 fn daemon(program: &str, test: &str) -> Option<PathBuf> {

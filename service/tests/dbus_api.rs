@@ -5,18 +5,16 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-#[path = "common/bus.rs"]
-mod bus;
-mod common;
-
 use std::{collections::HashMap, future::Future};
 
 use adoptd_dbus::{
     BUS_NAME, Error, MANAGER_INTERFACE, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE,
     ServiceProxy, introspection::interface_members,
 };
-use bus::{TestBus, missing_tools};
-use common::*;
+use adoptd_test_support::{
+    bus::{TestBus, missing_tools},
+    *,
+};
 
 /// A dance service that daemonizes with two hops, as daemon(3) users do.
 fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {

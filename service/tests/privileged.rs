@@ -5,11 +5,9 @@
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use adoptd_test_support::*;
 
 /// The pid of the service's first process, from the log.
 fn started_pid(adoptd: &mut Adoptd, service: &str) -> u32 {

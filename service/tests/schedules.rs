@@ -6,9 +6,7 @@
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
-
-use common::*;
+use adoptd_test_support::*;
 
 /// Waits until the service is failed; returns the "main process exited"
 /// line that ended it.

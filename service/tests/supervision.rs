@@ -1,15 +1,13 @@
 //! adoptd against real processes that really fork and daemonize: the
 //! shared suite, run against every adoption source this machine supports
-//! (see `common::trackers`). Every source must agree with the truth the
+//! (see `adoptd_test_support::trackers`). Every source must agree with the truth the
 //! dance helper reports; where `procfs` cannot be exact it must say so
 //! (`source=guess`), never be silently wrong.
 
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
-
-use common::*;
+use adoptd_test_support::*;
 
 /// Whether any hand-off of the service so far was a guess: `procfs` may
 /// then have a wrong previous pid or hand-off count, and has said so.
