@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Pidfd, Report, Scratch, TIMEOUT, adoptd_binary, descendants, signal};
+use crate::{Pidfd, Report, Scratch, TIMEOUT, Watch, adoptd_binary, descendants, signal};
 
 /// One line of adoptd's log: the message and its key=value fields.
 #[derive(Clone, Debug, Default)]
@@ -91,17 +91,72 @@ impl Adoptd {
         Self::spawn(command)
     }
 
+    /// Starts adoptd on `scratch`'s services with extra arguments, on a
+    /// bus of its own (`--private-bus`, in the scratch runtime directory:
+    /// no dbus-daemon needed), and returns it with a [`Watch`] on that bus
+    /// once adoptd owns its name there.
+    pub fn start_watched(scratch: &Scratch, extra: &[&str]) -> (Self, Watch) {
+        let mut command = Command::new(adoptd_binary());
+        command
+            .env(adoptd_dbus::RUNTIME_DIR_VARIABLE, scratch.runtime_dir())
+            // Nothing of this adoptd goes near the machine's system bus.
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                "unix:path=/nonexistent/system_bus_socket",
+            )
+            .arg("--private-bus")
+            .arg("--config-dir")
+            .arg(scratch.services())
+            .args(extra);
+        let (sender, printed) = mpsc::channel();
+        let mut adoptd = Self::launch(command, Some(sender));
+        // adoptd prints the address once its bus listens.
+        let address = match printed.recv_timeout(TIMEOUT) {
+            Ok(address) => address,
+            Err(_) => adoptd.fail("adoptd to print its bus address"),
+        };
+        let watch = Watch::connect(&address);
+        (adoptd, watch)
+    }
+
     /// Starts adoptd from a prepared command (e.g. under `unshare`).
-    pub fn spawn(mut command: Command) -> Self {
+    pub fn spawn(command: Command) -> Self {
+        Self::launch(command, None)
+    }
+
+    /// Starts adoptd; with `address`, reads its standard output for the
+    /// line `ADOPTD_BUS_ADDRESS=…` that `--private-bus` prints, and sends
+    /// the address there.
+    fn launch(mut command: Command, address: Option<mpsc::Sender<String>>) -> Self {
         command.env(
             "ADOPTD_LOG",
             std::env::var("ADOPTD_TEST_LOG").unwrap_or_else(|_| "debug".into()),
         );
         command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(if address.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start adoptd");
+        if let Some(address) = address {
+            let stdout = child.stdout.take().expect("stdout");
+            std::thread::spawn(move || {
+                // Read to the end, so that nothing adoptd prints later
+                // meets a closed pipe.
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(printed) = line
+                        .strip_prefix(adoptd_dbus::ADDRESS_VARIABLE)
+                        .and_then(|rest| rest.strip_prefix('='))
+                    {
+                        address.send(printed.to_owned()).ok();
+                    }
+                }
+            });
+        }
         let stderr = child.stderr.take().expect("stderr");
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -148,16 +203,24 @@ impl Adoptd {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "timed out waiting for {what}; adoptd said:\n{}",
-                    self.log
-                        .iter()
-                        .map(|l| l.text.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
+                Err(_) => self.fail(what),
             }
         }
+    }
+
+    /// Fails the test for want of `what`, with everything adoptd said.
+    fn fail(&mut self, what: &str) -> ! {
+        while let Ok(text) = self.lines.try_recv() {
+            self.log.push(LogLine::parse(&text));
+        }
+        panic!(
+            "timed out waiting for {what}; adoptd said:\n{}",
+            self.log
+                .iter()
+                .map(|l| l.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     }
 
     /// Waits until the service's status line satisfies `matches`.

@@ -2,10 +2,11 @@
 //! binary on a scratch configuration directory ([`Adoptd`], [`Scratch`]),
 //! the dance helper and its reports ([`dance_service`], [`Reports`]),
 //! process helpers held by pidfd ([`descendants`], [`Pidfd`]), a test
-//! D-Bus daemon and busctl ([`bus`]).
+//! D-Bus daemon and busctl ([`bus`]), and adoptd as its bus shows it,
+//! read from its signals ([`Watch`]).
 //!
-//! Every wait has a timeout and waits on an event (a log line, a datagram,
-//! a pidfd becoming readable); nothing sleeps and hopes. No test touches
+//! Every wait has a timeout and waits on an event (a log line, a D-Bus
+//! signal, a datagram, a pidfd becoming readable); nothing sleeps and hopes. No test touches
 //! the places a real adoptd uses: configuration, runtime directory and bus
 //! socket all live in a [`Scratch`] directory.
 
@@ -18,6 +19,7 @@ pub mod bus;
 mod files;
 mod process;
 mod reports;
+pub mod watch;
 
 use std::{
     path::{Path, PathBuf},
@@ -28,6 +30,7 @@ pub use adoptd::{Adoptd, LogLine};
 pub use files::{wait_for_file, wait_for_pid_file};
 pub use process::{Held, Pidfd, assert_ends, children_of, descendants, is_alive, signal};
 pub use reports::{Report, Reports};
+pub use watch::{Signal, Status, Watch};
 
 /// How long any single expected event may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
