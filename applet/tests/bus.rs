@@ -12,10 +12,8 @@ use adoptd_test_support::{bus::TestBus, *};
 use tokio::sync::{mpsc, oneshot};
 
 fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
-    let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    adoptd.wait_for("adoptd to own org.adoptd1", |l| {
-        l.message.starts_with("published as org.adoptd1")
-    });
+    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
+    wait_for_adoptd(&bus.address);
     adoptd
 }
 

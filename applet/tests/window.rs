@@ -28,10 +28,8 @@ fn skipped() -> bool {
 
 /// adoptd on `bus`, once it owns its name.
 fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
-    let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    adoptd.wait_for("adoptd to own org.adoptd1", |l| {
-        l.message.starts_with("published as org.adoptd1")
-    });
+    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
+    wait_for_adoptd(&bus.address);
     adoptd
 }
 

@@ -30,7 +30,7 @@ pub use adoptd::{Adoptd, LogLine};
 pub use files::{wait_for_file, wait_for_pid_file};
 pub use process::{Held, Pidfd, assert_ends, children_of, descendants, is_alive, signal};
 pub use reports::{Report, Reports};
-pub use watch::{Signal, Status, Watch};
+pub use watch::{Signal, Status, Watch, wait_for_adoptd};
 
 /// How long any single expected event may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(20);

@@ -286,6 +286,17 @@ impl Watch {
             .collect()
     }
 
+    /// Waits until a run of `service` has ended and left it in `state`
+    /// (`Stopped`, `Failed`): a main process of it ended, so a status from
+    /// before its start does not count.
+    pub fn wait_ended(&mut self, service: &str, state: State) -> Status {
+        self.wait_status(
+            service,
+            &format!("{} after a run", state.as_str()),
+            |status| status.state == state && (status.exit_code >= 0 || status.exit_signal > 0),
+        )
+    }
+
     /// Waits until `service` is in `state`.
     pub fn wait_state(&mut self, service: &str, state: State) -> Status {
         self.wait_status(service, state.as_str(), |status| status.state == state)
@@ -340,6 +351,22 @@ impl Watch {
             }
         }
     }
+}
+
+/// Waits until adoptd owns its name on the bus at `address`, and with it
+/// has published every object.
+pub fn wait_for_adoptd(address: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(within_timeout("adoptd to own its name", async {
+        let connection = zbus::connection::Builder::address(address)
+            .build()
+            .await
+            .expect("connect to adoptd's bus");
+        wait_for_owner(&connection).await;
+    }));
 }
 
 /// The reading side: keeps each service's properties and turns messages
