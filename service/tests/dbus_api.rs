@@ -217,7 +217,7 @@ fn main_pid_and_previous_pid_follow_a_double_forking_daemon() {
         "s",
         "dancer",
     ]);
-    watch.wait_state("dancer", State::Stopped);
+    watch.wait_ended("dancer", State::Stopped);
     assert_eq!(property(&bus, "dancer", "MainPID"), "u 0");
     assert_eq!(property(&bus, "dancer", "State"), "s \"stopped\"");
     assert_eq!(property(&bus, "dancer", "ExitCode"), "i 0");

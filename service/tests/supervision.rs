@@ -164,7 +164,7 @@ fn workers_and_orphaned_grandchildren_do_not_take_the_main_pid() {
         watch.stop(&["web"]);
         let (pid, _, _) = main_process_exit(&mut watch, "web");
         assert_eq!(pid, settled.pid, "{tracker}");
-        watch.wait_state("web", State::Stopped);
+        watch.wait_ended("web", State::Stopped);
         let adoptions = watch.adoptions("web");
         assert_eq!(
             adoptions.len(),
