@@ -6,6 +6,11 @@
 //! never waits in a socket; the test reads what the thread collected and
 //! waits on it with the common timeout. Every property value seen is kept,
 //! so a test can also say what never happened (`running` before ready).
+//!
+//! Properties are read whole once subscribed (and when a service
+//! appears); a change signalled while that read was under way is applied
+//! after it, so a status may briefly lag, never end wrong: the signals
+//! that follow bring it to the truth.
 
 use std::{collections::HashMap, future::Future, sync::mpsc, time::Instant};
 
@@ -19,6 +24,8 @@ use zbus::{
     fdo::{DBusProxy, PropertiesChanged, PropertiesProxy},
     names::{BusName, InterfaceName},
 };
+
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{Report, TIMEOUT};
 
@@ -108,9 +115,19 @@ impl Watch {
                     .path_namespace(MANAGER_PATH)
                     .build()
                     .expect("a match rule");
-                let stream = MessageStream::for_match_rule(rule, &connection, None)
+                let mut stream = MessageStream::for_match_rule(rule, &connection, None)
                     .await
                     .expect("subscribe to adoptd's signals");
+                // Drained at once: a stream left unread would stall the
+                // connection, replies to the reads below included.
+                let (messages, received) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(message) = stream.next().await {
+                        if messages.send(message).is_err() {
+                            return;
+                        }
+                    }
+                });
                 let mut statuses = HashMap::new();
                 for service in list_services(&connection).await {
                     let status = read_status(&connection, &service)
@@ -126,7 +143,7 @@ impl Watch {
                     statuses,
                     sender,
                 };
-                tokio::spawn(reader.run(stream));
+                tokio::spawn(reader.run(received));
                 connection
             })
             .await
@@ -378,8 +395,8 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, mut stream: MessageStream) {
-        while let Some(message) = stream.next().await {
+    async fn run(mut self, mut messages: UnboundedReceiver<zbus::Result<Message>>) {
+        while let Some(message) = messages.recv().await {
             let delivery = match message {
                 Ok(message) => match self.signal(&message).await {
                     Some(signal) => Delivery::Signal(signal),
