@@ -76,7 +76,7 @@ impl Scratch {
     /// adoptd's runtime directory in this test (`$ADOPTD_RUNTIME_DIR`),
     /// never the real adoptd's.
     pub fn runtime_dir(&self) -> PathBuf {
-        self.path.join("run")
+        self.path.join("adoptd-runtime")
     }
 }
 
