@@ -180,9 +180,9 @@ fn another_user_sees_adoptds_refusal_in_the_window() {
     let bus = TestBus::start(&scratch);
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, true);
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let _adoptd = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("dancer", settled.pid);
+    Watch::connect(&bus.address).wait_main_pid("dancer", settled.pid);
     // What adoptd says to nobody, as busctl hears it.
     let refused = bus.busctl_output(
         &[
