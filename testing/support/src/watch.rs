@@ -64,18 +64,6 @@ pub enum Signal {
     Removed { service: String },
 }
 
-impl Signal {
-    /// The service the signal is about.
-    pub fn service(&self) -> &str {
-        match self {
-            Signal::Changed { service, .. }
-            | Signal::Adopted { service, .. }
-            | Signal::Exited { service, .. }
-            | Signal::Removed { service } => service,
-        }
-    }
-}
-
 /// What the reading thread hands over.
 enum Delivery {
     Signal(Signal),
@@ -159,11 +147,6 @@ impl Watch {
     /// Runs a D-Bus conversation to its end, within the common timeout.
     pub fn block_on<F: Future>(&self, what: &str, future: F) -> F::Output {
         self.runtime.block_on(within_timeout(what, future))
-    }
-
-    /// The connection, for proxies of a test's own.
-    pub fn connection(&self) -> &Connection {
-        &self.connection
     }
 
     /// Starts the services (`StartService`), all in the same instant.
