@@ -42,8 +42,8 @@ fn hops(n: usize) -> Vec<&'static str> {
     steps
 }
 
-/// The pid of the `Exited` signal that ended `service`'s main process,
-/// once it comes.
+/// The first `Exited` signal of `service`, once it comes: the pid, exit
+/// code and signal of the main process that ended.
 fn main_process_exit(watch: &mut Watch, service: &str) -> (u32, i32, i32) {
     let exited = watch.wait_signal(
         &format!("{service}: Exited"),
