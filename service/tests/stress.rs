@@ -7,6 +7,11 @@
 //! under `procfs`, says `source=guess` where it could not know); the storm
 //! service never loses its main process; no zombie stays under adoptd; and
 //! adoptd's memory comes back to what it was before the storm.
+//!
+//! These tests read adoptd's log, not a bus: a private bus would run its
+//! broker inside adoptd and count in the memory measured, and the barrier
+//! (see [`barrier`]) is the reaping that SIGHUP triggers, which no bus
+//! message marks.
 
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
