@@ -4,52 +4,16 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-// adoptd's test support finds adoptd through a variable cargo sets only
-// for adoptd's own tests: route that one name to the binary beside the
-// applet, and leave every other `env!` as it is.
-macro_rules! env {
-    ("CARGO_BIN_EXE_adoptd") => {
-        $crate::adoptd_binary()
-    };
-    ($name:literal) => {
-        ::std::env!($name)
-    };
-}
-
-#[path = "../../service/tests/common/bus.rs"]
-mod bus;
-#[path = "../../service/tests/common/mod.rs"]
-mod common;
-
-use std::{path::Path, sync::OnceLock};
-
 use adoptd_applet::{
     bus::Choice,
     event::{BusEvent, Control, Request, Value},
 };
-use bus::TestBus;
-use common::*;
+use adoptd_test_support::{bus::TestBus, *};
 use tokio::sync::{mpsc, oneshot};
 
-/// The adoptd binary, built beside the applet by `cargo test --workspace`.
-pub fn adoptd_binary() -> &'static str {
-    static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = Path::new(env!("CARGO_BIN_EXE_adoptd-applet")).with_file_name("adoptd");
-        assert!(
-            path.exists(),
-            "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p adoptd`)",
-            path.display()
-        );
-        path.to_string_lossy().into_owned()
-    })
-}
-
 fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
-    let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    adoptd.wait_for("adoptd to own org.adoptd1", |l| {
-        l.message.starts_with("published as org.adoptd1")
-    });
+    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
+    wait_for_adoptd(&bus.address);
     adoptd
 }
 
@@ -134,7 +98,7 @@ fn path(name: &str) -> String {
 
 #[test]
 fn the_bus_side_follows_adoptd_from_snapshot_to_signals_and_back() {
-    if let Some(reason) = bus::missing_tools() {
+    if let Some(reason) = adoptd_test_support::bus::missing_tools() {
         eprintln!("skipped: {reason}");
         return;
     }

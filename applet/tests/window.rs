@@ -10,50 +10,16 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-// adoptd's test support finds adoptd through a variable cargo sets only
-// for adoptd's own tests: route that one name to the binary beside the
-// applet, and leave every other `env!` as it is.
-macro_rules! env {
-    ("CARGO_BIN_EXE_adoptd") => {
-        $crate::adoptd_binary()
-    };
-    ($name:literal) => {
-        ::std::env!($name)
-    };
-}
-
-#[path = "../../service/tests/common/bus.rs"]
-mod bus;
-#[path = "../../service/tests/common/mod.rs"]
-mod common;
 mod desktop;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::OnceLock,
-};
+use std::path::{Path, PathBuf};
 
-use bus::TestBus;
-use common::*;
+use adoptd_test_support::{bus::TestBus, *};
 use desktop::{Desktop, User};
-
-/// The adoptd binary, built beside the applet by `cargo test --workspace`.
-pub fn adoptd_binary() -> &'static str {
-    static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = Path::new(env!("CARGO_BIN_EXE_adoptd-applet")).with_file_name("adoptd");
-        assert!(
-            path.exists(),
-            "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p adoptd`)",
-            path.display()
-        );
-        path.to_string_lossy().into_owned()
-    })
-}
 
 /// The reason these tests cannot run here, said on stderr, if any.
 fn skipped() -> bool {
-    let reason = bus::missing_tools().or_else(desktop::missing_tools);
+    let reason = adoptd_test_support::bus::missing_tools().or_else(desktop::missing_tools);
     if let Some(reason) = &reason {
         eprintln!("skipped: {reason}");
     }
@@ -62,10 +28,8 @@ fn skipped() -> bool {
 
 /// adoptd on `bus`, once it owns its name.
 fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
-    let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    adoptd.wait_for("adoptd to own org.adoptd1", |l| {
-        l.message.starts_with("published as org.adoptd1")
-    });
+    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
+    wait_for_adoptd(&bus.address);
     adoptd
 }
 
@@ -216,9 +180,9 @@ fn another_user_sees_adoptds_refusal_in_the_window() {
     let bus = TestBus::start(&scratch);
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, true);
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let _adoptd = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("dancer", settled.pid);
+    Watch::connect(&bus.address).wait_main_pid("dancer", settled.pid);
     // What adoptd says to nobody, as busctl hears it.
     let refused = bus.busctl_output(
         &[

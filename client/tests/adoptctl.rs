@@ -5,28 +5,14 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-// adoptd's test support finds adoptd through a variable cargo sets only
-// for adoptd's own tests: route that one name to the binary beside
-// adoptctl, and leave every other `env!` as it is.
-macro_rules! env {
-    ("CARGO_BIN_EXE_adoptd") => {
-        $crate::support::adoptd_binary()
-    };
-    ($name:literal) => {
-        ::std::env!($name)
-    };
-}
-
-#[path = "../../service/tests/common/bus.rs"]
-mod bus;
-#[path = "../../service/tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::process::{Command, Stdio};
 
-use bus::{TestBus, missing_tools};
-use common::*;
+use adoptd_test_support::{
+    bus::{Monitor, TestBus, missing_tools},
+    *,
+};
 use serde_json::Value as Json;
 use support::{adoptctl, adoptctl_alone, assert_snapshot, redact, run};
 
@@ -39,13 +25,10 @@ fn test_bus(scratch: &Scratch) -> Option<TestBus> {
     Some(TestBus::start(scratch))
 }
 
-/// adoptd on `bus`, once it owns its name.
-fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
-    let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    adoptd.wait_for("adoptd to own org.adoptd1", |l| {
-        l.message.starts_with("published as org.adoptd1")
-    });
-    adoptd
+/// adoptd on `bus`, and a watch on it, once adoptd owns its name there.
+fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> (Adoptd, Watch) {
+    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
+    (adoptd, Watch::connect(&bus.address))
 }
 
 /// A service that daemonizes with two hops, as daemon(3) users do.
@@ -84,9 +67,9 @@ fn status_of_a_daemon_reads_like_its_snapshot() {
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "dancer");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("dancer", settled.pid);
+    watch.wait_main_pid("dancer", settled.pid);
 
     let human = run(adoptctl(&bus).args(["status", "dancer"]));
     assert_eq!(human.code, 0, "{}", human.stderr);
@@ -125,9 +108,9 @@ fn status_json_keys_are_the_dbus_property_names() {
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "dancer");
     idle(&scratch, "idle");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("dancer", settled.pid);
+    watch.wait_main_pid("dancer", settled.pid);
 
     let output = run(adoptctl(&bus).args(["--json", "status", "dancer", "idle"]));
     assert_eq!(output.code, 3, "idle is not running: {}", output.stderr);
@@ -170,9 +153,9 @@ fn list_is_one_aligned_table_sorted_by_name_and_json_for_jq() {
     dancer(&scratch, &reports, "web");
     idle(&scratch, "a-long-service-name");
     idle(&scratch, "zz");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("web", settled.pid);
+    watch.wait_main_pid("web", settled.pid);
 
     let table = run(adoptctl(&bus).arg("list"));
     assert_eq!(table.code, 0, "{}", table.stderr);
@@ -226,7 +209,7 @@ fn list_is_one_aligned_table_sorted_by_name_and_json_for_jq() {
     assert_eq!(rows[1]["State"], "running");
 
     // What a script does with it.
-    if common::installed("jq").is_some() {
+    if installed("jq").is_some() {
         let script = format!(
             "{} --json list | jq -r '.[] | select(.State == \"running\") | .Name'",
             env!("CARGO_BIN_EXE_adoptctl")
@@ -259,9 +242,9 @@ fn exit_codes_say_running_failed_usage_not_running_and_missing() {
             argv(&["/bin/sh", "-c", "exit 7"])
         ),
     );
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("web", settled.pid);
+    watch.wait_main_pid("web", settled.pid);
 
     // 0: every named service runs.
     assert_eq!(run(adoptctl(&bus).args(["status", "web"])).code, 0);
@@ -333,9 +316,9 @@ fn control_commands_return_once_the_service_got_there() {
         "echo@",
         &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
     );
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let first = reports.next();
-    adoptd.wait_main_pid("web", first.pid);
+    watch.wait_main_pid("web", first.pid);
     let state = |name: &str| {
         let output = run(adoptctl(&bus).args(["--json", "status", name]));
         json_lines(&output.stdout)[0].clone()
@@ -371,7 +354,7 @@ fn control_commands_return_once_the_service_got_there() {
 
     let no_block = run(adoptctl(&bus).args(["stop", "--no-block", "echo@a", "echo@b"]));
     assert_eq!(no_block.code, 0, "{}", no_block.stderr);
-    adoptd.wait_status("echo@a", "stopped", |l| l.get("state") == Some("stopped"));
+    watch.wait_ended("echo@a", adoptd_dbus::State::Stopped);
 
     let reload = run(adoptctl(&bus).args(["reload", "web"]));
     assert_eq!(reload.code, 0, "{}", reload.stderr);
@@ -388,9 +371,9 @@ fn a_shell_script_restarts_what_is_not_running() {
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "web");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let first = reports.next();
-    adoptd.wait_main_pid("web", first.pid);
+    watch.wait_main_pid("web", first.pid);
     assert_eq!(run(adoptctl(&bus).args(["stop", "web"])).code, 0);
 
     let adoptctl_path = env!("CARGO_BIN_EXE_adoptctl");
@@ -419,9 +402,9 @@ fn nobody_is_told_to_run_as_root() {
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "web");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("web", settled.pid);
+    watch.wait_main_pid("web", settled.pid);
     let as_nobody = |args: &[&str]| {
         let mut command = Command::new("setpriv");
         command
@@ -463,9 +446,9 @@ fn monitor_sees_a_handoff_as_it_happens() {
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "web");
     idle(&scratch, "other");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let first = reports.next();
-    adoptd.wait_main_pid("web", first.pid);
+    watch.wait_main_pid("web", first.pid);
     let text = monitor(&bus, &["monitor", "web"]);
     let json = monitor(&bus, &["--json", "monitor", "w*"]);
 
@@ -506,10 +489,10 @@ fn monitor_sees_a_handoff_as_it_happens() {
 
 /// Starts `adoptctl ARGS…` (a monitor) on the bus, once it says it is
 /// subscribed.
-fn monitor(bus: &TestBus, args: &[&str]) -> bus::Monitor {
+fn monitor(bus: &TestBus, args: &[&str]) -> Monitor {
     let mut command = Command::new(env!("CARGO_BIN_EXE_adoptctl"));
     command.args(args).env("ADOPTD_BUS_ADDRESS", &bus.address);
-    bus::Monitor::start(command, |line| {
+    Monitor::start(command, |line| {
         line.starts_with("Monitoring adoptd on the bus at")
     })
 }

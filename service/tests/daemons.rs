@@ -1,14 +1,13 @@
 //! adoptd following real daemons from Debian's packages, as root, with the
-//! expected main pid taken from each daemon's own pid file.
+//! expected main pid taken from each daemon's own pid file, and what
+//! adoptd knows read on its bus (a private one per test).
 
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use adoptd_test_support::*;
 
 /// The program, or a printed reason to skip (CI installs them as root).
 fn daemon(program: &str, test: &str) -> Option<PathBuf> {
@@ -73,17 +72,12 @@ fn nginx_is_followed_to_its_master_restarted_clean_and_through_its_binary_upgrad
     for tracker in trackers() {
         let scratch = Scratch::new("nginx");
         let pid_file = nginx_service(&scratch, &nginx);
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (adoptd, mut watch) = Adoptd::start_watched(&scratch, &["--tracker", &tracker]);
 
         // Followed to its master.
         let master = wait_for_pid_file(&pid_file);
-        let status = adoptd.wait_main_pid("nginx", master);
-        assert_eq!(
-            status.get("handoffs"),
-            Some("1"),
-            "{tracker}: {}",
-            status.text
-        );
+        let status = watch.wait_main_pid("nginx", master);
+        assert_eq!(status.handoffs, 1, "{tracker}: {status:?}");
         // nginx logs each worker it starts (after writing its pid file).
         let error_log = scratch.file("error.log");
         let workers = wait_for_file(&error_log, |text| {
@@ -102,12 +96,12 @@ fn nginx_is_followed_to_its_master_restarted_clean_and_through_its_binary_upgrad
         // SIGKILL: restarted, and no worker of the killed master is left.
         std::fs::remove_file(&pid_file).ok();
         signal(master, libc::SIGKILL);
-        adoptd.wait_next("the killed master", |l| {
-            l.is("main process exited", "nginx") && l.pid("pid") == master
+        watch.wait_signal("the killed master", |signal| {
+            matches!(signal, Signal::Exited { service, pid, .. } if service == "nginx" && *pid == master)
         });
         let master = wait_for_pid_file(&pid_file);
-        let status = adoptd.wait_main_pid("nginx", master);
-        assert_eq!(status.get("restarts"), Some("1"), "{tracker}");
+        let status = watch.wait_main_pid("nginx", master);
+        assert_eq!(status.restarts, 1, "{tracker}");
         for worker in workers {
             assert_ends(worker, "a worker of the killed master");
         }
@@ -126,26 +120,17 @@ fn nginx_is_followed_to_its_master_restarted_clean_and_through_its_binary_upgrad
             text.trim().parse::<u32>().ok().filter(|&pid| pid != master)
         });
         signal(master, libc::SIGQUIT);
-        let status = adoptd.wait_main_pid("nginx", new_master);
-        assert_eq!(
-            status.pid("previous_pid"),
-            master,
-            "{tracker}: {}",
-            status.text
-        );
-        assert_eq!(
-            status.get("handoffs"),
-            Some("2"),
-            "{tracker}: {}",
-            status.text
-        );
-        let (exit, log) = adoptd.stop();
+        let status = watch.wait_main_pid("nginx", new_master);
+        assert_eq!(status.previous_pid, master, "{tracker}: {status:?}");
+        assert_eq!(status.handoffs, 2, "{tracker}: {status:?}");
+        // Stopped, it is the new master that ends.
+        watch.stop(&["nginx"]);
+        watch.wait_signal("the new master's end", |signal| {
+            matches!(signal, Signal::Exited { service, pid, .. } if service == "nginx" && *pid == new_master)
+        });
+        assert_ends(new_master, "nginx after its stop");
+        let (exit, _) = adoptd.stop();
         assert!(exit.success());
-        assert!(
-            log.iter()
-                .any(|l| l.is("main process exited", "nginx") && l.pid("pid") == new_master)
-        );
-        assert_ends(new_master, "nginx after adoptd stopped");
     }
 }
 
@@ -188,9 +173,9 @@ fn memcached_daemonized_with_d_is_followed_to_the_pid_in_its_pid_file() {
                 ])
             ),
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (adoptd, mut watch) = Adoptd::start_watched(&scratch, &["--tracker", &tracker]);
         let main = wait_for_pid_file(&pid_file);
-        adoptd.wait_main_pid("memcached", main);
+        watch.wait_main_pid("memcached", main);
         let (exit, _) = adoptd.stop();
         assert!(exit.success());
         assert_ends(main, "memcached after adoptd stopped");
@@ -231,9 +216,9 @@ fn redis_daemonized_is_followed_to_the_pid_in_its_pid_file() {
                 ])
             ),
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (adoptd, mut watch) = Adoptd::start_watched(&scratch, &["--tracker", &tracker]);
         let main = wait_for_pid_file(&pid_file);
-        adoptd.wait_main_pid("redis", main);
+        watch.wait_main_pid("redis", main);
         let (exit, _) = adoptd.stop();
         assert!(exit.success());
         assert_ends(main, "redis after adoptd stopped");

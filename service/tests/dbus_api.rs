@@ -5,18 +5,16 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-#[path = "common/bus.rs"]
-mod bus;
-mod common;
-
 use std::{collections::HashMap, future::Future};
 
 use adoptd_dbus::{
     BUS_NAME, Error, MANAGER_INTERFACE, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE,
-    ServiceProxy, introspection::interface_members,
+    ServiceProxy, State, introspection::interface_members,
 };
-use bus::{TestBus, missing_tools};
-use common::*;
+use adoptd_test_support::{
+    bus::{TestBus, missing_tools},
+    *,
+};
 
 /// A dance service that daemonizes with two hops, as daemon(3) users do.
 fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {
@@ -38,17 +36,19 @@ fn test_bus(scratch: &Scratch) -> Option<TestBus> {
     Some(TestBus::start(scratch))
 }
 
-/// adoptd on `bus`, once it owns its name.
-fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
-    let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    wait_published(&mut adoptd);
-    adoptd
+/// adoptd on `bus`, and a watch on it, once adoptd owns its name there.
+fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> (Adoptd, Watch) {
+    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
+    (adoptd, Watch::connect(&bus.address))
 }
 
-fn wait_published(adoptd: &mut Adoptd) {
-    adoptd.wait_for("adoptd to own org.adoptd1", |l| {
-        l.message.starts_with("published as org.adoptd1")
-    });
+/// Whether an `Exited` signal of `service` came so far.
+fn exited(watch: &mut Watch, service: &str) -> bool {
+    watch.catch_up();
+    watch
+        .seen
+        .iter()
+        .any(|signal| matches!(signal, Signal::Exited { service: s, .. } if s == service))
 }
 
 fn service_path(name: &str) -> String {
@@ -143,7 +143,7 @@ fn live_introspection_equals_the_contract() {
             dance_exec(&reports, "web", &["fork", "setsid", "fork", "serve"])
         ),
     );
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     reports.next();
 
     let contract = interface_members(adoptd_dbus::INTROSPECTION_XML).expect("the contract");
@@ -160,7 +160,9 @@ fn live_introspection_equals_the_contract() {
     assert_eq!(property(&bus, "web@one", "Template"), "s \"web\"");
     assert_eq!(property(&bus, "web@one", "Instance"), "s \"one\"");
     assert_eq!(property(&bus, "web@one", "Description"), "s \"dancer one\"");
-    adoptd.wait_status("web@one", "running", |l| l.get("handoffs") == Some("2"));
+    watch.wait_status("web@one", "two hand-offs", |status| {
+        status.state == State::Running && status.handoffs == 2
+    });
 }
 
 #[test]
@@ -171,9 +173,9 @@ fn main_pid_and_previous_pid_follow_a_double_forking_daemon() {
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("dancer", settled.pid);
+    watch.wait_main_pid("dancer", settled.pid);
 
     assert_eq!(
         property(&bus, "dancer", "MainPID"),
@@ -217,7 +219,7 @@ fn main_pid_and_previous_pid_follow_a_double_forking_daemon() {
         "s",
         "dancer",
     ]);
-    adoptd.wait_status("dancer", "stopped", |l| l.get("state") == Some("stopped"));
+    watch.wait_ended("dancer", State::Stopped);
     assert_eq!(property(&bus, "dancer", "MainPID"), "u 0");
     assert_eq!(property(&bus, "dancer", "State"), "s \"stopped\"");
     assert_eq!(property(&bus, "dancer", "ExitCode"), "i 0");
@@ -231,9 +233,9 @@ fn a_restart_is_seen_as_one_properties_changed_and_adopted() {
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let first = reports.next();
-    adoptd.wait_main_pid("dancer", first.pid);
+    watch.wait_main_pid("dancer", first.pid);
     let monitor = bus.monitor(&[BUS_NAME]);
 
     let path = service_path("dancer");
@@ -333,9 +335,9 @@ fn nobody_reads_everything_and_controls_nothing() {
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("dancer", settled.pid);
+    watch.wait_main_pid("dancer", settled.pid);
     let path = service_path("dancer");
     let nobody = |args: &[&str]| bus.busctl_output(args, Some("nobody"));
 
@@ -411,7 +413,7 @@ fn nobody_reads_everything_and_controls_nothing() {
         property(&bus, "dancer", "MainPID"),
         format!("u {}", settled.pid)
     );
-    assert!(adoptd.seen("main process exited", "dancer").is_empty());
+    assert!(!exited(&mut watch, "dancer"));
 }
 
 #[test]
@@ -422,18 +424,14 @@ fn restarting_the_bus_loses_nothing() {
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("dancer", settled.pid);
+    watch.wait_main_pid("dancer", settled.pid);
     let before = property(&bus, "dancer", "MainPID");
 
     bus.restart();
-    adoptd.wait_for("adoptd to notice", |l| {
-        l.message.starts_with("lost the connection")
-    });
-    adoptd.wait_for("adoptd to publish again", |l| {
-        l.message.starts_with("reconnected to the bus")
-    });
+    // adoptd owns its name on the new bus once it has published again.
+    let _watch = Watch::connect(&bus.address);
 
     assert_eq!(property(&bus, "dancer", "MainPID"), before);
     assert_eq!(
@@ -457,9 +455,9 @@ fn bad_input_gets_the_contracts_errors_and_disturbs_nothing() {
         "web@",
         &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
     );
-    let mut adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
     let settled = reports.next();
-    adoptd.wait_main_pid("dancer", settled.pid);
+    watch.wait_main_pid("dancer", settled.pid);
 
     block_on(async {
         let connection = connect(&bus).await;
@@ -524,7 +522,7 @@ fn bad_input_gets_the_contracts_errors_and_disturbs_nothing() {
         property(&bus, "dancer", "MainPID"),
         format!("u {}", settled.pid)
     );
-    assert!(adoptd.seen("main process exited", "dancer").is_empty());
+    assert!(!exited(&mut watch, "dancer"));
 }
 
 #[test]
@@ -537,7 +535,7 @@ fn starting_a_template_instance_adds_its_object() {
         "web@",
         &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
     );
-    let _adoptd = adoptd_on(&scratch, &bus);
+    let (_adoptd, _watch) = adoptd_on(&scratch, &bus);
     let (path, added) = block_on(async {
         let connection = connect(&bus).await;
         let manager = ManagerProxy::new(&connection).await.expect("proxy");
@@ -691,10 +689,10 @@ fn pids_lists_an_orphan_adopted_without_any_death_of_adoptds_children() {
             // The pause puts the orphaning after the hand-off's moment.
             &["fork", "setsid", "sleep:300", "orphan", "serve"],
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &["--address", &bus.address]);
-        wait_published(&mut adoptd);
+        let adoptd = Adoptd::start_tracker(&scratch, &tracker, &["--address", &bus.address]);
+        let mut watch = Watch::connect(&bus.address);
         let settled = reports.next();
-        adoptd.wait_main_pid("web", settled.pid);
+        watch.wait_main_pid("web", settled.pid);
         let pids = property(&bus, "web", "PIDs");
         let listed: Vec<u32> = pids
             .split_whitespace()

@@ -5,20 +5,10 @@
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
-
-/// The pid of the service's first process, from the log.
-fn started_pid(adoptd: &mut Adoptd, service: &str) -> u32 {
-    adoptd
-        .wait_for("the spawn", |l| {
-            l.message.starts_with("started") && l.get("service") == Some(service)
-        })
-        .pid("pid")
-}
+use adoptd_dbus::State;
+use adoptd_test_support::*;
 
 fn status_field(pid: u32, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
@@ -60,6 +50,7 @@ fn a_service_starts_with_a_clean_signal_mask_and_environment() {
     // SAFETY: lowering our own soft limit.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
     let mut adoptd = Adoptd::start(&scratch, &[]);
+    // The invocation id is said in the log only.
     let started = adoptd.wait_for("the spawn", |l| {
         l.message.starts_with("started") && l.get("service") == Some("plain")
     });
@@ -160,8 +151,8 @@ fn chroot_user_group_and_working_directory_are_applied() {
             root.to_str().expect("utf-8")
         ),
     );
-    let mut adoptd = Adoptd::start(&scratch, &[]);
-    let pid = started_pid(&mut adoptd, "jailed");
+    let (_adoptd, mut watch) = Adoptd::start_watched(&scratch, &[]);
+    let pid = watch.wait_state("jailed", State::Running).main_pid;
     let link = |name: &str| std::fs::read_link(format!("/proc/{pid}/{name}")).expect("link");
     assert_eq!(link("root"), root);
     assert_eq!(link("cwd"), root.join("srv"));
@@ -190,7 +181,8 @@ fn an_unknown_user_is_a_clear_failure_and_others_still_start() {
         "exec = [\"/bin/sleep\", \"1000\"]\nuser = \"no-such-user-here\"\nrestart = \"no\"\n",
     );
     scratch.service("fine", "exec = [\"/bin/sleep\", \"1000\"]\n");
-    let mut adoptd = Adoptd::start(&scratch, &[]);
+    let (mut adoptd, mut watch) = Adoptd::start_watched(&scratch, &[]);
+    // Why a start failed is said in the log only.
     let error = adoptd.wait_for("the spawn error", |l| {
         l.text.contains("cannot start") && l.get("service") == Some("ghost")
     });
@@ -202,8 +194,8 @@ fn an_unknown_user_is_a_clear_failure_and_others_still_start() {
         "{}",
         error.text
     );
-    adoptd.wait_status("ghost", "failed", |l| l.get("state") == Some("failed"));
-    started_pid(&mut adoptd, "fine");
+    watch.wait_state("ghost", State::Failed);
+    watch.wait_state("fine", State::Running);
 }
 
 #[test]
@@ -226,6 +218,9 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_processes_of_no_service() {
         .arg(env!("CARGO_BIN_EXE_adoptd"))
         .arg("--config-dir")
         .arg(scratch.services());
+    // Read in the log: a client outside the PID namespace gets no
+    // connection to the private bus of an adoptd inside it (the bus closes
+    // it at once), and a system bus's policy is not this test's subject.
     let mut adoptd = Adoptd::spawn(command);
     let start = adoptd.wait_for("start-up", |l| l.message == "adoptd starting");
     assert_eq!(start.get("role"), Some("init"));

@@ -1,23 +1,24 @@
 //! The same dance gets the same verdict whichever process the kernel lets
 //! finish first: real processes, with the order forced by the dance
 //! helper (`fork-late` makes a hop's child end before its parent), run
-//! against every adoption source this machine supports.
+//! against every adoption source this machine supports. The verdict is
+//! read on adoptd's bus (a private one per test), as its clients read it.
 
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
+use adoptd_dbus::{MainPidSource, ServiceResult, State};
+use adoptd_test_support::*;
 
-use common::*;
+/// The service-file line of a service that the test starts itself, once
+/// its watch is on the bus, so that the watch sees every signal of the
+/// service's life.
+const STARTED_BY_THE_TEST: &str = "autostart = false";
 
-/// Waits until the service is failed; returns the "main process exited"
-/// line that ended it.
-fn wait_failed(adoptd: &mut Adoptd, service: &str) -> LogLine {
-    adoptd.wait_status(service, "failed", |l| l.get("state") == Some("failed"));
-    adoptd
-        .seen("main process exited", service)
-        .pop()
-        .expect("a failed run says how its main process ended")
+/// adoptd with the adoption source `tracker` on a bus of its own, and a
+/// watch on it.
+fn supervise(scratch: &Scratch, tracker: &str) -> (Adoptd, Watch) {
+    Adoptd::start_watched(scratch, &["--tracker", tracker])
 }
 
 #[test]
@@ -34,15 +35,15 @@ fn a_clean_dance_finished_child_first_counts_every_hop() {
             "serve",
         ];
         dance_service(&scratch, &reports, "late", "", &steps);
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (adoptd, mut watch) = supervise(&scratch, &tracker);
         let settled = reports.next();
         assert_eq!(settled.hops, 4);
         let context = format!("{tracker}, child first");
-        if let Some(status) = adoptd.wait_settled("late", &settled, &tracker, &context)
-            && status.get("source") != Some("guess")
+        if let Some(status) = watch.wait_settled("late", &settled, &tracker, &context)
+            && status.main_pid_source != MainPidSource::Guess
         {
-            assert_eq!(status.pid("previous_pid"), settled.last_parent, "{context}");
-            assert_eq!(status.get("handoffs"), Some("4"), "{context}");
+            assert_eq!(status.previous_pid, settled.last_parent, "{context}");
+            assert_eq!(status.handoffs, 4, "{context}");
         }
         let (exit, _) = adoptd.stop();
         assert!(exit.success());
@@ -58,15 +59,14 @@ fn a_failed_intermediate_fails_the_run_whichever_ends_first() {
             let reports = Reports::bind(&scratch);
             let steps = [first, "fork-exit:71", "serve"];
             dance_service(&scratch, &reports, "hop", "", &steps);
-            let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+            let (adoptd, mut watch) = supervise(&scratch, &tracker);
             let context = format!("{tracker}, {first} fork-exit:71 serve");
-            let exited = wait_failed(&mut adoptd, "hop");
-            assert_eq!(exited.get("code"), Some("71"), "{context}: {}", exited.text);
+            let failed = watch.wait_state("hop", State::Failed);
+            assert_eq!(failed.exit_code, 71, "{context}: {failed:?}");
             // The daemon may be stopped before it could report: no process
             // of the dance is left under adoptd.
             assert!(children_of(adoptd.pid()).is_empty(), "{context}");
-            let last = adoptd.seen("status", "hop").pop().expect("a status line");
-            assert_eq!(last.get("result"), Some("exit-code"), "{context}");
+            assert_eq!(failed.result, ServiceResult::ExitCode, "{context}");
             let (exit, _) = adoptd.stop();
             assert!(exit.success());
         }
@@ -82,10 +82,10 @@ fn a_child_that_dies_before_its_parent_exits_cleanly_fails_the_run() {
             let scratch = Scratch::new("dead-child");
             let reports = Reports::bind(&scratch);
             dance_service(&scratch, &reports, "memcached", "", &[first, "exit:71"]);
-            let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+            let (adoptd, mut watch) = supervise(&scratch, &tracker);
             let context = format!("{tracker}, {first} exit:71");
-            let exited = wait_failed(&mut adoptd, "memcached");
-            assert_eq!(exited.get("code"), Some("71"), "{context}: {}", exited.text);
+            let failed = watch.wait_state("memcached", State::Failed);
+            assert_eq!(failed.exit_code, 71, "{context}: {failed:?}");
             let (exit, _) = adoptd.stop();
             assert!(exit.success());
         }
@@ -106,10 +106,10 @@ fn leftover_workers_that_obey_the_stop_signal_are_gone_at_once() {
             "stop-timeout = \"60s\"",
             &["fork", "workers:3", "report", "sleep:200", "exit:3"],
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (adoptd, mut watch) = supervise(&scratch, &tracker);
         let settled = reports.next();
-        let exited = wait_failed(&mut adoptd, "workers");
-        assert_eq!(exited.get("code"), Some("3"), "{tracker}: {}", exited.text);
+        let failed = watch.wait_state("workers", State::Failed);
+        assert_eq!(failed.exit_code, 3, "{tracker}: {failed:?}");
         assert_ends(settled.pid, "the failed daemon");
         let (exit, _) = adoptd.stop();
         assert!(exit.success());
@@ -191,10 +191,12 @@ fn random_dances_in_any_order_get_the_verdict_of_their_choreography() {
                 } else {
                     &unread
                 };
-                dance_service(&scratch, to, &name, "", &steps);
+                dance_service(&scratch, to, &name, STARTED_BY_THE_TEST, &steps);
                 dances.push((name, steps.join(" "), failures, unseen));
             }
-            let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+            let (adoptd, mut watch) = supervise(&scratch, &tracker);
+            let names: Vec<&str> = dances.iter().map(|(name, ..)| name.as_str()).collect();
+            watch.start(&names);
             for (name, steps, failures, unseen) in &dances {
                 let context = format!("{tracker}, seed {seed}, {name} = {steps}");
                 let Some(&first) = failures.first() else {
@@ -207,34 +209,24 @@ fn random_dances_in_any_order_get_the_verdict_of_their_choreography() {
                     // guess. Only a failure that left the service's session
                     // and died unseen may go unnoticed (its documented
                     // limit: nothing in /proc ties it to the service).
-                    let status = adoptd.wait_status(name, "failed, or a guess", |l| {
-                        l.get("state") == Some("failed")
-                            || (l.get("state") == Some("running")
-                                && l.get("source") == Some("guess")
-                                && l.get("handoffs") != Some("0"))
-                            || (*unseen && l.get("state") == Some("stopped"))
+                    let status = watch.wait_status(name, "failed, or a guess", |status| {
+                        let ended = status.exit_code >= 0 || status.exit_signal > 0;
+                        status.state == State::Failed
+                            || (status.state == State::Running
+                                && status.main_pid_source == MainPidSource::Guess
+                                && status.handoffs != 0)
+                            || (*unseen && status.state == State::Stopped && ended)
                     });
-                    if status.get("state") == Some("failed") {
-                        let exited = adoptd
-                            .seen("main process exited", name)
-                            .pop()
-                            .expect("a failed run says how it ended");
-                        let code: u8 = exited.get("code").and_then(|c| c.parse().ok()).unwrap_or(0);
-                        assert!(failures.contains(&code), "{context}: {}", exited.text);
+                    if status.state == State::Failed {
+                        let code = u8::try_from(status.exit_code).unwrap_or(0);
+                        assert!(failures.contains(&code), "{context}: {status:?}");
                     } else {
-                        eprintln!(
-                            "{context}: procfs could not place the failure: {}",
-                            status.text
-                        );
+                        eprintln!("{context}: procfs could not place the failure: {status:?}");
                     }
                     continue;
                 }
-                let exited = wait_failed(&mut adoptd, name);
-                let code: u8 = exited
-                    .get("code")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or_else(|| panic!("{context}: {}", exited.text));
-                assert_eq!(code, first, "{context}: {}", exited.text);
+                let failed = watch.wait_state(name, State::Failed);
+                assert_eq!(failed.exit_code, i32::from(first), "{context}: {failed:?}");
             }
             let running = dances.iter().filter(|(_, _, f, _)| f.is_empty()).count();
             let truth = reports.collect(running);
@@ -244,15 +236,11 @@ fn random_dances_in_any_order_get_the_verdict_of_their_choreography() {
                 }
                 let context = format!("{tracker}, seed {seed}, {name} = {steps}");
                 let settled = &truth[name];
-                if let Some(status) = adoptd.wait_settled(name, settled, &tracker, &context)
-                    && status.get("source") != Some("guess")
+                if let Some(status) = watch.wait_settled(name, settled, &tracker, &context)
+                    && status.main_pid_source != MainPidSource::Guess
                 {
-                    assert_eq!(status.pid("previous_pid"), settled.last_parent, "{context}");
-                    assert_eq!(
-                        status.get("handoffs"),
-                        Some(settled.hops.to_string().as_str()),
-                        "{context}"
-                    );
+                    assert_eq!(status.previous_pid, settled.last_parent, "{context}");
+                    assert_eq!(status.handoffs, settled.hops, "{context}");
                 }
             }
             let (exit, _) = adoptd.stop();
@@ -277,17 +265,21 @@ fn a_zombie_helper_is_no_hop_and_never_costs_the_daemon_its_life() {
             for attempt in 0..3 {
                 let scratch = Scratch::new("zombie-helper");
                 let reports = Reports::bind(&scratch);
-                let extra = format!("expect = \"{expect}\"");
+                let extra = format!("expect = \"{expect}\"\n{STARTED_BY_THE_TEST}");
                 dance_service(&scratch, &reports, "helped", &extra, steps);
-                let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+                let (adoptd, mut watch) = supervise(&scratch, &tracker);
+                watch.start(&["helped"]);
                 let settled = reports.next();
                 let context = format!("{tracker}, expect {expect}, attempt {attempt}");
-                adoptd.wait_settled("helped", &settled, &tracker, &context);
+                watch.wait_settled("helped", &settled, &tracker, &context);
                 // The service never ended on its own account.
-                assert!(
-                    adoptd.seen("main process exited", "helped").is_empty(),
-                    "{context}"
-                );
+                watch.catch_up();
+                let exits: Vec<&Signal> = watch
+                    .seen
+                    .iter()
+                    .filter(|signal| matches!(signal, Signal::Exited { .. }))
+                    .collect();
+                assert!(exits.is_empty(), "{context}: {exits:?}");
                 assert!(is_alive(settled.pid), "{context}: the daemon was stopped");
                 let (exit, _) = adoptd.stop();
                 assert!(exit.success());
@@ -313,11 +305,11 @@ fn daemons_that_settle_in_the_same_instant_all_run() {
                 &["fork", "setsid", "fork", "serve"],
             );
         }
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (adoptd, mut watch) = supervise(&scratch, &tracker);
         let truth = reports.collect(names.len());
         for name in &names {
             let context = format!("{tracker}, {name}");
-            adoptd.wait_settled(name, &truth[name], &tracker, &context);
+            watch.wait_settled(name, &truth[name], &tracker, &context);
         }
         let (exit, _) = adoptd.stop();
         assert!(exit.success());

@@ -1,21 +1,24 @@
 //! adoptd under a storm: one service creates 20,000 short-lived processes,
 //! half of them orphans that adoptd must adopt and reap, while other
 //! services daemonize hop after hop next to it. Run against every adoption
-//! source this machine supports (see `common::trackers`).
+//! source this machine supports (see `adoptd_test_support::trackers`).
 //!
 //! What must hold: every dancing service ends at its settled process (or,
 //! under `procfs`, says `source=guess` where it could not know); the storm
 //! service never loses its main process; no zombie stays under adoptd; and
 //! adoptd's memory comes back to what it was before the storm.
+//!
+//! These tests read adoptd's log, not a bus: a private bus would run its
+//! broker inside adoptd and count in the memory measured, and the barrier
+//! (see [`barrier`]) is the reaping that SIGHUP triggers, which no bus
+//! message marks.
 
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use adoptd_test_support::*;
 
 /// Children the storm forks; each leaves one orphan, so the storm creates
 /// twice as many processes, and adoptd reaps this many orphans.

@@ -1,23 +1,31 @@
 //! adoptd against real processes that really fork and daemonize: the
 //! shared suite, run against every adoption source this machine supports
-//! (see `common::trackers`). Every source must agree with the truth the
-//! dance helper reports; where `procfs` cannot be exact it must say so
-//! (`source=guess`), never be silently wrong.
+//! (see `adoptd_test_support::trackers`). Every source must agree with the
+//! truth the dance helper reports; where `procfs` cannot be exact it must
+//! say so (`MainPIDSource` = `guess`), never be silently wrong.
+//!
+//! What adoptd knows is read where its clients read it: on its bus. Each
+//! test runs adoptd on a private bus of its own (no dbus-daemon needed)
+//! and watches its `PropertiesChanged`, `Adopted` and `Exited` signals.
+//! The log is read only for what the bus does not carry, said where.
 
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-mod common;
+use adoptd_dbus::{MainPidSource, ServiceResult, State};
+use adoptd_test_support::*;
 
-use common::*;
+/// The service-file line of a service that the test starts itself, once
+/// its watch is on the bus, so that the watch sees every status and signal
+/// of the service's life.
+const STARTED_BY_THE_TEST: &str = "autostart = false";
 
-/// Whether any hand-off of the service so far was a guess: `procfs` may
-/// then have a wrong previous pid or hand-off count, and has said so.
-fn guessed(adoptd: &Adoptd, service: &str) -> bool {
-    adoptd
-        .seen("status", service)
-        .iter()
-        .any(|l| l.get("source") == Some("guess"))
+/// adoptd with the adoption source `tracker` on a bus of its own, and a
+/// watch on it that was there before `services` started.
+fn supervise(scratch: &Scratch, tracker: &str, services: &[&str]) -> (Adoptd, Watch) {
+    let (adoptd, watch) = Adoptd::start_watched(scratch, &["--tracker", tracker]);
+    watch.start(services);
+    (adoptd, watch)
 }
 
 /// The steps of an N-hop daemonization: fork N times, setsid after the
@@ -32,6 +40,21 @@ fn hops(n: usize) -> Vec<&'static str> {
     }
     steps.push("serve");
     steps
+}
+
+/// The first `Exited` signal of `service`, once it comes: the pid, exit
+/// code and signal of the main process that ended.
+fn main_process_exit(watch: &mut Watch, service: &str) -> (u32, i32, i32) {
+    let exited = watch.wait_signal(
+        &format!("{service}: Exited"),
+        |signal| matches!(signal, Signal::Exited { service: s, .. } if s == service),
+    );
+    match exited {
+        Signal::Exited {
+            pid, code, signal, ..
+        } => (pid, code, signal),
+        _ => unreachable!("only Exited matches"),
+    }
 }
 
 #[test]
@@ -53,30 +76,24 @@ fn forking_one_to_four_times_ends_at_the_settled_process_and_its_last_parent() {
                 &scratch,
                 &reports,
                 &name,
-                &format!("expect = \"{expect}\""),
+                &format!("expect = \"{expect}\"\n{STARTED_BY_THE_TEST}"),
                 &hops(n),
             );
-            let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+            let (adoptd, mut watch) = supervise(&scratch, &tracker, &[&name]);
             let settled = reports.next();
             assert_eq!(settled.hops as usize, n);
-            let status = adoptd.wait_main_pid(&name, settled.pid);
-            let context = format!("{tracker}, {name}: {}", status.text);
-            if !guessed(&adoptd, &name) {
-                assert_eq!(status.pid("previous_pid"), settled.last_parent, "{context}");
-                assert_eq!(
-                    status.get("handoffs"),
-                    Some(n.to_string().as_str()),
-                    "{context}"
-                );
+            let status = watch.wait_main_pid(&name, settled.pid);
+            let context = format!("{tracker}, {name}: {status:?}");
+            if !watch.guessed(&name) {
+                assert_eq!(status.previous_pid, settled.last_parent, "{context}");
+                assert_eq!(status.handoffs as usize, n, "{context}");
             }
-            let (exit, log) = adoptd.stop();
+            watch.stop(&[&name]);
+            let (pid, _, _) = main_process_exit(&mut watch, &name);
+            assert_eq!(pid, settled.pid, "{context}");
+            assert_ends(settled.pid, "the daemon after its stop");
+            let (exit, _) = adoptd.stop();
             assert!(exit.success());
-            assert!(
-                log.iter()
-                    .any(|l| l.is("main process exited", &name) && l.pid("pid") == settled.pid),
-                "{context}"
-            );
-            assert_ends(settled.pid, "the daemon after adoptd stopped");
         }
     }
 }
@@ -84,29 +101,45 @@ fn forking_one_to_four_times_ends_at_the_settled_process_and_its_last_parent() {
 #[test]
 fn a_main_process_that_fails_after_forking_is_a_failure_and_its_child_is_stopped() {
     for tracker in trackers() {
-        for (step, field, value) in [
-            ("fork-exit:3", "code", "3"),
-            ("fork-kill:SEGV", "signal", "11"),
+        for (step, exit_code, exit_signal, result) in [
+            ("fork-exit:3", 3, -1, ServiceResult::ExitCode),
+            ("fork-kill:SEGV", -1, 11, ServiceResult::Signal),
         ] {
             let scratch = Scratch::new("fail");
             let reports = Reports::bind(&scratch);
-            dance_service(&scratch, &reports, "failing", "", &[step, "serve"]);
-            let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
-            // The child may be stopped before it can report: learn it from
-            // the log.
+            dance_service(
+                &scratch,
+                &reports,
+                "failing",
+                STARTED_BY_THE_TEST,
+                &[step, "serve"],
+            );
+            let (mut adoptd, mut watch) = supervise(&scratch, &tracker, &["failing"]);
+            // The child may be stopped before it can report, and an
+            // adoption that is no hand-off is not on the bus: learn the
+            // child from the log.
             let child = adoptd.wait_for("the adoption of the child", |l| {
                 l.message == "adopted" && l.get("dead") == Some("false")
             });
-            let exited = adoptd.wait_for("the failing exit", |l| {
-                l.is("main process exited", "failing")
-            });
-            assert_eq!(exited.get(field), Some(value), "{tracker}: {}", exited.text);
-            adoptd.wait_status("failing", "failed", |l| l.get("state") == Some("failed"));
+            let (_, code, signal) = main_process_exit(&mut watch, "failing");
+            let context = format!("{tracker}, {step}");
+            if exit_code >= 0 {
+                assert_eq!(code, exit_code, "{context}");
+            } else {
+                assert_eq!(signal, exit_signal, "{context}");
+            }
+            let failed = watch.wait_state("failing", State::Failed);
+            assert_eq!(
+                (failed.exit_code, failed.exit_signal, failed.result),
+                (exit_code, exit_signal, result),
+                "{context}"
+            );
             assert_ends(child.pid("pid"), "the child of the failed main process");
             assert!(
-                adoptd.seen("hand-off", "failing").is_empty(),
-                "a failure is not a hand-off"
+                watch.adoptions("failing").is_empty(),
+                "{context}: a failure is not a hand-off"
             );
+            assert_eq!(failed.handoffs, 0, "{context}");
         }
     }
 }
@@ -120,24 +153,24 @@ fn workers_and_orphaned_grandchildren_do_not_take_the_main_pid() {
             &scratch,
             &reports,
             "web",
-            "",
+            STARTED_BY_THE_TEST,
             &["fork", "setsid", "workers:3", "orphan", "zombie", "serve"],
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (_adoptd, mut watch) = supervise(&scratch, &tracker, &["web"]);
         let settled = reports.next();
-        adoptd.wait_main_pid("web", settled.pid);
-        let (_, log) = adoptd.stop();
-        let handoffs: Vec<_> = log.iter().filter(|l| l.is("hand-off", "web")).collect();
+        watch.wait_main_pid("web", settled.pid);
+        // Not at the stop either, when the daemon exits and its workers
+        // are still there.
+        watch.stop(&["web"]);
+        let (pid, _, _) = main_process_exit(&mut watch, "web");
+        assert_eq!(pid, settled.pid, "{tracker}");
+        watch.wait_ended("web", State::Stopped);
+        let adoptions = watch.adoptions("web");
         assert_eq!(
-            handoffs.len(),
+            adoptions.len(),
             1,
-            "{tracker}: only the daemonizing fork: {handoffs:?}"
+            "{tracker}: only the daemonizing fork: {adoptions:?}"
         );
-        let exited = log
-            .iter()
-            .find(|l| l.is("main process exited", "web"))
-            .expect("the main process exited at stop");
-        assert_eq!(exited.pid("pid"), settled.pid, "{tracker}");
     }
 }
 
@@ -152,22 +185,17 @@ fn a_launcher_hands_off_to_the_daemon_it_waited_for() {
             &scratch,
             &reports,
             "apache",
-            "",
+            STARTED_BY_THE_TEST,
             &["launch", "fork", "setsid", "serve"],
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
-        let started = adoptd.wait_for("the spawn", |l| {
-            l.message.starts_with("started") && l.get("service") == Some("apache")
+        let (_adoptd, mut watch) = supervise(&scratch, &tracker, &["apache"]);
+        let spawned = watch.wait_status("apache", "the spawn", |status| {
+            status.main_pid != 0 && status.main_pid_source == MainPidSource::Spawn
         });
-        let launcher = started.pid("pid");
+        let launcher = spawned.main_pid;
         let settled = reports.next();
-        let status = adoptd.wait_main_pid("apache", settled.pid);
-        assert_eq!(
-            status.pid("previous_pid"),
-            launcher,
-            "{tracker}: {}",
-            status.text
-        );
+        let status = watch.wait_main_pid("apache", settled.pid);
+        assert_eq!(status.previous_pid, launcher, "{tracker}: {status:?}");
     }
 }
 
@@ -183,9 +211,9 @@ fn a_killed_daemon_is_restarted_and_no_worker_of_it_is_left() {
                 dance_exec(&reports, "web", &["fork", "setsid", "workers:3", "serve"])
             ),
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (_adoptd, mut watch) = Adoptd::start_watched(&scratch, &["--tracker", &tracker]);
         let first = reports.next();
-        adoptd.wait_main_pid("web", first.pid);
+        watch.wait_main_pid("web", first.pid);
         let workers: Vec<u32> = children_of(first.pid)
             .into_iter()
             .map(|(pid, _)| pid)
@@ -194,8 +222,8 @@ fn a_killed_daemon_is_restarted_and_no_worker_of_it_is_left() {
         signal(first.pid, libc::SIGKILL);
         let second = reports.next();
         assert_ne!(second.pid, first.pid);
-        let status = adoptd.wait_main_pid("web", second.pid);
-        assert_eq!(status.get("restarts"), Some("1"), "{tracker}");
+        let status = watch.wait_main_pid("web", second.pid);
+        assert_eq!(status.restarts, 1, "{tracker}");
         for worker in workers {
             assert!(
                 !is_alive(worker),
@@ -219,9 +247,9 @@ fn no_zombie_stays_under_adoptd() {
                 "zombie", "zombie", "fork", "zombie", "setsid", "fork", "zombie", "serve",
             ],
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (adoptd, mut watch) = Adoptd::start_watched(&scratch, &["--tracker", &tracker]);
         let settled = reports.next();
-        adoptd.wait_main_pid("z", settled.pid);
+        watch.wait_main_pid("z", settled.pid);
         let children = children_of(adoptd.pid());
         assert_eq!(
             children,
@@ -276,24 +304,23 @@ fn random_dances_of_several_services_at_once_end_at_their_settled_processes() {
                 let (steps, hops) = random_dance(&mut random);
                 let name = format!("d{i}");
                 let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
-                dance_service(&scratch, &reports, &name, "", &steps);
+                dance_service(&scratch, &reports, &name, STARTED_BY_THE_TEST, &steps);
                 dances.push((name, steps.join(" "), hops));
             }
-            let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+            let names: Vec<&str> = dances.iter().map(|(name, _, _)| name.as_str()).collect();
+            let (adoptd, mut watch) = supervise(&scratch, &tracker, &names);
             let truth = reports.collect(services);
             for (name, steps, hops) in &dances {
                 let settled = &truth[name];
                 let context = format!("{tracker}, seed {seed}, {name} = {steps}");
                 assert_eq!(settled.hops as usize, *hops, "{context}");
-                let Some(status) = adoptd.wait_settled(name, settled, &tracker, &context) else {
+                let Some(status) = watch.wait_settled(name, settled, &tracker, &context) else {
                     continue;
                 };
-                if !guessed(&adoptd, name) {
+                if !watch.guessed(name) {
                     assert_eq!(
-                        status.pid("previous_pid"),
-                        settled.last_parent,
-                        "{context}: {}",
-                        status.text
+                        status.previous_pid, settled.last_parent,
+                        "{context}: {status:?}"
                     );
                 }
             }
@@ -308,57 +335,46 @@ fn a_notify_service_runs_once_its_settled_process_says_ready_and_not_before() {
     for tracker in trackers() {
         let scratch = Scratch::new("notify");
         let reports = Reports::bind(&scratch);
-        let notify = "expect = \"notify\"";
+        let notify = format!("expect = \"notify\"\n{STARTED_BY_THE_TEST}");
         dance_service(
             &scratch,
             &reports,
             "ready",
-            notify,
+            &notify,
             &["fork", "setsid", "fork", "sleep:100", "notify", "serve"],
         );
         dance_service(
             &scratch,
             &reports,
             "silent",
-            notify,
+            &notify,
             &["fork", "setsid", "fork", "serve"],
         );
-        let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
+        let (adoptd, mut watch) = supervise(&scratch, &tracker, &["ready", "silent"]);
         let truth = reports.collect(2);
 
         let ready = &truth["ready"];
-        let running = adoptd.wait_status("ready", &tracker, |l| l.get("state") == Some("running"));
-        assert_eq!(
-            running.pid("main_pid"),
-            ready.pid,
-            "{tracker}: {}",
-            running.text
-        );
-        for line in adoptd.seen("status", "ready") {
-            if line.get("state") == Some("running") {
+        let running = watch.wait_state("ready", State::Running);
+        assert_eq!(running.main_pid, ready.pid, "{tracker}: {running:?}");
+        for status in watch.statuses("ready") {
+            if status.state == State::Running {
                 assert_eq!(
-                    line.pid("main_pid"),
-                    ready.pid,
-                    "{tracker}: running before ready: {}",
-                    line.text
+                    status.main_pid, ready.pid,
+                    "{tracker}: running before ready: {status:?}"
                 );
             }
         }
 
-        // Followed to its settled process all the same, but never running.
+        // Followed to its settled process all the same, but never running,
+        // not even after a reload.
         let silent = &truth["silent"];
-        adoptd.wait_status("silent", &tracker, |l| l.pid("main_pid") == silent.pid);
-        signal(adoptd.pid(), libc::SIGHUP);
-        adoptd.wait_next("the reload after SIGHUP", |l| {
-            l.message.starts_with("loaded ")
-        });
-        for line in adoptd.seen("status", "silent") {
-            assert_eq!(
-                line.get("state"),
-                Some("starting"),
-                "{tracker}: {}",
-                line.text
-            );
+        watch.wait_status("silent", &tracker, |status| status.main_pid == silent.pid);
+        watch.reload();
+        let now = watch.read("silent");
+        assert_eq!(now.state, State::Starting, "{tracker}: {now:?}");
+        watch.catch_up();
+        for status in watch.statuses("silent") {
+            assert_ne!(status.state, State::Running, "{tracker}: {status:?}");
         }
         let (exit, _) = adoptd.stop();
         assert!(exit.success());
@@ -373,11 +389,15 @@ fn a_program_that_cannot_start_restarting_without_delay_leaves_adoptd_responsive
         "exec = [\"/nonexistent/program\"]\nrestart = \"always\"\nrestart-delay = \"0\"\n\
          start-limit = { burst = 1000000, interval = \"1s\" }\n",
     );
-    let mut adoptd = Adoptd::start(&scratch, &[]);
-    adoptd.wait_for("failed starts", |l| l.message.starts_with("cannot start"));
-    // SIGTERM is heard between two attempts.
+    let (adoptd, mut watch) = Adoptd::start_watched(&scratch, &[]);
+    watch.wait_status("missing", "failed starts", |status| status.restarts >= 2);
+    // The bus answers between two attempts.
+    watch.read("missing");
+    // SIGTERM is heard between two attempts too.
     let (exit, log) = adoptd.stop();
     assert!(exit.success());
+    // Why a start failed (the program cannot be executed) is said in the
+    // log only.
     assert!(log.iter().any(|l| l.message.starts_with("cannot start")));
 }
 
@@ -386,35 +406,37 @@ fn reload_adds_new_services_keeps_stopped_ones_stopped_and_removes_deleted_ones(
     let scratch = Scratch::new("reload");
     scratch.service("done", "exec = [\"/bin/true\"]\nexpect = \"foreground\"\n");
     scratch.service("deleted", "exec = [\"/bin/sleep\", \"1000\"]\n");
-    let mut adoptd = Adoptd::start(&scratch, &[]);
-    adoptd.wait_status("done", "stopped", |l| l.get("state") == Some("stopped"));
-    let deleted = adoptd.wait_status("deleted", "running", |l| l.get("state") == Some("running"));
-    let deleted_pid = deleted.pid("main_pid");
+    let (adoptd, mut watch) = Adoptd::start_watched(&scratch, &[]);
+    let done = watch.wait_status("done", "stopped after its run", |status| {
+        status.state == State::Stopped && status.exit_code == 0
+    });
+    let deleted = watch.wait_state("deleted", State::Running);
+    let deleted_pid = deleted.main_pid;
 
     std::fs::remove_file(scratch.services().join("deleted.toml")).expect("remove");
     scratch.service("added", "exec = [\"/bin/sleep\", \"1000\"]\n");
     signal(adoptd.pid(), libc::SIGHUP);
-    adoptd.wait_next("the new service", |l| {
-        l.is("status", "added") && l.get("state") == Some("running")
-    });
-    adoptd.wait_for("the deleted file noticed", |l| {
-        l.message.starts_with("its service file is gone") && l.get("service") == Some("deleted")
-    });
+    // The reload starts the new service once it has noticed the deleted
+    // file.
+    watch.wait_state("added", State::Running);
     // A service whose file is gone is not restarted when it fails.
     signal(deleted_pid, libc::SIGKILL);
-    adoptd.wait_next("its removal", |l| {
-        l.message == "removed" && l.get("service") == Some("deleted")
-    });
-    let (_, log) = adoptd.stop();
-    let starts = |service: &str| {
-        log.iter()
-            .filter(|l| l.message.starts_with("started") && l.get("service") == Some(service))
-            .count()
-    };
+    watch.wait_signal(
+        "the removal of deleted",
+        |signal| matches!(signal, Signal::Removed { service } if service == "deleted"),
+    );
     assert_eq!(
-        starts("done"),
-        1,
+        watch.status("done"),
+        Some(done),
         "a stopped service is not started again by a reload"
     );
-    assert_eq!(starts("deleted"), 1, "a deleted service is not restarted");
+    for status in watch.statuses("deleted") {
+        assert_eq!(status.restarts, 0, "a deleted service is not restarted");
+        assert!(
+            status.state != State::Running || status.main_pid == deleted_pid,
+            "a deleted service is not restarted: {status:?}"
+        );
+    }
+    let (exit, _) = adoptd.stop();
+    assert!(exit.success());
 }

@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::{Value as Json, json};
 
-use crate::common::{Scratch, TIMEOUT, signal};
+use adoptd_test_support::{Scratch, TIMEOUT, bus::which, signal};
 
 /// How long the window may take to show something, on a loaded machine.
 pub const WINDOW_TIMEOUT: Duration = Duration::from_secs(90);
@@ -38,7 +38,7 @@ pub fn missing_tools() -> Option<String> {
         ("dbus-daemon", "dbus-daemon"),
         ("setpriv", "util-linux"),
     ] {
-        if crate::bus::which(tool).is_none() {
+        if which(tool).is_none() {
             return Some(format!(
                 "{tool} is not installed (Debian package {package})"
             ));

@@ -1,33 +1,12 @@
-//! What the adoptctl tests add to adoptd's own test support (which they
-//! include from `service/tests/common/`): running adoptctl on a test bus,
+//! What the adoptctl tests add to the workspace's test support
+//! (`adoptd-test-support`): running adoptctl on a test bus,
 //! redacting volatile values, and comparing with snapshot files.
 
 #![allow(dead_code, clippy::expect_used)]
 
-use std::{
-    path::{Path, PathBuf},
-    sync::OnceLock,
-};
+use std::path::PathBuf;
 
-use crate::{bus::TestBus, common::TIMEOUT};
-
-/// The adoptd binary, built beside adoptctl by `cargo test --workspace`.
-///
-/// adoptd's test support names it with `env!("CARGO_BIN_EXE_adoptd")`,
-/// which cargo sets only for the adoptd package's own tests; the crate
-/// root of each adoptctl test routes that one name here.
-pub fn adoptd_binary() -> &'static str {
-    static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = Path::new(env!("CARGO_BIN_EXE_adoptctl")).with_file_name("adoptd");
-        assert!(
-            path.exists(),
-            "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p adoptd`)",
-            path.display()
-        );
-        path.to_string_lossy().into_owned()
-    })
-}
+use adoptd_test_support::{TIMEOUT, bus::TestBus};
 
 /// adoptctl, talking to `bus` through `$ADOPTD_BUS_ADDRESS`, with a
 /// timeout, without colour or the caller's bus variables.

@@ -4,9 +4,6 @@
 //! Every wait reads an event (the daemon's printed address, a process's
 //! output, a D-Bus message) and has a timeout.
 
-#![allow(dead_code)] // each test binary uses a different part
-#![allow(clippy::expect_used)]
-
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -14,7 +11,7 @@ use std::{
     sync::mpsc,
 };
 
-use crate::common::{Pidfd, Scratch, TIMEOUT, signal};
+use crate::{Pidfd, Scratch, TIMEOUT, signal};
 
 /// Debian's system bus configuration, which the test bus is made from.
 pub const SYSTEM_CONF: &str = "/usr/share/dbus-1/system.conf";
@@ -249,7 +246,7 @@ fn launch(config: &Path) -> Child {
 /// switch, fork, pid file, syslog or activation).
 pub fn system_config(socket: &Path) -> String {
     let system = std::fs::read_to_string(SYSTEM_CONF).expect("read system.conf");
-    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dbus/org.adoptd1.conf");
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dbus/org.adoptd1.conf");
     let policy = policy.canonicalize().expect("dbus/org.adoptd1.conf");
     let mut config = String::new();
     for line in system.lines() {

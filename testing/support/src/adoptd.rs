@@ -1,0 +1,336 @@
+//! A real adoptd on a scratch configuration directory, its log read line
+//! by line, and stopped with every process it leaves when dropped.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use crate::{Pidfd, Report, Scratch, TIMEOUT, Watch, adoptd_binary, descendants, signal};
+
+/// One line of adoptd's log: the message and its key=value fields.
+#[derive(Clone, Debug, Default)]
+pub struct LogLine {
+    pub text: String,
+    pub message: String,
+    pub fields: HashMap<String, String>,
+}
+
+impl LogLine {
+    fn parse(text: &str) -> Self {
+        // "TIMESTAMP  LEVEL target: message key=value key="value""
+        let rest = text.split_once(": ").map_or(text, |(_, rest)| rest);
+        let mut fields = HashMap::new();
+        let mut message = Vec::new();
+        for token in rest.split(' ') {
+            match token.split_once('=') {
+                Some((key, value))
+                    if !key.is_empty()
+                        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    fields.insert(key.to_owned(), value.trim_matches('"').to_owned());
+                }
+                _ if fields.is_empty() => message.push(token),
+                _ => {}
+            }
+        }
+        LogLine {
+            text: text.to_owned(),
+            message: message.join(" "),
+            fields,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).map(String::as_str)
+    }
+
+    pub fn pid(&self, key: &str) -> u32 {
+        self.get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {:?}", self.text))
+    }
+
+    pub fn is(&self, message: &str, service: &str) -> bool {
+        self.message == message && self.get("service") == Some(service)
+    }
+}
+
+/// A running adoptd, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Adoptd {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub log: Vec<LogLine>,
+}
+
+impl Adoptd {
+    /// Starts adoptd on `scratch`'s services with extra arguments.
+    pub fn start(scratch: &Scratch, extra: &[&str]) -> Self {
+        let mut command = Command::new(adoptd_binary());
+        command
+            .env(adoptd_dbus::RUNTIME_DIR_VARIABLE, scratch.runtime_dir())
+            .arg("--config-dir")
+            .arg(scratch.services())
+            .args(extra);
+        Self::spawn(command)
+    }
+
+    /// Starts adoptd on `scratch`'s services with the given tracker.
+    pub fn start_tracker(scratch: &Scratch, tracker: &str, extra: &[&str]) -> Self {
+        let mut command = Command::new(adoptd_binary());
+        command
+            .env(adoptd_dbus::RUNTIME_DIR_VARIABLE, scratch.runtime_dir())
+            .arg("--config-dir")
+            .arg(scratch.services())
+            .args(["--tracker", tracker])
+            .args(extra);
+        Self::spawn(command)
+    }
+
+    /// Starts adoptd on `scratch`'s services with extra arguments, on a
+    /// bus of its own (`--private-bus`, in the scratch runtime directory:
+    /// no dbus-daemon needed), and returns it with a [`Watch`] on that bus
+    /// once adoptd owns its name there.
+    pub fn start_watched(scratch: &Scratch, extra: &[&str]) -> (Self, Watch) {
+        let mut command = Command::new(adoptd_binary());
+        command
+            .env(adoptd_dbus::RUNTIME_DIR_VARIABLE, scratch.runtime_dir())
+            // Nothing of this adoptd goes near the machine's system bus.
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                "unix:path=/nonexistent/system_bus_socket",
+            )
+            .arg("--private-bus")
+            .arg("--config-dir")
+            .arg(scratch.services())
+            .args(extra);
+        let (sender, printed) = mpsc::channel();
+        let mut adoptd = Self::launch(command, Some(sender));
+        // adoptd prints the address once its bus listens.
+        let address = match printed.recv_timeout(TIMEOUT) {
+            Ok(address) => address,
+            Err(_) => adoptd.fail("adoptd to print its bus address"),
+        };
+        let watch = Watch::connect(&address);
+        (adoptd, watch)
+    }
+
+    /// Starts adoptd from a prepared command (e.g. under `unshare`).
+    pub fn spawn(command: Command) -> Self {
+        Self::launch(command, None)
+    }
+
+    /// Starts adoptd; with `address`, reads its standard output for the
+    /// line `ADOPTD_BUS_ADDRESS=…` that `--private-bus` prints, and sends
+    /// the address there.
+    fn launch(mut command: Command, address: Option<mpsc::Sender<String>>) -> Self {
+        command.env(
+            "ADOPTD_LOG",
+            std::env::var("ADOPTD_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+        );
+        command
+            .stdin(Stdio::null())
+            .stdout(if address.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start adoptd");
+        if let Some(address) = address {
+            let stdout = child.stdout.take().expect("stdout");
+            std::thread::spawn(move || {
+                // Read to the end, so that nothing adoptd prints later
+                // meets a closed pipe.
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(printed) = line
+                        .strip_prefix(adoptd_dbus::ADDRESS_VARIABLE)
+                        .and_then(|rest| rest.strip_prefix('='))
+                    {
+                        address.send(printed.to_owned()).ok();
+                    }
+                }
+            });
+        }
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("ADOPTD_TEST_ECHO").is_some() {
+                    eprintln!("adoptd| {line}");
+                }
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Adoptd {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Returns the first line, already seen or still to come, that
+    /// matches; waits for it if need be.
+    pub fn wait_for(&mut self, what: &str, matches: impl Fn(&LogLine) -> bool) -> LogLine {
+        if let Some(line) = self.log.iter().find(|l| matches(l)) {
+            return line.clone();
+        }
+        self.wait_next(what, matches)
+    }
+
+    /// Waits for the next new line that matches, and returns it.
+    pub fn wait_next(&mut self, what: &str, matches: impl Fn(&LogLine) -> bool) -> LogLine {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(text) => {
+                    let line = LogLine::parse(&text);
+                    self.log.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => self.fail(what),
+            }
+        }
+    }
+
+    /// Fails the test for want of `what`, with everything adoptd said.
+    fn fail(&mut self, what: &str) -> ! {
+        while let Ok(text) = self.lines.try_recv() {
+            self.log.push(LogLine::parse(&text));
+        }
+        panic!(
+            "timed out waiting for {what}; adoptd said:\n{}",
+            self.log
+                .iter()
+                .map(|l| l.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    /// Waits until the service's status line satisfies `matches`.
+    pub fn wait_status(
+        &mut self,
+        service: &str,
+        what: &str,
+        matches: impl Fn(&LogLine) -> bool,
+    ) -> LogLine {
+        self.wait_for(&format!("{service}: {what}"), |l| {
+            l.is("status", service) && matches(l)
+        })
+    }
+
+    /// Waits until the service runs with `main_pid`.
+    pub fn wait_main_pid(&mut self, service: &str, main_pid: u32) -> LogLine {
+        self.wait_status(service, &format!("main_pid={main_pid}"), |l| {
+            l.get("main_pid") == Some(&main_pid.to_string()) && l.get("state") == Some("running")
+        })
+    }
+
+    /// Waits until the service runs with the pid its dance settled as, or,
+    /// under `procfs`, with a main pid flagged as a guess (its documented
+    /// limit); returns the status line, or `None` when procfs guessed wrong
+    /// and said so.
+    pub fn wait_settled(
+        &mut self,
+        service: &str,
+        settled: &Report,
+        tracker: &str,
+        context: &str,
+    ) -> Option<LogLine> {
+        let status = self.wait_status(service, context, |l| {
+            l.get("state") == Some("running")
+                && (l.pid("main_pid") == settled.pid
+                    || (tracker == "procfs" && l.get("source") == Some("guess")))
+        });
+        if status.pid("main_pid") == settled.pid {
+            return Some(status);
+        }
+        // procfs degraded safely: the wrong main pid says so.
+        assert_eq!(status.get("source"), Some("guess"), "{context}");
+        eprintln!("{context}: procfs guessed: {}", status.text);
+        None
+    }
+
+    /// Every line for `service` seen so far with this message.
+    pub fn seen(&self, message: &str, service: &str) -> Vec<LogLine> {
+        self.log
+            .iter()
+            .filter(|l| l.is(message, service))
+            .cloned()
+            .collect()
+    }
+
+    /// Asks adoptd to stop everything and waits for it to exit.
+    pub fn stop(self) -> (std::process::ExitStatus, Vec<LogLine>) {
+        let pid = self.child.id();
+        self.stop_through(pid)
+    }
+
+    /// Like [`Adoptd::stop`], when adoptd is not the child itself (it runs
+    /// under `unshare`): SIGTERM goes to `adoptd_pid`.
+    pub fn stop_through(mut self, adoptd_pid: u32) -> (std::process::ExitStatus, Vec<LogLine>) {
+        signal(adoptd_pid, libc::SIGTERM);
+        self.wait_for("adoptd to finish", |l| {
+            l.message == "every service is stopped"
+        });
+        let status = wait_exit(&mut self.child);
+        // Read what is left of the log.
+        while let Ok(text) = self.lines.recv_timeout(Duration::from_millis(0)) {
+            self.log.push(LogLine::parse(&text));
+        }
+        let log = std::mem::take(&mut self.log);
+        (status, log)
+    }
+}
+
+impl Drop for Adoptd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // Every process of the test is adoptd's descendant now (adoptd
+            // is their subreaper); whatever of them outlives adoptd (a
+            // process of no service, or all of them if adoptd must be
+            // killed) is killed after it, so a failed test leaves nothing.
+            let tree = descendants(self.child.id());
+            signal(self.child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + TIMEOUT;
+            let mut ended = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    ended = true;
+                    break;
+                }
+                // Drop must not hang: this is the one poll, bounded.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !ended {
+                self.child.kill().ok();
+                self.child.wait().ok();
+            }
+            for process in tree {
+                process.kill();
+            }
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let pidfd = Pidfd::open(child.id()).expect("pidfd of adoptd");
+    assert!(pidfd.wait_exit(TIMEOUT), "adoptd did not exit");
+    child.wait().expect("wait adoptd")
+}
