@@ -62,10 +62,20 @@ pub enum Command {
         names: Vec<String>,
     },
 
-    /// List every service in one table sorted by name.
+    /// List services in one table sorted by name: every one, or those
+    /// whose name matches a PATTERN (a glob such as apache2@*), or whose
+    /// state is STATE.
     ///
     /// With --json, one array of objects.
-    List,
+    List {
+        /// Names or globs (*, ?, [abc]) of the services to list.
+        #[arg(value_name = "PATTERN")]
+        patterns: Vec<String>,
+
+        /// Only services in this state.
+        #[arg(long, value_name = "STATE", value_parser = ["stopped", "starting", "running", "stopping", "restarting", "failed"])]
+        state: Option<String>,
+    },
 
     /// Start services and wait until they run.
     ///
@@ -113,6 +123,51 @@ pub enum Command {
         names: Vec<String>,
     },
 
+    /// Say whether services are running: print each one's state; exit 0
+    /// when at least one runs, else 3 (4 when a name is no service).
+    IsActive(Question),
+
+    /// Say whether services have failed: print each one's state; exit 0
+    /// when at least one has failed, else 1.
+    IsFailed(Question),
+
+    /// Print services' properties as Name=Value lines, sorted by name, as
+    /// `systemctl show` does (strings bare, booleans yes/no, lists
+    /// space-separated). With --json, one object per service and line.
+    Show {
+        /// Only these properties (repeatable), such as -p MainPID.
+        #[arg(long, short, value_name = "PROP")]
+        property: Vec<String>,
+
+        /// Print only the values, one per line.
+        #[arg(long)]
+        value: bool,
+
+        /// Services to show.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+
+    /// Print the service file of services, each after a "# PATH" line.
+    Cat {
+        /// Services whose file to print.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+
+    /// Make failed services stopped and clear their start-limit count, so
+    /// that a start is counted afresh.
+    ResetFailed {
+        /// Services to reset.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+
+    /// Re-read adoptd's configuration directory and say what changed:
+    /// services added, removed, changed, and files refused (exit 1 when
+    /// any was; the others are loaded all the same).
+    DaemonReload,
+
     /// Write the man page or shell completions to stdout.
     #[command(hide = true)]
     Generate {
@@ -129,6 +184,18 @@ pub struct Control {
     pub no_block: bool,
 
     /// Services to act on.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+/// The arguments of is-active and is-failed.
+#[derive(Debug, Args)]
+pub struct Question {
+    /// Print nothing; only the exit status answers.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Services to ask about.
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
 }

@@ -8,7 +8,7 @@
 //! reply may overtake the signal of the change it caused, and a restarted
 //! service is `running` both before and after.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, io::IsTerminal as _};
 
 use adoptd_dbus::{
     BUS_NAME, Error as BusError, ManagerProxy, SERVICE_INTERFACE, SERVICE_PATH_PREFIX,
@@ -110,7 +110,25 @@ pub async fn kill(bus: &Bus, names: &[String], signal: &str) -> Exit {
     signal_each(bus, names, Some(number)).await
 }
 
+/// Makes each failed service of `names` stopped, its start-limit count
+/// cleared.
+pub async fn reset_failed(bus: &Bus, names: &[String]) -> Exit {
+    each(bus, names, Call::ResetFailed).await
+}
+
+/// What [`each`] calls on every service.
+#[derive(Clone, Copy)]
+enum Call {
+    Kill(i32),
+    Reload,
+    ResetFailed,
+}
+
 async fn signal_each(bus: &Bus, names: &[String], signal: Option<i32>) -> Exit {
+    each(bus, names, signal.map_or(Call::Reload, Call::Kill)).await
+}
+
+async fn each(bus: &Bus, names: &[String], call: Call) -> Exit {
     let mut exit = Exit::Success;
     for name in names {
         let service = ServiceProxy::builder(&bus.connection)
@@ -125,9 +143,10 @@ async fn signal_each(bus: &Bus, names: &[String], signal: Option<i32>) -> Exit {
                 continue;
             }
         };
-        let reply = match signal {
-            Some(signal) => service.kill(signal).await,
-            None => service.reload().await,
+        let reply = match call {
+            Call::Kill(signal) => service.kill(signal).await,
+            Call::Reload => service.reload().await,
+            Call::ResetFailed => service.reset_failed().await,
         };
         if let Err(error) = reply {
             exit = exit.max(report(Failure::from_bus(Some(name), &bus.name, &error)));
@@ -203,6 +222,8 @@ struct Wait {
     result: Option<ServiceResult>,
     exit_code: i32,
     exit_signal: i32,
+    /// Why a start asked for could not run the program.
+    exec_error: Option<String>,
 }
 
 /// Where a wait stands.
@@ -224,7 +245,22 @@ impl Wait {
             result: None,
             exit_code: -1,
             exit_signal: -1,
+            exec_error: None,
         }
+    }
+
+    /// Takes in a change signalled after the request: an `ExecError` is
+    /// only this start's when it changes now (a first reading may show
+    /// an earlier start's).
+    fn changed(&mut self, changed: &HashMap<String, OwnedVariant>) {
+        if let Some(error) = changed
+            .get("ExecError")
+            .and_then(|value| <&str>::try_from(value).ok())
+            .filter(|error| !error.is_empty())
+        {
+            self.exec_error = Some(error.to_owned());
+        }
+        self.update(changed);
     }
 
     /// Takes in changed properties (from a signal or a read).
@@ -265,6 +301,9 @@ impl Wait {
     }
 
     fn outcome(&self) -> Outcome {
+        if let (Action::Start | Action::Restart, Some(error)) = (self.action, &self.exec_error) {
+            return Outcome::Failed(format!("{} could not be started: {error}", self.name));
+        }
         let Some(state) = self.state else {
             return Outcome::Pending;
         };
@@ -319,8 +358,24 @@ async fn wait(bus: &Bus, changes: &mut Changes, mut waits: HashMap<String, Wait>
         }
     }
     exit = exit.max(settle(&mut waits));
+    // On a terminal, a wait longer than a second says what it waits for.
+    let terminal = std::io::stderr().is_terminal();
+    let started = tokio::time::Instant::now();
+    let mut progress = tokio::time::interval_at(
+        started + std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(5),
+    );
     while !waits.is_empty() {
-        let Some(message) = changes.next().await else {
+        let next = tokio::select! {
+            next = changes.next() => next,
+            _ = progress.tick() => {
+                if terminal {
+                    say_progress(&waits, started.elapsed());
+                }
+                continue;
+            }
+        };
+        let Some(message) = next else {
             return exit.max(report(Failure::failed(format!(
                 "lost the connection to the {} while waiting",
                 bus.name
@@ -356,11 +411,30 @@ async fn wait(bus: &Bus, changes: &mut Changes, mut waits: HashMap<String, Wait>
         if let Ok((interface, changed, _)) = body
             && interface == SERVICE_INTERFACE
         {
-            wait.update(&changed);
+            wait.changed(&changed);
         }
         exit = exit.max(settle(&mut waits));
     }
     exit
+}
+
+/// `adoptctl: waiting 6s for web to be running (now starting)`, one line
+/// for every wait still pending.
+fn say_progress(waits: &HashMap<String, Wait>, elapsed: std::time::Duration) {
+    let mut pending: Vec<&Wait> = waits.values().collect();
+    pending.sort_by(|a, b| a.name.cmp(&b.name));
+    for wait in pending {
+        let goal = match wait.action {
+            Action::Start | Action::Restart => "running",
+            Action::Stop => "stopped",
+        };
+        let now = wait.state.map_or("unknown", State::as_str);
+        eprintln!(
+            "adoptctl: waiting {}s for {} to be {goal} (now {now})",
+            elapsed.as_secs(),
+            wait.name
+        );
+    }
 }
 
 /// Removes the waits that are over, reporting failures.

@@ -1,8 +1,9 @@
 //! adoptctl, the command-line client of adoptd.
 //!
 //! [`run`] connects to the bus that [`bus`] chooses and runs one command:
-//! [`status`], [`list`], [`control`] (start, stop, restart, reload, kill)
-//! or [`monitor`]; [`generate`] writes the man pages and completions. The
+//! [`status`], [`list`], [`control`] (start, stop, restart, reload, kill,
+//! reset-failed), [`query`] (is-active, is-failed, show, cat),
+//! [`daemon_reload`] or [`monitor`]; [`generate`] writes the man pages and completions. The
 //! commands print their output themselves, report failures on stderr as
 //! `adoptctl: …`, and return the exit status ([`error::Exit`]).
 //!
@@ -14,6 +15,7 @@ pub mod cli;
 
 mod bus;
 mod control;
+mod daemon_reload;
 pub mod error;
 mod generate;
 mod glob;
@@ -21,6 +23,7 @@ mod list;
 mod monitor;
 mod procfs;
 mod properties;
+mod query;
 mod render;
 mod status;
 
@@ -59,7 +62,9 @@ async fn run_command(cli: &Cli) -> Exit {
     let style = render::Style::for_stdout();
     match &cli.command {
         Command::Status { names } => status::run(&bus, names, cli.json, style).await,
-        Command::List => list::run(&bus, cli.json, style).await,
+        Command::List { patterns, state } => {
+            list::run(&bus, patterns, state.as_deref(), cli.json, style).await
+        }
         Command::Start(args) => {
             control::change(&bus, control::Action::Start, &args.names, args.no_block).await
         }
@@ -72,6 +77,20 @@ async fn run_command(cli: &Cli) -> Exit {
         Command::Reload { names } => control::reload(&bus, names).await,
         Command::Kill { signal, names } => control::kill(&bus, names, signal).await,
         Command::Monitor { names } => monitor::run(&bus, names, cli.json).await,
+        Command::IsActive(args) => {
+            query::is(&bus, &args.names, query::Question::Active, args.quiet).await
+        }
+        Command::IsFailed(args) => {
+            query::is(&bus, &args.names, query::Question::Failed, args.quiet).await
+        }
+        Command::Show {
+            property,
+            value,
+            names,
+        } => query::show(&bus, names, property, *value, cli.json).await,
+        Command::Cat { names } => query::cat(&bus, names).await,
+        Command::ResetFailed { names } => control::reset_failed(&bus, names).await,
+        Command::DaemonReload => daemon_reload::run(&bus).await,
         Command::Generate { .. } => Exit::Success,
     }
 }

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use adoptd_dbus::State;
+use adoptd_dbus::{LoadState, State};
 use serde::Serialize;
 
 use crate::{
@@ -30,6 +30,7 @@ pub struct Row<'a> {
     #[serde(rename = "PreviousPID")]
     pub previous_pid: u32,
     pub state_change_timestamp: u64,
+    pub load_state: LoadState,
 }
 
 impl<'a> From<&'a ServiceStatus> for Row<'a> {
@@ -40,11 +41,20 @@ impl<'a> From<&'a ServiceStatus> for Row<'a> {
             main_pid: status.main_pid,
             previous_pid: status.previous_pid,
             state_change_timestamp: status.state_change_timestamp,
+            load_state: status.load_state,
         }
     }
 }
 
-pub async fn run(bus: &Bus, json: bool, style: Style) -> Exit {
+/// Lists the services whose name matches one of `patterns` (every one
+/// when empty) and, with `state`, that are in it.
+pub async fn run(
+    bus: &Bus,
+    patterns: &[String],
+    state: Option<&str>,
+    json: bool,
+    style: Style,
+) -> Exit {
     let services = match properties::all(bus).await {
         Ok(services) => services,
         Err(failure) => {
@@ -52,7 +62,14 @@ pub async fn run(bus: &Bus, json: bool, style: Style) -> Exit {
             return failure.exit;
         }
     };
-    let rows: Vec<Row<'_>> = services.iter().map(Row::from).collect();
+    let rows: Vec<Row<'_>> = services
+        .iter()
+        .filter(|s| {
+            patterns.is_empty() || patterns.iter().any(|p| crate::glob::matches(p, &s.name))
+        })
+        .filter(|s| state.is_none_or(|state| s.state.as_str() == state))
+        .map(Row::from)
+        .collect();
     let text = if json {
         let mut text = serde_json::to_string(&rows).unwrap_or_default();
         text.push('\n');
@@ -72,7 +89,11 @@ pub fn table(rows: &[Row<'_>], now_us: u64, style: Style) -> String {
         .map(|row| {
             [
                 row.name.to_owned(),
-                row.state.as_str().to_owned(),
+                match row.load_state {
+                    // A refused or vanished file shows beside the state.
+                    LoadState::Loaded => row.state.as_str().to_owned(),
+                    other => format!("{} ({other})", row.state),
+                },
                 pid(row.main_pid),
                 pid(row.previous_pid),
                 if row.state_change_timestamp == 0 {
@@ -149,7 +170,16 @@ mod tests {
             main_pid,
             previous_pid: 0,
             state_change_timestamp: 1_000_000,
+            load_state: LoadState::Loaded,
         }
+    }
+
+    #[test]
+    fn a_refused_file_shows_beside_the_state() {
+        let mut refused = row("typo", State::Stopped, 0);
+        refused.load_state = LoadState::BadSetting;
+        let text = table(&[refused], 2_000_000, Style { colour: false });
+        assert!(text.contains("stopped (bad-setting)"), "{text}");
     }
 
     #[test]

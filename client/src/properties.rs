@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use adoptd_dbus::{
-    MANAGER_PATH, MainPidSource, SERVICE_INTERFACE, ServiceResult, State, service_path,
+    LoadState, MANAGER_PATH, MainPidSource, SERVICE_INTERFACE, ServiceResult, State, service_path,
 };
 use serde::Serialize;
 use zbus::{DeserializeDict, OwnedObjectPath, OwnedVariant, Type};
@@ -53,6 +53,12 @@ pub struct ServiceStatus {
     pub user: String,
     pub expect: String,
     pub restart: String,
+    pub load_state: LoadState,
+    pub load_error: String,
+    pub fragment_path: String,
+    pub need_daemon_reload: bool,
+    pub exec_error: String,
+    pub status_text: String,
 }
 
 /// The properties of service `name`: one `GetAll` on its object path.

@@ -41,6 +41,11 @@ impl Style {
         self.paint("1", text)
     }
 
+    /// `text` in red, for what is wrong.
+    pub fn warn(self, text: &str) -> String {
+        self.paint("31", text)
+    }
+
     /// `text` dimmed.
     pub fn dim(self, text: &str) -> String {
         self.paint("2", text)

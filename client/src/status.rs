@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use adoptd_dbus::{ServiceResult, State};
+use adoptd_dbus::{LoadState, ServiceResult, State};
 
 use crate::{
     bus::Bus,
@@ -38,8 +38,16 @@ pub async fn run(bus: &Bus, names: &[String], json: bool, style: Style) -> Exit 
     }
     render::emit(&text);
     let mut exit = Exit::Success;
-    if !names.is_empty() && services.iter().any(|s| s.state != State::Running) {
-        exit = Exit::NotRunning;
+    if !names.is_empty() {
+        for service in services.iter().filter(|s| s.state != State::Running) {
+            // As systemctl: a unit whose file is gone and that does not
+            // run is no such unit.
+            exit = exit.max(if service.load_state == LoadState::NotFound {
+                Exit::NoSuchService
+            } else {
+                Exit::NotRunning
+            });
+        }
     }
     for failure in failures {
         crate::report(&failure);
@@ -73,7 +81,28 @@ pub fn block(status: &ServiceStatus, now_us: u64, style: Style) -> String {
             render::ago(status.state_change_timestamp, now_us)
         );
     }
+    let loaded = match status.load_state {
+        LoadState::Loaded => format!("loaded ({})", status.fragment_path),
+        other => style.warn(&format!("{other} ({})", status.fragment_path)),
+    };
+    field(&mut text, "Loaded", &loaded);
+    if !status.load_error.is_empty() {
+        field(&mut text, "Error", &style.warn(&status.load_error));
+    }
+    if status.need_daemon_reload {
+        field(
+            &mut text,
+            "Warning",
+            "the service file changed on disk; run adoptctl daemon-reload",
+        );
+    }
     field(&mut text, "State", &state);
+    if !status.status_text.is_empty() {
+        field(&mut text, "Status", &format!("\"{}\"", status.status_text));
+    }
+    if !status.exec_error.is_empty() {
+        field(&mut text, "Exec error", &style.warn(&status.exec_error));
+    }
     if status.main_pid != 0 {
         let name = procfs::name(status.main_pid)
             .map(|name| format!(" ({name})"))

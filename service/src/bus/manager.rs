@@ -118,7 +118,10 @@ impl Manager {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<(), Error> {
         auth::authorize(connection, &header, self.shared.owner_uid).await?;
-        let refused = self.shared.ask(|reply| Request::Reload { reply }).await?;
+        let (refused, published) = self.shared.ask(|reply| Request::Reload { reply }).await?;
+        // Answer once the registry shows the reload: a client that reads
+        // the services after the reply sees what it did.
+        self.shared.wait_applied(published).await;
         match refused.as_slice() {
             [] => Ok(()),
             [one] => Err(Error::Failed(format!(

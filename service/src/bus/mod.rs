@@ -136,6 +136,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         registry: Mutex::new(Registry::default()),
         published: Notify::new(),
+        applied: Notify::new(),
         requests,
         identity,
         owner_uid: nix::unistd::geteuid().as_raw(),
@@ -177,7 +178,10 @@ pub async fn run(
                     biased;
                     update = updates.recv() => match update {
                         // Not connected (yet): only the registry learns it.
-                        Some(update) => shared.registry().apply(&update),
+                        Some(update) => {
+                            shared.registry().apply(&update);
+                            shared.applied.notify_waiters();
+                        }
                         None => return,
                     },
                     connection = &mut connecting => break connection,
@@ -233,6 +237,8 @@ struct Shared {
     registry: Mutex<Registry>,
     /// Notified whenever service objects were published.
     published: Notify,
+    /// Notified whenever an update was applied to the registry.
+    applied: Notify,
     requests: mpsc::Sender<Request>,
     identity: Identity,
     /// adoptd's own effective uid: its owner may control what it runs.
@@ -266,6 +272,26 @@ impl Shared {
         answer.await.map_err(|_| gone())
     }
 
+    /// Waits until the registry has applied `count` updates (what the
+    /// supervisor had published when it answered), bounded like
+    /// [`Shared::wait_published`].
+    async fn wait_applied(&self, count: u64) {
+        loop {
+            let notified = self.applied.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.registry().applied >= count {
+                return;
+            }
+            if tokio::time::timeout(Duration::from_secs(5), notified)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
     /// Waits until the object of `service` is on the bus (a method that
     /// created it answers only then), or the connection went away.
     async fn wait_published(&self, service: ServiceId) {
@@ -294,6 +320,8 @@ struct Registry {
     /// Indexed by `ServiceId`; ids are dense and never reused.
     services: Vec<Option<Entry>>,
     orphans_reaped: u64,
+    /// Updates applied so far, in the supervisor's order.
+    applied: u64,
 }
 
 struct Entry {
@@ -312,6 +340,7 @@ struct Entry {
 
 impl Registry {
     fn apply(&mut self, update: &Update) {
+        self.applied += 1;
         match update {
             Update::ServiceAdded {
                 service,
@@ -510,6 +539,7 @@ impl Publisher<'_> {
             _ => None,
         };
         self.shared.registry().apply(&update);
+        self.shared.applied.notify_waiters();
         let result = match update {
             Update::ServiceAdded { service, spec, .. } => {
                 self.service_added(service, &spec.name, was_known).await

@@ -66,8 +66,12 @@ pub enum Request {
         reply: oneshot::Sender<Vec<Pid>>,
     },
     /// Re-read the configuration directory; the reply lists the refusals
-    /// (`FILE:LINE: KEY: message`), empty when every file loaded.
-    Reload { reply: oneshot::Sender<Vec<String>> },
+    /// (`FILE:LINE: KEY: message`), empty when every file loaded, and how
+    /// many updates were published by then (so the bus can answer once it
+    /// has applied them).
+    Reload {
+        reply: oneshot::Sender<(Vec<String>, u64)>,
+    },
 }
 
 /// Which service a request is for.
@@ -199,6 +203,8 @@ pub struct Supervisor {
     shutting_down: bool,
     /// Reused across batches.
     reaped: Vec<(Pid, ExitStatus)>,
+    /// Updates published so far.
+    published: std::cell::Cell<u64>,
 }
 
 impl Supervisor {
@@ -250,6 +256,7 @@ impl Supervisor {
             epoch: Instant::now(),
             shutting_down: false,
             reaped: Vec::new(),
+            published: std::cell::Cell::new(0),
         }
     }
 
@@ -376,7 +383,7 @@ impl Supervisor {
             }
             Request::Reload { reply } => {
                 let refused = self.reload();
-                reply.send(refused).ok();
+                reply.send((refused, self.published.get())).ok();
             }
         }
     }
@@ -393,6 +400,7 @@ impl Supervisor {
 
     /// Hands an update to the bus layer, if one listens.
     fn publish(&self, update: Update) {
+        self.published.set(self.published.get() + 1);
         // No receiver (no bus, or it is reconnecting and will resync): the
         // log still says everything.
         self.updates.send(update).ok();
