@@ -77,7 +77,5 @@ fn the_private_bus_is_monitored_by_sender_not_by_name() {
         line.contains("Member=ListServices")
     });
     everything.wait_for("its reply", |line| line.contains("Type=method_return"));
-    from_adoptd.wait_for("adoptd's reply", |line| {
-        line.contains("Type=method_return")
-    });
+    from_adoptd.wait_for("adoptd's reply", |line| line.contains("Type=method_return"));
 }

@@ -3,8 +3,8 @@
 //!
 //! zbus's own Introspectable writes into a parent's reply the whole
 //! introspection of every object below it, so the reply at `/` or
-//! `/org/adoptd1` grows with every service, and busctl's parser warns
-//! about the nested interfaces. On these parents adoptd serves its own
+//! `/org/adoptd1` grows with every service, and busctl's parser prints
+//! warnings on it. On these parents adoptd serves its own
 //! ([`Parent`]): the parent's own interfaces, then each child as an empty
 //! `<node name="…"/>`, as the D-Bus specification describes; a client
 //! introspects a child to learn its interfaces. Service objects have no
@@ -15,7 +15,10 @@
 //! - The XML of each interface is what zbus's `#[interface]` code writes
 //!   for the interface served at that path, so it cannot drift from what
 //!   is served; only `Peer`'s is a copy, because zbus keeps that type
-//!   private (a test compares it with zbus's on a service object).
+//!   private (a test compares it with zbus's on a service object). zbus
+//!   offers no list of a path's interfaces, so [`Parent`] asks for each
+//!   type that adoptd serves on a parent: a new interface there must be
+//!   added to it.
 //! - The children are those of what is served: the Manager's path, and the
 //!   service objects the registry marks as published on this connection.
 //! - zbus removes `/org/adoptd1/service` with its last service object and
