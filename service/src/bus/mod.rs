@@ -23,6 +23,7 @@
 mod auth;
 mod configured;
 mod convert;
+mod introspect;
 mod manager;
 pub mod private;
 mod service;
@@ -457,6 +458,7 @@ async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Conne
         )
         .build()
         .await?;
+    introspect::serve(connection.object_server(), shared).await?;
     let publisher = Publisher {
         connection: &connection,
         shared,
@@ -519,6 +521,8 @@ impl Publisher<'_> {
         };
         self.connection.object_server().at(&path, object).await?;
         self.shared.registry().set_published(service);
+        // The first service object makes the node above it anew.
+        introspect::serve(self.connection.object_server(), self.shared).await?;
         Ok(())
     }
 
