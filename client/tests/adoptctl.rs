@@ -82,10 +82,7 @@ fn status_of_a_daemon_reads_like_its_snapshot() {
         &[
             (dance.to_str().expect("utf-8"), "[DANCE]"),
             (reports.path.to_str().expect("utf-8"), "[REPORTS]"),
-            (
-                scratch.services().to_str().expect("utf-8"),
-                "[SERVICES]",
-            ),
+            (scratch.services().to_str().expect("utf-8"), "[SERVICES]"),
         ],
     );
     assert_snapshot("status_dancer", &text);

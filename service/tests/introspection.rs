@@ -6,18 +6,16 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-#[path = "common/bus.rs"]
-mod bus;
-mod common;
-
 use std::{collections::BTreeSet, future::Future};
 
 use adoptd_dbus::{
     BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE,
     SERVICE_PATH_PREFIX, introspection::interface_members,
 };
-use bus::{TestBus, missing_tools};
-use common::*;
+use adoptd_test_support::{
+    bus::{TestBus, missing_tools},
+    *,
+};
 use futures_util::StreamExt as _;
 
 const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";

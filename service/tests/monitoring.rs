@@ -7,15 +7,13 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-#[path = "common/bus.rs"]
-mod bus;
-mod common;
-
 use std::process::Command;
 
 use adoptd_dbus::{BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH};
-use bus::{Monitor, which};
-use common::*;
+use adoptd_test_support::{
+    bus::{Monitor, which},
+    *,
+};
 
 #[test]
 fn the_private_bus_is_monitored_by_sender_not_by_name() {
