@@ -249,9 +249,9 @@ impl Wait {
         }
     }
 
-    /// Takes in a change signalled after the request: an `ExecError` is
-    /// only this start's when it changes now (a first reading may show
-    /// an earlier start's).
+    /// Takes in a change signalled after the request, or a reading whose
+    /// state changed after it: an `ExecError` is this start's then (adoptd
+    /// tries the program before it answers), not an earlier start's.
     fn changed(&mut self, changed: &HashMap<String, OwnedVariant>) {
         if let Some(error) = changed
             .get("ExecError")
@@ -354,7 +354,15 @@ async fn wait(bus: &Bus, changes: &mut Changes, mut waits: HashMap<String, Wait>
         if let Ok(properties) = get_all(bus, &path).await
             && let Some(wait) = waits.get_mut(&path)
         {
-            wait.update(&properties);
+            let since = properties
+                .get("StateChangeTimestamp")
+                .and_then(|value| u64::try_from(value).ok())
+                .unwrap_or(0);
+            if since > wait.before {
+                wait.changed(&properties);
+            } else {
+                wait.update(&properties);
+            }
         }
     }
     exit = exit.max(settle(&mut waits));
