@@ -108,9 +108,20 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         source: source.kind().as_str(),
     };
     let outputs = std::sync::Arc::new(output::Outputs::default());
-    let mut supervisor =
-        supervisor::Supervisor::new(options.config_dir, source, signals, updates, outputs);
-    tokio::spawn(bus::run(options.bus, identity, published, requests));
+    let mut supervisor = supervisor::Supervisor::new(
+        options.config_dir,
+        source,
+        signals,
+        updates,
+        std::sync::Arc::clone(&outputs),
+    );
+    tokio::spawn(bus::run(
+        options.bus,
+        identity,
+        published,
+        requests,
+        outputs,
+    ));
     supervisor.load();
     supervisor
         .run(receiver, shutdown)
