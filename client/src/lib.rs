@@ -1,8 +1,8 @@
 //! adoptctl, the command-line client of adoptd.
 //!
 //! [`run`] connects to the bus that [`bus`] chooses and runs one command:
-//! [`status`], [`list`], [`control`] (start, stop, restart, reload, kill)
-//! or [`monitor`]; [`generate`] writes the man pages and completions. The
+//! [`status`], [`list`], [`control`] (start, stop, restart, reload, kill),
+//! [`monitor`] or [`logs`]; [`generate`] writes the man pages and completions. The
 //! commands print their output themselves, report failures on stderr as
 //! `adoptctl: …`, and return the exit status ([`error::Exit`]).
 //!
@@ -18,6 +18,7 @@ pub mod error;
 mod generate;
 mod glob;
 mod list;
+mod logs;
 mod monitor;
 mod procfs;
 mod properties;
@@ -72,6 +73,11 @@ async fn run_command(cli: &Cli) -> Exit {
         Command::Reload { names } => control::reload(&bus, names).await,
         Command::Kill { signal, names } => control::kill(&bus, names, signal).await,
         Command::Monitor { names } => monitor::run(&bus, names, cli.json).await,
+        Command::Logs {
+            lines,
+            follow,
+            name,
+        } => logs::run(&bus, name, *lines, *follow, cli.json, style).await,
         Command::Generate { .. } => Exit::Success,
     }
 }
