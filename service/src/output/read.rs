@@ -19,7 +19,7 @@ use tokio::net::unix::pipe::Receiver;
 use tracing::{info, warn};
 
 use super::{Line, MAX_LINE, Outputs, Record, Stream, lock};
-use crate::tracker::ServiceId;
+use crate::{config::ServiceSpec, tracker::ServiceId};
 
 /// How many lines a second of one service are logged and kept; the rest
 /// of a flood is counted and marked.
@@ -30,13 +30,12 @@ const CHUNK: usize = 4096;
 
 /// Reads one run's `stdout` and `stderr` (the read ends of its pipes) until
 /// every writer has closed them, in a task of its own, into the log
-/// (tagged with `name` and the stream) and `service`'s record in
-/// `outputs`, which keeps up to `capacity` bytes (`output-buffer`).
+/// (tagged with the service's name and the stream) and `service`'s record
+/// in `outputs`, which keeps up to `spec`'s `output-buffer` bytes.
 pub fn forward(
     outputs: Arc<Outputs>,
     service: ServiceId,
-    name: &str,
-    capacity: usize,
+    spec: Arc<ServiceSpec>,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) {
@@ -45,21 +44,20 @@ pub fn forward(
     let (stdout, stderr) = match pipes {
         Ok(pipes) => pipes,
         Err(e) => {
-            warn!(service = %name, "cannot read the service's output: {e}");
+            warn!(service = %spec.name, "cannot read the service's output: {e}");
             return;
         }
     };
     let mut reader = Reader {
         outputs,
         service,
-        name: name.into(),
-        capacity,
+        spec,
         record: None,
         partial: [Partial::default(), Partial::default()],
         window: Window::new(),
     };
     // A task per running service, mostly waiting: between reads it keeps
-    // only what is above (an unfinished line is the only allocation).
+    // only what is above, which allocates nothing but an unfinished line.
     tokio::spawn(async move {
         let mut stdout_open = true;
         let mut stderr_open = true;
@@ -82,8 +80,8 @@ pub fn forward(
 struct Reader {
     outputs: Arc<Outputs>,
     service: ServiceId,
-    name: Box<str>,
-    capacity: usize,
+    /// The configuration of this run (its name, its `output-buffer`).
+    spec: Arc<ServiceSpec>,
     /// The service's record, fetched (and so made) at the first line.
     record: Option<Arc<Mutex<Record>>>,
     /// The unfinished line of stdout and of stderr.
@@ -131,7 +129,7 @@ impl Reader {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return true,
             Err(e) => {
-                warn!(service = %self.name, stream = stream.as_str(), "cannot read the service's output: {e}");
+                warn!(service = %self.spec.name, stream = stream.as_str(), "cannot read the service's output: {e}");
                 self.end_of(stream);
                 return false;
             }
@@ -173,7 +171,7 @@ impl Reader {
         }
         let line = Line::from_output(realtime_us(), stream, &partial.bytes, cut);
         partial.bytes.clear();
-        info!(target: "adoptd::output", service = %self.name, stream = stream.as_str(), "{}", line.text);
+        info!(target: "adoptd::output", service = %self.spec.name, stream = stream.as_str(), "{}", line.text);
         self.record().push(line);
     }
 
@@ -215,7 +213,7 @@ impl Reader {
             }
             let text =
                 format!("adoptd: suppressed {count} lines (more than {LINES_PER_SECOND} a second)");
-            warn!(target: "adoptd::output", service = %self.name, stream = stream.as_str(), "{text}");
+            warn!(target: "adoptd::output", service = %self.spec.name, stream = stream.as_str(), "{text}");
             let mark = Line::from_output(realtime_us(), stream, text.as_bytes(), false);
             self.record().push(mark);
         }
@@ -224,7 +222,7 @@ impl Reader {
     fn record(&mut self) -> std::sync::MutexGuard<'_, Record> {
         let record = self
             .record
-            .get_or_insert_with(|| self.outputs.record(self.service, self.capacity));
+            .get_or_insert_with(|| self.outputs.record(self.service, self.spec.output_buffer));
         lock(record)
     }
 }

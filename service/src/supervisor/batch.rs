@@ -218,8 +218,7 @@ impl Supervisor {
                     output::forward(
                         Arc::clone(&self.outputs),
                         id,
-                        &spec.name,
-                        spec.output_buffer,
+                        Arc::clone(&spec),
                         pipes.stdout,
                         pipes.stderr,
                     );
