@@ -10,7 +10,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 ///
 /// adoptctl talks to adoptd over D-Bus (bus name org.adoptd1). Reading
 /// (status, list, monitor) is open to every user; start, stop, restart,
-/// reload and kill need root, or the polkit action org.adoptd1.manage.
+/// reload and kill need root, or the polkit action org.adoptd1.manage;
+/// a service's output (logs, and the tail status shows) needs root, or
+/// the polkit action org.adoptd1.read-output.
 ///
 /// Exit status: 0 on success (for status: every named service is
 /// running), 1 on failure, 2 on a usage error, 3 when a named service is
@@ -52,7 +54,8 @@ pub enum Command {
     /// Show the state of services, one block each.
     ///
     /// Without NAME, every service. A NAME may be a glob (apache2@*) that
-    /// selects several. Exits 0 when every named service runs, 3 when one
+    /// selects several. Each block ends with the service's last ten lines
+    /// of output when the caller may read them (see logs). Exits 0 when every named service runs, 3 when one
     /// does not, 4 when one does not exist (or a glob matches nothing).
     ///
     /// With --json, one object per service, one per line.
@@ -167,6 +170,35 @@ pub enum Command {
     /// services added, removed, changed, and files refused (exit 1 when
     /// any was; the others are loaded all the same).
     DaemonReload,
+
+    /// Show the latest lines a service wrote to stdout and stderr.
+    ///
+    /// adoptd keeps the latest output of each service with
+    /// output = "log" in memory (output-buffer, 64KiB unless its file
+    /// says otherwise); each line is printed as TIME STREAM LINE, the
+    /// time local to the millisecond, STREAM stdout or stderr. Bytes that
+    /// were not UTF-8 show as \xNN, and a line longer than 4096 bytes was
+    /// cut and ends in " [cut]". With --json, one object per line:
+    /// {"realtime":µs since the epoch,"stream":"stdout","line":"…"}.
+    ///
+    /// Output may hold secrets: reading it needs root, or the polkit
+    /// action org.adoptd1.read-output (exit 1 otherwise). Exits 4 when
+    /// there is no such service.
+    Logs {
+        /// Show this many of the latest lines (0: none, e.g. with -f).
+        #[arg(long = "lines", short = 'n', value_name = "N", default_value_t = 10)]
+        lines: u32,
+
+        /// Then print each new line as the service writes it, until
+        /// interrupted; exits 1 when adoptd ends the stream (it stopped,
+        /// the service was removed, or adoptctl read too slowly).
+        #[arg(long, short)]
+        follow: bool,
+
+        /// The service.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 
     /// Write the man page or shell completions to stdout.
     #[command(hide = true)]

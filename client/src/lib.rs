@@ -3,7 +3,7 @@
 //! [`run`] connects to the bus that [`bus`] chooses and runs one command:
 //! [`status`], [`list`], [`control`] (start, stop, restart, reload, kill,
 //! reset-failed), [`query`] (is-active, is-failed, show, cat),
-//! [`daemon_reload`] or [`monitor`]; [`generate`] writes the man pages and completions. The
+//! [`daemon_reload`], [`monitor`] or [`logs`]; [`generate`] writes the man pages and completions. The
 //! commands print their output themselves, report failures on stderr as
 //! `adoptctl: …`, and return the exit status ([`error::Exit`]).
 //!
@@ -20,6 +20,7 @@ pub mod error;
 mod generate;
 mod glob;
 mod list;
+mod logs;
 mod monitor;
 mod procfs;
 mod properties;
@@ -91,6 +92,11 @@ async fn run_command(cli: &Cli) -> Exit {
         Command::Cat { names } => query::cat(&bus, names).await,
         Command::ResetFailed { names } => control::reset_failed(&bus, names).await,
         Command::DaemonReload => daemon_reload::run(&bus).await,
+        Command::Logs {
+            lines,
+            follow,
+            name,
+        } => logs::run(&bus, name, *lines, *follow, cli.json, style).await,
         Command::Generate { .. } => Exit::Success,
     }
 }

@@ -79,6 +79,22 @@ pub fn now_us() -> u64 {
 
 /// A `StateChangeTimestamp` as local time: `2026-05-01 12:00:03 CEST`.
 pub fn timestamp(us: u64) -> String {
+    local_time(us, c"%Y-%m-%d %H:%M:%S %Z")
+}
+
+/// The time of an output line, local, to the millisecond and without the
+/// zone (said once by `timestamp`, not on every line):
+/// `2026-05-01 12:00:03.250`.
+pub fn line_time(us: u64) -> String {
+    format!(
+        "{}.{:03}",
+        local_time(us, c"%Y-%m-%d %H:%M:%S"),
+        us % 1_000_000 / 1000
+    )
+}
+
+/// `us` µs since the epoch as local time in strftime's `format`.
+fn local_time(us: u64, format: &std::ffi::CStr) -> String {
     let seconds = libc::time_t::try_from(us / 1_000_000).unwrap_or(libc::time_t::MAX);
     // SAFETY: an all-zero tm is a valid value for localtime_r to overwrite.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -89,7 +105,6 @@ pub fn timestamp(us: u64) -> String {
         return format!("@{}", us / 1_000_000);
     }
     let mut buffer = [0u8; 64];
-    let format = c"%Y-%m-%d %H:%M:%S %Z";
     // SAFETY: the buffer is valid for its length, the format is a C string
     // and tm was filled in by localtime_r.
     let length = unsafe {

@@ -1,5 +1,6 @@
 //! `adoptctl status [NAME…]`: one block per service, for reading at a
-//! glance, or one JSON object per service and line.
+//! glance (with the last lines of its output, when the caller may read
+//! them), or one JSON object per service and line.
 
 use std::fmt::Write as _;
 
@@ -34,6 +35,7 @@ pub async fn run(bus: &Bus, names: &[String], json: bool, style: Style) -> Exit 
                 text.push('\n');
             }
             text.push_str(&block(status, now, style));
+            text.push_str(&crate::logs::tail(bus, &status.name, style).await);
         }
     }
     render::emit(&text);

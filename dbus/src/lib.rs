@@ -30,12 +30,12 @@ pub use error::{
 };
 pub use introspection::INTROSPECTION_XML;
 pub use names::{
-    BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, POLKIT_ACTION, ROOT_PRIVATE_BUS_PATH,
-    RUNTIME_DIR_VARIABLE, SERVICE_INTERFACE, SERVICE_PATH_PREFIX, escape_label,
-    private_bus_address, private_bus_path, private_bus_socket, service_name_from_path,
-    service_path, unescape_label,
+    BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, POLKIT_ACTION, POLKIT_READ_OUTPUT_ACTION,
+    ROOT_PRIVATE_BUS_PATH, RUNTIME_DIR_VARIABLE, SERVICE_INTERFACE, SERVICE_PATH_PREFIX,
+    escape_label, private_bus_address, private_bus_path, private_bus_socket,
+    service_name_from_path, service_path, unescape_label,
 };
-pub use proxy::{ManagerProxy, ServiceProxy, ServiceRow};
+pub use proxy::{ManagerProxy, OutputLine, ServiceProxy, ServiceRow};
 pub use signal::{Signal, SignalError};
 pub use state::{LoadState, MainPidSource, ServiceResult, State, UnknownValue};
 
@@ -159,6 +159,12 @@ mod contract_tests {
             method("Reload", &[], &[]),
             method("Kill", &[("signal", sig::<i32>())], &[]),
             method("ResetFailed", &[], &[]),
+            method(
+                "GetOutput",
+                &[("lines", sig::<u32>())],
+                &[sig::<Vec<OutputLine>>()],
+            ),
+            method("FollowOutput", &[], &[sig::<zbus::OwnedFd>()]),
             signal(
                 "Adopted",
                 &[("pid", sig::<u32>()), ("previous_pid", sig::<u32>())],

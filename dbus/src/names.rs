@@ -1,5 +1,5 @@
 //! Where adoptd lives on the bus: its well-known name, object paths,
-//! interface names, polkit action and private bus socket.
+//! interface names, polkit actions and private bus socket.
 //!
 //! Object paths name services through systemd's bus-label escaping, so an
 //! admin who knows `busctl` paths of systemd units can read ours. The
@@ -27,6 +27,9 @@ pub const MANAGER_INTERFACE: &str = "org.adoptd1.Manager";
 pub const SERVICE_INTERFACE: &str = "org.adoptd1.Service";
 /// The polkit action a caller other than root needs for control methods.
 pub const POLKIT_ACTION: &str = "org.adoptd1.manage";
+/// The polkit action a caller other than root needs to read a service's
+/// output (`GetOutput`, `FollowOutput`): output may hold secrets.
+pub const POLKIT_READ_OUTPUT_ACTION: &str = "org.adoptd1.read-output";
 
 /// The private bus socket of a root adoptd (`--private-bus`).
 pub const ROOT_PRIVATE_BUS_PATH: &str = "/run/adoptd/bus";

@@ -34,6 +34,11 @@ pub struct ServiceRow {
     pub path: OwnedObjectPath,
 }
 
+/// One line of `GetOutput` (`(tss)`): when adoptd read it (µs since the
+/// epoch), `stdout` or `stderr`, and the line without its newline (bytes
+/// that were not UTF-8 written `\xNN`, a cut line ending in ` [cut]`).
+pub type OutputLine = (u64, String, String);
+
 /// The manager object, `/org/adoptd1`.
 #[proxy(
     interface = "org.adoptd1.Manager",
@@ -268,6 +273,17 @@ pub trait Service {
 
     /// A failed service becomes stopped; its start-limit count starts again.
     fn reset_failed(&self) -> Result<(), Error>;
+
+    /// The service's last output lines, oldest first, at most `lines`.
+    /// Needs root, adoptd's own user, or polkit's `org.adoptd1.read-output`.
+    fn get_output(&self, lines: u32) -> Result<Vec<OutputLine>, Error>;
+
+    /// The read end of a pipe on which adoptd writes each new line of the
+    /// output as one JSON object a line (`{"realtime":…,"stream":"stdout",
+    /// "line":"…"}`) until the reader closes it; a reader that falls a
+    /// full pipe behind is disconnected (end-of-file). Authorized as
+    /// `get_output`.
+    fn follow_output(&self) -> Result<zbus::OwnedFd, Error>;
 
     /// The main process handed over to `pid`; `previous_pid` is the process
     /// it took over from.

@@ -4,8 +4,8 @@
 //! after concepts: [`config`] turns service files into specs, [`tracker`]
 //! is the pure state machine that knows which process is each service,
 //! [`supervisor`] owns all state and drives the tracker, [`spawn`] starts
-//! programs, [`reaper`] collects dead children, [`source`] learns of
-//! adoptions, [`proc`] reads `/proc`, and [`bus`] publishes it all on
+//! programs, [`reaper`] collects dead children, [`output`] keeps what
+//! services print, [`source`] learns of adoptions, [`proc`] reads `/proc`, and [`bus`] publishes it all on
 //! D-Bus.
 //!
 //! # Threads and tasks
@@ -19,8 +19,8 @@
 //!     registry of what is published (it also waits, with inotify, for a
 //!     missing bus socket to appear), and the method calls zbus runs for
 //!     it;
-//!   - one task per running service with `output = "log"`, forwarding its
-//!     output to the log;
+//!   - one task per running service with `output = "log"`, reading its
+//!     stdout and stderr into the log and its [`output`] record;
 //!   - a short-lived task that gives memory back after a burst of large
 //!     replies;
 //! - tokio's blocking threads walk `/proc` for `PIDs`, one walk at a time;
@@ -41,6 +41,7 @@ pub mod errors;
 pub mod invocation;
 pub mod memory;
 pub mod notify;
+pub mod output;
 pub mod proc;
 pub mod reaper;
 pub mod source;
@@ -106,8 +107,21 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         role: role.as_str(),
         source: source.kind().as_str(),
     };
-    let mut supervisor = supervisor::Supervisor::new(options.config_dir, source, signals, updates);
-    tokio::spawn(bus::run(options.bus, identity, published, requests));
+    let outputs = std::sync::Arc::new(output::Outputs::default());
+    let mut supervisor = supervisor::Supervisor::new(
+        options.config_dir,
+        source,
+        signals,
+        updates,
+        std::sync::Arc::clone(&outputs),
+    );
+    tokio::spawn(bus::run(
+        options.bus,
+        identity,
+        published,
+        requests,
+        outputs,
+    ));
     supervisor.load();
     supervisor
         .run(receiver, shutdown)

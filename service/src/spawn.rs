@@ -40,8 +40,8 @@ use crate::{
 static INHERITED_DESCRIPTOR_LIMIT: std::sync::OnceLock<rustix::process::Rlimit> =
     std::sync::OnceLock::new();
 
-/// Raises adoptd's own limit on open descriptors, which it needs two of
-/// per running service (a pidfd and an output pipe): the soft limit to the
+/// Raises adoptd's own limit on open descriptors, which it needs three of
+/// per running service (a pidfd and two output pipes): the soft limit to the
 /// hard one and, where adoptd may (as root), both to half a million or the
 /// kernel's `nr_open`, whichever is less. Services are started with the
 /// limits adoptd was given, as programs that still use `select(2)` expect.
@@ -72,8 +72,16 @@ pub fn raise_descriptor_limit() -> Option<u64> {
 pub struct Spawned {
     pub pid: Pid,
     pub pidfd: OwnedFd,
-    /// The read end of the process's stdout and stderr, with `output = "log"`.
-    pub output: Option<OwnedFd>,
+    /// The read ends of the process's stdout and stderr, with
+    /// `output = "log"`.
+    pub output: Option<OutputPipes>,
+}
+
+/// The read ends of a started process's stdout and stderr.
+#[derive(Debug)]
+pub struct OutputPipes {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
 /// Why a service's program could not be started.
@@ -151,14 +159,14 @@ pub fn spawn(
     let mut output = None;
     match spec.output {
         Output::Log => {
-            let (read, write) =
-                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
-            let write_err = write
-                .try_clone()
-                .map_err(|e| SpawnError::Pipe(errno_of(&e)))?;
-            command.stdout(Stdio::from(write));
-            command.stderr(Stdio::from(write_err));
-            output = Some(read);
+            // A pipe each, so every line is known to be stdout's or stderr's.
+            let pipe =
+                || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Pipe);
+            let (stdout, stdout_write) = pipe()?;
+            let (stderr, stderr_write) = pipe()?;
+            command.stdout(Stdio::from(stdout_write));
+            command.stderr(Stdio::from(stderr_write));
+            output = Some(OutputPipes { stdout, stderr });
         }
         Output::Null => {
             command.stdout(Stdio::null());
@@ -328,10 +336,6 @@ fn check_exists(what: &'static str, path: &Path) -> Result<(), SpawnError> {
 fn c_path(path: &Path) -> Result<CString, SpawnError> {
     let bytes: &OsStr = path.as_os_str();
     CString::new(bytes.as_bytes()).map_err(|_| SpawnError::Nul(path.display().to_string()))
-}
-
-fn errno_of(error: &io::Error) -> nix::Error {
-    nix::Error::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Unblocks every signal (adoptd blocks the ones it reads from its

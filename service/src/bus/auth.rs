@@ -1,15 +1,16 @@
 //! Who may change anything: root, adoptd's own user, or whom polkit
-//! allows `org.adoptd1.manage`.
+//! allows `org.adoptd1.manage`; and who may read a service's output (which
+//! may hold secrets): the same, with `org.adoptd1.read-output`.
 //!
 //! The caller is the message's sender as the bus saw it: its credentials
 //! come from the bus (`GetConnectionCredentials`), never from arguments, and
 //! polkit is asked about that same bus name (subject `system-bus-name`), so
 //! a caller cannot swap processes between the question and the answer.
-//! Reading needs no authorization at all.
+//! Reading anything else needs no authorization at all.
 
 use std::collections::HashMap;
 
-use adoptd_dbus::{Error, POLKIT_ACTION};
+use adoptd_dbus::{Error, POLKIT_ACTION, POLKIT_READ_OUTPUT_ACTION};
 use tracing::debug;
 use zbus::{
     Connection, Variant,
@@ -28,6 +29,41 @@ pub(super) async fn authorize(
     connection: &Connection,
     header: &Header<'_>,
     owner_uid: u32,
+) -> Result<(), Error> {
+    authorize_action(connection, header, owner_uid, &MANAGE).await
+}
+
+/// Allows the call in `header` to read a service's output, or says why not.
+pub(super) async fn authorize_reading_output(
+    connection: &Connection,
+    header: &Header<'_>,
+    owner_uid: u32,
+) -> Result<(), Error> {
+    authorize_action(connection, header, owner_uid, &READ_OUTPUT).await
+}
+
+/// A polkit action and what it lets a caller do, for refusals.
+struct Action {
+    id: &'static str,
+    /// "control adoptd's services"
+    doing: &'static str,
+}
+
+const MANAGE: Action = Action {
+    id: POLKIT_ACTION,
+    doing: "control adoptd's services",
+};
+
+const READ_OUTPUT: Action = Action {
+    id: POLKIT_READ_OUTPUT_ACTION,
+    doing: "read the output of adoptd's services",
+};
+
+async fn authorize_action(
+    connection: &Connection,
+    header: &Header<'_>,
+    owner_uid: u32,
+    action: &Action,
 ) -> Result<(), Error> {
     let Some(sender) = header.sender() else {
         return Err(denied("the caller has no bus name to check"));
@@ -55,15 +91,16 @@ pub(super) async fn authorize(
         .primary()
         .flags()
         .contains(Flags::ALLOW_INTERACTIVE_AUTH);
-    match ask_polkit(connection, sender.as_str(), interactive).await {
+    let Action { id, doing } = action;
+    match ask_polkit(connection, sender.as_str(), id, interactive).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(Error::AccessDenied(format!(
-            "polkit does not allow uid {uid} to {POLKIT_ACTION}: only root and users allowed that action may control adoptd's services."
+            "polkit does not allow uid {uid} to {id}: only root and users allowed that action may {doing}."
         ))),
         Err(e) => {
             debug!("polkit cannot be asked: {e}");
             Err(Error::AccessDenied(format!(
-                "Only root may control adoptd's services (uid {uid} asked): run the command as root, or install polkit and allow {POLKIT_ACTION}."
+                "Only root may {doing} (uid {uid} asked): run the command as root, or install polkit and allow {id}."
             )))
         }
     }
@@ -73,10 +110,11 @@ fn denied(why: &str) -> Error {
     Error::AccessDenied(format!("Access denied: {why}."))
 }
 
-/// polkit's answer for `sender`, or an error if polkit is not running.
+/// polkit's answer for `sender` and `action`, or an error if polkit is not running.
 async fn ask_polkit(
     connection: &Connection,
     sender: &str,
+    action: &str,
     interactive: bool,
 ) -> zbus::Result<bool> {
     // Without polkit on the bus, do not let the bus try to start it.
@@ -110,7 +148,7 @@ async fn ask_polkit(
             POLKIT_PATH,
             Some(POLKIT_INTERFACE),
             "CheckAuthorization",
-            &(subject, POLKIT_ACTION, details, flags, ""),
+            &(subject, action, details, flags, ""),
         )
         .await?;
     let (authorized, _challenge, _details): (bool, bool, HashMap<String, String>) =

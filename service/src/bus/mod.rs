@@ -11,6 +11,9 @@
 //!   registry, under a short lock that is never held across an `.await`, so
 //!   reading a property never waits for the supervisor. Only `PIDs` asks
 //!   the supervisor, because member processes change too often to publish.
+//! - `GetOutput` and `FollowOutput` authorize the caller too, then read
+//!   [`crate::output`]'s record of the service, which is not the
+//!   registry's and not the supervisor's.
 //! - Methods that change anything authorize the caller ([`auth`]), then send
 //!   a [`Request`] and await its reply; they never touch state themselves.
 //! - The registry is kept current whether or not a bus is connected, so the
@@ -112,6 +115,7 @@ pub async fn run(
     identity: Identity,
     mut updates: mpsc::UnboundedReceiver<Update>,
     requests: mpsc::Sender<Request>,
+    outputs: Arc<crate::output::Outputs>,
 ) {
     let choice = match choice {
         BusChoice::Private => match private::start().await {
@@ -143,6 +147,7 @@ pub async fn run(
         owner_uid: nix::unistd::geteuid().as_raw(),
         walks: tokio::sync::Semaphore::new(1),
         trim: Arc::default(),
+        outputs,
     });
     let mut backoff = Backoff::default();
     let mut warned = false;
@@ -248,6 +253,8 @@ struct Shared {
     walks: tokio::sync::Semaphore,
     /// Gives back the memory of large replies after a burst.
     trim: Arc<trim::Trim>,
+    /// The services' output, for `GetOutput` and `FollowOutput`.
+    outputs: Arc<crate::output::Outputs>,
 }
 
 impl Shared {

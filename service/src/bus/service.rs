@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use adoptd_dbus::{Error, LoadState, MainPidSource, ServiceResult, Signal, State};
+use adoptd_dbus::{Error, LoadState, MainPidSource, OutputLine, ServiceResult, Signal, State};
 use zbus::{Connection, interface, message::Header, object_server::SignalEmitter};
 
 use super::{
@@ -368,6 +368,53 @@ impl Service {
         self.send(Command::Kill(signal))
             .await
             .map_err(KillError::Refused)
+    }
+
+    /// The service's last output lines, oldest first, at most lines.
+    async fn get_output(
+        &self,
+        lines: u32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<OutputLine>, Error> {
+        auth::authorize_reading_output(connection, &header, self.shared.owner_uid).await?;
+        self.read(|_| ()).map_err(|e| Error::ZBus(e.into()))?;
+        let count = usize::try_from(lines).unwrap_or(usize::MAX);
+        Ok(self
+            .shared
+            .outputs
+            .latest(self.id, count)
+            .into_iter()
+            .map(|line| {
+                (
+                    line.realtime_us,
+                    line.stream.as_str().to_owned(),
+                    line.text.into(),
+                )
+            })
+            .collect())
+    }
+
+    /// The read end of a pipe on which adoptd writes each new output line
+    /// as one JSON object a line, until the client closes it. A client
+    /// that falls a full pipe behind is disconnected, never waited for
+    /// (see [`crate::output::Record::follow`]).
+    async fn follow_output(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<zbus::OwnedFd, Error> {
+        auth::authorize_reading_output(connection, &header, self.shared.owner_uid).await?;
+        let capacity = self
+            .read(|e| e.spec.output_buffer)
+            .map_err(|e| Error::ZBus(e.into()))?;
+        let failed = |e: std::io::Error| Error::Failed(format!("cannot make the pipe: {e}."));
+        let (read, write) = std::io::pipe().map_err(failed)?;
+        self.shared
+            .outputs
+            .follow(self.id, capacity, write.into())
+            .map_err(failed)?;
+        Ok(zbus::OwnedFd::from(std::os::fd::OwnedFd::from(read)))
     }
 
     /// The main process handed over to pid; previous_pid is the process it

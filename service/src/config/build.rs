@@ -140,6 +140,7 @@ pub(super) fn build(
         environment,
         pid_file,
         output: raw.output,
+        output_buffer: raw.output_buffer,
         autostart: raw.autostart,
     })
 }

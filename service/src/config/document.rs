@@ -11,7 +11,8 @@ use toml::{
 };
 
 use super::{
-    ConfigError, ConfigErrorKind, Output, error::suggest_key, names::FileKind, parse_duration,
+    ConfigError, ConfigErrorKind, DEFAULT_OUTPUT_BUFFER, Output, error::suggest_key,
+    names::FileKind, parse_duration, parse_size,
 };
 use crate::{
     invocation::INVOCATION_VARIABLE,
@@ -36,6 +37,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "environment",
     "pid-file",
     "output",
+    "output-buffer",
     "autostart",
     "instances",
 ];
@@ -87,6 +89,7 @@ pub(super) struct RawService {
     pub(super) environment: BTreeMap<String, Located<String>>,
     pub(super) pid_file: Option<Located<String>>,
     pub(super) output: Output,
+    pub(super) output_buffer: usize,
     pub(super) autostart: bool,
     pub(super) instances: Vec<Located<String>>,
     /// The file's [`digest`](super::digest).
@@ -244,6 +247,7 @@ impl Document<'_> {
             environment: BTreeMap::new(),
             pid_file: None,
             output: Output::Log,
+            output_buffer: DEFAULT_OUTPUT_BUFFER,
             autostart: true,
             instances: Vec::new(),
             digest: 0,
@@ -272,6 +276,7 @@ impl Document<'_> {
                 "environment" => raw.environment = self.environment(value)?,
                 "pid-file" => raw.pid_file = Some(self.string(value, name)?),
                 "output" => raw.output = self.choice(value, name)?,
+                "output-buffer" => raw.output_buffer = self.size(value, name)?,
                 "autostart" => raw.autostart = self.boolean(value, name)?,
                 "instances" => match kind {
                     FileKind::Template { .. } => raw.instances = self.instances(value)?,
@@ -408,6 +413,21 @@ impl Document<'_> {
         parse_duration(&text).map_err(|error| {
             self.error(value.span(), key, ConfigErrorKind::Duration { text, error })
         })
+    }
+
+    /// A size in bytes: a string such as `"64KiB"`, or a bare integer.
+    pub(super) fn size(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+    ) -> Result<usize, ConfigError> {
+        let text = match value.get_ref() {
+            DeValue::String(text) => text.to_string(),
+            DeValue::Integer(integer) => integer.to_string(),
+            _ => return Err(self.wrong_type(value, key, "a size such as \"64KiB\"")),
+        };
+        parse_size(&text)
+            .map_err(|error| self.error(value.span(), key, ConfigErrorKind::Size { text, error }))
     }
 
     pub(super) fn signal(

@@ -8,7 +8,7 @@ use std::{
 
 use adoptd_dbus::SignalError;
 
-use super::{DurationError, NameError, Position};
+use super::{DurationError, NameError, Position, SizeError};
 
 /// A problem with a service file, located as precisely as is known.
 ///
@@ -96,6 +96,8 @@ pub enum ConfigErrorKind {
     },
     #[error("invalid duration {text:?}: {error}")]
     Duration { text: String, error: DurationError },
+    #[error("invalid size {text:?}: {error}")]
+    Size { text: String, error: SizeError },
     #[error("interval must be more than 0 (to lift the limit, raise burst instead)")]
     ZeroInterval,
     #[error("invalid signal {text:?}: {error}")]

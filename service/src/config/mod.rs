@@ -17,6 +17,7 @@
 //! - environment names match `[A-Za-z_][A-Za-z0-9_]*` and are not
 //!   `ADOPTD_INVOCATION_ID`, which adoptd sets for each start;
 //! - `user` and `group` are non-empty and contain no `:`;
+//! - `output_buffer` is at most [`MAX_OUTPUT_BUFFER`];
 //! - durations are at most [`MAX_DURATION`], so `Instant::now() + d` cannot
 //!   overflow; `start_limit.burst >= 1` and `start_limit.interval > 0`.
 //!
@@ -45,7 +46,7 @@
 //! instance names, not in user names).
 //!
 //! The parts: [`names`] (service, template and instance names), [`duration`]
-//! (time spans), [`error`] (every refusal and its message), `document` (the
+//! (time spans), [`size`] (byte counts), [`error`] (every refusal and its message), `document` (the
 //! walk of one file's TOML, keeping positions), `build` (a parsed file into
 //! a [`ServiceSpec`], substituting `%i`) and `load` (the directory and its
 //! files).
@@ -69,6 +70,7 @@ pub mod duration;
 pub mod error;
 mod load;
 pub mod names;
+pub mod size;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +81,7 @@ pub use error::{ConfigError, ConfigErrorKind, FileNameProblem};
 pub use load::{digest, file_digest, load_dir, load_file, parse_str};
 use names::validate_instance_name;
 pub use names::{NameError, split_name, validate_service_name};
+pub use size::{SizeError, parse_size};
 
 /// Files larger than this are refused unread: a service file is a few lines,
 /// and the cap keeps a stray log file named `x.toml` from filling memory.
@@ -86,6 +89,14 @@ pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
 
 /// The longest full service name (`name` or `template@instance`), in bytes.
 pub const MAX_NAME_LEN: usize = 128;
+
+/// How much of a service's latest output adoptd keeps in memory unless its
+/// file says otherwise (`output-buffer`).
+pub const DEFAULT_OUTPUT_BUFFER: usize = 64 * 1024;
+
+/// The largest `output-buffer` accepted: a typo must not let one service
+/// take the machine's memory.
+pub const MAX_OUTPUT_BUFFER: usize = 64 * 1024 * 1024;
 
 /// The longest duration accepted (876000h, 100 years). Longer ones are
 /// refused so that adding one to an `Instant` can never overflow and panic.
@@ -127,6 +138,9 @@ pub struct ServiceSpec {
     /// Absolute; a cross-check of the main process, never required.
     pub pid_file: Option<PathBuf>,
     pub output: Output,
+    /// Bytes of the latest output kept for `GetOutput`, with
+    /// `output = "log"`; 0 keeps none.
+    pub output_buffer: usize,
     /// Whether the service starts when adoptd starts. For an instance it is
     /// the template's `autostart`, which decides whether the instances the
     /// template lists start with adoptd.
@@ -156,6 +170,7 @@ impl ServiceSpec {
             environment: BTreeMap::new(),
             pid_file: None,
             output: Output::default(),
+            output_buffer: DEFAULT_OUTPUT_BUFFER,
             autostart: false,
         }
     }

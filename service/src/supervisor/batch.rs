@@ -7,12 +7,12 @@ use std::sync::Arc;
 use adoptd_dbus::Signal;
 use tracing::{debug, error, info, warn};
 
-use super::{Supervisor, Update, output::forward_output};
+use super::{Supervisor, Update};
 use crate::{
     config::ServiceSpec,
     invocation::InvocationId,
     memory::{self, Shrink},
-    proc, reaper, spawn,
+    output, proc, reaper, spawn,
     tracker::{Action, Event, Expect, Notification, Outcome, Pid, ServiceId},
 };
 
@@ -218,8 +218,14 @@ impl Supervisor {
             Ok(spawned) => {
                 self.source.spawned(spawned.pid, id, invocation);
                 self.pidfds.insert(spawned.pid, spawned.pidfd);
-                if let Some(output) = spawned.output {
-                    forward_output(&spec.name, output);
+                if let Some(pipes) = spawned.output {
+                    output::forward(
+                        Arc::clone(&self.outputs),
+                        id,
+                        Arc::clone(&spec),
+                        pipes.stdout,
+                        pipes.stderr,
+                    );
                 }
                 info!(service = %spec.name, pid = spawned.pid, %invocation, "started {}", spec.exec.join(" "));
                 if self.exec_failed.remove(&id) {

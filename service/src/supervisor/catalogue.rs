@@ -188,6 +188,7 @@ impl Supervisor {
             self.retiring.remove(&id);
             let name = self.specs[id.index()].name.clone();
             self.names.remove(&name);
+            self.outputs.forget(id);
             info!(service = %name, "removed");
             self.publish(Update::ServiceRemoved { service: id, name });
         }

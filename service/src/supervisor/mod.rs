@@ -14,8 +14,9 @@
 //!
 //! The parts: `catalogue.rs` loads and reloads the service files and
 //! resolves names; `batch.rs` is one moment (reap, drain the source,
-//! decide) and carries out what the tracker answers; `output.rs` forwards
-//! services' output to the log.
+//! decide) and carries out what the tracker answers. A spawned service's
+//! output pipes go to [`crate::output`], whose tasks read them: the
+//! supervisor never does.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -35,6 +36,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     config::{self, ServiceSpec},
     notify::NotifySocket,
+    output::Outputs,
     reaper::{self, Signals},
     source::AdoptionSource,
     tracker::{Command, CommandError, ExitStatus, Notice, Now, Pid, ServiceId, Status, Tracker},
@@ -42,7 +44,6 @@ use crate::{
 
 mod batch;
 mod catalogue;
-mod output;
 
 /// A question or order for the supervisor, from the bus layer.
 #[derive(Debug)]
@@ -199,6 +200,8 @@ pub struct Supervisor {
     /// What the signalfd said that is not acted on yet.
     wakeup: reaper::Wakeup,
     updates: mpsc::UnboundedSender<Update>,
+    /// Where the services' output goes, read by tasks of its own.
+    outputs: Arc<Outputs>,
     epoch: Instant,
     shutting_down: bool,
     /// Reused across batches.
@@ -213,6 +216,7 @@ impl Supervisor {
         source: Box<dyn AdoptionSource + Send>,
         signals: AsyncFd<Signals>,
         updates: mpsc::UnboundedSender<Update>,
+        outputs: Arc<Outputs>,
     ) -> Self {
         // SAFETY: the descriptor belongs to the source, which the supervisor
         // owns and drops after this registration (see the field order).
@@ -253,6 +257,7 @@ impl Supervisor {
             signals,
             wakeup: reaper::Wakeup::default(),
             updates,
+            outputs,
             epoch: Instant::now(),
             shutting_down: false,
             reaped: Vec::new(),

@@ -84,4 +84,5 @@ mod duration;
 mod files;
 mod names;
 mod service;
+mod size;
 mod template;

@@ -35,6 +35,7 @@ fn minimal_service_gets_the_documented_defaults() {
             environment: BTreeMap::new(),
             pid_file: None,
             output: Output::Log,
+            output_buffer: DEFAULT_OUTPUT_BUFFER,
             autostart: true,
         }
     );
@@ -493,7 +494,7 @@ fn wrong_types_are_refused_for_every_key() {
             let accepted = matches!(
                 (*key, value),
                 ("description" | "user" | "group", "\"text\"")
-                    | ("stop-signal" | "reload-signal", "42")
+                    | ("stop-signal" | "reload-signal" | "output-buffer", "42")
                     | (
                         "restart-delay" | "stop-timeout" | "start-timeout",
                         "42" | "1.5"
