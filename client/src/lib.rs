@@ -59,7 +59,7 @@ async fn run_command(cli: &Cli) -> Exit {
     let style = render::Style::for_stdout();
     match &cli.command {
         Command::Status { names } => status::run(&bus, names, cli.json, style).await,
-        Command::List => list::run(&bus, cli.json, style).await,
+        Command::List { names } => list::run(&bus, cli.json, *names, style).await,
         Command::Start(args) => {
             control::change(&bus, control::Action::Start, &args.names, args.no_block).await
         }

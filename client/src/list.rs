@@ -41,7 +41,7 @@ impl<'a> From<&'a ServiceStatus> for Row<'a> {
     }
 }
 
-pub async fn run(bus: &Bus, json: bool, style: Style) -> Exit {
+pub async fn run(bus: &Bus, json: bool, names_only: bool, style: Style) -> Exit {
     let services = match properties::all(bus).await {
         Ok(services) => services,
         Err(failure) => {
@@ -50,7 +50,9 @@ pub async fn run(bus: &Bus, json: bool, style: Style) -> Exit {
         }
     };
     let rows: Vec<Row<'_>> = services.iter().map(Row::from).collect();
-    let text = if json {
+    let text = if names_only {
+        rows.iter().map(|row| format!("{}\n", row.name)).collect()
+    } else if json {
         let mut text = serde_json::to_string(&rows).unwrap_or_default();
         text.push('\n');
         text
