@@ -7,6 +7,7 @@
 //! panic on a failed write.
 
 mod completions;
+mod man;
 
 use std::io::{self, Write as _};
 
@@ -20,13 +21,8 @@ use crate::{
 pub fn run(what: &Generate) -> Result<Exit, Failure> {
     let command = Cli::command();
     let text = match what {
-        Generate::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(command)
-                .render(&mut page)
-                .map_err(|e| Failure::failed(format!("cannot render the man page: {e}")))?;
-            page
-        }
+        Generate::Man => man::page(command)
+            .map_err(|e| Failure::failed(format!("cannot render the man page: {e}")))?,
         Generate::Completions { shell } => completions::script(*shell, command),
     };
     write_out(&text)
