@@ -14,8 +14,13 @@
 //! the exporter's memory from `/proc/PID/smaps_rollup` (Rss, and
 //! Anonymous: its own heap and stacks), K scrapes of `/metrics` one after
 //! another over a fresh connection each, as Prometheus asks (OpenMetrics),
-//! timed from connect to the last byte, and the memory again. Nothing is
-//! asserted; everything it started is killed at the end.
+//! timed from connect to the last byte, and the memory again. The first
+//! scrape encodes; the next ones reuse its text while nothing changes.
+//! Then C times (`--changes`, default 5): start one service with
+//! `busctl … StartService` and scrape until a scrape shows it running;
+//! that scrape's time is a scrape after a change (it encodes again).
+//! Nothing is asserted; adoptd gets SIGTERM at the end (stopping what it
+//! started), the exporter SIGKILL.
 
 #![allow(clippy::expect_used)]
 
@@ -36,17 +41,32 @@ impl Drop for Killed {
     }
 }
 
+/// adoptd, sent SIGTERM when dropped so that it stops its services.
+struct Terminated(Child);
+
+impl Drop for Terminated {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on our own child, which we have not reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        self.0.wait().ok();
+    }
+}
+
 fn main() {
     let mut services = 10_000usize;
     let mut scrapes = 20usize;
+    let mut changes = 5usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().and_then(|v| v.parse().ok());
         match (arg.as_str(), value) {
             ("--services", Some(n)) => services = n,
             ("--scrapes", Some(n)) => scrapes = n,
+            ("--changes", Some(n)) => changes = n,
             _ => {
-                eprintln!("usage: bench [--services N] [--scrapes K]");
+                eprintln!("usage: bench [--services N] [--scrapes K] [--changes C]");
                 std::process::exit(2);
             }
         }
@@ -86,7 +106,7 @@ fn main() {
     BufReader::new(adoptd.stdout.take().expect("stdout"))
         .read_line(&mut first)
         .expect("adoptd's bus address");
-    let _adoptd = Killed(adoptd);
+    let adoptd = Terminated(adoptd);
     let address = first
         .trim()
         .strip_prefix("ADOPTD_BUS_ADDRESS=")
@@ -129,6 +149,7 @@ fn main() {
     std::thread::spawn(move || for _ in lines {});
     let before = memory(exporter.0.id());
 
+    let scrapes = scrapes.max(1);
     let mut times = Vec::with_capacity(scrapes);
     let mut size = 0;
     let mut series = 0;
@@ -140,7 +161,35 @@ fn main() {
         series = body.lines().filter(|l| !l.starts_with('#')).count();
     }
     let after = memory(exporter.0.id());
-    times.sort();
+    let first = times[0];
+    let mut changed = Vec::with_capacity(changes);
+    let cpu_before = cpu_ms(exporter.0.id());
+    for index in 0..changes.min(services) {
+        let name = format!("svc-{index:05}");
+        let started = Command::new("busctl")
+            .arg(format!("--address={address}"))
+            .args(["call", "org.adoptd1", "/org/adoptd1", "org.adoptd1.Manager"])
+            .args(["StartService", "s", &name])
+            .stdout(Stdio::null())
+            .status()
+            .expect("busctl");
+        assert!(started.success(), "busctl StartService {name}");
+        let running = format!("adoptd_service_state{{name=\"{name}\",state=\"running\"}} 1\n");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let start = Instant::now();
+            let body = scrape(port);
+            let took = start.elapsed();
+            if body.contains(&running) {
+                changed.push(took);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} never showed running");
+        }
+    }
+    let cpu_per_change = (cpu_ms(exporter.0.id()) - cpu_before) / changes.max(1) as f64;
+    let cached = &mut times[1..];
+    cached.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("{services} services, {scrapes} scrapes");
     println!(
@@ -156,14 +205,31 @@ fn main() {
         after.0, after.1
     );
     println!("  a scrape: {size} bytes, {series} series");
-    println!(
-        "  scrape time: min {:.1} ms, median {:.1} ms, max {:.1} ms",
-        ms(times[0]),
-        ms(times[times.len() / 2]),
-        ms(times[times.len() - 1])
-    );
+    println!("  first scrape (encodes): {:.1} ms", ms(first));
+    if !cached.is_empty() {
+        println!(
+            "  next {} scrapes (nothing changed): min {:.1} ms, median {:.1} ms, max {:.1} ms",
+            cached.len(),
+            ms(cached[0]),
+            ms(cached[cached.len() / 2]),
+            ms(cached[cached.len() - 1])
+        );
+    }
+    changed.sort();
+    if !changed.is_empty() {
+        println!(
+            "  {} scrapes after a change (encode again): min {:.1} ms, median {:.1} ms, max {:.1} ms",
+            changed.len(),
+            ms(changed[0]),
+            ms(changed[changed.len() / 2]),
+            ms(changed[changed.len() - 1])
+        );
+        println!(
+            "  exporter CPU time per change (the signals, the encode, the scrapes until it showed): {cpu_per_change:.0} ms"
+        );
+    }
     drop(exporter);
-    drop(_adoptd);
+    drop(adoptd);
     std::fs::remove_dir_all(&scratch).ok();
 }
 
@@ -198,6 +264,25 @@ fn scrape(port: u16) -> String {
     let (head, body) = response.split_once("\r\n\r\n").expect("a response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_owned()
+}
+
+/// User and system CPU time of every thread of `pid`, in ms.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+    let hz = 100.0;
+    (ticks(11) + ticks(12)) * 1000.0 / hz
 }
 
 /// (Rss, Anonymous) in KiB.
