@@ -1,13 +1,15 @@
 # Builds adoptd and installs it, with everything the system needs to run
-# it: binaries, the systemd unit, the D-Bus policy, activation and
+# it: binaries, the systemd units, the D-Bus policy, activation and
 # interface files, the polkit action, man pages, shell completions,
-# example services and the applet's desktop entries.
+# example services, the applet's desktop entries and the exporter's
+# alerting rules.
 #
 #   make                          # cargo build --release
 #   sudo make install             # into /usr/local; builds first if
 #                                 # `make` did not (then root needs cargo)
 #   make install PREFIX=/usr DESTDIR=/tmp/stage   # as a package does
 #   make install APPLET=no        # without the GTK applet
+#   make install EXPORTER=no      # without adoptd-exporter
 #   make uninstall                # same variables as install
 #
 # The files the system's D-Bus, polkit and systemd read are installed
@@ -21,6 +23,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 APPLET ?= yes
+EXPORTER ?= yes
 CARGO ?= cargo
 CARGO_TARGET_DIR ?= target
 
@@ -43,8 +46,11 @@ applicationsdir = $(datadir)/applications
 autostartdir = /etc/xdg/autostart
 
 release = $(CARGO_TARGET_DIR)/release
-packages = -p adoptd -p adoptctl $(if $(filter yes,$(APPLET)),-p adoptd-applet)
-binaries = $(release)/adoptd $(release)/adoptctl $(if $(filter yes,$(APPLET)),$(release)/adoptd-applet)
+packages = -p adoptd -p adoptctl $(if $(filter yes,$(APPLET)),-p adoptd-applet) \
+    $(if $(filter yes,$(EXPORTER)),-p adoptd-exporter)
+binaries = $(release)/adoptd $(release)/adoptctl $(if $(filter yes,$(APPLET)),$(release)/adoptd-applet) \
+    $(if $(filter yes,$(EXPORTER)),$(release)/adoptd-exporter)
+exporter_docdir = $(datadir)/doc/adoptd-exporter
 generated = $(CARGO_TARGET_DIR)/generated
 
 INSTALL ?= install
@@ -72,6 +78,8 @@ generated: $(binaries)
 	$(release)/adoptctl generate completions fish > $(generated)/adoptctl.fish
 	sed 's|/usr/sbin/adoptd|$(sbindir)/adoptd|' systemd-units/adoptd.service \
 	    > $(generated)/adoptd.service
+	sed 's|/usr/bin/adoptd-exporter|$(bindir)/adoptd-exporter|' \
+	    systemd-units/adoptd-exporter.service > $(generated)/adoptd-exporter.service
 
 install: generated
 	$(INSTALL) -d $(DESTDIR)$(sbindir) $(DESTDIR)$(bindir)
@@ -106,11 +114,20 @@ ifeq ($(APPLET),yes)
 	$(INSTALL_DATA) applet/data/org.adoptd1.Applet-autostart.desktop \
 	    $(DESTDIR)$(autostartdir)/org.adoptd1.Applet.desktop
 endif
+ifeq ($(EXPORTER),yes)
+	$(INSTALL_PROGRAM) $(release)/adoptd-exporter $(DESTDIR)$(bindir)/adoptd-exporter
+	$(INSTALL_DATA) $(generated)/adoptd-exporter.service \
+	    $(DESTDIR)$(unitdir)/adoptd-exporter.service
+	$(INSTALL) -d $(DESTDIR)$(exporter_docdir)/examples
+	$(INSTALL_DATA) exporter/README.md $(DESTDIR)$(exporter_docdir)/README.md
+	$(INSTALL_DATA) exporter/prometheus/adoptd.rules.yml \
+	    exporter/prometheus/adoptd.rules.test.yml $(DESTDIR)$(exporter_docdir)/examples/
+endif
 
 uninstall:
 	rm -f $(DESTDIR)$(sbindir)/adoptd $(DESTDIR)$(bindir)/adoptctl \
-	    $(DESTDIR)$(bindir)/adoptd-applet \
-	    $(DESTDIR)$(unitdir)/adoptd.service \
+	    $(DESTDIR)$(bindir)/adoptd-applet $(DESTDIR)$(bindir)/adoptd-exporter \
+	    $(DESTDIR)$(unitdir)/adoptd.service $(DESTDIR)$(unitdir)/adoptd-exporter.service \
 	    $(DESTDIR)$(dbus_policydir)/org.adoptd1.conf \
 	    $(DESTDIR)$(dbus_servicedir)/org.adoptd1.service \
 	    $(DESTDIR)$(dbus_interfacedir)/org.adoptd1.xml \
@@ -123,5 +140,5 @@ uninstall:
 	    $(DESTDIR)$(fish_completiondir)/adoptctl.fish \
 	    $(DESTDIR)$(applicationsdir)/org.adoptd1.Applet.desktop \
 	    $(DESTDIR)$(autostartdir)/org.adoptd1.Applet.desktop
-	rm -rf $(DESTDIR)$(docdir)
+	rm -rf $(DESTDIR)$(docdir) $(DESTDIR)$(exporter_docdir)
 	-rmdir $(DESTDIR)$(sysconfdir)/adoptd/services $(DESTDIR)$(sysconfdir)/adoptd 2>/dev/null
