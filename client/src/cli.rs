@@ -78,6 +78,11 @@ pub enum Command {
         /// Only services in this state.
         #[arg(long, value_name = "STATE", value_parser = ["stopped", "starting", "running", "stopping", "restarting", "failed"])]
         state: Option<String>,
+
+        /// Print only the names, one a line: what the shell completions
+        /// ask for.
+        #[arg(long, hide = true, conflicts_with = "json")]
+        names: bool,
     },
 
     /// Start services and wait until they run.
@@ -201,7 +206,12 @@ pub enum Command {
     },
 
     /// Write the man page or shell completions to stdout.
-    #[command(hide = true)]
+    ///
+    /// adoptctl generate man > adoptctl.1;
+    /// adoptctl generate completions bash > /usr/share/bash-completion/completions/adoptctl
+    /// (zsh: _adoptctl in a directory of $fpath; fish: adoptctl.fish in
+    /// vendor_completions.d). The completions of bash, zsh and fish also
+    /// complete the names of the services adoptd has.
     Generate {
         #[command(subcommand)]
         what: Generate,

@@ -63,9 +63,11 @@ async fn run_command(cli: &Cli) -> Exit {
     let style = render::Style::for_stdout();
     match &cli.command {
         Command::Status { names } => status::run(&bus, names, cli.json, style).await,
-        Command::List { patterns, state } => {
-            list::run(&bus, patterns, state.as_deref(), cli.json, style).await
-        }
+        Command::List {
+            patterns,
+            state,
+            names,
+        } => list::run(&bus, patterns, state.as_deref(), cli.json, *names, style).await,
         Command::Start(args) => {
             control::change(&bus, control::Action::Start, &args.names, args.no_block).await
         }

@@ -47,12 +47,14 @@ impl<'a> From<&'a ServiceStatus> for Row<'a> {
 }
 
 /// Lists the services whose name matches one of `patterns` (every one
-/// when empty) and, with `state`, that are in it.
+/// when empty) and, with `state`, that are in it; with `names_only`, only
+/// their names, one a line.
 pub async fn run(
     bus: &Bus,
     patterns: &[String],
     state: Option<&str>,
     json: bool,
+    names_only: bool,
     style: Style,
 ) -> Exit {
     let services = match properties::all(bus).await {
@@ -70,7 +72,9 @@ pub async fn run(
         .filter(|s| state.is_none_or(|state| s.state.as_str() == state))
         .map(Row::from)
         .collect();
-    let text = if json {
+    let text = if names_only {
+        rows.iter().map(|row| format!("{}\n", row.name)).collect()
+    } else if json {
         let mut text = serde_json::to_string(&rows).unwrap_or_default();
         text.push('\n');
         text

@@ -7,7 +7,10 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use adoptd_test_support::{
     bus::{Monitor, TestBus, missing_tools},
@@ -535,5 +538,224 @@ fn the_man_page_and_completions_come_from_the_command_line() {
         assert_eq!(completions.code, 0, "{shell}: {}", completions.stderr);
         assert!(completions.stdout.contains(marker), "{shell}");
         assert!(completions.stdout.contains("restart"), "{shell}");
+    }
+}
+
+#[test]
+fn generate_into_a_closed_pipe_does_not_panic() {
+    // A pipe whose reader is gone before adoptctl writes: every write
+    // fails with EPIPE, as under `| head` when head has had its line.
+    for what in [
+        &["generate", "man"][..],
+        &["generate", "completions", "bash"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
+            .args(what)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start adoptctl");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("adoptctl ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(101), "{what:?}: {stderr}");
+        assert!(
+            output.status.success(),
+            "{what:?}: {:?} {stderr}",
+            output.status
+        );
+        assert!(!stderr.contains("panicked"), "{what:?}: {stderr}");
+    }
+    // And through a shell, as people type it.
+    if installed("bash").is_some() {
+        for _ in 0..20 {
+            let piped = Command::new("bash")
+                .args([
+                    "-c",
+                    &format!(
+                        "{} generate completions bash | head -n 1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+                        env!("CARGO_BIN_EXE_adoptctl")
+                    ),
+                ])
+                .output()
+                .expect("bash");
+            assert_eq!(
+                String::from_utf8_lossy(&piped.stdout).trim(),
+                "0",
+                "{piped:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn generate_is_listed_in_help() {
+    let help = run(adoptctl_alone().arg("--help"));
+    assert!(
+        help.stdout
+            .lines()
+            .any(|line| line.trim_start().starts_with("generate ")),
+        "{}",
+        help.stdout
+    );
+}
+
+/// What bash completes for `line` (the cursor at its end), from the
+/// generated script, with `adoptctl` on `$PATH` talking to `bus`.
+fn bash_completes(script: &Path, bus: &TestBus, line: &str) -> Vec<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (cword, cur) = if line.ends_with(' ') {
+        (words.len(), "")
+    } else {
+        (words.len() - 1, words[words.len() - 1])
+    };
+    let prev = words[cword - 1];
+    let shell = format!(
+        "source {script}\n\
+         COMP_LINE={line}; COMP_POINT=${{#COMP_LINE}}\n\
+         COMP_WORDS=({words} {cur}); COMP_CWORD={cword}\n\
+         _adoptctl_services adoptctl {cur} {prev}\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        script = shell_quote(&script.display().to_string()),
+        line = shell_quote(line),
+        words = words[..cword]
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" "),
+        cur = shell_quote(cur),
+        prev = shell_quote(prev),
+    );
+    let output = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &shell])
+        .env("PATH", path_with_adoptctl())
+        .env("ADOPTD_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("bash");
+    assert!(output.status.success(), "{output:?}");
+    let mut replies: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    replies.sort();
+    replies
+}
+
+fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// `$PATH` with the directory of the adoptctl under test first.
+fn path_with_adoptctl() -> std::ffi::OsString {
+    let dir = Path::new(env!("CARGO_BIN_EXE_adoptctl"))
+        .parent()
+        .expect("a directory")
+        .to_owned();
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&rest))).expect("a PATH")
+}
+
+#[test]
+fn completions_complete_verbs_options_and_live_service_names() {
+    let scratch = Scratch::new("ctl-complete");
+    let Some(bus) = test_bus(&scratch) else {
+        return;
+    };
+    idle(&scratch, "web");
+    idle(&scratch, "webcache");
+    idle(&scratch, "mail");
+    scratch.service(
+        "echo@",
+        &format!(
+            "exec = {}\ninstances = [\"one\", \"two\"]\n",
+            argv(&["/bin/sleep", "1000"])
+        ),
+    );
+    let _adoptd = adoptd_on(&scratch, &bus);
+    let names = run(adoptctl(&bus).args(["list", "--names"]));
+    assert_eq!(names.code, 0, "{}", names.stderr);
+    assert_eq!(names.stdout, "echo@one\necho@two\nmail\nweb\nwebcache\n");
+
+    let Some(_) = installed("bash") else {
+        eprintln!("bash is not installed: its completion is not tried");
+        return;
+    };
+    let script = scratch.file("adoptctl.bash");
+    let generated = run(adoptctl_alone().args(["generate", "completions", "bash"]));
+    std::fs::write(&script, &generated.stdout).expect("write the script");
+
+    assert_eq!(
+        bash_completes(&script, &bus, "adoptctl st"),
+        ["start", "status", "stop"]
+    );
+    assert_eq!(
+        bash_completes(&script, &bus, "adoptctl status --j"),
+        ["--json"]
+    );
+    assert_eq!(
+        bash_completes(&script, &bus, "adoptctl restart --no"),
+        ["--no-block"]
+    );
+    assert_eq!(
+        bash_completes(&script, &bus, "adoptctl status we"),
+        ["web", "webcache"]
+    );
+    assert_eq!(
+        bash_completes(&script, &bus, "adoptctl stop mail "),
+        ["echo@one", "echo@two", "mail", "web", "webcache"]
+    );
+    // bash breaks words at `@`: what it replaces is the part after it.
+    assert_eq!(
+        bash_completes(&script, &bus, "adoptctl start echo@"),
+        ["one", "two"]
+    );
+    assert_eq!(
+        bash_completes(&script, &bus, "adoptctl --json kill --signal HUP m"),
+        ["mail"]
+    );
+
+    if let Some(fish) = installed("fish") {
+        let script = scratch.file("adoptctl.fish");
+        let generated = run(adoptctl_alone().args(["generate", "completions", "fish"]));
+        std::fs::write(&script, &generated.stdout).expect("write the script");
+        let complete = |line: &str| -> Vec<String> {
+            let output = Command::new(&fish)
+                .args(["--no-config", "-c"])
+                .arg(format!(
+                    "source {}; complete -C {}",
+                    shell_quote(&script.display().to_string()),
+                    shell_quote(line)
+                ))
+                .env("PATH", path_with_adoptctl())
+                .env("ADOPTD_BUS_ADDRESS", &bus.address)
+                .output()
+                .expect("fish");
+            assert!(output.status.success(), "{output:?}");
+            let mut words: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+                .collect();
+            words.sort();
+            words
+        };
+        assert_eq!(complete("adoptctl status we"), ["web", "webcache"]);
+        assert_eq!(complete("adoptctl start echo@"), ["echo@one", "echo@two"]);
+        assert!(complete("adoptctl mon").contains(&"monitor".to_owned()));
+    } else {
+        eprintln!("fish is not installed: its completion is not tried");
+    }
+    if let Some(zsh) = installed("zsh") {
+        let script = scratch.file("_adoptctl");
+        let generated = run(adoptctl_alone().args(["generate", "completions", "zsh"]));
+        std::fs::write(&script, &generated.stdout).expect("write the script");
+        let parsed = Command::new(zsh)
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .expect("zsh");
+        assert!(parsed.status.success(), "{parsed:?}");
+    } else {
+        eprintln!("zsh is not installed: its script is not parsed");
     }
 }
