@@ -181,7 +181,7 @@ fn every_adoptctl_command_and_option_is_in_adoptctl_1() {
     }
     for command in commands {
         assert!(
-            page.contains(&format!("\\fBadoptctl {command}\\fR")),
+            page.contains(&format!("\\fBadoptctl {}\\fR", roff(&command))),
             "adoptctl {command} has no entry under COMMANDS"
         );
         let help = stdout_of(Command::new(adoptctl).args([&command, "--help"]));

@@ -109,9 +109,7 @@ pub fn encode_adoptd(adoptd: Option<&crate::view::Adoptd>) -> String {
                     template: service.template.clone(),
                     instance: service.instance.clone(),
                     expect: service.expect.clone(),
-                    // adoptd has no LoadState property yet: every service
-                    // object it publishes is a loaded one.
-                    load_state: "loaded".to_owned(),
+                    load_state: service.load_state.clone(),
                 })
                 .set(1);
             let name = NameLabel {
@@ -224,6 +222,7 @@ mod tests {
             ("Template", Variant::from("echo")),
             ("Instance", Variant::from("one")),
             ("Expect", Variant::from("auto")),
+            ("LoadState", Variant::from("loaded")),
             ("State", Variant::from("running")),
             ("MainPIDSource", Variant::from("adoption")),
             ("Handoffs", Variant::U32(2)),

@@ -46,6 +46,8 @@ pub struct Service {
     pub template: String,
     pub instance: String,
     pub expect: String,
+    /// `LoadState`: loaded, bad-setting or not-found.
+    pub load_state: String,
     pub state: String,
     pub main_pid_source: String,
     /// `Restarts` and `Handoffs` as adoptd said them last.
@@ -102,6 +104,7 @@ impl Service {
                 "Template" => set_string(&mut self.template, value),
                 "Instance" => set_string(&mut self.instance, value),
                 "Expect" => set_string(&mut self.expect, value),
+                "LoadState" => set_string(&mut self.load_state, value),
                 "State" => set_string(&mut self.state, value),
                 "MainPIDSource" => set_string(&mut self.main_pid_source, value),
                 "Restarts" => {
