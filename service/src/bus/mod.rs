@@ -29,9 +29,12 @@ mod convert;
 mod introspect;
 mod manager;
 pub mod private;
+mod registry;
 mod service;
 mod trim;
 mod watch;
+
+use registry::{Entry, Registry};
 
 use std::{
     borrow::Cow,
@@ -57,8 +60,7 @@ use zbus::{
 use convert::exit_code_and_signal;
 
 use crate::{
-    config::ServiceSpec,
-    supervisor::{Load, Request, Update},
+    supervisor::{Request, Update},
     tracker::{Changes, Notice, ServiceId, Status},
 };
 
@@ -318,126 +320,6 @@ impl Shared {
             {
                 return;
             }
-        }
-    }
-}
-
-/// The bus layer's copy of what it publishes, by service.
-#[derive(Default)]
-struct Registry {
-    /// Indexed by `ServiceId`; ids are dense and never reused.
-    services: Vec<Option<Entry>>,
-    orphans_reaped: u64,
-    /// Updates applied so far, in the supervisor's order.
-    applied: u64,
-}
-
-struct Entry {
-    id: ServiceId,
-    spec: Arc<ServiceSpec>,
-    status: Status,
-    /// Whether its file loaded.
-    load: Load,
-    /// Why its last start could not run the program; empty when it could.
-    exec_error: String,
-    /// The last `STATUS=` it sent.
-    status_text: String,
-    /// Whether its object is served on the current connection.
-    published: bool,
-}
-
-impl Registry {
-    fn apply(&mut self, update: &Update) {
-        self.applied += 1;
-        match update {
-            Update::ServiceAdded {
-                service,
-                spec,
-                status,
-                load,
-            } => {
-                let index = service.index();
-                if self.services.len() <= index {
-                    self.services.resize_with(index + 1, || None);
-                }
-                let published = self.services[index].as_ref().is_some_and(|e| e.published);
-                self.services[index] = Some(Entry {
-                    id: *service,
-                    spec: Arc::clone(spec),
-                    status: *status,
-                    load: load.clone(),
-                    exec_error: String::new(),
-                    status_text: String::new(),
-                    published,
-                });
-            }
-            Update::Configured {
-                service,
-                spec,
-                load,
-            } => {
-                if let Some(entry) = self.get_mut(*service) {
-                    entry.spec = Arc::clone(spec);
-                    entry.load = load.clone();
-                }
-            }
-            Update::ExecError { service, error } => {
-                if let Some(entry) = self.get_mut(*service) {
-                    entry.exec_error.clone_from(error);
-                }
-            }
-            Update::StatusText { service, text } => {
-                if let Some(entry) = self.get_mut(*service) {
-                    entry.status_text.clone_from(text);
-                }
-            }
-            Update::Tracker(Notice::Changed {
-                service, status, ..
-            }) => {
-                if let Some(entry) = self.get_mut(*service) {
-                    entry.status = *status;
-                }
-            }
-            Update::Tracker(Notice::OrphanReaped { total, .. }) => self.orphans_reaped = *total,
-            Update::ServiceRemoved { service, .. } => {
-                if let Some(entry) = self.services.get_mut(service.index()) {
-                    *entry = None;
-                }
-            }
-            Update::Tracker(Notice::Adopted { .. } | Notice::Exited { .. }) => {}
-        }
-    }
-
-    fn get(&self, service: ServiceId) -> Option<&Entry> {
-        self.services.get(service.index())?.as_ref()
-    }
-
-    fn get_mut(&mut self, service: ServiceId) -> Option<&mut Entry> {
-        self.services.get_mut(service.index())?.as_mut()
-    }
-
-    fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.services.iter().flatten()
-    }
-
-    fn is_published(&self, service: ServiceId) -> bool {
-        self.get(service).is_some_and(|e| e.published)
-    }
-
-    /// The next service whose object is not served yet.
-    fn next_unpublished(&self) -> Option<ServiceId> {
-        self.entries().find(|e| !e.published).map(|e| e.id)
-    }
-
-    fn set_published(&mut self, service: ServiceId) {
-        if let Some(entry) = self.get_mut(service) {
-            entry.published = true;
-        }
-    }
-
-    fn unpublish_all(&mut self) {
-        for entry in self.services.iter_mut().flatten() {
-            entry.published = false;
         }
     }
 }

@@ -1,0 +1,133 @@
+//! The bus layer's copy of what it publishes, by service: kept current
+//! from every update of the supervisor, whether or not a bus is
+//! connected, so that a reconnect publishes everything again without the
+//! supervisor repeating itself.
+
+use std::sync::Arc;
+
+use super::Update;
+use crate::{
+    config::ServiceSpec,
+    supervisor::Load,
+    tracker::{Notice, ServiceId, Status},
+};
+
+/// The bus layer's copy of what it publishes, by service.
+#[derive(Default)]
+pub(super) struct Registry {
+    /// Indexed by `ServiceId`; ids are dense and never reused.
+    pub(super) services: Vec<Option<Entry>>,
+    pub(super) orphans_reaped: u64,
+    /// Updates applied so far, in the supervisor's order.
+    pub(super) applied: u64,
+}
+
+pub(super) struct Entry {
+    pub(super) id: ServiceId,
+    pub(super) spec: Arc<ServiceSpec>,
+    pub(super) status: Status,
+    /// Whether its file loaded.
+    pub(super) load: Load,
+    /// Why its last start could not run the program; empty when it could.
+    pub(super) exec_error: String,
+    /// The last `STATUS=` it sent.
+    pub(super) status_text: String,
+    /// Whether its object is served on the current connection.
+    pub(super) published: bool,
+}
+
+impl Registry {
+    pub(super) fn apply(&mut self, update: &Update) {
+        self.applied += 1;
+        match update {
+            Update::ServiceAdded {
+                service,
+                spec,
+                status,
+                load,
+            } => {
+                let index = service.index();
+                if self.services.len() <= index {
+                    self.services.resize_with(index + 1, || None);
+                }
+                let published = self.services[index].as_ref().is_some_and(|e| e.published);
+                self.services[index] = Some(Entry {
+                    id: *service,
+                    spec: Arc::clone(spec),
+                    status: *status,
+                    load: load.clone(),
+                    exec_error: String::new(),
+                    status_text: String::new(),
+                    published,
+                });
+            }
+            Update::Configured {
+                service,
+                spec,
+                load,
+            } => {
+                if let Some(entry) = self.get_mut(*service) {
+                    entry.spec = Arc::clone(spec);
+                    entry.load = load.clone();
+                }
+            }
+            Update::ExecError { service, error } => {
+                if let Some(entry) = self.get_mut(*service) {
+                    entry.exec_error.clone_from(error);
+                }
+            }
+            Update::StatusText { service, text } => {
+                if let Some(entry) = self.get_mut(*service) {
+                    entry.status_text.clone_from(text);
+                }
+            }
+            Update::Tracker(Notice::Changed {
+                service, status, ..
+            }) => {
+                if let Some(entry) = self.get_mut(*service) {
+                    entry.status = *status;
+                }
+            }
+            Update::Tracker(Notice::OrphanReaped { total, .. }) => self.orphans_reaped = *total,
+            Update::ServiceRemoved { service, .. } => {
+                if let Some(entry) = self.services.get_mut(service.index()) {
+                    *entry = None;
+                }
+            }
+            Update::Tracker(Notice::Adopted { .. } | Notice::Exited { .. }) => {}
+        }
+    }
+
+    pub(super) fn get(&self, service: ServiceId) -> Option<&Entry> {
+        self.services.get(service.index())?.as_ref()
+    }
+
+    pub(super) fn get_mut(&mut self, service: ServiceId) -> Option<&mut Entry> {
+        self.services.get_mut(service.index())?.as_mut()
+    }
+
+    pub(super) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.services.iter().flatten()
+    }
+
+    pub(super) fn is_published(&self, service: ServiceId) -> bool {
+        self.get(service).is_some_and(|e| e.published)
+    }
+
+    /// The next service whose object is not served yet.
+    pub(super) fn next_unpublished(&self) -> Option<ServiceId> {
+        self.entries().find(|e| !e.published).map(|e| e.id)
+    }
+
+    pub(super) fn set_published(&mut self, service: ServiceId) {
+        if let Some(entry) = self.get_mut(service) {
+            entry.published = true;
+        }
+    }
+
+    pub(super) fn unpublish_all(&mut self) {
+        for entry in self.services.iter_mut().flatten() {
+            entry.published = false;
+        }
+    }
+}
