@@ -9,24 +9,8 @@
 mod support;
 
 use adoptd_dbus::State;
-use adoptd_test_support::{
-    bus::{TestBus, missing_tools},
-    *,
-};
+use adoptd_test_support::{bus::TestBus, *};
 use support::{adoptctl, run};
-
-fn test_bus(scratch: &Scratch) -> Option<TestBus> {
-    if let Some(reason) = missing_tools() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    Some(TestBus::start(scratch))
-}
-
-fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> (Adoptd, Watch) {
-    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    (adoptd, Watch::connect(&bus.address))
-}
 
 fn sleeper(scratch: &Scratch, name: &str, extra: &str) {
     scratch.service(
@@ -38,12 +22,12 @@ fn sleeper(scratch: &Scratch, name: &str, extra: &str) {
 #[test]
 fn a_refused_file_is_shown_then_mended_by_a_reload() {
     let scratch = Scratch::new("admin-refused");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     sleeper(&scratch, "typo", "restrat = \"always\"\n");
     sleeper(&scratch, "fine", "");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     watch.wait_state("fine", State::Running);
 
     let status = run(adoptctl(&bus).args(["status", "typo"]));
@@ -111,11 +95,11 @@ fn a_refused_file_is_shown_then_mended_by_a_reload() {
 #[test]
 fn configuration_properties_follow_the_file_on_reload() {
     let scratch = Scratch::new("admin-stale");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     sleeper(&scratch, "web", "description = \"old\"\n");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     watch.wait_state("web", State::Running);
     let show = |property: &str| {
         run(adoptctl(&bus).args(["show", "-p", property, "--value", "web"])).stdout
@@ -144,7 +128,7 @@ fn configuration_properties_follow_the_file_on_reload() {
 #[test]
 fn a_start_that_cannot_run_the_program_says_why_and_reset_failed_clears_it() {
     let scratch = Scratch::new("admin-exec");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     sleeper(
@@ -152,7 +136,7 @@ fn a_start_that_cannot_run_the_program_says_why_and_reset_failed_clears_it() {
         "nouser",
         "user = \"no-such-user-here\"\nautostart = false\nrestart = \"no\"\n",
     );
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     watch.wait_state("nouser", State::Stopped);
     let start = run(adoptctl(&bus).args(["start", "nouser"]));
     assert_eq!(start.code, 1);
@@ -180,7 +164,7 @@ fn a_start_that_cannot_run_the_program_says_why_and_reset_failed_clears_it() {
 #[test]
 fn a_notify_service_that_never_gets_ready_hits_its_start_timeout() {
     let scratch = Scratch::new("admin-timeout");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     sleeper(
@@ -188,7 +172,7 @@ fn a_notify_service_that_never_gets_ready_hits_its_start_timeout() {
         "slow",
         "expect = \"notify\"\nstart-timeout = \"1s\"\nautostart = false\nrestart = \"no\"\n",
     );
-    let (_adoptd, _watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, _watch) = bus.adoptd(&scratch);
     let start = run(adoptctl(&bus).args(["start", "slow"]));
     assert_eq!(start.code, 1);
     assert!(

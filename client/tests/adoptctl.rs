@@ -13,26 +13,11 @@ use std::{
 };
 
 use adoptd_test_support::{
-    bus::{Monitor, TestBus, missing_tools},
+    bus::{Monitor, TestBus},
     *,
 };
 use serde_json::Value as Json;
 use support::{adoptctl, adoptctl_alone, assert_snapshot, redact, run};
-
-/// The bus, or `None` (said on stderr) where the tools are missing.
-fn test_bus(scratch: &Scratch) -> Option<TestBus> {
-    if let Some(reason) = missing_tools() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    Some(TestBus::start(scratch))
-}
-
-/// adoptd on `bus`, and a watch on it, once adoptd owns its name there.
-fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> (Adoptd, Watch) {
-    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    (adoptd, Watch::connect(&bus.address))
-}
 
 /// A service that daemonizes with two hops, as daemon(3) users do.
 fn dancer(scratch: &Scratch, reports: &Reports, name: &str) {
@@ -65,12 +50,12 @@ fn json_lines(text: &str) -> Vec<Json> {
 #[test]
 fn status_of_a_daemon_reads_like_its_snapshot() {
     let scratch = Scratch::new("ctl-status");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
 
@@ -106,13 +91,13 @@ fn since_redacted(text: &str) -> String {
 #[test]
 fn status_json_keys_are_the_dbus_property_names() {
     let scratch = Scratch::new("ctl-json");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "dancer");
     idle(&scratch, "idle");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
 
@@ -150,14 +135,14 @@ fn status_json_keys_are_the_dbus_property_names() {
 #[test]
 fn list_is_one_aligned_table_sorted_by_name_and_json_for_jq() {
     let scratch = Scratch::new("ctl-list");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "web");
     idle(&scratch, "a-long-service-name");
     idle(&scratch, "zz");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("web", settled.pid);
 
@@ -233,7 +218,7 @@ fn list_is_one_aligned_table_sorted_by_name_and_json_for_jq() {
 #[test]
 fn exit_codes_say_running_failed_usage_not_running_and_missing() {
     let scratch = Scratch::new("ctl-exit");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
@@ -246,7 +231,7 @@ fn exit_codes_say_running_failed_usage_not_running_and_missing() {
             argv(&["/bin/sh", "-c", "exit 7"])
         ),
     );
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("web", settled.pid);
 
@@ -311,7 +296,7 @@ fn exit_codes_say_running_failed_usage_not_running_and_missing() {
 #[test]
 fn control_commands_return_once_the_service_got_there() {
     let scratch = Scratch::new("ctl-control");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
@@ -320,7 +305,7 @@ fn control_commands_return_once_the_service_got_there() {
         "echo@",
         &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
     );
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let first = reports.next();
     watch.wait_main_pid("web", first.pid);
     let state = |name: &str| {
@@ -370,12 +355,12 @@ fn control_commands_return_once_the_service_got_there() {
 #[test]
 fn a_shell_script_restarts_what_is_not_running() {
     let scratch = Scratch::new("ctl-script");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "web");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let first = reports.next();
     watch.wait_main_pid("web", first.pid);
     assert_eq!(run(adoptctl(&bus).args(["stop", "web"])).code, 0);
@@ -401,12 +386,12 @@ fn nobody_is_told_to_run_as_root() {
         return;
     }
     let scratch = Scratch::new("ctl-nobody");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "web");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("web", settled.pid);
     let as_nobody = |args: &[&str]| {
@@ -444,13 +429,13 @@ fn nobody_is_told_to_run_as_root() {
 #[test]
 fn monitor_sees_a_handoff_as_it_happens() {
     let scratch = Scratch::new("ctl-monitor");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     dancer(&scratch, &reports, "web");
     idle(&scratch, "other");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let first = reports.next();
     watch.wait_main_pid("web", first.pid);
     let text = monitor(&bus, &["monitor", "web"]);
@@ -659,7 +644,7 @@ fn path_with_adoptctl() -> std::ffi::OsString {
 #[test]
 fn completions_complete_verbs_options_and_live_service_names() {
     let scratch = Scratch::new("ctl-complete");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     idle(&scratch, "web");
@@ -672,7 +657,7 @@ fn completions_complete_verbs_options_and_live_service_names() {
             argv(&["/bin/sleep", "1000"])
         ),
     );
-    let _adoptd = adoptd_on(&scratch, &bus);
+    let _adoptd = bus.adoptd(&scratch);
     let names = run(adoptctl(&bus).args(["list", "--names"]));
     assert_eq!(names.code, 0, "{}", names.stderr);
     assert_eq!(names.stdout, "echo@one\necho@two\nmail\nweb\nwebcache\n");

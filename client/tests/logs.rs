@@ -12,21 +12,9 @@ use std::{
     sync::mpsc,
 };
 
-use adoptd_test_support::{
-    bus::{TestBus, missing_tools},
-    *,
-};
+use adoptd_test_support::{bus::TestBus, *};
 use serde_json::Value as Json;
 use support::{adoptctl, run};
-
-/// The bus, or `None` (said on stderr) where the tools are missing.
-fn test_bus(scratch: &Scratch) -> Option<TestBus> {
-    if let Some(reason) = missing_tools() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    Some(TestBus::start(scratch))
-}
 
 /// adoptd on `bus`, once it owns its name.
 fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
@@ -91,7 +79,7 @@ fn last_stdout(lines: &[(String, String)]) -> Option<&str> {
 #[test]
 fn logs_shows_the_latest_ten_lines_or_n_and_json() {
     let scratch = Scratch::new("ctl-logs");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let _adoptd = talker(&scratch, &bus);
@@ -140,7 +128,7 @@ fn logs_shows_the_latest_ten_lines_or_n_and_json() {
 #[test]
 fn logs_of_a_missing_service_exits_4() {
     let scratch = Scratch::new("ctl-logs-missing");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let _adoptd = adoptd_on(&scratch, &bus);
@@ -152,7 +140,7 @@ fn logs_of_a_missing_service_exits_4() {
 #[test]
 fn status_ends_with_the_last_ten_lines_of_output() {
     let scratch = Scratch::new("ctl-status-tail");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let _adoptd = talker(&scratch, &bus);
@@ -175,7 +163,7 @@ fn nobody_is_refused_the_output_and_status_says_it_is_hidden() {
         return;
     }
     let scratch = Scratch::new("ctl-logs-nobody");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let _adoptd = talker(&scratch, &bus);
@@ -225,7 +213,7 @@ fn nobody_is_refused_the_output_and_status_says_it_is_hidden() {
 #[test]
 fn logs_follow_prints_each_new_line_until_interrupted() {
     let scratch = Scratch::new("ctl-logs-follow");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     shell_service(

@@ -17,21 +17,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use adoptd_test_support::{
-    bus::{TestBus, missing_tools},
-    *,
-};
+use adoptd_test_support::{bus::TestBus, *};
 use serde_json::Value as Json;
 use support::{Exporter, crate_file, get, state};
-
-/// The bus, or `None` (said on stderr) where the tools are missing.
-fn test_bus(scratch: &Scratch) -> Option<TestBus> {
-    if let Some(reason) = missing_tools() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    Some(TestBus::start(scratch))
-}
 
 fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> Adoptd {
     let mut adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
@@ -72,7 +60,7 @@ fn start_service(bus: &TestBus, name: &str) {
 #[test]
 fn a_scrape_shows_a_failure_and_a_handoff_as_they_happen() {
     let scratch = Scratch::new("exporter-events");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
@@ -179,7 +167,7 @@ fn a_scrape_shows_a_failure_and_a_handoff_as_they_happen() {
 #[test]
 fn the_exporter_follows_adoptd_and_the_bus_through_restarts() {
     let scratch = Scratch::new("exporter-restarts");
-    let Some(mut bus) = test_bus(&scratch) else {
+    let Some(mut bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
@@ -220,7 +208,7 @@ fn the_exporter_follows_adoptd_and_the_bus_through_restarts() {
 #[test]
 fn a_service_added_by_reload_is_exported_and_one_removed_is_not() {
     let scratch = Scratch::new("exporter-reload");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
@@ -255,7 +243,7 @@ fn a_scrape_is_clean_openmetrics_for_promtool() {
         return;
     };
     let scratch = Scratch::new("exporter-promtool");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
@@ -439,7 +427,7 @@ fn prometheus_sees_a_failure_and_a_handoff_within_one_scrape_interval() {
         return;
     }
     let scratch = Scratch::new("exporter-prometheus");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);

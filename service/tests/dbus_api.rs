@@ -11,10 +11,7 @@ use adoptd_dbus::{
     BUS_NAME, Error, MANAGER_INTERFACE, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE,
     ServiceProxy, State, introspection::interface_members,
 };
-use adoptd_test_support::{
-    bus::{TestBus, missing_tools},
-    *,
-};
+use adoptd_test_support::{bus::TestBus, *};
 
 /// A dance service that daemonizes with two hops, as daemon(3) users do.
 fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {
@@ -25,21 +22,6 @@ fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {
             dance_exec(reports, name, &["fork", "setsid", "fork", "serve"])
         ),
     );
-}
-
-/// The bus, or `None` (said on stderr) where the tools are missing.
-fn test_bus(scratch: &Scratch) -> Option<TestBus> {
-    if let Some(reason) = missing_tools() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    Some(TestBus::start(scratch))
-}
-
-/// adoptd on `bus`, and a watch on it, once adoptd owns its name there.
-fn adoptd_on(scratch: &Scratch, bus: &TestBus) -> (Adoptd, Watch) {
-    let adoptd = Adoptd::start(scratch, &["--address", &bus.address]);
-    (adoptd, Watch::connect(&bus.address))
 }
 
 /// Whether an `Exited` signal of `service` came so far.
@@ -132,7 +114,7 @@ fn unescape_json(text: &str) -> String {
 #[test]
 fn live_introspection_equals_the_contract() {
     let scratch = Scratch::new("introspect");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
@@ -143,7 +125,7 @@ fn live_introspection_equals_the_contract() {
             dance_exec(&reports, "web", &["fork", "setsid", "fork", "serve"])
         ),
     );
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     reports.next();
 
     let contract = interface_members(adoptd_dbus::INTROSPECTION_XML).expect("the contract");
@@ -168,12 +150,12 @@ fn live_introspection_equals_the_contract() {
 #[test]
 fn main_pid_and_previous_pid_follow_a_double_forking_daemon() {
     let scratch = Scratch::new("follow");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
 
@@ -228,12 +210,12 @@ fn main_pid_and_previous_pid_follow_a_double_forking_daemon() {
 #[test]
 fn a_restart_is_seen_as_one_properties_changed_and_adopted() {
     let scratch = Scratch::new("restart");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let first = reports.next();
     watch.wait_main_pid("dancer", first.pid);
     let monitor = bus.monitor(&[BUS_NAME]);
@@ -330,12 +312,12 @@ fn nobody_reads_everything_and_controls_nothing() {
         return;
     }
     let scratch = Scratch::new("nobody");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
     let path = service_path("dancer");
@@ -419,12 +401,12 @@ fn nobody_reads_everything_and_controls_nothing() {
 #[test]
 fn restarting_the_bus_loses_nothing() {
     let scratch = Scratch::new("busloss");
-    let Some(mut bus) = test_bus(&scratch) else {
+    let Some(mut bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
     let before = property(&bus, "dancer", "MainPID");
@@ -446,7 +428,7 @@ fn restarting_the_bus_loses_nothing() {
 #[test]
 fn bad_input_gets_the_contracts_errors_and_disturbs_nothing() {
     let scratch = Scratch::new("badinput");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     let reports = Reports::bind(&scratch);
@@ -455,7 +437,7 @@ fn bad_input_gets_the_contracts_errors_and_disturbs_nothing() {
         "web@",
         &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
     );
-    let (_adoptd, mut watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
 
@@ -528,14 +510,14 @@ fn bad_input_gets_the_contracts_errors_and_disturbs_nothing() {
 #[test]
 fn starting_a_template_instance_adds_its_object() {
     let scratch = Scratch::new("instance");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     scratch.service(
         "web@",
         &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
     );
-    let (_adoptd, _watch) = adoptd_on(&scratch, &bus);
+    let (_adoptd, _watch) = bus.adoptd(&scratch);
     let (path, added) = block_on(async {
         let connection = connect(&bus).await;
         let manager = ManagerProxy::new(&connection).await.expect("proxy");
@@ -677,7 +659,7 @@ fn pids_lists_an_orphan_adopted_without_any_death_of_adoptds_children() {
     // Reading PIDs must still find it, under every source.
     for tracker in trackers() {
         let scratch = Scratch::new("orphan-pids");
-        let Some(bus) = test_bus(&scratch) else {
+        let Some(bus) = TestBus::or_skip(&scratch) else {
             return;
         };
         let reports = Reports::bind(&scratch);

@@ -12,10 +12,7 @@ use adoptd_dbus::{
     BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE,
     SERVICE_PATH_PREFIX, introspection::interface_members,
 };
-use adoptd_test_support::{
-    bus::{TestBus, missing_tools},
-    *,
-};
+use adoptd_test_support::{bus::TestBus, *};
 use futures_util::StreamExt as _;
 
 const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
@@ -26,7 +23,7 @@ const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 #[test]
 fn busctl_reads_the_tree_and_every_parent_without_a_warning() {
     let scratch = Scratch::new("introspect-warnings");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     for name in ["alpha", "beta", "gamma"] {
@@ -51,7 +48,7 @@ fn busctl_reads_the_tree_and_every_parent_without_a_warning() {
 #[test]
 fn the_manager_lists_service_as_an_empty_node_and_only_its_own_interfaces() {
     let scratch = Scratch::new("introspect-manager");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     idle_service(&scratch, "alpha");
@@ -86,7 +83,7 @@ fn the_manager_lists_service_as_an_empty_node_and_only_its_own_interfaces() {
 #[test]
 fn parents_serve_the_standard_interfaces_as_zbus_does_on_a_service_object() {
     let scratch = Scratch::new("introspect-standard");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     idle_service(&scratch, "alpha");
@@ -104,7 +101,7 @@ fn parents_serve_the_standard_interfaces_as_zbus_does_on_a_service_object() {
 #[test]
 fn the_service_node_lists_each_label_and_follows_reloads() {
     let scratch = Scratch::new("introspect-reload");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     idle_service(&scratch, "alpha");
@@ -137,7 +134,7 @@ fn the_service_node_lists_each_label_and_follows_reloads() {
 #[test]
 fn the_service_node_made_again_after_its_last_service_lists_empty_nodes() {
     let scratch = Scratch::new("introspect-again");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     idle_service(&scratch, "only");
@@ -165,7 +162,7 @@ fn the_service_node_made_again_after_its_last_service_lists_empty_nodes() {
 #[test]
 fn after_a_bus_restart_parents_still_list_children_as_empty_nodes() {
     let scratch = Scratch::new("introspect-restart");
-    let Some(mut bus) = test_bus(&scratch) else {
+    let Some(mut bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     idle_service(&scratch, "alpha");
@@ -197,15 +194,6 @@ fn idle_service(scratch: &Scratch, name: &str) {
         name,
         "exec = [\"/bin/sleep\", \"1000\"]\nautostart = false\n",
     );
-}
-
-/// The bus, or `None` (said on stderr) where the tools are missing.
-fn test_bus(scratch: &Scratch) -> Option<TestBus> {
-    if let Some(reason) = missing_tools() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    Some(TestBus::start(scratch))
 }
 
 /// adoptd on `bus`, once it owns its name.

@@ -14,10 +14,7 @@ use std::{
 };
 
 use adoptd_dbus::{BUS_NAME, OutputLine, SERVICE_INTERFACE, ServiceProxy};
-use adoptd_test_support::{
-    bus::{TestBus, missing_tools},
-    *,
-};
+use adoptd_test_support::{bus::TestBus, *};
 
 /// A service running `script` under /bin/sh, never restarted.
 fn shell_service(scratch: &Scratch, name: &str, script: &str) {
@@ -27,15 +24,6 @@ fn shell_service(scratch: &Scratch, name: &str, script: &str) {
             "exec = [\"/bin/sh\", \"-c\", {script:?}]\nexpect = \"foreground\"\nrestart = \"no\"\n"
         ),
     );
-}
-
-/// The bus, or `None` (said on stderr) where the tools are missing.
-fn test_bus(scratch: &Scratch) -> Option<TestBus> {
-    if let Some(reason) = missing_tools() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    Some(TestBus::start(scratch))
 }
 
 /// adoptd on `bus`, once it owns its name.
@@ -94,7 +82,7 @@ fn texts(lines: &[OutputLine]) -> Vec<(&str, &str)> {
 #[test]
 fn get_output_keeps_both_streams_apart_oldest_first() {
     let scratch = Scratch::new("output-streams");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     shell_service(
@@ -141,7 +129,7 @@ fn get_output_keeps_both_streams_apart_oldest_first() {
 #[test]
 fn a_long_line_is_cut_and_marked_and_binary_is_escaped() {
     let scratch = Scratch::new("output-cut");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     shell_service(
@@ -163,7 +151,7 @@ fn a_long_line_is_cut_and_marked_and_binary_is_escaped() {
 #[test]
 fn follow_output_writes_each_new_line_as_json() {
     let scratch = Scratch::new("output-follow");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     shell_service(
@@ -227,7 +215,7 @@ fn nobody_may_not_read_output() {
         return;
     }
     let scratch = Scratch::new("output-nobody");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     shell_service(&scratch, "secret", "echo password=hunter2; exec sleep 1000");
@@ -273,7 +261,7 @@ fn nobody_may_not_read_output() {
 #[test]
 fn a_flood_of_output_does_not_delay_another_services_restart() {
     let scratch = Scratch::new("output-flood");
-    let Some(bus) = test_bus(&scratch) else {
+    let Some(bus) = TestBus::or_skip(&scratch) else {
         return;
     };
     scratch.service(

@@ -53,6 +53,24 @@ pub struct TestBus {
 }
 
 impl TestBus {
+    /// A bus for `scratch`, or `None`, said on stderr, where
+    /// `dbus-daemon` or `busctl` is missing: the test then passes saying
+    /// why it could not run.
+    pub fn or_skip(scratch: &Scratch) -> Option<Self> {
+        if let Some(reason) = missing_tools() {
+            eprintln!("skipped: {reason}");
+            return None;
+        }
+        Some(TestBus::start(scratch))
+    }
+
+    /// adoptd on this bus with `scratch`'s services, and a watch on it
+    /// that is ready once adoptd owns its name.
+    pub fn adoptd(&self, scratch: &Scratch) -> (crate::Adoptd, crate::Watch) {
+        let adoptd = crate::Adoptd::start(scratch, &["--address", &self.address]);
+        (adoptd, crate::Watch::connect(&self.address))
+    }
+
     pub fn start(scratch: &Scratch) -> Self {
         let socket = scratch.file("system_bus_socket");
         let config = scratch.file("system.conf");
