@@ -258,6 +258,10 @@ struct Adoptd {
     lines: mpsc::Receiver<String>,
 }
 
+/// What adoptd logs once it has (re)loaded its configuration directory
+/// (after the module path, which says where in the supervisor).
+const LOADED: &str = ": loaded /";
+
 impl Adoptd {
     fn start(scratch: &Scratch, source: &str) -> Self {
         let mut child = Command::new(binary("adoptd"))
@@ -310,7 +314,7 @@ impl Adoptd {
     /// a whole batch before it acts on SIGHUP and reloads.
     fn barrier(&mut self) {
         self.sighup();
-        self.wait_for("supervisor: loaded");
+        self.wait_for(LOADED);
     }
 
     fn sighup(&self) {
@@ -323,7 +327,7 @@ impl Adoptd {
     fn handoffs(&mut self, service: &str) -> Vec<(u32, i64)> {
         self.sighup();
         let marker = format!("service={service} ");
-        self.wait_for("supervisor: loaded")
+        self.wait_for(LOADED)
             .iter()
             .filter(|l| l.contains(" hand-off ") && l.contains(&marker))
             .filter_map(|line| {
