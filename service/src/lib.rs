@@ -23,6 +23,8 @@
 //!     stdout and stderr into the log and its [`output`] record;
 //!   - a short-lived task that gives memory back after a burst of large
 //!     replies;
+//!   - one task per main process that is not adoptd's child (`MAINPID=`
+//!     naming a worker), waiting on its pidfd for its end;
 //! - tokio's blocking threads walk `/proc` for `PIDs`, one walk at a time;
 //! - with `--private-bus`, one thread runs the embedded broker on a
 //!   runtime of its own ([`bus::private`]).
@@ -38,6 +40,7 @@ use tracing::info;
 pub mod bus;
 pub mod config;
 pub mod errors;
+pub mod exit_info;
 pub mod invocation;
 pub mod memory;
 pub mod notify;

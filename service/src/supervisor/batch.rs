@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use adoptd_dbus::Signal;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use super::{Supervisor, Update};
 use crate::{
@@ -40,6 +40,7 @@ impl Supervisor {
             let notices = std::mem::take(&mut self.wakeup.adoptions);
             let lost = std::mem::take(&mut self.wakeup.adoptions_lost);
             self.source.adoption_notices(&notices, lost);
+            self.drop_reported(&mut reaped, looked_at);
             if let Err(e) = self.source.collect(&reaped[looked_at..], &mut events) {
                 warn!(
                     "the {} source could not read adoptions: {e}",
@@ -51,9 +52,13 @@ impl Supervisor {
                 break;
             }
         }
+        // Exits of main processes that are not adoptd's children come after
+        // the source has drained the adoptions of their orphans.
+        reaped.append(&mut self.watched.exits);
         for &(pid, _) in &reaped {
             self.pidfds.remove(&pid);
         }
+        trace!(?reaped, ?events, "a moment");
         for event in &events {
             if let Event::Adopted {
                 pid,
@@ -131,12 +136,16 @@ impl Supervisor {
                     text: status.clone(),
                 });
             }
+            let mut descendant = None;
             let main_pid = message.main_pid.filter(|&pid| {
-                let known = self.tracker.service_of(pid) == Some(id);
-                if !known {
-                    warn!(service = %name, pid, "MAINPID={pid} ignored: not a process adoptd knows in this service");
+                if self.tracker.service_of(pid) == Some(id) {
+                    return true;
                 }
-                known
+                descendant = self.vouch_for_descendant(id, pid);
+                if descendant.is_none() {
+                    warn!(service = %name, pid, "MAINPID={pid} ignored: not a live process of this service");
+                }
+                descendant.is_some()
             });
             let now = self.now();
             let out = self.tracker.notified(
@@ -145,6 +154,7 @@ impl Supervisor {
                 Notification {
                     ready: message.ready,
                     main_pid,
+                    descendant,
                 },
             );
             self.carry_out(out);

@@ -44,6 +44,7 @@ use crate::{
 
 mod batch;
 mod catalogue;
+mod watched;
 
 /// A question or order for the supervisor, from the bus layer.
 #[derive(Debug)]
@@ -196,6 +197,8 @@ pub struct Supervisor {
     /// Where services with `expect = "notify"` say they are ready.
     notify: Option<AsyncFd<NotifySocket>>,
     pidfds: HashMap<Pid, OwnedFd>,
+    /// Main processes that are not adoptd's children, followed by pidfd.
+    watched: watched::Watched,
     signals: AsyncFd<Signals>,
     /// What the signalfd said that is not acted on yet.
     wakeup: reaper::Wakeup,
@@ -254,6 +257,7 @@ impl Supervisor {
             config_dir,
             source,
             pidfds: HashMap::new(),
+            watched: watched::Watched::new(),
             signals,
             wakeup: reaper::Wakeup::default(),
             updates,
@@ -310,6 +314,7 @@ impl Supervisor {
                 }
                 () = readable(self.source_wakeup.as_ref(), "the source's events") => self.reap_batch(),
                 () = readable(self.notify.as_ref(), "notifications") => self.read_notifications(),
+                Some(pid) = self.watched.receiver.recv() => self.watched_exited(pid),
                 () = &mut shutdown, if !self.shutting_down => self.begin_shutdown(),
                 request = requests.recv(), if requests_open => match request {
                     Some(request) => self.handle_request(request),

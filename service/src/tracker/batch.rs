@@ -104,6 +104,13 @@ impl<'a> Batch<'a> {
             return;
         };
         if let Some(new_main) = notification.main_pid.filter(|&pid| pid != main)
+            && let Some(clues) = notification.descendant
+            && !self.tracker.processes.contains_key(&new_main)
+        {
+            let process = self.new_process(id, clues);
+            self.add_member(new_main, process);
+        }
+        if let Some(new_main) = notification.main_pid.filter(|&pid| pid != main)
             && self
                 .tracker
                 .processes

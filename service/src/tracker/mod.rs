@@ -558,6 +558,11 @@ pub struct Notification {
     pub ready: bool,
     /// `MAINPID=`.
     pub main_pid: Option<Pid>,
+    /// Where `main_pid` is a live descendant of the service that the
+    /// tracker does not know (a worker its main process forked, which is
+    /// not adoptd's child): what `/proc` said of it. Its exit then comes as
+    /// an [`Event::Exited`] from its pidfd, not from the reaper.
+    pub descendant: Option<Clues>,
 }
 
 #[cfg(test)]

@@ -63,8 +63,15 @@ impl Harness {
 
     /// A process of the service said `READY=1` (if `ready`) and `MAINPID=`.
     fn notify(&mut self, service: ServiceId, ready: bool, main_pid: Option<Pid>) -> Outcome {
-        self.tracker
-            .notified(self.now, service, Notification { ready, main_pid })
+        self.tracker.notified(
+            self.now,
+            service,
+            Notification {
+                ready,
+                main_pid,
+                descendant: None,
+            },
+        )
     }
 }
 
@@ -1344,7 +1351,7 @@ fn any_step(services: u32) -> impl Strategy<Value = Step> {
         4 => proptest::collection::vec(any_event(services + 1), 0..6).prop_map(Step::Moment),
         2 => ((0..services + 1), command).prop_map(|(s, c)| Step::Command(s, c)),
         1 => ((0..services + 1), any::<bool>(), proptest::option::of(1..40u32))
-            .prop_map(|(s, ready, main_pid)| Step::Notify(s, Notification { ready, main_pid })),
+            .prop_map(|(s, ready, main_pid)| Step::Notify(s, Notification { ready, main_pid, descendant: None })),
         1 => (0..20_000u64).prop_map(Step::Wait),
     ]
 }
@@ -1434,6 +1441,71 @@ fn mainpid_names_another_process_of_the_service_as_main() {
     assert_eq!(status.main_pid_source, MainPidSource::Notify);
     assert_eq!(status.state, State::Running);
     assert_eq!(handoffs(&out), vec![(150, 100)]);
+}
+
+/// `MAINPID=` naming a worker the tracker never saw (not adoptd's child),
+/// vouched for by the supervisor as a live descendant of the service.
+fn notify_worker(h: &mut Harness, service: ServiceId, worker: Pid) -> Outcome {
+    h.tracker.notified(
+        h.now,
+        service,
+        Notification {
+            ready: true,
+            main_pid: Some(worker),
+            descendant: Some(Clues {
+                session: Some(100),
+                start_time: Some(u64::from(worker)),
+                ancestor: None,
+                run_of: None,
+            }),
+        },
+    )
+}
+
+#[test]
+fn mainpid_naming_a_worker_that_is_not_adoptds_child_makes_it_main() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Notify));
+    h.start(web, 100);
+    let out = notify_worker(&mut h, web, 101);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(101));
+    assert_eq!(status.previous_pid, Some(100));
+    assert_eq!(status.main_pid_source, MainPidSource::Notify);
+    assert_eq!(status.state, State::Running);
+    assert_eq!(handoffs(&out), vec![(101, 100)]);
+    assert_eq!(h.tracker.service_of(101), Some(web));
+}
+
+#[test]
+fn a_worker_main_killed_fails_the_service_and_its_launcher_is_stopped() {
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart: Restart::No,
+        ..policy(Expect::Notify)
+    });
+    h.start(web, 100);
+    notify_worker(&mut h, web, 101);
+    // Its exit comes from its pidfd; its parent, the launcher, lives on.
+    let out = h.apply(&[exited(101, ExitStatus::Signal(SIGKILL))]);
+    assert_eq!(signals(&out), vec![(100, SIGTERM)]);
+    let out = h.apply(&[exited(100, ExitStatus::Code(137))]);
+    assert!(signals(&out).is_empty(), "{out:?}");
+    let status = h.status(web);
+    assert_eq!(status.state, State::Failed);
+    assert_eq!(status.result, RunResult::Signal);
+    assert_eq!(status.last_exit, Some(ExitStatus::Signal(SIGKILL)));
+    assert_eq!(status.main_pid, None);
+}
+
+#[test]
+fn mainpid_of_an_unknown_process_without_the_supervisors_word_is_ignored() {
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Notify));
+    h.start(web, 100);
+    h.notify(web, true, Some(101));
+    assert_eq!(h.status(web).main_pid, Some(100));
+    assert_eq!(h.tracker.service_of(101), None);
 }
 
 #[test]
