@@ -25,6 +25,8 @@ impl Supervisor {
         // A source that saw a child die between the reap and its look asks
         // for another round, so the whole moment lands in one batch.
         let mut looked_at = 0;
+        // Reaping now answers every SIGCHLD read so far.
+        let mut unanswered = false;
         for _ in 0..MAX_ROUNDS {
             if self.source.looks_before_reaping() {
                 let source = &mut self.source;
@@ -33,8 +35,15 @@ impl Supervisor {
                 reaper::reap_all(&mut reaped);
             }
             // Adoption notices of everything just reaped are queued by now.
+            // A SIGCHLD read here may be of a child that died after the
+            // reap above: once read, it will not wake the loop again, so
+            // it takes another round.
+            let mut child_died = false;
             match self.signals.get_mut().drain() {
-                Ok(wakeup) => self.wakeup.merge(wakeup),
+                Ok(wakeup) => {
+                    child_died = wakeup.children;
+                    self.wakeup.merge(wakeup);
+                }
                 Err(e) => error!("cannot read signals: {e}"),
             }
             let notices = std::mem::take(&mut self.wakeup.adoptions);
@@ -48,10 +57,14 @@ impl Supervisor {
                 );
             }
             looked_at = reaped.len();
-            if !self.source.needs_another_round() {
+            unanswered = child_died;
+            if !self.source.needs_another_round() && !child_died {
                 break;
             }
         }
+        // The last round's SIGCHLD, if rounds ran out, is answered by the
+        // next batch (see `Supervisor::run`).
+        self.wakeup.children = unanswered;
         // Exits of main processes that are not adoptd's children come after
         // the source has drained the adoptions of their orphans.
         reaped.append(&mut self.watched.exits);

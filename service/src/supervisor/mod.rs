@@ -288,6 +288,11 @@ impl Supervisor {
             if std::mem::take(&mut self.wakeup.reload) {
                 self.reload();
             }
+            // A SIGCHLD read inside a batch whose rounds ran out: reap now,
+            // nothing else will wake the loop for that child.
+            if std::mem::take(&mut self.wakeup.children) {
+                self.reap_batch();
+            }
             if self.shutting_down && self.tracker.is_idle() {
                 info!("every service is stopped");
                 return Ok(());
