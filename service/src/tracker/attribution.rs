@@ -105,12 +105,17 @@ impl Batch<'_> {
                         .map(|service| (service, false))
                         .or_else(|| {
                             match (fallback, previous_parent) {
-                                (Fallback::OnlyExit, None) if exiting_services.len() == 1 => {
+                                // Neither for the dead whose session named
+                                // no service: a storm's orphans must not
+                                // become another service's hops, and a hop
+                                // of another service may die unseen (its
+                                // parent not adoptd's child) in any moment.
+                                (Fallback::OnlyExit, None)
+                                    if exiting_services.len() == 1
+                                        && (!dead || clues.session.is_none()) =>
+                                {
                                     exiting_services.first().map(|&service| (service, false))
                                 }
-                                // Not for the dead whose session named no
-                                // service: a storm's orphans must not
-                                // become another service's hops.
                                 (Fallback::ClosestExit, None)
                                     if !dead || clues.session.is_none() =>
                                 {
@@ -195,6 +200,9 @@ impl Batch<'_> {
         // (a hop that died unseen, whose service is unknown).
         let any_placed_by_guess =
             unexplained_deaths || attributed.values().any(|&(_, guessed)| guessed);
+        // Each service's members that live on after this moment, counted
+        // once per service.
+        let mut live_members: HashMap<ServiceId, usize> = HashMap::new();
         let mut records = Vec::with_capacity(attributed.len());
         for (&pid, &(service, attribution_guessed)) in &attributed {
             let (previous_parent, clues) = adoptions[&pid];
@@ -208,7 +216,28 @@ impl Batch<'_> {
                     let others = exits.len()
                         - usize::from(exits.binary_search_by_key(&pid, |e| e.0).is_ok());
                     let closest = closest_before(exits, pid).map(|(dead, _)| dead);
-                    (closest, others > 1 || any_placed_by_guess)
+                    // The exit is sure to be the parent only if it is the
+                    // main process and no other member lives: a live
+                    // member's child may have died unseen (a zombie of a
+                    // live parent is not adoptd's child) and left this
+                    // orphan beside the main process's exit.
+                    let main = self.tracker.services[service.index()].main;
+                    let not_main = closest.is_some() && closest != main;
+                    let members = &self.tracker.services[service.index()].members;
+                    let others_live = *live_members.entry(service).or_insert_with(|| {
+                        let newcomers = attributed
+                            .iter()
+                            .filter(|&(p, &(s, _))| {
+                                s == service && !exited.contains_key(p) && !members.contains(p)
+                            })
+                            .count();
+                        members.len() - members.iter().filter(|m| exited.contains_key(m)).count()
+                            + newcomers
+                    }) > usize::from(!exited.contains_key(&pid));
+                    (
+                        closest,
+                        others > 1 || any_placed_by_guess || not_main || others_live,
+                    )
                 }
             };
             records.push((

@@ -149,15 +149,20 @@ impl Batch<'_> {
             }
             verdict => verdict,
         };
+        // Only a run that ended on the charge takes it: one that failed by
+        // its own main process leaves it to the run it may explain.
         if let Verdict::Ended(ended) = verdict
             && !ended.is_success()
+            && status.is_success()
             && let Some(run) = self.tracker.services[id.index()].run_start_time
-            && let Some(at) = self.unexplained_failure_of(id).and_then(|chosen| {
-                self.tracker
-                    .unexplained_failures
-                    .iter()
-                    .position(|f| f.status == chosen && f.born.is_some_and(|born| born >= run))
-            })
+            && let Some(at) =
+                self.unexplained_failure_of(id)
+                    .filter(|&chosen| chosen == ended)
+                    .and_then(|chosen| {
+                        self.tracker.unexplained_failures.iter().position(|f| {
+                            f.status == chosen && f.born.is_some_and(|born| born >= run)
+                        })
+                    })
         {
             // Taken: it explains this run, no other.
             self.tracker.unexplained_failures.remove(at);
@@ -269,10 +274,35 @@ impl Batch<'_> {
             }
             (Some(succession), None) => Verdict::Heir(succession),
             (None, Some(status)) => Verdict::Ended(status),
-            (None, None) => Verdict::Ended(
-                self.unexplained_failure_of(id)
-                    .unwrap_or(ExitStatus::Code(0)),
-            ),
+            (None, None) => match self.unexplained_failure_of(id) {
+                // A failure no service could be found for is charged to
+                // this run only on a doubt: it never ends the run while a
+                // live member could be its daemon. The likeliest one runs,
+                // flagged, and the failure stands if it ends.
+                Some(charged) => {
+                    let live: Vec<Pid> = self
+                        .live_adoptees(id, |_| true)
+                        .into_iter()
+                        .filter(|&pid| pid != main)
+                        .collect();
+                    match self.choose(&live, pid_file) {
+                        Some((heir, _)) => Verdict::Heir(Succession {
+                            hops: Vec::new(),
+                            heir,
+                            source: MainPidSource::Guess,
+                            others: live
+                                .iter()
+                                .filter(|&&pid| pid != heir)
+                                .map(|&pid| (pid, 1))
+                                .collect(),
+                            lineage_guessed: true,
+                            pending_failure: Some(charged),
+                        }),
+                        None => Verdict::Ended(charged),
+                    }
+                }
+                None => Verdict::Ended(ExitStatus::Code(0)),
+            },
         }
     }
 
@@ -514,6 +544,7 @@ impl Batch<'_> {
         for grave in graves {
             let mut failure = (!grave.status.is_success()).then_some(grave.status);
             let mut parent = grave.parent;
+            let mut guessed = grave.guessed;
             let mut steps = 0;
             let reaches = loop {
                 // A process of the service whose lineage no source told
@@ -525,15 +556,19 @@ impl Batch<'_> {
                     break true;
                 }
                 steps += 1;
+                // An inferred lineage that breaks off (at a process not
+                // seen, or in a loop of guessed parents) cannot show the
+                // failure is off the main line: it counts.
                 let Some(hop) = graves.iter().find(|g| g.pid == at) else {
-                    break false;
+                    break guessed;
                 };
                 if steps > graves.len() {
-                    break false;
+                    break guessed;
                 }
                 if !hop.status.is_success() {
                     failure = Some(hop.status);
                 }
+                guessed |= hop.guessed;
                 parent = hop.parent;
             };
             if let (true, Some(status)) = (reaches, failure) {

@@ -16,6 +16,8 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod procfs;
+
 /// adoptd itself, the subreaper.
 const ADOPTD: Pid = 1;
 
