@@ -200,9 +200,9 @@ impl Batch<'_> {
         // (a hop that died unseen, whose service is unknown).
         let any_placed_by_guess =
             unexplained_deaths || attributed.values().any(|&(_, guessed)| guessed);
-        // Each service's members that live on after this moment, counted
-        // once per service.
-        let mut live_members: HashMap<ServiceId, usize> = HashMap::new();
+        // Each service's processes that live on after this moment,
+        // ascending, gathered once per service.
+        let mut live_members: HashMap<ServiceId, Vec<Pid>> = HashMap::new();
         let mut records = Vec::with_capacity(attributed.len());
         for (&pid, &(service, attribution_guessed)) in &attributed {
             let (previous_parent, clues) = adoptions[&pid];
@@ -223,17 +223,23 @@ impl Batch<'_> {
                     // orphan beside the main process's exit.
                     let main = self.tracker.services[service.index()].main;
                     let not_main = closest.is_some() && closest != main;
-                    let members = &self.tracker.services[service.index()].members;
-                    let others_live = *live_members.entry(service).or_insert_with(|| {
-                        let newcomers = attributed
+                    // Only an older process can be an ancestor.
+                    let live = live_members.entry(service).or_insert_with(|| {
+                        let members = &self.tracker.services[service.index()].members;
+                        let mut live: Vec<Pid> = members
                             .iter()
-                            .filter(|&(p, &(s, _))| {
-                                s == service && !exited.contains_key(p) && !members.contains(p)
-                            })
-                            .count();
-                        members.len() - members.iter().filter(|m| exited.contains_key(m)).count()
-                            + newcomers
-                    }) > usize::from(!exited.contains_key(&pid));
+                            .copied()
+                            .filter(|m| !exited.contains_key(m))
+                            .chain(attributed.iter().filter_map(|(&p, &(s, _))| {
+                                (s == service && !exited.contains_key(&p) && !members.contains(&p))
+                                    .then_some(p)
+                            }))
+                            .collect();
+                        live.sort_unstable();
+                        live
+                    });
+                    let others_live =
+                        closest.is_some() && live.first().is_some_and(|&older| older < pid);
                     (
                         closest,
                         others > 1 || any_placed_by_guess || not_main || others_live,

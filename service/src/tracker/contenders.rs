@@ -91,7 +91,10 @@ impl Batch<'_> {
         let left = service.handoff_limit().saturating_sub(handoffs);
         matches!(
             self.find_heir(id, origin, left, None, true),
-            handoff::Verdict::Heir(succession) if succession.heir == main && succession.others.is_empty()
+            handoff::Verdict::Heir(succession)
+                if succession.heir == main
+                    && succession.others.is_empty()
+                    && !succession.lineage_guessed
         )
     }
 
@@ -125,7 +128,14 @@ impl Batch<'_> {
         service.previous = Some(contender.previous);
         service.handoffs = contender.handoffs;
         service.contenders.retain(|c| c.pid != contender.pid);
-        if service.contenders.is_empty() && service.certain_once_alone {
+        let inferred = self
+            .tracker
+            .processes
+            .get(&contender.pid)
+            .and_then(|p| p.adoption)
+            .is_some_and(|a| a.guessed || a.previous_parent.is_none());
+        let service = &mut self.tracker.services[id.index()];
+        if service.contenders.is_empty() && service.certain_once_alone && !inferred {
             // The last candidate left, of a lineage the source reported.
             service.main_source = MainPidSource::Adoption;
             service.certain_once_alone = false;

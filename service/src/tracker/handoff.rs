@@ -125,7 +125,11 @@ impl Batch<'_> {
         // A guess never ends a run while a live member could be its daemon:
         // the service keeps running on the likeliest one, still a guess.
         let verdict = match verdict {
-            Verdict::Ended(ended) if ended.is_success() && guessed_main && !stopping => {
+            Verdict::Ended(ended)
+                if ended.is_success()
+                    && !stopping
+                    && (guessed_main || self.has_unproven_adoptee(id, main)) =>
+            {
                 let live: Vec<Pid> = self
                     .live_adoptees(id, |_| true)
                     .into_iter()
@@ -411,6 +415,50 @@ impl Batch<'_> {
         })
     }
 
+    /// Whether a live adoptee of the service has a lineage that was only
+    /// inferred and does not lead anywhere: it may descend from `main`
+    /// through processes never seen, so the run cannot be called over.
+    fn has_unproven_adoptee(&self, id: ServiceId, main: Pid) -> bool {
+        self.live_adoptees(id, |adoption| {
+            adoption.guessed || adoption.previous_parent.is_none()
+        })
+        .into_iter()
+        .filter(|&pid| pid != main)
+        .any(|pid| {
+            matches!(
+                self.lineage(id, pid, main),
+                Lineage::Unresolved { guessed: true, .. }
+            )
+        })
+    }
+
+    /// The youngest process of the run that died, no older than `pid`'s
+    /// session leader and older than `pid`, and whether it is the only
+    /// one: every process of a session descends from its leader (a
+    /// session can only be entered by being forked into it), so `pid`'s
+    /// previous parent is among them, or is a process never seen.
+    fn nearest_grave_in_session(&self, id: ServiceId, pid: Pid) -> Option<(Pid, bool)> {
+        let leader = self.tracker.processes.get(&pid)?.session?;
+        if leader >= pid {
+            return None;
+        }
+        let service = &self.tracker.services[id.index()];
+        let mut between = service
+            .graves
+            .iter()
+            .map(|g| g.pid)
+            .filter(|&dead| dead >= leader && dead < pid);
+        let first = between.next()?;
+        let (nearest, count) = between.fold((first, 1), |(max, n), dead| (max.max(dead), n + 1));
+        // A live member between them may have forked a hop that died
+        // unseen (a zombie of a live parent is not adoptd's child).
+        let live_between = service
+            .members
+            .range(leader..pid)
+            .any(|&member| Some(member) != service.main);
+        Some((nearest, count == 1 && !live_between))
+    }
+
     /// Walks from the live adoptee `pid` up its previous parents, through
     /// the graves of the run, towards `main`.
     fn lineage(&self, id: ServiceId, pid: Pid, main: Pid) -> Lineage {
@@ -425,6 +473,17 @@ impl Batch<'_> {
         let mut failure = None;
         let mut guessed = adoption.guessed;
         let mut parent = adoption.previous_parent;
+        if parent.is_none()
+            && let Some((nearest, alone)) = self.nearest_grave_in_session(id, pid)
+        {
+            // No source told its previous parent (procfs saw it orphaned
+            // before the hop that orphaned it was reaped). Its ancestors
+            // in its session are no older than the session's leader: the
+            // walk goes on from the youngest of the run's dead between the
+            // two, exact only if it is the only one.
+            guessed |= !alone;
+            parent = Some(nearest);
+        }
         // Each grave is visited once at most: recycled pids can make a
         // loop of previous parents.
         while hops.len() <= service.graves.len() {

@@ -1676,3 +1676,33 @@ fn reset_failed_makes_a_failed_service_stopped_with_its_start_limit_cleared() {
     assert_eq!(h.command(web, Command::ResetFailed), Ok(Outcome::default()));
     assert_eq!(h.status(web).state, State::Running);
 }
+
+#[test]
+fn a_daemon_orphaned_before_its_session_leader_was_reaped_counts_both_hops() {
+    // procfs, `fork setsid fork serve` child first: the daemon 102 is seen
+    // orphaned while the spawned 100 lives; its parent 101, which started
+    // the session, is seen only later, as a zombie reaped with 100.
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Daemon));
+    h.start(web, 100);
+    let seen = |pid: Pid, run_of: Option<ServiceId>| Event::Adopted {
+        pid,
+        previous_parent: None,
+        clues: Clues {
+            session: Some(101),
+            start_time: Some(u64::from(pid)),
+            ancestor: None,
+            run_of,
+        },
+    };
+    // Out of its run's session, its environment names the run.
+    h.apply(&[seen(102, Some(web))]);
+    assert_eq!(h.status(web).state, State::Starting);
+    h.apply(&[exited(100, OK), seen(101, None), exited(101, OK)]);
+    let status = h.status(web);
+    assert_eq!(status.state, State::Running, "{status:?}");
+    assert_eq!(status.main_pid, Some(102));
+    assert_eq!(status.previous_pid, Some(101));
+    assert_eq!(status.handoffs, 2);
+    assert_eq!(status.main_pid_source, MainPidSource::Adoption);
+}
