@@ -130,24 +130,8 @@ impl Batch<'_> {
                     && !stopping
                     && (guessed_main || self.has_unproven_adoptee(id, main)) =>
             {
-                let live: Vec<Pid> = self
-                    .live_adoptees(id, |_| true)
-                    .into_iter()
-                    .filter(|&pid| pid != main)
-                    .collect();
-                match self.choose(&live, pid_file) {
-                    Some((heir, _)) => Verdict::Heir(Succession {
-                        hops: Vec::new(),
-                        heir,
-                        source: MainPidSource::Guess,
-                        others: live
-                            .iter()
-                            .filter(|&&pid| pid != heir)
-                            .map(|&pid| (pid, 1))
-                            .collect(),
-                        lineage_guessed: true,
-                        pending_failure: None,
-                    }),
+                match self.likeliest_member(id, main, pid_file, None) {
+                    Some(succession) => Verdict::Heir(succession),
                     None => Verdict::Ended(ended),
                 }
             }
@@ -283,28 +267,10 @@ impl Batch<'_> {
                 // this run only on a doubt: it never ends the run while a
                 // live member could be its daemon. The likeliest one runs,
                 // flagged, and the failure stands if it ends.
-                Some(charged) => {
-                    let live: Vec<Pid> = self
-                        .live_adoptees(id, |_| true)
-                        .into_iter()
-                        .filter(|&pid| pid != main)
-                        .collect();
-                    match self.choose(&live, pid_file) {
-                        Some((heir, _)) => Verdict::Heir(Succession {
-                            hops: Vec::new(),
-                            heir,
-                            source: MainPidSource::Guess,
-                            others: live
-                                .iter()
-                                .filter(|&&pid| pid != heir)
-                                .map(|&pid| (pid, 1))
-                                .collect(),
-                            lineage_guessed: true,
-                            pending_failure: Some(charged),
-                        }),
-                        None => Verdict::Ended(charged),
-                    }
-                }
+                Some(charged) => match self.likeliest_member(id, main, pid_file, Some(charged)) {
+                    Some(succession) => Verdict::Heir(succession),
+                    None => Verdict::Ended(charged),
+                },
                 None => Verdict::Ended(ExitStatus::Code(0)),
             },
         }
@@ -412,6 +378,36 @@ impl Batch<'_> {
                 .collect(),
             lineage_guessed: heir.guessed,
             pending_failure: None,
+        })
+    }
+
+    /// A guess on the likeliest live adoptee other than `main`, the others
+    /// kept as contenders, with `pending_failure` standing if it ends: how
+    /// a run goes on when a doubt must not end it.
+    fn likeliest_member(
+        &self,
+        id: ServiceId,
+        main: Pid,
+        pid_file: Option<Pid>,
+        pending_failure: Option<ExitStatus>,
+    ) -> Option<Succession> {
+        let live: Vec<Pid> = self
+            .live_adoptees(id, |_| true)
+            .into_iter()
+            .filter(|&pid| pid != main)
+            .collect();
+        let (heir, _) = self.choose(&live, pid_file)?;
+        Some(Succession {
+            hops: Vec::new(),
+            heir,
+            source: MainPidSource::Guess,
+            others: live
+                .iter()
+                .filter(|&&pid| pid != heir)
+                .map(|&pid| (pid, 1))
+                .collect(),
+            lineage_guessed: true,
+            pending_failure,
         })
     }
 
