@@ -467,7 +467,8 @@ impl Publisher<'_> {
             | Update::StatusText { service, .. } => {
                 self.configuration_changed(service, configured_before).await
             }
-            Update::Tracker(Notice::OrphanReaped { total, .. }) => {
+            Update::Tracker(Notice::OrphanReaped { total, .. })
+            | Update::OrphansReaped { total } => {
                 let changed = HashMap::from([("OrphansReaped", Variant::from(total))]);
                 self.properties_changed(MANAGER_PATH.to_owned(), MANAGER_INTERFACE, changed)
                     .await

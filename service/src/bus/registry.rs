@@ -88,7 +88,10 @@ impl Registry {
                     entry.status = *status;
                 }
             }
-            Update::Tracker(Notice::OrphanReaped { total, .. }) => self.orphans_reaped = *total,
+            Update::Tracker(Notice::OrphanReaped { total, .. })
+            | Update::OrphansReaped { total } => {
+                self.orphans_reaped = *total;
+            }
             Update::ServiceRemoved { service, .. } => {
                 if let Some(entry) = self.services.get_mut(service.index()) {
                     *entry = None;

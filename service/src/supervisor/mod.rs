@@ -44,6 +44,7 @@ use crate::{
 
 mod batch;
 mod catalogue;
+mod reexec;
 
 /// A question or order for the supervisor, from the bus layer.
 #[derive(Debug)]
@@ -72,6 +73,12 @@ pub enum Request {
     /// has applied them).
     Reload {
         reply: oneshot::Sender<(Vec<String>, u64)>,
+    },
+    /// Re-execute adoptd ([`crate::reexec`]) once `answered` says the
+    /// reply to the caller has left; `reply` says whether it will.
+    Reexecute {
+        reply: oneshot::Sender<Result<(), RequestError>>,
+        answered: oneshot::Receiver<()>,
     },
 }
 
@@ -105,6 +112,8 @@ pub enum Update {
     ExecError { service: ServiceId, error: String },
     /// The last `STATUS=` a service sent over sd_notify.
     StatusText { service: ServiceId, text: String },
+    /// How many orphans were reaped so far (a restored image says it once).
+    OrphansReaped { total: u64 },
     /// A service is gone (its file was removed, and it has stopped).
     ServiceRemoved { service: ServiceId, name: String },
     /// What the tracker said changed, as it said it: a new status (one per
@@ -113,7 +122,7 @@ pub enum Update {
 }
 
 /// Whether a service's file loaded, as the bus publishes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Load {
     pub state: LoadState,
     /// The refusal, `FILE:LINE: KEY: message`, when the file as it is now
@@ -154,6 +163,12 @@ pub enum RequestError {
         "{name} cannot start: its service file was refused ({error}); mend it and run adoptctl daemon-reload"
     )]
     NotLoaded { name: String, error: String },
+    #[error(
+        "{name} is not started: processes of it from before adoptd's re-exec still run ({pids}), and the state that said so could not be read"
+    )]
+    HeldBack { name: String, pids: String },
+    #[error("cannot re-execute adoptd: {0}")]
+    Reexec(String),
 }
 
 /// How adoptd runs: as the machine's or a container's init, or as a child
@@ -182,8 +197,18 @@ pub struct Supervisor {
     loads: Vec<Load>,
     /// Services known only from a refused file: never started.
     stubs: BTreeSet<ServiceId>,
-    /// Services whose last start could not run the program.
-    exec_failed: BTreeSet<ServiceId>,
+    /// Services whose last start could not run the program, and why.
+    exec_failed: BTreeMap<ServiceId, String>,
+    /// The last `STATUS=` of each service that sent one.
+    status_texts: HashMap<ServiceId, String>,
+    /// After a re-exec whose state could not be read: the processes of the
+    /// previous image that still live, whose services must not start.
+    held_back: Option<reexec::HeldBack>,
+    /// What a re-exec executes: the program adoptd was started as.
+    program: crate::reexec::Program,
+    /// A re-exec was asked for over the bus; it happens once the answer
+    /// has left (or after a bound, should the bus never say).
+    reexec_pending: Option<(oneshot::Receiver<()>, tokio::time::Instant)>,
     names: BTreeMap<String, ServiceId>,
     /// Services whose file is gone, removed once they settle.
     retiring: BTreeSet<ServiceId>,
@@ -247,7 +272,11 @@ impl Supervisor {
             specs: Vec::new(),
             loads: Vec::new(),
             stubs: BTreeSet::new(),
-            exec_failed: BTreeSet::new(),
+            exec_failed: BTreeMap::new(),
+            status_texts: HashMap::new(),
+            held_back: None,
+            program: crate::reexec::Program::current(),
+            reexec_pending: None,
             names: BTreeMap::new(),
             retiring: BTreeSet::new(),
             templates: BTreeMap::new(),
@@ -284,6 +313,10 @@ impl Supervisor {
             if std::mem::take(&mut self.wakeup.reload) {
                 self.reload();
             }
+            if std::mem::take(&mut self.wakeup.reexec) && !self.shutting_down {
+                info!("SIGUSR2: re-executing");
+                self.reexecute();
+            }
             if self.shutting_down && self.tracker.is_idle() {
                 info!("every service is stopped");
                 return Ok(());
@@ -315,6 +348,10 @@ impl Supervisor {
                     Some(request) => self.handle_request(request),
                     None => requests_open = false,
                 },
+                () = reexec_due(&mut self.reexec_pending) => {
+                    self.reexec_pending = None;
+                    self.reexecute();
+                }
                 () = sleep_until(deadline) => {
                     let now = self.now();
                     let out = self.tracker.tick(now);
@@ -361,6 +398,9 @@ impl Supervisor {
                 };
                 let result = id.and_then(|id| {
                     let starts = matches!(command, Command::Start | Command::Restart);
+                    if starts {
+                        self.check_not_held_back(id)?;
+                    }
                     if starts && self.stubs.contains(&id) {
                         return Err(RequestError::NotLoaded {
                             name: self.specs[id.index()].name.clone(),
@@ -389,6 +429,14 @@ impl Supervisor {
             Request::Reload { reply } => {
                 let refused = self.reload();
                 reply.send((refused, self.published.get())).ok();
+            }
+            Request::Reexecute { reply, answered } => {
+                let result = self.accept_reexec();
+                if result.is_ok() {
+                    self.reexec_pending =
+                        Some((answered, tokio::time::Instant::now() + REEXEC_REPLY_BOUND));
+                }
+                reply.send(result).ok();
             }
         }
     }
@@ -465,6 +513,21 @@ async fn readable<T: AsRawFd>(fd: Option<&AsyncFd<T>>, what: &str) {
             warn!("cannot wait for {what}: {e}");
             std::future::pending().await
         }
+    }
+}
+
+/// How long a re-exec asked over the bus waits for its answer to leave.
+const REEXEC_REPLY_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves when a pending re-exec is due: its answer has left (or will
+/// never be known to), or the bound passed.
+async fn reexec_due(pending: &mut Option<(oneshot::Receiver<()>, tokio::time::Instant)>) {
+    let Some((answered, bound)) = pending else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = answered => {}
+        () = tokio::time::sleep_until(*bound) => {}
     }
 }
 
