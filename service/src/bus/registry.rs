@@ -97,7 +97,9 @@ impl Registry {
                     *entry = None;
                 }
             }
-            Update::Tracker(Notice::Adopted { .. } | Notice::Exited { .. }) => {}
+            Update::Tracker(Notice::Adopted { .. } | Notice::Exited { .. })
+            | Update::Restored
+            | Update::Flush(_) => {}
         }
     }
 

@@ -92,8 +92,12 @@ pub enum Target {
 }
 
 /// What the supervisor tells the bus layer, in the order it happened.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Update {
+    /// Answer once every update before this one is on the bus (at once
+    /// when no bus is connected): a re-exec waits for it, so that no
+    /// signal of the old image is lost with it.
+    Flush(oneshot::Sender<()>),
     /// A service became known (at load, on reload, or as a new instance).
     ServiceAdded {
         service: ServiceId,
@@ -114,6 +118,11 @@ pub enum Update {
     StatusText { service: ServiceId, text: String },
     /// How many orphans were reaped so far (a restored image says it once).
     OrphansReaped { total: u64 },
+    /// Every service of the previous image is published again, as it was
+    /// ([`crate::reexec`]): what changes from here on, until the bus is
+    /// reached, happened after the previous image's last signals and is
+    /// signalled once the name is owned again.
+    Restored,
     /// A service is gone (its file was removed, and it has stopped).
     ServiceRemoved { service: ServiceId, name: String },
     /// What the tracker said changed, as it said it: a new status (one per
@@ -315,7 +324,7 @@ impl Supervisor {
             }
             if std::mem::take(&mut self.wakeup.reexec) && !self.shutting_down {
                 info!("SIGUSR2: re-executing");
-                self.reexecute();
+                self.reexecute().await;
             }
             if self.shutting_down && self.tracker.is_idle() {
                 info!("every service is stopped");
@@ -350,7 +359,7 @@ impl Supervisor {
                 },
                 () = reexec_due(&mut self.reexec_pending) => {
                     self.reexec_pending = None;
-                    self.reexecute();
+                    self.wakeup.reexec = true;
                 }
                 () = sleep_until(deadline) => {
                     let now = self.now();

@@ -84,10 +84,19 @@ impl Supervisor {
 
     /// Saves everything and executes adoptd anew; returns only when that
     /// failed, and then adoptd goes on as it was.
-    pub(super) fn reexecute(&mut self) {
+    pub(super) async fn reexecute(&mut self) {
         // Whatever is pending now is decided by this image.
         self.reap_batch();
         let started = Instant::now();
+        // Every signal of this image leaves before it is replaced; what
+        // happens meanwhile waits, unreaped, for the new image.
+        let (flush, flushed) = tokio::sync::oneshot::channel();
+        self.publish(Update::Flush(flush));
+        if tokio::time::timeout(FLUSH_BOUND, flushed).await.is_err() {
+            warn!(
+                "the bus layer did not send its last signals within {FLUSH_BOUND:?}; re-executing all the same"
+            );
+        }
         let (snapshot, keep) = match self.snapshot() {
             Ok(saved) => saved,
             Err(e) => {
@@ -370,8 +379,12 @@ impl Supervisor {
         if orphans > 0 {
             self.publish(Update::OrphansReaped { total: orphans });
         }
+        self.publish(Update::Restored);
     }
 }
+
+/// How long a re-exec waits for the bus layer to send what it has.
+const FLUSH_BOUND: Duration = Duration::from_secs(2);
 
 /// Takes ownership of a descriptor the previous image passed on, and
 /// makes it close-on-exec again (a later re-exec keeps it explicitly).

@@ -342,7 +342,8 @@ impl Changes {
         self.0 == 0
     }
 
-    fn insert(&mut self, other: Changes) {
+    /// Adds `other`'s properties.
+    pub fn insert(&mut self, other: Changes) {
         self.0 |= other.0;
     }
 }
