@@ -1,0 +1,310 @@
+//! adoptd re-executing itself in place (`Reexecute()`, SIGUSR2) while it
+//! supervises real processes that daemonized: the pid, every service's
+//! published values and every service process stay, and supervision goes
+//! on as before, under every adoption source this machine supports.
+//!
+//! Each test runs a dbus-daemon of its own (the private bus would go with
+//! the exec) and watches adoptd's signals there.
+
+// A failed expectation in a test is the test failing, with a reason.
+#![allow(clippy::expect_used)]
+
+use std::{collections::BTreeMap, time::Duration};
+
+use adoptd_dbus::{BUS_NAME, MANAGER_PATH, ManagerProxy, State};
+use adoptd_test_support::{bus::TestBus, *};
+use futures_util::StreamExt as _;
+use zbus::{MatchRule, MessageStream, fdo::DBusProxy, names::BusName};
+
+/// The services every test runs, by name: a double-forking dance, a
+/// foreground process, and a process that hands off only when the test
+/// writes to its FIFO.
+fn services(scratch: &Scratch, reports: &Reports) -> Vec<&'static str> {
+    dance_service(
+        scratch,
+        reports,
+        "dancer",
+        "",
+        &["fork", "setsid", "fork", "workers:2", "serve"],
+    );
+    scratch.service(
+        "sleeper",
+        "exec = [\"/bin/sleep\", \"86400\"]\nrestart-delay = \"0\"\n",
+    );
+    let fifo = scratch.file("go");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    scratch.service(
+        "launcher",
+        &format!(
+            "exec = [\"/bin/sh\", \"-c\", \"read go < {}; /bin/sleep 86400 & exit 0\"]\n",
+            fifo.display()
+        ),
+    );
+    vec!["dancer", "sleeper", "launcher"]
+}
+
+/// Lets the launcher hand off: its shell reads a line, starts `sleep` in
+/// the background and exits 0.
+fn let_launcher_hand_off(scratch: &Scratch) {
+    std::fs::write(scratch.file("go"), "go\n").expect("write the FIFO");
+}
+
+/// adoptd with `tracker` on `bus`, and a watch on it.
+fn supervise(scratch: &Scratch, bus: &TestBus, tracker: &str) -> (Adoptd, Watch) {
+    let adoptd = Adoptd::start(scratch, &["--address", &bus.address, "--tracker", tracker]);
+    (adoptd, Watch::connect(&bus.address))
+}
+
+/// What a re-exec looked like from a client.
+struct Reexec {
+    /// `PropertiesChanged` signals of adoptd's objects seen from the call
+    /// until the new image answered its first call.
+    properties_changed: usize,
+}
+
+/// Calls `Reexecute()` (or sends SIGUSR2 to `by_signal`), waits until a
+/// new owner has the name, then makes one round trip to it: every signal
+/// the new image sent before it answered has arrived by then.
+fn reexecute(address: &str, by_signal: Option<u32>) -> Reexec {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(TIMEOUT, async {
+            let connection = zbus::connection::Builder::address(address)
+                .build()
+                .await
+                .expect("connect");
+            let daemon = DBusProxy::new(&connection).await.expect("bus proxy");
+            let name = BusName::try_from(BUS_NAME).expect("name");
+            let old_owner = daemon.get_name_owner(name.clone()).await.expect("owner");
+            let mut owners = daemon
+                .receive_name_owner_changed_with_args(&[(0, BUS_NAME)])
+                .await
+                .expect("NameOwnerChanged");
+            let rule = MatchRule::builder()
+                .msg_type(zbus::message::Type::Signal)
+                .interface("org.freedesktop.DBus.Properties")
+                .member("PropertiesChanged")
+                .path_namespace(MANAGER_PATH)
+                .build()
+                .expect("a match rule");
+            let queue = std::num::NonZeroUsize::new(1024);
+            let mut changes = MessageStream::for_match_rule(rule, &connection, queue)
+                .await
+                .expect("subscribe");
+            match by_signal {
+                Some(pid) => signal(pid, libc::SIGUSR2),
+                None => ManagerProxy::new(&connection)
+                    .await
+                    .expect("manager")
+                    .reexecute()
+                    .await
+                    .expect("Reexecute"),
+            }
+            while let Some(change) = owners.next().await {
+                let args = change.args().expect("NameOwnerChanged args");
+                if args
+                    .new_owner()
+                    .as_ref()
+                    .is_some_and(|owner| owner.as_str() != old_owner.as_str())
+                {
+                    break;
+                }
+            }
+            ManagerProxy::new(&connection)
+                .await
+                .expect("manager")
+                .list_services()
+                .await
+                .expect("ListServices of the new image");
+            let mut properties_changed = 0;
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(0), changes.next()).await
+            {
+                properties_changed += 1;
+            }
+            Reexec { properties_changed }
+        })
+        .await
+        .expect("the re-exec within the timeout")
+    })
+}
+
+/// Every service's status as the bus answers it now.
+fn statuses(watch: &Watch, names: &[&str]) -> BTreeMap<String, Status> {
+    names
+        .iter()
+        .map(|name| ((*name).to_owned(), watch.read(name)))
+        .collect()
+}
+
+/// Every process under adoptd now, by pid.
+fn processes_under(adoptd: &Adoptd) -> Vec<u32> {
+    let mut pids: Vec<u32> = tree_of(adoptd.pid());
+    pids.sort_unstable();
+    pids
+}
+
+fn tree_of(pid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for (child, _) in children_of(pid) {
+        pids.push(child);
+        pids.extend(tree_of(child));
+    }
+    pids
+}
+
+fn started_lines(adoptd: &Adoptd) -> usize {
+    adoptd
+        .log
+        .iter()
+        .filter(|line| line.message.starts_with("started "))
+        .count()
+}
+
+fn wait_restored(adoptd: &mut Adoptd) {
+    adoptd.wait_next("the new image to restore", |line| {
+        line.message == "restored the state of the previous image"
+    });
+}
+
+#[test]
+fn a_reexec_keeps_the_pid_every_process_and_every_published_value() {
+    for tracker in trackers() {
+        let scratch = Scratch::new("reexec-keeps");
+        let Some(bus) = TestBus::or_skip(&scratch) else {
+            return;
+        };
+        let reports = Reports::bind(&scratch);
+        let names = services(&scratch, &reports);
+        let (mut adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        let settled = reports.next();
+        watch.wait_main_pid("dancer", settled.pid);
+        watch.wait_state("sleeper", State::Running);
+        // One restart before, so that a counter that is not zero is kept.
+        let sleeper = watch.read("sleeper").main_pid;
+        signal(sleeper, libc::SIGKILL);
+        watch.wait_status("sleeper", "restarted", |s| {
+            s.state == State::Running && s.restarts == 1
+        });
+        let before = statuses(&watch, &names);
+        let pid = adoptd.pid();
+        let processes = processes_under(&adoptd);
+        adoptd.wait_for("the restart's start", |l| {
+            l.message.starts_with("started /bin/sleep")
+                && l.get("pid") != Some(&sleeper.to_string())
+        });
+        let started = started_lines(&adoptd);
+
+        let reexec = reexecute(&bus.address, None);
+        wait_restored(&mut adoptd);
+
+        assert_eq!(
+            reexec.properties_changed, 0,
+            "{tracker}: signals of no change"
+        );
+        assert_eq!(adoptd.pid(), pid);
+        assert!(is_alive(pid), "{tracker}: adoptd is gone");
+        assert_eq!(statuses(&watch, &names), before, "{tracker}");
+        assert_eq!(processes_under(&adoptd), processes, "{tracker}: processes");
+        assert_eq!(
+            started_lines(&adoptd),
+            started,
+            "{tracker}: a service was started"
+        );
+
+        // Supervision goes on: a crash is restarted, a hand-off followed.
+        let sleeper = before["sleeper"].main_pid;
+        signal(sleeper, libc::SIGKILL);
+        let restarted = watch.wait_status("sleeper", "restarted again", |s| {
+            s.state == State::Running && s.restarts == 2
+        });
+        assert_ne!(restarted.main_pid, sleeper, "{tracker}");
+        let launcher = before["launcher"].main_pid;
+        let_launcher_hand_off(&scratch);
+        let handed = watch.wait_status("launcher", "handed off", |s| s.previous_pid == launcher);
+        assert_eq!(handed.state, State::Running, "{tracker}: {handed:?}");
+        assert_eq!(handed.handoffs, 1, "{tracker}: {handed:?}");
+        assert!(is_alive(handed.main_pid), "{tracker}: {handed:?}");
+        let dancer = before["dancer"].main_pid;
+        watch.stop(&["dancer"]);
+        watch.wait_state("dancer", State::Stopped);
+        assert_ends(dancer, "the dancer after its stop");
+        let (status, _) = adoptd.stop();
+        assert!(status.success(), "{tracker}: {status:?}");
+    }
+}
+
+#[test]
+fn exits_and_hand_offs_during_the_exec_are_decided_by_the_new_image() {
+    for tracker in trackers() {
+        let scratch = Scratch::new("reexec-during");
+        let Some(bus) = TestBus::or_skip(&scratch) else {
+            return;
+        };
+        let reports = Reports::bind(&scratch);
+        let names = services(&scratch, &reports);
+        let (mut adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        watch.wait_main_pid("dancer", reports.next().pid);
+        let sleeper = watch.wait_state("sleeper", State::Running).main_pid;
+        let launcher = watch.wait_state("launcher", State::Running).main_pid;
+        let before = statuses(&watch, &names);
+
+        // Both land just before, during or just after the exec: the
+        // outcome is the same whichever image sees them.
+        signal(sleeper, libc::SIGKILL);
+        let_launcher_hand_off(&scratch);
+        reexecute(&bus.address, Some(adoptd.pid()));
+        wait_restored(&mut adoptd);
+
+        let restarted = watch.wait_status("sleeper", "restarted", |s| {
+            s.state == State::Running && s.restarts == 1 && s.main_pid != sleeper
+        });
+        assert!(is_alive(restarted.main_pid), "{tracker}: {restarted:?}");
+        let handed = watch.wait_status("launcher", "handed off", |s| s.previous_pid == launcher);
+        assert_eq!(handed.state, State::Running, "{tracker}: {handed:?}");
+        assert_eq!(handed.handoffs, 1, "{tracker}: {handed:?}");
+        assert_eq!(watch.read("dancer"), before["dancer"], "{tracker}");
+        let (status, _) = adoptd.stop();
+        assert!(status.success(), "{tracker}: {status:?}");
+    }
+}
+
+#[test]
+fn reexecute_needs_the_right_to_manage() {
+    let scratch = Scratch::new("reexec-denied");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("skipped: needs root to call as another user");
+        return;
+    }
+    let (adoptd, _watch) = supervise(&scratch, &bus, "procfs");
+    let output = bus.busctl_output(
+        &[
+            "call",
+            BUS_NAME,
+            MANAGER_PATH,
+            "org.adoptd1.Manager",
+            "Reexecute",
+        ],
+        Some("nobody"),
+    );
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Only root"), "{stderr}");
+    assert!(is_alive(adoptd.pid()));
+    let (status, log) = adoptd.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !log.iter().any(|l| l.message.starts_with("re-executing")),
+        "re-executed for nobody"
+    );
+}
