@@ -9,7 +9,11 @@
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use adoptd_dbus::{BUS_NAME, MANAGER_PATH, ManagerProxy, State};
 use adoptd_test_support::{bus::TestBus, *};
@@ -62,8 +66,8 @@ fn supervise(scratch: &Scratch, bus: &TestBus, tracker: &str) -> (Adoptd, Watch)
 /// What a re-exec looked like from a client.
 struct Reexec {
     /// `PropertiesChanged` signals of adoptd's objects seen from the call
-    /// until the new image answered its first call.
-    properties_changed: usize,
+    /// until the new image answered its first call: path and body.
+    properties_changed: Vec<String>,
 }
 
 /// Calls `Reexecute()` (or sends SIGUSR2 to `by_signal`), waits until a
@@ -123,11 +127,16 @@ fn reexecute(address: &str, by_signal: Option<u32>) -> Reexec {
                 .list_services()
                 .await
                 .expect("ListServices of the new image");
-            let mut properties_changed = 0;
-            while let Ok(Some(_)) =
+            let mut properties_changed = Vec::new();
+            while let Ok(Some(Ok(message))) =
                 tokio::time::timeout(Duration::from_millis(0), changes.next()).await
             {
-                properties_changed += 1;
+                properties_changed.push(format!(
+                    "{:?} {:?}",
+                    message.header().path(),
+                    zbus::fdo::PropertiesChanged::from_message(message.clone())
+                        .and_then(|signal| Some(format!("{:?}", signal.args().ok()?)))
+                ));
             }
             Reexec { properties_changed }
         })
@@ -206,7 +215,8 @@ fn a_reexec_keeps_the_pid_every_process_and_every_published_value() {
         wait_restored(&mut adoptd);
 
         assert_eq!(
-            reexec.properties_changed, 0,
+            reexec.properties_changed,
+            [] as [String; 0],
             "{tracker}: signals of no change"
         );
         assert_eq!(adoptd.pid(), pid);
@@ -307,4 +317,202 @@ fn reexecute_needs_the_right_to_manage() {
         !log.iter().any(|l| l.message.starts_with("re-executing")),
         "re-executed for nobody"
     );
+}
+
+#[test]
+fn as_pid_1_of_a_pid_namespace_a_reexec_keeps_its_services() {
+    if !is_root() || installed("unshare").is_none() {
+        eprintln!("skipped: needs root and unshare");
+        return;
+    }
+    let scratch = Scratch::new("reexec-pid1");
+    let reports = Reports::bind(&scratch);
+    dance_service(
+        &scratch,
+        &reports,
+        "dancer",
+        "",
+        &["fork", "setsid", "fork", "serve"],
+    );
+    scratch.service(
+        "sleeper",
+        "exec = [\"/bin/sleep\", \"86400\"]\nrestart-delay = \"0\"\n",
+    );
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
+        .arg(adoptd_binary())
+        .arg("--config-dir")
+        .arg(scratch.services());
+    // Read in the log: a client outside the namespace cannot reach a bus
+    // inside it.
+    let mut adoptd = Adoptd::spawn(command);
+    let settled = reports.next();
+    let before = adoptd.wait_main_pid("dancer", settled.pid);
+    let init = children_of(adoptd.pid())
+        .first()
+        .expect("adoptd under unshare")
+        .0;
+    let sleeper = children_of(init)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.starts_with(b"/bin/sleep"))
+        })
+        .expect("the sleeper under adoptd");
+    let processes = tree_of(init);
+
+    signal(init, libc::SIGUSR2);
+    let start = adoptd.wait_next("the new image", |l| l.message == "adoptd starting");
+    assert_eq!(start.get("role"), Some("init"));
+    wait_restored(&mut adoptd);
+    assert_eq!(tree_of(init), processes, "processes after the re-exec");
+
+    signal(sleeper, libc::SIGKILL);
+    let restarted = adoptd.wait_next("the sleeper's restart", |l| {
+        l.is("status", "sleeper")
+            && l.get("restarts") == Some("1")
+            && l.get("state") == Some("running")
+    });
+    assert!(restarted.pid("main_pid") > 0);
+    let (exit, log) = adoptd.stop_through(init);
+    assert!(exit.success(), "{exit:?}");
+    let dancer_ended = log
+        .iter()
+        .find(|l| l.is("main process exited", "dancer"))
+        .expect("the dancer's end");
+    assert_eq!(dancer_ended.pid("pid"), before.pid("main_pid"));
+}
+
+/// nginx (a master and two workers) and memcached, daemonized: a re-exec
+/// changes nothing, then nginx's binary upgrade (a hand-off) and a SIGKILL
+/// of memcached are followed as before.
+#[test]
+fn real_daemons_are_kept_across_a_reexec_and_followed_after_it() {
+    let (Some(nginx), Some(memcached)) = (installed("nginx"), installed("memcached")) else {
+        eprintln!("skipped: nginx or memcached is not installed");
+        return;
+    };
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    for tracker in trackers() {
+        let scratch = Scratch::new("reexec-daemons");
+        let Some(bus) = TestBus::or_skip(&scratch) else {
+            return;
+        };
+        let nginx_pid_file = nginx_service(&scratch, &nginx);
+        let memcached_pid_file = memcached_service(&scratch, &memcached);
+        let (mut adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        let master = wait_for_pid_file(&nginx_pid_file);
+        watch.wait_main_pid("nginx", master);
+        let error_log = scratch.file("error.log");
+        wait_for_file(&error_log, |text| {
+            (text.matches("start worker process ").count() >= 2).then_some(())
+        });
+        let memcached_main = wait_for_pid_file(&memcached_pid_file);
+        watch.wait_main_pid("memcached", memcached_main);
+        let names = ["nginx", "memcached"];
+        let before = statuses(&watch, &names);
+        let processes = processes_under(&adoptd);
+        // Every start is in the log read so far.
+        adoptd.wait_main_pid("nginx", master);
+        adoptd.wait_main_pid("memcached", memcached_main);
+        let started = started_lines(&adoptd);
+
+        let reexec = reexecute(&bus.address, None);
+        wait_restored(&mut adoptd);
+        assert_eq!(reexec.properties_changed, [] as [String; 0], "{tracker}");
+        assert_eq!(statuses(&watch, &names), before, "{tracker}");
+        assert_eq!(processes_under(&adoptd), processes, "{tracker}");
+        assert_eq!(started_lines(&adoptd), started, "{tracker}");
+
+        // nginx's binary upgrade: the new master is the old one's heir.
+        signal(master, libc::SIGUSR2);
+        wait_for_pid_file(&scratch.file("nginx.pid.oldbin"));
+        let new_master = wait_for_file(&nginx_pid_file, |text| {
+            text.trim().parse::<u32>().ok().filter(|&pid| pid != master)
+        });
+        signal(master, libc::SIGQUIT);
+        let status = watch.wait_main_pid("nginx", new_master);
+        assert_eq!(status.previous_pid, master, "{tracker}: {status:?}");
+        assert_eq!(status.handoffs, before["nginx"].handoffs + 1, "{tracker}");
+
+        std::fs::remove_file(&memcached_pid_file).ok();
+        signal(memcached_main, libc::SIGKILL);
+        let restarted = wait_for_pid_file(&memcached_pid_file);
+        let status = watch.wait_main_pid("memcached", restarted);
+        assert_eq!(status.restarts, 1, "{tracker}: {status:?}");
+        let (exit, _) = adoptd.stop();
+        assert!(exit.success(), "{tracker}: {exit:?}");
+        assert_ends(new_master, "nginx after adoptd stopped");
+        assert_ends(restarted, "memcached after adoptd stopped");
+    }
+}
+
+fn nginx_service(scratch: &Scratch, nginx: &Path) -> PathBuf {
+    let d = scratch.path.display();
+    let port = free_port();
+    let config = format!(
+        "daemon on;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log notice;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+    );
+    let config_path = scratch.file("nginx.conf");
+    std::fs::write(&config_path, config).expect("nginx.conf");
+    scratch.service(
+        "nginx",
+        &format!(
+            "exec = {}\nrestart-delay = \"0\"\nstop-signal = \"QUIT\"\npid-file = {:?}\n",
+            argv(&[
+                nginx.to_str().expect("utf-8"),
+                "-c",
+                config_path.to_str().expect("utf-8"),
+                "-p",
+                scratch.path.to_str().expect("utf-8"),
+            ]),
+            scratch.file("nginx.pid").to_str().expect("utf-8"),
+        ),
+    );
+    scratch.file("nginx.pid")
+}
+
+fn memcached_service(scratch: &Scratch, memcached: &Path) -> PathBuf {
+    // memcached writes its pid file after dropping to nobody.
+    let run = scratch.file("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    std::fs::set_permissions(
+        &scratch.path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let pid_file = run.join("memcached.pid");
+    let port = free_port().to_string();
+    scratch.service(
+        "memcached",
+        &format!(
+            "exec = {}\nrestart-delay = \"0\"\n",
+            argv(&[
+                memcached.to_str().expect("utf-8"),
+                "-d",
+                "-u",
+                "nobody",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "0",
+                "-P",
+                pid_file.to_str().expect("utf-8"),
+            ])
+        ),
+    );
+    pid_file
 }
