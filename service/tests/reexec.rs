@@ -48,7 +48,33 @@ fn services(scratch: &Scratch, reports: &Reports) -> Vec<&'static str> {
             fifo.display()
         ),
     );
-    vec!["dancer", "sleeper", "launcher"]
+    let said = scratch.file("say");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&said)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", said.display());
+    scratch.service(
+        "talker",
+        &format!(
+            "exec = [\"/bin/sh\", \"-c\", \"echo hello; read x < {}; echo again; exec /bin/sleep 86400\"]\n",
+            said.display()
+        ),
+    );
+    vec!["dancer", "sleeper", "launcher", "talker"]
+}
+
+/// The talker's latest output lines, as `GetOutput` gives them.
+fn talker_output(bus: &TestBus) -> String {
+    bus.busctl(&[
+        "call",
+        BUS_NAME,
+        "/org/adoptd1/service/talker",
+        "org.adoptd1.Service",
+        "GetOutput",
+        "u",
+        "10",
+    ])
 }
 
 /// Lets the launcher hand off: its shell reads a line, starts `sleep` in
@@ -210,10 +236,21 @@ fn a_reexec_keeps_the_pid_every_process_and_every_published_value() {
                 && l.get("pid") != Some(&sleeper.to_string())
         });
         let started = started_lines(&adoptd);
+        adoptd.wait_for("the talker's first line", |l| {
+            l.message == "hello" && l.get("service") == Some("talker")
+        });
+        let output = talker_output(&bus);
+        assert!(output.contains("hello"), "{output}");
 
         let reexec = reexecute(&bus.address, None);
         wait_restored(&mut adoptd);
 
+        assert_eq!(talker_output(&bus), output, "{tracker}: kept output");
+        // Its pipe was passed on: what it says now is read by the new image.
+        std::fs::write(scratch.file("say"), "x\n").expect("write the FIFO");
+        adoptd.wait_next("the talker's line after the re-exec", |l| {
+            l.message == "again" && l.get("service") == Some("talker")
+        });
         assert_eq!(
             reexec.properties_changed,
             [] as [String; 0],

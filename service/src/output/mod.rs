@@ -58,6 +58,29 @@ pub struct ReadPipes {
 }
 
 impl Outputs {
+    /// Every service's kept lines, oldest first, for a re-exec (services
+    /// that kept none are left out).
+    pub fn kept_lines(&self) -> Vec<(ServiceId, Vec<Line>)> {
+        let records: Vec<(ServiceId, Arc<Mutex<Record>>)> = lock(&self.records)
+            .iter()
+            .map(|(&id, record)| (id, Arc::clone(record)))
+            .collect();
+        records
+            .into_iter()
+            .map(|(id, record)| (id, lock(&record).latest(usize::MAX)))
+            .filter(|(_, lines)| !lines.is_empty())
+            .collect()
+    }
+
+    /// Gives `service` back the lines a re-exec saved, within `capacity`.
+    pub fn restore_lines(&self, service: ServiceId, capacity: usize, lines: Vec<Line>) {
+        let record = self.record(service, capacity);
+        let mut record = lock(&record);
+        for line in lines {
+            record.push(line);
+        }
+    }
+
     /// The pipes every reader task reads now.
     pub fn read_pipes(&self) -> Vec<ReadPipes> {
         lock(&self.pipes).values().copied().collect()

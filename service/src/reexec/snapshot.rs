@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::ServiceSpec,
-    output::ReadPipes,
+    output::{Line, ReadPipes},
     supervisor::Load,
-    tracker::{Pid, Tracker},
+    tracker::{Pid, ServiceId, Tracker},
 };
 
 /// The format of [`State`] this adoptd writes and reads.
@@ -61,6 +61,8 @@ pub struct Parts<T, S> {
     pub pidfds: Vec<(Pid, RawFd)>,
     /// The pipes of every running output reader.
     pub outputs: Vec<ReadPipes>,
+    /// The lines each service's output record keeps (`GetOutput`).
+    pub kept_lines: Vec<(ServiceId, Vec<Line>)>,
     /// The sd_notify socket, when there is one.
     pub notify: Option<Notify>,
 }

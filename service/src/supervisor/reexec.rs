@@ -180,6 +180,7 @@ impl Supervisor {
                 },
                 pidfds,
                 outputs,
+                kept_lines: self.outputs.kept_lines(),
                 notify,
             },
         };
@@ -268,6 +269,12 @@ impl Supervisor {
                     );
                 }
                 _ => warn!("the output pipes of a service were not passed on"),
+            }
+        }
+        for (service, lines) in state.kept_lines {
+            if let Some(spec) = self.specs.get(service.index()) {
+                self.outputs
+                    .restore_lines(service, spec.output_buffer, lines);
             }
         }
         if let Some(notify) = state.notify {
