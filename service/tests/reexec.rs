@@ -553,3 +553,103 @@ fn memcached_service(scratch: &Scratch, memcached: &Path) -> PathBuf {
     );
     pid_file
 }
+
+/// A new binary that cannot read the state (here: one that finds format
+/// 99, as a later version might write) starts no second copy of a service
+/// whose process still runs, and lets it start once that process is gone.
+#[test]
+fn an_unreadable_state_never_starts_a_second_copy() {
+    let scratch = Scratch::new("reexec-unreadable");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    scratch.service(
+        "sleeper",
+        "exec = [\"/bin/sleep\", \"86400\"]\nrestart = \"no\"\n",
+    );
+    // adoptd re-executes the path it was started from: it starts from a
+    // link of its binary, replaced before the re-exec (as an upgrade
+    // would) by a script that rewrites the state's format and runs adoptd.
+    let program = scratch.file("adoptd");
+    if std::fs::hard_link(adoptd_binary(), &program).is_err() {
+        std::fs::copy(adoptd_binary(), &program).expect("copy adoptd");
+    }
+    let state = scratch.file("state-99.json");
+    let upgrade = scratch.file("adoptd.new");
+    std::fs::write(
+        &upgrade,
+        format!(
+            "#!/bin/sh
+sed 's/\"format\":1,/\"format\":99,/' < /proc/self/fd/$ADOPTD_STATE_FD > {state}\n\
+             exec 9< {state}\nADOPTD_STATE_FD=9 exec {adoptd} \"$@\"\n",
+            state = state.display(),
+            adoptd = adoptd_binary().display(),
+        ),
+    )
+    .expect("write the new program");
+    std::fs::set_permissions(
+        &upgrade,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the new program");
+    let mut command = std::process::Command::new(&program);
+    command
+        .env(adoptd_dbus::RUNTIME_DIR_VARIABLE, scratch.runtime_dir())
+        .args(["--config-dir"])
+        .arg(scratch.services())
+        .args(["--address", &bus.address, "--tracker", "procfs"]);
+    let mut adoptd = Adoptd::spawn(command);
+    let mut watch = Watch::connect(&bus.address);
+    let sleeper = watch.wait_state("sleeper", State::Running).main_pid;
+    let processes = descendants(adoptd.pid());
+
+    std::fs::rename(&upgrade, &program).expect("install the new program");
+    reexecute(&bus.address, None);
+    let refusal = adoptd.wait_next("the refusal of the state", |l| {
+        l.message
+            .starts_with("cannot restore the state the previous image left")
+    });
+    assert!(refusal.text.contains("format 99"), "{}", refusal.text);
+    adoptd.wait_for("the hold-back", |l| l.message.contains("is not started"));
+    assert!(is_alive(sleeper), "the sleeper was stopped");
+    let started: Vec<_> = adoptd
+        .log
+        .iter()
+        .filter(|l| l.message.starts_with("started "))
+        .collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "a second sleeper was started: {started:?}"
+    );
+    let refused = bus.busctl_output(
+        &[
+            "call",
+            BUS_NAME,
+            MANAGER_PATH,
+            "org.adoptd1.Manager",
+            "StartService",
+            "s",
+            "sleeper",
+        ],
+        None,
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+
+    // Once its process is gone, it may start again.
+    signal(sleeper, libc::SIGKILL);
+    adoptd.wait_next("the release", |l| {
+        l.message
+            .starts_with("no process from before the re-exec is left")
+    });
+    watch.start(&["sleeper"]);
+    let again = watch.wait_status("sleeper", "started again", |s| {
+        s.state == State::Running && s.main_pid != sleeper
+    });
+    assert!(is_alive(again.main_pid), "{again:?}");
+    let (status, _) = adoptd.stop();
+    assert!(status.success(), "{status:?}");
+    for process in processes {
+        process.kill();
+    }
+}
