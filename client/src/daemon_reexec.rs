@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use adoptd_dbus::{BUS_NAME, ManagerProxy};
+use adoptd_dbus::{BUS_NAME, Error as BusError, ManagerProxy};
 use futures_util::StreamExt as _;
 use zbus::{fdo::DBusProxy, names::BusName, proxy::CacheProperties};
 
@@ -51,11 +51,17 @@ async fn reexecute(bus: &Bus, cli: &Cli) -> Result<(), Failure> {
         .build()
         .await
         .map_err(zbus_failure)?;
-    manager
-        .reexecute()
-        .await
-        .map_err(|e| Failure::from_bus(None, &bus.name, &e))?;
+    // On adoptd's private bus the bus goes with the exec, possibly before
+    // the reply reaches this client: the connection breaks instead.
+    let bus_went = match manager.reexecute().await {
+        Ok(()) => false,
+        Err(BusError::ZBus(zbus::Error::InputOutput(_))) => true,
+        Err(error) => return Err(Failure::from_bus(None, &bus.name, &error)),
+    };
     let back = async {
+        if bus_went {
+            return false;
+        }
         while let Some(change) = changes.next().await {
             let Ok(args) = change.args() else { continue };
             if args
