@@ -359,7 +359,8 @@ impl Supervisor {
                 },
                 () = reexec_due(&mut self.reexec_pending) => {
                     self.reexec_pending = None;
-                    self.wakeup.reexec = true;
+                    info!("Reexecute(): re-executing");
+                    self.reexecute().await;
                 }
                 () = sleep_until(deadline) => {
                     let now = self.now();
