@@ -176,6 +176,11 @@ pub enum Command {
     /// any was; the others are loaded all the same).
     DaemonReload,
 
+    /// Re-execute adoptd in place, as after an upgrade of its binary: it
+    /// keeps its pid and every service, and comes back on the bus with
+    /// every service as it was. Waits until it is back.
+    DaemonReexec,
+
     /// Show the latest lines a service wrote to stdout and stderr.
     ///
     /// adoptd keeps the latest output of each service with

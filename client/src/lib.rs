@@ -3,7 +3,7 @@
 //! [`run`] connects to the bus that [`bus`] chooses and runs one command:
 //! [`status`], [`list`], [`control`] (start, stop, restart, reload, kill,
 //! reset-failed), [`query`] (is-active, is-failed, show, cat),
-//! [`daemon_reload`], [`monitor`] or [`logs`]; [`generate`] writes the man pages and completions. The
+//! [`daemon_reload`], [`daemon_reexec`], [`monitor`] or [`logs`]; [`generate`] writes the man pages and completions. The
 //! commands print their output themselves, report failures on stderr as
 //! `adoptctl: …`, and return the exit status ([`error::Exit`]).
 //!
@@ -15,6 +15,7 @@ pub mod cli;
 
 mod bus;
 mod control;
+mod daemon_reexec;
 mod daemon_reload;
 pub mod error;
 mod generate;
@@ -94,6 +95,7 @@ async fn run_command(cli: &Cli) -> Exit {
         Command::Cat { names } => query::cat(&bus, names).await,
         Command::ResetFailed { names } => control::reset_failed(&bus, names).await,
         Command::DaemonReload => daemon_reload::run(&bus).await,
+        Command::DaemonReexec => daemon_reexec::run(&bus, cli).await,
         Command::Logs {
             lines,
             follow,

@@ -744,3 +744,31 @@ fn completions_complete_verbs_options_and_live_service_names() {
         eprintln!("zsh is not installed: its script is not parsed");
     }
 }
+
+#[test]
+fn daemon_reexec_returns_once_adoptd_is_back_with_its_services() {
+    let scratch = Scratch::new("ctl-reexec");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dancer(&scratch, &reports, "dancer");
+    let (mut adoptd, mut watch) = bus.adoptd(&scratch);
+    let settled = reports.next();
+    let before = watch.wait_main_pid("dancer", settled.pid);
+    let pid = adoptd.pid();
+
+    let reexec = run(adoptctl(&bus).arg("daemon-reexec"));
+    assert_eq!(reexec.code, 0, "{}", reexec.stderr);
+    adoptd.wait_for("the new image", |l| {
+        l.message == "restored the state of the previous image"
+    });
+    // Back on the bus when adoptctl returns: it answers at once.
+    let status = run(adoptctl(&bus).args(["--json", "status", "dancer"]));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let json = &json_lines(&status.stdout)[0];
+    assert_eq!(json["MainPID"], before.main_pid, "{json}");
+    assert_eq!(json["PreviousPID"], before.previous_pid, "{json}");
+    assert_eq!(adoptd.pid(), pid);
+    assert!(is_alive(settled.pid));
+}

@@ -107,6 +107,7 @@ mod contract_tests {
             method("StopService", &[name()], std::slice::from_ref(&path)),
             method("RestartService", &[name()], std::slice::from_ref(&path)),
             method("Reload", &[], &[]),
+            method("Reexecute", &[], &[]),
             signal("ServiceAdded", &[name(), ("path", path.clone())]),
             signal("ServiceRemoved", &[name(), ("path", path.clone())]),
         ])

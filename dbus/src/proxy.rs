@@ -81,6 +81,10 @@ pub trait Manager {
     /// Re-reads the configuration directory.
     fn reload(&self) -> Result<(), Error>;
 
+    /// Re-executes adoptd in place, keeping its pid and every service;
+    /// answers before the exec, after which the name is owned anew.
+    fn reexecute(&self) -> Result<(), Error>;
+
     /// A service object appeared.
     #[zbus(signal)]
     fn service_added(&self, name: &str, path: ObjectPath<'_>) -> zbus::Result<()>;

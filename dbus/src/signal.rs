@@ -11,9 +11,27 @@ use std::{fmt, str::FromStr};
 
 use nix::sys::signal::Signal as Named;
 
-/// A valid signal number, from 1 to SIGRTMAX.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A valid signal number, from 1 to SIGRTMAX. Serde writes the number
+/// and refuses one that is not a signal.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "i32", into = "i32")]
 pub struct Signal(i32);
+
+impl TryFrom<i32> for Signal {
+    type Error = String;
+
+    fn try_from(number: i32) -> Result<Self, Self::Error> {
+        Signal::new(number).ok_or_else(|| format!("{number} is not a signal number"))
+    }
+}
+
+impl From<Signal> for i32 {
+    fn from(signal: Signal) -> i32 {
+        signal.0
+    }
+}
 
 impl Signal {
     pub const HUP: Signal = Signal(libc::SIGHUP);

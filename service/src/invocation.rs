@@ -12,6 +12,21 @@ pub const INVOCATION_VARIABLE: &str = "ADOPTD_INVOCATION_ID";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct InvocationId(u128);
 
+/// Written as its 32 hex digits (JSON has no 128-bit numbers).
+impl serde::Serialize for InvocationId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for InvocationId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        InvocationId::parse(text.as_bytes())
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an invocation id")))
+    }
+}
+
 impl InvocationId {
     /// A new id from the kernel's random pool. Should that fail, the id
     /// is still unique to this adoptd (a counter, the clock and the pid),

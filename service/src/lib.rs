@@ -47,6 +47,7 @@ pub mod notify;
 pub mod output;
 pub mod proc;
 pub mod reaper;
+pub mod reexec;
 pub mod source;
 pub mod spawn;
 pub mod supervisor;
@@ -125,7 +126,13 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         requests,
         outputs,
     ));
-    supervisor.load();
+    match reexec::inherited() {
+        None => supervisor.load(),
+        Some(reexec::Inherited::State(state)) => supervisor.restore(*state),
+        Some(reexec::Inherited::Fallback(fallback)) => {
+            supervisor.load_after_unreadable_state(fallback);
+        }
+    }
     supervisor
         .run(receiver, shutdown)
         .await

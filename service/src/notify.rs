@@ -62,6 +62,15 @@ impl NotifySocket {
         })
     }
 
+    /// The socket a re-exec passed on ([`crate::reexec`]): the services
+    /// keep the address they were given, and messages sent during the exec
+    /// wait in it.
+    pub fn inherit(socket: std::os::fd::OwnedFd, address: String) -> io::Result<Self> {
+        let socket = UnixDatagram::from(socket);
+        socket.set_nonblocking(true)?;
+        Ok(NotifySocket { socket, address })
+    }
+
     /// The value of `$NOTIFY_SOCKET`.
     pub fn address(&self) -> &str {
         &self.address

@@ -34,12 +34,20 @@ use nix::{
 use crate::tracker::{ExitStatus, Pid};
 
 /// The signals adoptd reads from its signalfd instead of handling them.
-pub const HANDLED: [Signal; 4] = [
+/// The mask is kept across a re-exec (execve keeps it), so a signal that
+/// arrives meanwhile waits for the new image's signalfd.
+pub const HANDLED: [Signal; 5] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
+    REEXEC_SIGNAL,
 ];
+
+/// The signal that makes adoptd re-execute itself (`adoptctl
+/// daemon-reexec` without a bus; see [`crate::reexec`]). SIGUSR2, as
+/// nothing else in adoptd uses it: SIGTERM stops, SIGHUP reloads.
+pub const REEXEC_SIGNAL: Signal = Signal::SIGUSR2;
 
 /// `waitid` option of kernel-patch/: also report children reparented to
 /// the caller.
@@ -91,6 +99,8 @@ pub struct Wakeup {
     pub shutdown: bool,
     /// SIGHUP: re-read the configuration.
     pub reload: bool,
+    /// SIGUSR2 ([`REEXEC_SIGNAL`]): re-execute adoptd.
+    pub reexec: bool,
     /// Adoption records (adopted pid, previous parent) that [`reap_all`]
     /// collected since the last read, in kernel order.
     pub adoptions: Vec<(Pid, Pid)>,
@@ -106,6 +116,7 @@ impl Wakeup {
         self.children |= later.children;
         self.shutdown |= later.shutdown;
         self.reload |= later.reload;
+        self.reexec |= later.reexec;
         self.adoptions.extend(later.adoptions);
         self.adoptions_lost |= later.adoptions_lost;
     }
@@ -139,6 +150,7 @@ impl Signals {
                     Ok(Signal::SIGCHLD) => wakeup.children = true,
                     Ok(Signal::SIGTERM | Signal::SIGINT) => wakeup.shutdown = true,
                     Ok(Signal::SIGHUP) => wakeup.reload = true,
+                    Ok(REEXEC_SIGNAL) => wakeup.reexec = true,
                     _ => {}
                 },
                 Ok(None) => return Ok(wakeup),

@@ -65,7 +65,8 @@ pub(super) fn request_error(error: RequestError) -> Error {
         RequestError::InvalidName { .. } | RequestError::BadInstance { .. } => {
             Error::InvalidName(sentence)
         }
-        RequestError::NotLoaded { .. } => Error::Failed(sentence),
+        RequestError::NotLoaded { .. } | RequestError::Reexec(_) => Error::Failed(sentence),
+        RequestError::HeldBack { .. } => Error::AlreadyRunning(sentence),
         RequestError::Refused { source, .. } => match source {
             CommandError::AlreadyRunning => Error::AlreadyRunning(sentence),
             CommandError::NotRunning => Error::NotRunning(sentence),

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use adoptd_dbus::{Error, ServiceRow, State};
 use zbus::{
-    Connection, ObjectPath, OwnedObjectPath, interface, message::Header,
-    object_server::SignalEmitter,
+    Connection, ObjectPath, OwnedObjectPath, interface,
+    message::Header,
+    object_server::{ResponseDispatchNotifier, SignalEmitter},
 };
 
 use super::{Shared, auth, convert::request_error};
@@ -133,6 +134,33 @@ impl Manager {
                 many.join("; ")
             ))),
         }
+    }
+
+    /// Re-executes adoptd in place (`adoptctl daemon-reexec`): it saves its
+    /// whole state and executes its program anew, keeping its pid and every
+    /// service. The reply leaves before the exec; the new image then owns
+    /// the name again, with every object as it was.
+    async fn reexecute(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<ResponseDispatchNotifier<()>, Error> {
+        auth::authorize(connection, &header, self.shared.owner_uid).await?;
+        let (notifier, sent) = ResponseDispatchNotifier::new(());
+        let (answered, answered_wait) = tokio::sync::oneshot::channel();
+        self.shared
+            .ask(|reply| Request::Reexecute {
+                reply,
+                answered: answered_wait,
+            })
+            .await?
+            .map_err(request_error)?;
+        // The exec waits for the reply to leave, so the caller gets it.
+        tokio::spawn(async move {
+            sent.await;
+            answered.send(()).ok();
+        });
+        Ok(notifier)
     }
 
     /// A service object appeared (loaded, or a template instantiated).

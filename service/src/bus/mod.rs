@@ -154,6 +154,8 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let mut warned = false;
     let mut reconnecting = false;
+    // After a re-exec: what happened between the restore and the bus.
+    let mut since_restore: Option<SinceRestore> = None;
     loop {
         let connection = {
             let connecting = async {
@@ -187,8 +189,16 @@ pub async fn run(
                     update = updates.recv() => match update {
                         // Not connected (yet): only the registry learns it.
                         Some(update) => {
+                            if matches!(update, Update::Restored) {
+                                since_restore = Some(SinceRestore::default());
+                            } else if let Some(since) = &mut since_restore {
+                                since.note(&update);
+                            }
                             shared.registry().apply(&update);
                             shared.applied.notify_waiters();
+                            if let Update::Flush(done) = update {
+                                done.send(()).ok();
+                            }
                         }
                         None => return,
                     },
@@ -209,6 +219,9 @@ pub async fn run(
         // Services added while the name was being claimed.
         if let Err(e) = publisher.publish_all().await {
             debug!("cannot serve every service yet: {e}");
+        }
+        if let Some(since) = since_restore.take() {
+            since.signal(&publisher).await;
         }
         loop {
             tokio::select! {
@@ -442,32 +455,23 @@ impl Publisher<'_> {
                 status,
                 changes,
             }) => self.status_changed(service, &status, changes).await,
-            Update::Tracker(Notice::Adopted {
-                service,
-                pid,
-                previous_pid,
-            }) => match self.emitter(service) {
-                Some(emitter) => service::Service::adopted(&emitter, pid, previous_pid).await,
-                None => Ok(()),
-            },
-            Update::Tracker(Notice::Exited {
-                service,
-                pid,
-                status,
-            }) => match self.emitter(service) {
-                Some(emitter) => {
-                    let (code, signal) = exit_code_and_signal(Some(status));
-                    service::Service::exited(&emitter, pid, code, signal).await
-                }
-                None => Ok(()),
-            },
+            Update::Tracker(notice @ (Notice::Adopted { .. } | Notice::Exited { .. })) => {
+                self.publish_signal(notice).await;
+                Ok(())
+            }
+            Update::Restored => Ok(()),
+            Update::Flush(done) => {
+                done.send(()).ok();
+                Ok(())
+            }
             Update::ServiceRemoved { name, .. } => self.service_removed(&name).await,
             Update::Configured { service, .. }
             | Update::ExecError { service, .. }
             | Update::StatusText { service, .. } => {
                 self.configuration_changed(service, configured_before).await
             }
-            Update::Tracker(Notice::OrphanReaped { total, .. }) => {
+            Update::Tracker(Notice::OrphanReaped { total, .. })
+            | Update::OrphansReaped { total } => {
                 let changed = HashMap::from([("OrphansReaped", Variant::from(total))]);
                 self.properties_changed(MANAGER_PATH.to_owned(), MANAGER_INTERFACE, changed)
                     .await
@@ -475,6 +479,35 @@ impl Publisher<'_> {
         };
         if let Err(e) = result {
             // A broken connection shows as closed, and is re-made then.
+            debug!("cannot emit a signal: {e}");
+        }
+    }
+
+    /// Emits the `Adopted` or `Exited` signal of `notice`.
+    async fn publish_signal(&self, notice: Notice) {
+        let result = match notice {
+            Notice::Adopted {
+                service,
+                pid,
+                previous_pid,
+            } => match self.emitter(service) {
+                Some(emitter) => service::Service::adopted(&emitter, pid, previous_pid).await,
+                None => Ok(()),
+            },
+            Notice::Exited {
+                service,
+                pid,
+                status,
+            } => match self.emitter(service) {
+                Some(emitter) => {
+                    let (code, signal) = exit_code_and_signal(Some(status));
+                    service::Service::exited(&emitter, pid, code, signal).await
+                }
+                None => Ok(()),
+            },
+            Notice::Changed { .. } | Notice::OrphanReaped { .. } => Ok(()),
+        };
+        if let Err(e) = result {
             debug!("cannot emit a signal: {e}");
         }
     }
@@ -619,6 +652,51 @@ fn changed_properties(
         changed.insert("Result", Variant::from(result.as_str()));
     }
     changed
+}
+
+/// What changed after a re-exec's restore and before the new image owned
+/// the name: the clients saw the previous image's values, so these are
+/// real changes, signalled once the name is owned.
+#[derive(Default)]
+struct SinceRestore {
+    /// `Adopted` and `Exited`, in order.
+    signals: Vec<Notice>,
+    /// The properties that changed, by service.
+    changed: HashMap<ServiceId, Changes>,
+}
+
+impl SinceRestore {
+    fn note(&mut self, update: &Update) {
+        match update {
+            Update::Tracker(Notice::Changed {
+                service, changes, ..
+            }) => self.changed.entry(*service).or_default().insert(*changes),
+            Update::Tracker(notice @ (Notice::Adopted { .. } | Notice::Exited { .. })) => {
+                self.signals.push(*notice);
+            }
+            _ => {}
+        }
+    }
+
+    async fn signal(self, publisher: &Publisher<'_>) {
+        for notice in self.signals {
+            publisher.publish_signal(notice).await;
+        }
+        let mut changed: Vec<(ServiceId, Changes)> = self.changed.into_iter().collect();
+        changed.sort_unstable_by_key(|(service, _)| *service);
+        for (service, changes) in changed {
+            let status = publisher
+                .shared
+                .registry()
+                .get(service)
+                .map(|entry| entry.status);
+            if let Some(status) = status
+                && let Err(e) = publisher.status_changed(service, &status, changes).await
+            {
+                debug!("cannot emit a signal: {e}");
+            }
+        }
+    }
 }
 
 /// Exponential back-off between connection attempts.

@@ -88,13 +88,18 @@ impl Registry {
                     entry.status = *status;
                 }
             }
-            Update::Tracker(Notice::OrphanReaped { total, .. }) => self.orphans_reaped = *total,
+            Update::Tracker(Notice::OrphanReaped { total, .. })
+            | Update::OrphansReaped { total } => {
+                self.orphans_reaped = *total;
+            }
             Update::ServiceRemoved { service, .. } => {
                 if let Some(entry) = self.services.get_mut(service.index()) {
                     *entry = None;
                 }
             }
-            Update::Tracker(Notice::Adopted { .. } | Notice::Exited { .. }) => {}
+            Update::Tracker(Notice::Adopted { .. } | Notice::Exited { .. })
+            | Update::Restored
+            | Update::Flush(_) => {}
         }
     }
 

@@ -108,7 +108,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// One service, ready to run: a plain service, or one instance of a
 /// template with `%i` substituted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceSpec {
     /// `"nginx"`, or `"apache2@chroot1"` for an instance.
     pub name: String,
@@ -177,7 +177,7 @@ impl ServiceSpec {
 }
 
 /// Where the service's stdout and stderr go.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Output {
     /// Line by line into adoptd's log, tagged with the service name.
     #[default]

@@ -11,7 +11,7 @@ pub const MAX_LINE: usize = 4096;
 pub const CUT_MARK: &str = " [cut]";
 
 /// Which of the service's standard streams a line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -28,7 +28,7 @@ impl Stream {
 }
 
 /// One line, as `GetOutput` gives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Line {
     /// When adoptd read the line's end, in µs since the epoch.
     pub realtime_us: u64,

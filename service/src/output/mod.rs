@@ -23,7 +23,7 @@
 
 use std::{
     collections::HashMap,
-    os::fd::OwnedFd,
+    os::fd::{OwnedFd, RawFd},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
@@ -42,9 +42,64 @@ pub use record::Record;
 #[derive(Debug, Default)]
 pub struct Outputs {
     records: Mutex<HashMap<ServiceId, Arc<Mutex<Record>>>>,
+    /// The pipes each reader task reads, by task: what a re-exec passes to
+    /// the new image, which reads them on. A task removes its entry before
+    /// it closes its pipes, so every descriptor listed is open.
+    pipes: Mutex<HashMap<u64, ReadPipes>>,
+    next_reader: std::sync::atomic::AtomicU64,
+}
+
+/// The pipes one reader task reads: a service's stdout and stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadPipes {
+    pub service: ServiceId,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
 }
 
 impl Outputs {
+    /// Every service's kept lines, oldest first, for a re-exec (services
+    /// that kept none are left out).
+    pub fn kept_lines(&self) -> Vec<(ServiceId, Vec<Line>)> {
+        let records: Vec<(ServiceId, Arc<Mutex<Record>>)> = lock(&self.records)
+            .iter()
+            .map(|(&id, record)| (id, Arc::clone(record)))
+            .collect();
+        records
+            .into_iter()
+            .map(|(id, record)| (id, lock(&record).latest(usize::MAX)))
+            .filter(|(_, lines)| !lines.is_empty())
+            .collect()
+    }
+
+    /// Gives `service` back the lines a re-exec saved, within `capacity`.
+    pub fn restore_lines(&self, service: ServiceId, capacity: usize, lines: Vec<Line>) {
+        let record = self.record(service, capacity);
+        let mut record = lock(&record);
+        for line in lines {
+            record.push(line);
+        }
+    }
+
+    /// The pipes every reader task reads now.
+    pub fn read_pipes(&self) -> Vec<ReadPipes> {
+        lock(&self.pipes).values().copied().collect()
+    }
+
+    /// A reader task starts reading `pipes`; the answer is its key.
+    fn reading(&self, pipes: ReadPipes) -> u64 {
+        let key = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.pipes).insert(key, pipes);
+        key
+    }
+
+    /// The reader task `key` is about to close its pipes.
+    fn done_reading(&self, key: u64) {
+        lock(&self.pipes).remove(&key);
+    }
+
     /// The latest `count` lines of `service`, oldest first; none when it
     /// has printed nothing.
     pub fn latest(&self, service: ServiceId, count: usize) -> Vec<Line> {

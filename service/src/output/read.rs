@@ -10,7 +10,7 @@
 //! the record (as journald's rate limit does).
 
 use std::{
-    os::fd::OwnedFd,
+    os::fd::{AsRawFd, OwnedFd},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -18,7 +18,7 @@ use std::{
 use tokio::net::unix::pipe::Receiver;
 use tracing::{info, warn};
 
-use super::{Line, MAX_LINE, Outputs, Record, Stream, lock};
+use super::{Line, MAX_LINE, Outputs, ReadPipes, Record, Stream, lock};
 use crate::{config::ServiceSpec, tracker::ServiceId};
 
 /// How many lines a second of one service are logged and kept; the rest
@@ -39,6 +39,11 @@ pub fn forward(
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) {
+    let read_pipes = ReadPipes {
+        service,
+        stdout: stdout.as_raw_fd(),
+        stderr: stderr.as_raw_fd(),
+    };
     let pipes = Receiver::from_owned_fd(stdout)
         .and_then(|stdout| Ok((stdout, Receiver::from_owned_fd(stderr)?)));
     let (stdout, stderr) = match pipes {
@@ -48,6 +53,7 @@ pub fn forward(
             return;
         }
     };
+    let key = outputs.reading(read_pipes);
     let mut reader = Reader {
         outputs,
         service,
@@ -73,6 +79,9 @@ pub fn forward(
             tokio::task::yield_now().await;
         }
         reader.finish();
+        reader.outputs.done_reading(key);
+        // The pipes close here, after they left the list.
+        drop((stdout, stderr));
     });
 }
 

@@ -106,6 +106,23 @@ impl AdoptionSource for Adoptsig {
         }
     }
 
+    fn save(&self) -> serde_json::Value {
+        serde_json::json!({ "children": self.children })
+    }
+
+    /// The kernel keeps the adoption records of the exec's time in the
+    /// children's wait state, so the next reap collects them: nothing is
+    /// lost.
+    fn restore(&mut self, saved: serde_json::Value) -> Result<(), serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            children: HashSet<Pid>,
+        }
+        let saved: Saved = serde_json::from_value(saved)?;
+        self.children = saved.children;
+        Ok(())
+    }
+
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {
         for (pid, previous_parent) in self.records.drain(..) {
             self.children.insert(pid);

@@ -61,6 +61,15 @@ pub trait AdoptionSource {
         false
     }
 
+    /// What the source knows of adoptd's children and their lineage, for
+    /// the image a re-exec starts ([`crate::reexec`]).
+    fn save(&self) -> serde_json::Value;
+
+    /// Takes back what [`AdoptionSource::save`] gave in the image before
+    /// a re-exec. What happened during the exec is learnt at the next
+    /// `collect`, as each source can (see its module).
+    fn restore(&mut self, saved: serde_json::Value) -> Result<(), serde_json::Error>;
+
     /// Called after each reap batch with what was reaped: appends the
     /// adoptions (and, for sources that see them, forks) that happened
     /// since the last call. Must drain everything pending.

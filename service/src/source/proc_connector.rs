@@ -86,6 +86,22 @@ pub struct ProcConnector {
     /// that had the pid (a busy machine recycles pids faster than adoptd
     /// reads the socket), and are applied as such.
     births: HashSet<Pid>,
+    /// Restored after a re-exec: the events of the exec's time went to no
+    /// socket, so the next `collect` rebuilds the lineage from /proc.
+    resync_pending: bool,
+}
+
+/// What a re-exec carries across of [`ProcConnector`]: all but the socket,
+/// which the new image opens anew.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    children: HashSet<Pid>,
+    parent_of: HashMap<Pid, Pid>,
+    children_of: HashMap<Pid, Vec<Pid>>,
+    zombies: HashMap<Pid, (Pid, Option<Pid>)>,
+    dead: HashSet<Pid>,
+    runs: Runs,
+    births: HashSet<Pid>,
 }
 
 impl ProcConnector {
@@ -127,6 +143,7 @@ impl ProcConnector {
             buffer: vec![0; 64 * 1024],
             runs: Runs::default(),
             births: HashSet::new(),
+            resync_pending: false,
         };
         // The kernel silently ignores an unprivileged listen request, and a
         // kernel before 6.6 a filtered one: prove that events arrive by
@@ -335,7 +352,6 @@ impl ProcConnector {
     /// After lost events: rebuild the lineage from /proc, and report
     /// adoptd's children that were adopted unseen.
     fn resync(&mut self, events: &mut Vec<Event>) -> io::Result<()> {
-        tracing::warn!("process events were lost; rebuilding the process tree from /proc");
         // Spawned processes whose fork event went with the loss.
         self.children.extend(self.births.drain());
         let mut by_parent: HashMap<Pid, Vec<Pid>> = HashMap::new();
@@ -421,6 +437,41 @@ impl AdoptionSource for ProcConnector {
         self.births.insert(pid);
     }
 
+    fn save(&self) -> serde_json::Value {
+        let saved = Saved {
+            children: self.children.clone(),
+            parent_of: self.parent_of.clone(),
+            children_of: self.children_of.clone(),
+            zombies: self.zombies.clone(),
+            dead: self.dead.clone(),
+            runs: Runs::default(),
+            births: self.births.clone(),
+        };
+        let mut value = serde_json::to_value(saved).unwrap_or_default();
+        // `Runs` is not `Clone` (it keeps a buffer): written in place.
+        if let (Some(object), Ok(runs)) = (value.as_object_mut(), serde_json::to_value(&self.runs))
+        {
+            object.insert("runs".to_owned(), runs);
+        }
+        value
+    }
+
+    /// The lineage as the old image knew it: the rebuild from /proc at the
+    /// next `collect` then tells where each child adopted during the exec
+    /// came from, when its parent was tracked.
+    fn restore(&mut self, saved: serde_json::Value) -> Result<(), serde_json::Error> {
+        let saved: Saved = serde_json::from_value(saved)?;
+        self.children = saved.children;
+        self.parent_of = saved.parent_of;
+        self.children_of = saved.children_of;
+        self.zombies = saved.zombies;
+        self.dead = saved.dead;
+        self.runs = saved.runs;
+        self.births = saved.births;
+        self.resync_pending = true;
+        Ok(())
+    }
+
     fn wakeup_fd(&self) -> Option<RawFd> {
         Some(self.socket.as_raw_fd())
     }
@@ -429,7 +480,13 @@ impl AdoptionSource for ProcConnector {
         let mut queued = Vec::new();
         let lost = self.read_events(&mut |event| queued.push(event))?;
         self.apply(&queued, events);
+        let restored = std::mem::take(&mut self.resync_pending);
         if lost {
+            tracing::warn!("process events were lost; rebuilding the process tree from /proc");
+        } else if restored {
+            tracing::info!("re-executed: rebuilding the process tree from /proc");
+        }
+        if lost || restored {
             self.resync(events)?;
         }
         for &(pid, _) in reaped {
@@ -565,6 +622,7 @@ mod tests {
             buffer: Vec::new(),
             runs: Runs::default(),
             births: HashSet::new(),
+            resync_pending: false,
         }
     }
 

@@ -46,13 +46,16 @@ use crate::{
     tracker::{Clues, Event, ExitStatus, Pid, ServiceId},
 };
 
-/// Known children of adoptd and how to find new ones.
-#[derive(Debug, Default)]
+/// Known children of adoptd and how to find new ones. A re-exec carries
+/// it all across (`save`, `restore`): a child adopted during the exec is a
+/// newcomer at the next look, as any other.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Procfs {
     children: HashSet<Pid>,
     /// The last look found a zombie child, not yet reaped.
     saw_zombie: bool,
     /// Reads adoptd's `children` files.
+    #[serde(skip)]
     reader: proc::Children,
     /// Which run a newcomer that left its session comes from.
     runs: Runs,
@@ -100,6 +103,15 @@ impl AdoptionSource for Procfs {
         {
             self.seen_dead.insert(pid, clues_of(stat));
         }
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn restore(&mut self, saved: serde_json::Value) -> Result<(), serde_json::Error> {
+        *self = serde_json::from_value(saved)?;
+        Ok(())
     }
 
     fn collect(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) -> io::Result<()> {

@@ -21,7 +21,7 @@ use crate::{
 const ENVIRONMENT_READ_LIMIT: u64 = 64 * 1024;
 
 /// Each service's latest run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Runs {
     /// Service → its latest run's invocation id and session (the pid
     /// adoptd spawned, a session leader).
@@ -29,6 +29,7 @@ pub struct Runs {
     by_invocation: HashMap<InvocationId, ServiceId>,
     by_session: HashMap<Pid, ServiceId>,
     /// Scratch buffer for reading `environ` files.
+    #[serde(skip)]
     environment: Vec<u8>,
 }
 

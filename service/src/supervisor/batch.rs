@@ -72,6 +72,9 @@ impl Supervisor {
             self.pidfds.remove(&pid);
         }
         trace!(?reaped, ?events, "a moment");
+        if let Some(held) = &mut self.held_back {
+            held.reaped(&reaped);
+        }
         for event in &events {
             if let Event::Adopted {
                 pid,
@@ -144,6 +147,7 @@ impl Supervisor {
             let name = self.specs[id.index()].name.clone();
             if let Some(status) = &message.status {
                 info!(service = %name, "status: {status}");
+                self.status_texts.insert(id, status.clone());
                 self.publish(Update::StatusText {
                     service: id,
                     text: status.clone(),
@@ -251,7 +255,7 @@ impl Supervisor {
                     );
                 }
                 info!(service = %spec.name, pid = spawned.pid, %invocation, "started {}", spec.exec.join(" "));
-                if self.exec_failed.remove(&id) {
+                if self.exec_failed.remove(&id).is_some() {
                     self.publish(Update::ExecError {
                         service: id,
                         error: String::new(),
@@ -266,7 +270,7 @@ impl Supervisor {
             Err(e) => {
                 let reason = crate::errors::chain(&e);
                 error!(service = %spec.name, "cannot start: {reason}");
-                self.exec_failed.insert(id);
+                self.exec_failed.insert(id, reason.clone());
                 self.publish(Update::ExecError {
                     service: id,
                     error: reason,

@@ -149,6 +149,10 @@ impl Supervisor {
             self.config_dir.display()
         );
         for id in autostart {
+            if let Err(refusal) = self.check_not_held_back(id) {
+                error!("{refusal}");
+                continue;
+            }
             self.command(id, Command::Start).ok();
         }
         refusals

@@ -44,6 +44,7 @@ use crate::{
 
 mod batch;
 mod catalogue;
+mod reexec;
 mod watched;
 
 /// A question or order for the supervisor, from the bus layer.
@@ -74,6 +75,12 @@ pub enum Request {
     Reload {
         reply: oneshot::Sender<(Vec<String>, u64)>,
     },
+    /// Re-execute adoptd ([`crate::reexec`]) once `answered` says the
+    /// reply to the caller has left; `reply` says whether it will.
+    Reexecute {
+        reply: oneshot::Sender<Result<(), RequestError>>,
+        answered: oneshot::Receiver<()>,
+    },
 }
 
 /// Which service a request is for.
@@ -86,8 +93,12 @@ pub enum Target {
 }
 
 /// What the supervisor tells the bus layer, in the order it happened.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Update {
+    /// Answer once every update before this one is on the bus (at once
+    /// when no bus is connected): a re-exec waits for it, so that no
+    /// signal of the old image is lost with it.
+    Flush(oneshot::Sender<()>),
     /// A service became known (at load, on reload, or as a new instance).
     ServiceAdded {
         service: ServiceId,
@@ -106,6 +117,13 @@ pub enum Update {
     ExecError { service: ServiceId, error: String },
     /// The last `STATUS=` a service sent over sd_notify.
     StatusText { service: ServiceId, text: String },
+    /// How many orphans were reaped so far (a restored image says it once).
+    OrphansReaped { total: u64 },
+    /// Every service of the previous image is published again, as it was
+    /// ([`crate::reexec`]): what changes from here on, until the bus is
+    /// reached, happened after the previous image's last signals and is
+    /// signalled once the name is owned again.
+    Restored,
     /// A service is gone (its file was removed, and it has stopped).
     ServiceRemoved { service: ServiceId, name: String },
     /// What the tracker said changed, as it said it: a new status (one per
@@ -114,7 +132,7 @@ pub enum Update {
 }
 
 /// Whether a service's file loaded, as the bus publishes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Load {
     pub state: LoadState,
     /// The refusal, `FILE:LINE: KEY: message`, when the file as it is now
@@ -155,6 +173,12 @@ pub enum RequestError {
         "{name} cannot start: its service file was refused ({error}); mend it and run adoptctl daemon-reload"
     )]
     NotLoaded { name: String, error: String },
+    #[error(
+        "{name} is not started: processes of it from before adoptd's re-exec still run ({pids}), and the state that said so could not be read"
+    )]
+    HeldBack { name: String, pids: String },
+    #[error("cannot re-execute adoptd: {0}")]
+    Reexec(String),
 }
 
 /// How adoptd runs: as the machine's or a container's init, or as a child
@@ -183,8 +207,18 @@ pub struct Supervisor {
     loads: Vec<Load>,
     /// Services known only from a refused file: never started.
     stubs: BTreeSet<ServiceId>,
-    /// Services whose last start could not run the program.
-    exec_failed: BTreeSet<ServiceId>,
+    /// Services whose last start could not run the program, and why.
+    exec_failed: BTreeMap<ServiceId, String>,
+    /// The last `STATUS=` of each service that sent one.
+    status_texts: HashMap<ServiceId, String>,
+    /// After a re-exec whose state could not be read: the processes of the
+    /// previous image that still live, whose services must not start.
+    held_back: Option<reexec::HeldBack>,
+    /// What a re-exec executes: the program adoptd was started as.
+    program: crate::reexec::Program,
+    /// A re-exec was asked for over the bus; it happens once the answer
+    /// has left (or after a bound, should the bus never say).
+    reexec_pending: Option<(oneshot::Receiver<()>, tokio::time::Instant)>,
     names: BTreeMap<String, ServiceId>,
     /// Services whose file is gone, removed once they settle.
     retiring: BTreeSet<ServiceId>,
@@ -250,7 +284,11 @@ impl Supervisor {
             specs: Vec::new(),
             loads: Vec::new(),
             stubs: BTreeSet::new(),
-            exec_failed: BTreeSet::new(),
+            exec_failed: BTreeMap::new(),
+            status_texts: HashMap::new(),
+            held_back: None,
+            program: crate::reexec::Program::current(),
+            reexec_pending: None,
             names: BTreeMap::new(),
             retiring: BTreeSet::new(),
             templates: BTreeMap::new(),
@@ -293,6 +331,10 @@ impl Supervisor {
             if std::mem::take(&mut self.wakeup.children) {
                 self.reap_batch();
             }
+            if std::mem::take(&mut self.wakeup.reexec) && !self.shutting_down {
+                info!("SIGUSR2: re-executing");
+                self.reexecute().await;
+            }
             if self.shutting_down && self.tracker.is_idle() {
                 info!("every service is stopped");
                 return Ok(());
@@ -325,6 +367,11 @@ impl Supervisor {
                     Some(request) => self.handle_request(request),
                     None => requests_open = false,
                 },
+                () = reexec_due(&mut self.reexec_pending) => {
+                    self.reexec_pending = None;
+                    info!("Reexecute(): re-executing");
+                    self.reexecute().await;
+                }
                 () = sleep_until(deadline) => {
                     let now = self.now();
                     let out = self.tracker.tick(now);
@@ -371,6 +418,9 @@ impl Supervisor {
                 };
                 let result = id.and_then(|id| {
                     let starts = matches!(command, Command::Start | Command::Restart);
+                    if starts {
+                        self.check_not_held_back(id)?;
+                    }
                     if starts && self.stubs.contains(&id) {
                         return Err(RequestError::NotLoaded {
                             name: self.specs[id.index()].name.clone(),
@@ -399,6 +449,14 @@ impl Supervisor {
             Request::Reload { reply } => {
                 let refused = self.reload();
                 reply.send((refused, self.published.get())).ok();
+            }
+            Request::Reexecute { reply, answered } => {
+                let result = self.accept_reexec();
+                if result.is_ok() {
+                    self.reexec_pending =
+                        Some((answered, tokio::time::Instant::now() + REEXEC_REPLY_BOUND));
+                }
+                reply.send(result).ok();
             }
         }
     }
@@ -475,6 +533,21 @@ async fn readable<T: AsRawFd>(fd: Option<&AsyncFd<T>>, what: &str) {
             warn!("cannot wait for {what}: {e}");
             std::future::pending().await
         }
+    }
+}
+
+/// How long a re-exec asked over the bus waits for its answer to leave.
+const REEXEC_REPLY_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves when a pending re-exec is due: its answer has left (or will
+/// never be known to), or the bound passed.
+async fn reexec_due(pending: &mut Option<(oneshot::Receiver<()>, tokio::time::Instant)>) {
+    let Some((answered, bound)) = pending else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = answered => {}
+        () = tokio::time::sleep_until(*bound) => {}
     }
 }
 

@@ -16,7 +16,7 @@ use super::{
 pub(super) const UNCLAIMED_LIMIT: usize = 4096;
 
 /// A failure of an adoptee no service could be found for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct UnexplainedFailure {
     pub(super) status: ExitStatus,
     /// Its start time, where known.

@@ -69,6 +69,7 @@ use std::{
 };
 
 use adoptd_dbus::Signal;
+use serde::{Deserialize, Serialize};
 
 use crate::memory::Shrink;
 
@@ -93,7 +94,7 @@ pub type Pid = u32;
 pub const EXIT_CODE_EXEC_FAILED: i32 = 127;
 
 /// Identifies a service inside the tracker; stable for the service's life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ServiceId(u32);
 
 impl ServiceId {
@@ -104,7 +105,7 @@ impl ServiceId {
 }
 
 /// The moment an event happened, on both clocks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Now {
     /// Monotonic time, for deadlines and start limits.
     pub monotonic: Duration,
@@ -114,7 +115,7 @@ pub struct Now {
 }
 
 /// How a process ended, as `waitid` reported it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitStatus {
     /// It called `exit(code)`.
     Code(i32),
@@ -132,7 +133,7 @@ impl ExitStatus {
 /// What an adoption source can tell about a newcomer besides its previous
 /// parent (all of it, for the `procfs` source, which cannot tell that):
 /// clues to the service it belongs to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Clues {
     /// The session id of the process.
     pub session: Option<Pid>,
@@ -251,7 +252,7 @@ pub struct Outcome {
 }
 
 /// A service's state, as published.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum State {
     Stopped,
     Starting,
@@ -275,7 +276,7 @@ impl State {
 }
 
 /// How the tracker learned the current main process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MainPidSource {
     Spawn,
     Adoption,
@@ -297,7 +298,7 @@ impl MainPidSource {
 }
 
 /// How the service's last run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RunResult {
     Success,
     ExitCode,
@@ -341,7 +342,8 @@ impl Changes {
         self.0 == 0
     }
 
-    fn insert(&mut self, other: Changes) {
+    /// Adds `other`'s properties.
+    pub fn insert(&mut self, other: Changes) {
         self.0 |= other.0;
     }
 }
@@ -365,8 +367,11 @@ pub struct Status {
     pub result: RunResult,
 }
 
-/// Every service's run-time state and every tracked process.
-#[derive(Debug, Default)]
+/// Every service's run-time state and every tracked process. Serde
+/// writes and reads all of it, for a re-exec of adoptd (`crate::reexec`):
+/// its monotonic times are the supervisor's, which keeps them meaning the
+/// same across the exec.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Tracker {
     services: Vec<Service>,
     processes: HashMap<Pid, Process>,
@@ -419,6 +424,12 @@ impl Tracker {
         let id = ServiceId(u32::try_from(self.services.len()).unwrap_or(u32::MAX));
         self.services.push(Service::new(policy, now));
         id
+    }
+
+    /// Every service's id, in order (restoring a re-exec's state pairs
+    /// them with the catalogue's services).
+    pub fn ids(&self) -> impl Iterator<Item = ServiceId> + use<> {
+        (0..u32::try_from(self.services.len()).unwrap_or(u32::MAX)).map(ServiceId)
     }
 
     /// Replaces a service's policy; it applies from the next decision on.

@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use adoptd_dbus::Signal;
+use serde::{Deserialize, Serialize};
 
 /// What the supervisor knows of a service's configuration that matters
 /// for following and restarting it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     pub expect: Expect,
     pub restart: Restart,
@@ -44,7 +45,7 @@ impl Default for Policy {
 }
 
 /// How the service's main process is expected to behave after exec.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Expect {
     /// Follow whatever the process does.
     Auto,
@@ -74,7 +75,7 @@ impl Expect {
 }
 
 /// When a service whose main process ended is started again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Restart {
     No,
     OnFailure,
@@ -94,7 +95,7 @@ impl Restart {
 }
 
 /// At most `burst` starts within any `interval`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartLimit {
     /// At least 1.
     pub burst: u32,

@@ -6,12 +6,14 @@ use std::{
     time::Duration,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::{
     ExitStatus, Expect, MainPidSource, Now, Pid, Policy, RunResult, ServiceId, State, Status,
 };
 
 /// One service's run-time state.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Service {
     pub(super) policy: Policy,
     pub(super) state: State,
@@ -72,7 +74,7 @@ pub(super) struct Service {
 }
 
 /// A live process that could still turn out to be the main process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Contender {
     pub(super) pid: Pid,
     pub(super) previous: Pid,
@@ -80,7 +82,7 @@ pub(super) struct Contender {
 }
 
 /// Where a service goes once its clean-up is over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum AfterStop {
     Stopped,
     Failed,
@@ -199,7 +201,7 @@ impl Service {
 }
 
 /// A tracked process.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub(super) struct Process {
     pub(super) service: ServiceId,
     pub(super) adoption: Option<Adoption>,
@@ -209,7 +211,7 @@ pub(super) struct Process {
 }
 
 /// How a process came to be adoptd's child.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub(super) struct Adoption {
     pub(super) previous_parent: Option<Pid>,
     /// The service's main process when the adoption happened: an adoptee
@@ -226,7 +228,7 @@ pub(super) struct Adoption {
 pub(super) const GRAVES_PER_SERVICE: usize = 256;
 
 /// A member of the current run that exited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Grave {
     pub pid: Pid,
     /// Its previous parent, where known.

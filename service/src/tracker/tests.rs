@@ -1706,3 +1706,41 @@ fn a_daemon_orphaned_before_its_session_leader_was_reaped_counts_both_hops() {
     assert_eq!(status.handoffs, 2);
     assert_eq!(status.main_pid_source, MainPidSource::Adoption);
 }
+
+/// A tracker written and read back, as a re-exec does, goes on exactly as
+/// the original: same status now, same answer to the next moment.
+#[test]
+fn a_tracker_read_back_from_its_json_decides_as_the_original() {
+    let mut h = Harness::new();
+    let id = h.service(Policy {
+        restart_delay: Duration::from_millis(250),
+        ..policy(Expect::Daemon)
+    });
+    h.start(id, 100);
+    h.apply(&[
+        adopted(101, 100),
+        Event::Exited {
+            pid: 100,
+            status: OK,
+        },
+    ]);
+    let json = serde_json::to_string(&h.tracker).unwrap();
+    let mut copy: Tracker = serde_json::from_str(&json).unwrap();
+    assert_eq!(copy.status(id), h.tracker.status(id));
+    let moment = [
+        adopted(102, 101),
+        Event::Exited {
+            pid: 101,
+            status: OK,
+        },
+    ];
+    assert_eq!(copy.apply(h.now, &moment), h.apply(&moment));
+    let crash = [Event::Exited {
+        pid: 102,
+        status: ExitStatus::Signal(SIGKILL),
+    }];
+    assert_eq!(copy.apply(h.now, &crash), h.apply(&crash));
+    // The restart delay is a pending deadline: kept.
+    assert_eq!(copy.next_deadline(), h.tracker.next_deadline());
+    assert!(h.tracker.next_deadline().is_some());
+}
