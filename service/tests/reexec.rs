@@ -324,6 +324,38 @@ fn exits_and_hand_offs_during_the_exec_are_decided_by_the_new_image() {
 }
 
 #[test]
+fn a_worker_named_by_mainpid_is_still_followed_after_a_reexec() {
+    // Not adoptd's child: its end comes through its pidfd, which crosses
+    // the exec and is waited on again by the new image.
+    for tracker in trackers() {
+        let scratch = Scratch::new("reexec-worker");
+        let Some(bus) = TestBus::or_skip(&scratch) else {
+            return;
+        };
+        let reports = Reports::bind(&scratch);
+        dance_service(
+            &scratch,
+            &reports,
+            "worker",
+            "expect = \"notify\"",
+            &["launch", "notify", "serve"],
+        );
+        let (mut adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        let worker = reports.next();
+        watch.wait_main_pid("worker", worker.pid);
+        reexecute(&bus.address, None);
+        wait_restored(&mut adoptd);
+        assert_eq!(watch.read("worker").main_pid, worker.pid, "{tracker}");
+        signal(worker.pid, libc::SIGKILL);
+        let failed = watch.wait_ended("worker", State::Failed);
+        assert_eq!(failed.exit_signal, libc::SIGKILL, "{tracker}: {failed:?}");
+        assert_ends(worker.last_parent, "the launcher, cleaned up");
+        let (status, _) = adoptd.stop();
+        assert!(status.success(), "{tracker}: {status:?}");
+    }
+}
+
+#[test]
 fn reexecute_needs_the_right_to_manage() {
     let scratch = Scratch::new("reexec-denied");
     let Some(bus) = TestBus::or_skip(&scratch) else {

@@ -280,6 +280,7 @@ impl Supervisor {
         if let Some(notify) = state.notify {
             self.take_notify_socket(notify);
         }
+        self.watch_again();
         self.publish_restored();
         info!(
             services = self.names.len(),

@@ -20,7 +20,7 @@
 //! that parent dies before reaping it, adoptd reaps a zombie it already
 //! reported: that reap is dropped (see [`Supervisor::drop_reported`]).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, os::fd::OwnedFd};
 
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracing::{debug, warn};
@@ -34,8 +34,8 @@ use crate::{
 /// The non-child main processes adoptd follows by pidfd.
 #[derive(Debug)]
 pub(super) struct Watched {
-    /// Each one's start time (clock ticks since boot).
-    started: HashMap<Pid, u64>,
+    /// Each one's start time (clock ticks since boot), where known.
+    started: HashMap<Pid, Option<u64>>,
     /// Exits seen but not yet reported to the tracker.
     pub(super) exits: Vec<(Pid, ExitStatus)>,
     /// Reported exits of processes that were zombies then, with their start
@@ -79,6 +79,18 @@ impl Supervisor {
         if after.start_time != before.start_time {
             return None;
         }
+        self.watch(pid, &pidfd, Some(after.start_time)).ok()?;
+        self.pidfds.insert(pid, pidfd);
+        Some(Clues {
+            session: Some(after.session),
+            start_time: Some(after.start_time),
+            ancestor: None,
+            run_of: Some(id),
+        })
+    }
+
+    /// Waits, on a task of its own, for the process behind `pidfd` to end.
+    fn watch(&mut self, pid: Pid, pidfd: &OwnedFd, started: Option<u64>) -> std::io::Result<()> {
         let waiter = pidfd
             .try_clone()
             .and_then(|fd| {
@@ -87,8 +99,12 @@ impl Supervisor {
                 unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
                     .map_err(|e| e.into_parts().1)
             })
-            .map_err(|e| warn!(pid, "cannot wait for the exit of MAINPID={pid}: {e}"))
-            .ok()?;
+            .inspect_err(|e| {
+                warn!(
+                    pid,
+                    "cannot wait for the end of the main process {pid}: {e}"
+                )
+            })?;
         let sender = self.watched.sender.clone();
         tokio::spawn(async move {
             // An error means the descriptor cannot be polled: say it ended,
@@ -96,14 +112,38 @@ impl Supervisor {
             waiter.readable().await.ok();
             sender.send(pid).ok();
         });
-        self.pidfds.insert(pid, pidfd);
-        self.watched.started.insert(pid, after.start_time);
-        Some(Clues {
-            session: Some(after.session),
-            start_time: Some(after.start_time),
-            ancestor: None,
-            run_of: Some(id),
-        })
+        self.watched.started.insert(pid, started);
+        Ok(())
+    }
+
+    /// After a re-exec: follows again, by the pidfds the previous image
+    /// passed on, the tracked processes that are not adoptd's children.
+    /// One that is gone already was reaped by its parent during the exec:
+    /// its pidfd is readable, and its end is reported at once.
+    pub(super) fn watch_again(&mut self) {
+        let me = std::process::id();
+        let foreign: Vec<(Pid, Option<u64>)> = self
+            .pidfds
+            .keys()
+            .copied()
+            .filter(|&pid| self.tracker.service_of(pid).is_some())
+            .filter_map(|pid| {
+                let stat = proc::read_stat(pid);
+                let child = stat.is_some_and(|stat| stat.parent == me);
+                let started = self
+                    .tracker
+                    .start_time_of(pid)
+                    .or(stat.map(|stat| stat.start_time));
+                (!child).then_some((pid, started))
+            })
+            .collect();
+        for (pid, started) in foreign {
+            let Some(pidfd) = self.pidfds.remove(&pid) else {
+                continue;
+            };
+            self.watch(pid, &pidfd, started).ok();
+            self.pidfds.insert(pid, pidfd);
+        }
     }
 
     /// `pid`'s `stat` if one of its ancestors is a process of service `id`.
@@ -129,7 +169,8 @@ impl Supervisor {
         let Some(started) = self.watched.started.remove(&pid) else {
             return;
         };
-        let now = proc::read_stat(pid).filter(|stat| stat.start_time == started);
+        let now = proc::read_stat(pid)
+            .filter(|stat| started.is_none_or(|started| stat.start_time == started));
         if now.is_some_and(|stat| stat.parent == std::process::id()) {
             // Inherited before it ended: the reaper's, like any child.
             return;
@@ -141,15 +182,15 @@ impl Supervisor {
             self.pidfds.remove(&pid);
             return;
         }
-        let status = exit_info::exit_status(pid, Some(started), pidfd).unwrap_or_else(|| {
+        let status = exit_info::exit_status(pid, started, pidfd).unwrap_or_else(|| {
             warn!(
                 pid,
                 "the main process {pid} ended but its status is unknown (its parent reaped it, and this kernel cannot tell a pidfd's exit status): counted as a clean exit"
             );
             ExitStatus::Code(0)
         });
-        if now.is_some_and(|stat| stat.zombie) {
-            self.watched.reported_zombies.insert(pid, started);
+        if let Some(stat) = now.filter(|stat| stat.zombie) {
+            self.watched.reported_zombies.insert(pid, stat.start_time);
         }
         debug!(
             pid,

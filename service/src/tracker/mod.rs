@@ -457,6 +457,11 @@ impl Tracker {
         self.processes.get(&pid).map(|p| p.service)
     }
 
+    /// The start time of a tracked process, where known.
+    pub fn start_time_of(&self, pid: Pid) -> Option<u64> {
+        self.processes.get(&pid)?.start_time
+    }
+
     /// The service whose main process `pid` is, if any.
     pub fn main_of(&self, pid: Pid) -> Option<ServiceId> {
         let service = self.service_of(pid)?;
