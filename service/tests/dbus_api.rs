@@ -695,3 +695,83 @@ fn pids_lists_an_orphan_adopted_without_any_death_of_adoptds_children() {
         );
     }
 }
+
+#[test]
+fn clients_reading_pids_in_a_loop_do_not_hold_back_another_services_restarts() {
+    // Reads are open to every local user: a loop of them must cost the
+    // readers, never the supervision of the other services.
+    let scratch = Scratch::new("pids-read-load");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dance_service(
+        &scratch,
+        &reports,
+        "crowd",
+        "expect = \"foreground\"",
+        &["workers:200", "report", "serve"],
+    );
+    scratch.service(
+        "victim",
+        "exec = [\"/bin/sleep\", \"100000\"]\nexpect = \"foreground\"\n\
+         restart = \"always\"\nrestart-delay = \"0\"\n\
+         start-limit = { burst = 1000, interval = \"1s\" }\n",
+    );
+    let mut adoptd = Adoptd::start(&scratch, &["--address", &bus.address]);
+    reports.next();
+    let mut victim = adoptd
+        .wait_for("the victim's start", |l| l.is("started", "victim"))
+        .pid("pid");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, reads) = (stop.clone(), reads.clone());
+            let address = bus.address.clone();
+            std::thread::spawn(move || {
+                block_on(async move {
+                    let connection = zbus::connection::Builder::address(address.as_str())
+                        .build()
+                        .await
+                        .expect("connect to the test bus");
+                    let crowd = ServiceProxy::builder(&connection)
+                        .path(service_path("crowd"))
+                        .build()
+                        .await
+                        .expect("a proxy");
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let pids = crowd.pids().await.expect("PIDs");
+                        assert!(pids.len() > 200, "{} members", pids.len());
+                        reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+        })
+        .collect();
+    let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while count() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reader got an answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // Five restarts, each waited for, while the reads go on.
+    let before = count();
+    for _ in 0..5 {
+        signal(victim, libc::SIGKILL);
+        victim = adoptd
+            .wait_next("the victim's restart", |l| l.is("started", "victim"))
+            .pid("pid");
+    }
+    let during = count() - before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.join().expect("a reader");
+    }
+    assert!(during > 0, "the readers were not served while restarts ran");
+}

@@ -84,8 +84,28 @@ impl Service {
     /// Every member process; not signalled (a fork storm must not become a
     /// signal storm).
     #[zbus(property(emits_changed_signal = "false"), name = "PIDs")]
-    async fn pids(&self) -> zbus::fdo::Result<Vec<u32>> {
+    async fn pids(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<Vec<u32>> {
         let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
+        // One expensive read at a time, one per caller (see `turns`): the
+        // supervisor answers at most one of these questions at a time, and
+        // the walk runs on a blocking thread of low priority, so a read
+        // loop costs the readers, never the supervision.
+        // Without a header (a GetManagedObjects of zbus's), the reads of
+        // the whole reply share one caller's turn.
+        let caller = header
+            .as_ref()
+            .and_then(|h| h.sender())
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let _turn = self
+            .shared
+            .turns
+            .take(&caller)
+            .await
+            .map_err(|e| failed(&e))?;
         let members = self
             .shared
             .ask(|reply| Request::Members {
@@ -94,10 +114,6 @@ impl Service {
             })
             .await
             .map_err(|e| failed(&e))?;
-        // The walk of /proc for the members' descendants runs on a thread
-        // of its own, one walk at a time: readers wait for each other,
-        // never the supervisor.
-        let _turn = self.shared.walks.acquire().await.map_err(|e| failed(&e))?;
         let all = tokio::task::spawn_blocking(move || proc::with_descendants(&members))
             .await
             .map_err(|e| failed(&e))?;
