@@ -11,6 +11,8 @@
 //!   registry, under a short lock that is never held across an `.await`, so
 //!   reading a property never waits for the supervisor. Only `PIDs` asks
 //!   the supervisor, because member processes change too often to publish.
+//!   `PIDs` and `NeedDaemonReload` (a file read) take turns ([`turns`]):
+//!   one at a time in adoptd, one per caller.
 //! - `GetOutput` and `FollowOutput` authorize the caller too, then read
 //!   [`crate::output`]'s record of the service, which is not the
 //!   registry's and not the supervisor's.
@@ -316,8 +318,8 @@ struct Shared {
     identity: Identity,
     /// adoptd's own effective uid: its owner may control what it runs.
     owner_uid: u32,
-    /// Turns for the expensive reads (`PIDs`): one at a time, one per
-    /// caller.
+    /// Turns for the expensive reads (`PIDs`, `NeedDaemonReload`): one at
+    /// a time, one per caller.
     turns: turns::Turns,
     /// Gives back the memory of large replies after a burst.
     trim: Arc<trim::Trim>,

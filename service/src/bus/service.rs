@@ -93,17 +93,10 @@ impl Service {
         // supervisor answers at most one of these questions at a time, and
         // the walk runs on a blocking thread of low priority, so a read
         // loop costs the readers, never the supervision.
-        // Without a header (a GetManagedObjects of zbus's), the reads of
-        // the whole reply share one caller's turn.
-        let caller = header
-            .as_ref()
-            .and_then(|h| h.sender())
-            .map(|s| s.to_string())
-            .unwrap_or_default();
         let _turn = self
             .shared
             .turns
-            .take(&caller)
+            .take(&caller_of(header.as_ref()))
             .await
             .map_err(|e| failed(&e))?;
         let members = self
@@ -212,11 +205,22 @@ impl Service {
     /// refused). Read on demand: the file is compared when asked, so no
     /// watch on the configuration directory costs a wake-up.
     #[zbus(property(emits_changed_signal = "false"))]
-    async fn need_daemon_reload(&self) -> zbus::fdo::Result<bool> {
+    async fn need_daemon_reload(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<bool> {
+        let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
         let (source, digest) = self.read(|e| (e.spec.source.clone(), e.load.digest))?;
+        // A file read per call: it takes its turn as PIDs does.
+        let _turn = self
+            .shared
+            .turns
+            .take(&caller_of(header.as_ref()))
+            .await
+            .map_err(|e| failed(&e))?;
         let now = tokio::task::spawn_blocking(move || config::file_digest(&source))
             .await
-            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+            .map_err(|e| failed(&e))?;
         Ok(now != digest)
     }
 
@@ -486,6 +490,16 @@ impl Service {
             .map_err(request_error)?;
         Ok(())
     }
+}
+
+/// Whose turn a read takes: its sender's unique name. Without a header
+/// (the reads of a GetManagedObjects of zbus's), the reads of the whole
+/// reply share one caller's turn.
+fn caller_of(header: Option<&Header<'_>>) -> String {
+    header
+        .and_then(|h| h.sender())
+        .map(|sender| sender.to_string())
+        .unwrap_or_default()
 }
 
 /// Kill's errors: the contract's, or the standard InvalidArgs for a number

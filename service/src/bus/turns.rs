@@ -1,4 +1,5 @@
-//! Turns for the expensive reads (`PIDs`): they cost the readers, not the
+//! Turns for the expensive reads (`PIDs`, which walks /proc, and
+//! `NeedDaemonReload`, which reads a file): they cost the readers, not the
 //! supervision.
 //!
 //! Invariants:
