@@ -696,6 +696,11 @@ fn pids_lists_an_orphan_adopted_without_any_death_of_adoptds_children() {
     }
 }
 
+/// adoptd's `started PROGRAM ARGS…` line of the service `victim`.
+fn started_victim(line: &LogLine) -> bool {
+    line.message.starts_with("started ") && line.get("service") == Some("victim")
+}
+
 #[test]
 fn clients_reading_pids_in_a_loop_do_not_hold_back_another_services_restarts() {
     // Reads are open to every local user: a loop of them must cost the
@@ -721,8 +726,11 @@ fn clients_reading_pids_in_a_loop_do_not_hold_back_another_services_restarts() {
     let mut adoptd = Adoptd::start(&scratch, &["--address", &bus.address]);
     reports.next();
     let mut victim = adoptd
-        .wait_for("the victim's start", |l| l.is("started", "victim"))
+        .wait_for("the victim's start", started_victim)
         .pid("pid");
+    adoptd.wait_for("the name on the bus", |l| {
+        l.message.starts_with("published as")
+    });
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -765,7 +773,7 @@ fn clients_reading_pids_in_a_loop_do_not_hold_back_another_services_restarts() {
     for _ in 0..5 {
         signal(victim, libc::SIGKILL);
         victim = adoptd
-            .wait_next("the victim's restart", |l| l.is("started", "victim"))
+            .wait_next("the victim's restart", started_victim)
             .pid("pid");
     }
     let during = count() - before;
