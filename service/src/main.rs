@@ -60,9 +60,8 @@ struct Cli {
     /// How adoptd learns that a process was reparented to it.
     ///
     /// auto takes the first that works of adoptsig (a kernel with
-    /// kernel-patch/'s waitid(WADOPTED)), procfs (any kernel, any user)
-    /// and proc-connector (CAP_NET_ADMIN; it hears every process of the
-    /// machine, so it is chosen only when asked for or procfs fails).
+    /// kernel-patch/'s waitid(WADOPTED)), proc-connector (CAP_NET_ADMIN)
+    /// and procfs (any kernel, any user).
     #[arg(long, value_name = "TRACKER", default_value = "auto", value_parser = ["auto", "adoptsig", "proc-connector", "procfs"])]
     tracker: String,
 

@@ -25,7 +25,7 @@ fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {
 }
 
 /// adoptd on `bus` with the exact source where the machine has one (as
-/// root, the process connector, which `auto` does not pick), and a watch:
+/// root, the process connector), and a watch:
 /// procfs cannot name an adoptee's previous parent, and on a schedule
 /// where both hops of a double fork fall in one moment it picks the heir
 /// by its clues, as MainPIDSource `guess`.

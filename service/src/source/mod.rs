@@ -128,23 +128,14 @@ pub enum SourceError {
     },
 }
 
-/// Opens the chosen source; `auto` takes the first that works and logs
-/// why it passed over the others.
-///
-/// `auto`'s order is adoptsig, procfs, then proc-connector. Both of the
-/// first two wake adoptd only for its own processes (a queued signal, a
-/// SIGCHLD); the process connector hears every fork and exit of the
-/// machine, and its socket filter can drop only what no tracked process
-/// could cause (see `proc_connector`), so on a busy machine it would wake
-/// adoptd for processes it does not supervise. It stays for those who ask
-/// for its exact previous parents (`--tracker proc-connector`), and for
-/// the case of a procfs that cannot be read.
+/// Opens the chosen source; `auto` takes the first that works, in the
+/// order of DESIGN.md, and logs why it passed over the others.
 pub fn open(choice: SourceChoice) -> Result<Box<dyn AdoptionSource + Send>, SourceError> {
     let order: &[SourceKind] = match choice {
         SourceChoice::Auto => &[
             SourceKind::Adoptsig,
-            SourceKind::Procfs,
             SourceKind::ProcConnector,
+            SourceKind::Procfs,
         ],
         SourceChoice::Only(kind) => match kind {
             SourceKind::Adoptsig => &[SourceKind::Adoptsig],

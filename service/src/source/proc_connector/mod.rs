@@ -28,8 +28,8 @@
 //! has no set to look a pid up in, and a set kept current from here would
 //! always lag the events (a tracked process's new child could fork before
 //! the set names it, and that event would be lost), so exactness would
-//! be lost. The machine's process churn therefore still wakes this source,
-//! which is why `--tracker auto` prefers `procfs` (see `source::open`).
+//! be lost. The machine's process churn therefore still wakes this source;
+//! `procfs` does not wake for it, at the price of exact previous parents.
 //!
 //! Loss: if the socket overflows (ENOBUFS), the source reads the queue dry,
 //! rebuilds the lineage from /proc and reports adoptd's children it did not
