@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Measurements (default: all, in this order): `start`, `restart`,
-//! `signal`, `many`. Options: `--services N` (1000), `--kills K` (200),
+//! `signal`, `many`, `reads`, `idle`. Options: `--services N` (1000), `--kills K` (200),
 //! `--hops H` (300), `--many M` (10000), `--lists L` (5), `--idle` (the M
 //! services of `many` are loaded but not started), `--tracker SOURCE`
 //! (`auto`), `--output log|null` (the services' `output`, default `log`,
@@ -73,6 +73,23 @@
 //! which. CPU per list: adoptd's (which includes its private bus, so the
 //! broker's routing of the reply) and adoptctl's (from RUSAGE_CHILDREN).
 //!
+//! `reads`: a service `crowd` of 1,001 processes (`dance workers:1000
+//! serve`) beside the `victim` of `restart`. K kills of the victim as in
+//! `restart` (kill → `started` line), then K more while 4 clients (each
+//! its own connection, as root: reading is open to everyone and takes
+//! the same path whoever asks) read the crowd's `PIDs` in a loop, one read
+//! after the other. Printed: both medians and their ratio, the readers'
+//! pace and adoptd's CPU (all threads) meanwhile.
+//!
+//! `idle`: 100 services (`/bin/sleep`) that do nothing, under adoptd with
+//! `--tracker auto` and, as root, `--tracker proc-connector`, and under
+//! the peers Debian packages when they are installed (`s6-svscan` with an
+//! `s6-supervise` per service; runit's `runsvdir` with a `runsv` each).
+//! The context switches (voluntary and not, every thread) of the
+//! supervisor's own processes, not of the services, over 10 s once all
+//! run: first on the machine as it is, then while this program starts
+//! `/bin/true` 50 times a second (processes that belong to no supervisor).
+//!
 //! Every adoptd is stopped with SIGTERM, and the benchmark waits for it to
 //! exit. One that has not exited two minutes later is reported (its last
 //! log lines, its threads' kernel stacks) and killed; this program is a
@@ -111,7 +128,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 const USAGE: &str = "\
 usage: bench_budgets [--services N] [--kills K] [--hops H] [--many M] [--lists L]
                      [--idle] [--tracker SOURCE] [--output log|null]
-                     [start|restart|signal|many]...";
+                     [start|restart|signal|many|reads|idle]...";
 
 fn main() {
     let options = Options::parse();
@@ -132,10 +149,13 @@ fn main() {
             Measurement::Restart => restart(&options),
             Measurement::Signal => signal(&options),
             Measurement::Many => many(&options),
+            Measurement::Reads => reads(&options),
+            Measurement::Idle => idle(&options),
         }
     }
 }
 
+#[derive(Clone)]
 struct Options {
     services: u32,
     kills: u32,
@@ -154,6 +174,8 @@ enum Measurement {
     Restart,
     Signal,
     Many,
+    Reads,
+    Idle,
 }
 
 impl Options {
@@ -187,6 +209,8 @@ impl Options {
                 "restart" => options.measurements.push(Measurement::Restart),
                 "signal" => options.measurements.push(Measurement::Signal),
                 "many" => options.measurements.push(Measurement::Many),
+                "reads" => options.measurements.push(Measurement::Reads),
+                "idle" => options.measurements.push(Measurement::Idle),
                 _ => usage(),
             }
         }
@@ -196,6 +220,8 @@ impl Options {
                 Measurement::Restart,
                 Measurement::Signal,
                 Measurement::Many,
+                Measurement::Reads,
+                Measurement::Idle,
             ];
         }
         options
@@ -312,6 +338,371 @@ fn restart(options: &Options) {
         percentile(&to_started, 50),
         percentile(&to_started, 99),
     );
+}
+
+/// How many services `idle` runs, and for how long it counts.
+const IDLE_SERVICES: u32 = 100;
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Context switches of idle supervisors, without and with unrelated churn.
+fn idle(options: &Options) {
+    let mut trackers = vec!["auto"];
+    if is_root() {
+        trackers.push("proc-connector");
+    }
+    for tracker in trackers {
+        let options = Options {
+            tracker: tracker.to_owned(),
+            ..options.clone()
+        };
+        let scratch = Scratch::new("idle");
+        for index in 0..IDLE_SERVICES {
+            scratch.service(&format!("s{index:03}"), &sleeper(&options.output, ""));
+        }
+        let mut adoptd = Adoptd::start(&scratch, &options);
+        adoptd.wait_all_running(IDLE_SERVICES as usize);
+        adoptd.wait_published();
+        let pid = adoptd.pid();
+        let (quiet, churn) = count_switches(&|| vec![pid]);
+        adoptd.stop();
+        println!(
+            "idle: adoptd --tracker {tracker}, {IDLE_SERVICES} idle services, context switches in \
+             {} s: {quiet} quiet, {churn} while another process starts /bin/true 50 times a \
+             second (budget 0)",
+            IDLE_WINDOW.as_secs()
+        );
+    }
+    for (peer, scanner) in [("s6", "s6-svscan"), ("runit", "runsvdir")] {
+        let Some(scanner) = find_program(scanner) else {
+            println!("idle: {peer} is not installed (apt-get install {peer}), not measured");
+            continue;
+        };
+        let scratch = Scratch::new("idle-peer");
+        let scan = scratch.path.join("scan");
+        for index in 0..IDLE_SERVICES {
+            let dir = scan.join(format!("s{index:03}"));
+            std::fs::create_dir_all(&dir).expect("a service directory");
+            let run = dir.join("run");
+            std::fs::write(&run, "#!/bin/sh\nexec /bin/sleep 100000\n").expect("a run script");
+            std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("make the run script executable");
+        }
+        let mut supervisor = Command::new(scanner)
+            .arg(&scan)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the peer");
+        let root = supervisor.id();
+        // Its supervisors (one per service) are its children; the services
+        // are theirs.
+        let deadline = Instant::now() + TIMEOUT;
+        while children_of(root).len() < IDLE_SERVICES as usize
+            || children_of(root)
+                .iter()
+                .any(|&child| children_of(child).is_empty())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{peer} did not start every service"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let tree = || {
+            let mut pids = vec![root];
+            pids.extend(children_of(root));
+            pids
+        };
+        let (quiet, churn) = count_switches(&tree);
+        // The scanner first, then the per-service supervisors and their
+        // services, which this program (a subreaper) reaps.
+        send_signal(root, libc::SIGKILL);
+        supervisor.wait().ok();
+        // What it leaves comes to this program, a level at a time.
+        loop {
+            let left = children_of(std::process::id());
+            if left.is_empty() {
+                break;
+            }
+            for pid in left {
+                // SAFETY: our own unreaped children: their pids cannot be
+                // reused before we reap them here.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                }
+            }
+        }
+        println!(
+            "idle: {peer}, {IDLE_SERVICES} idle services, context switches in {} s: {quiet} \
+             quiet, {churn} while another process starts /bin/true 50 times a second",
+            IDLE_WINDOW.as_secs()
+        );
+    }
+}
+
+/// Context switches of the processes `pids` names, over [`IDLE_WINDOW`]
+/// on the machine as it is, then over as long while /bin/true is started
+/// 50 times a second.
+fn count_switches(pids: &dyn Fn() -> Vec<u32>) -> (u64, u64) {
+    // Let start-up settle: the last service's start is no idleness.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut quiet = Switches::new(pids());
+    let began = Instant::now();
+    while began.elapsed() < IDLE_WINDOW {
+        std::thread::sleep(Duration::from_millis(100));
+        quiet.sample(pids());
+    }
+    let mut churn = Switches::new(pids());
+    let began = Instant::now();
+    let mut next = began;
+    while began.elapsed() < IDLE_WINDOW {
+        let mut child = Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run /bin/true");
+        child.wait().ok();
+        churn.sample(pids());
+        next += Duration::from_millis(20);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    (quiet.total, churn.total)
+}
+
+/// Context switches (voluntary and not) of every thread of some
+/// processes, summed over samples: a thread that ends between two samples
+/// loses what it did since the last one, so sample often.
+struct Switches {
+    last: HashMap<u32, u64>,
+    total: u64,
+}
+
+impl Switches {
+    fn new(pids: Vec<u32>) -> Self {
+        Switches {
+            last: thread_switches(&pids),
+            total: 0,
+        }
+    }
+
+    fn sample(&mut self, pids: Vec<u32>) {
+        let now = thread_switches(&pids);
+        for (thread, count) in &now {
+            // A thread new since the last sample counts from zero.
+            let before = self.last.get(thread).copied().unwrap_or(0);
+            self.total += count.saturating_sub(before);
+        }
+        self.last = now;
+    }
+}
+
+/// Voluntary and involuntary context switches of each thread of `pids`.
+fn thread_switches(pids: &[u32]) -> HashMap<u32, u64> {
+    let mut counts = HashMap::new();
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Some(thread) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            let count = status
+                .lines()
+                .filter_map(|line| {
+                    line.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|count| count.trim().parse::<u64>().ok())
+                .sum();
+            counts.insert(thread, count);
+        }
+    }
+    counts
+}
+
+/// The children of `pid`, from every thread's `children` file.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return children;
+    };
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    children
+}
+
+/// `name` in one of the usual directories of programs.
+fn find_program(name: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+}
+
+/// How many clients read `PIDs` in a loop in `reads`.
+const READERS: usize = 4;
+
+/// Another service's SIGKILL → restarted, without and then with
+/// [`READERS`] clients reading `PIDs` of a service of 1,001 processes in
+/// a loop.
+fn reads(options: &Options) {
+    let scratch = Scratch::new("reads");
+    let report = scratch.path.join("report.sock");
+    let times = scratch.path.join("hop-times");
+    scratch.service(
+        "crowd",
+        &format!(
+            "exec = {}\nexpect = \"foreground\"\noutput = \"null\"\n",
+            dance_argv(
+                &report,
+                &times,
+                &["workers:1000".to_owned(), "serve".to_owned()]
+            )
+        ),
+    );
+    scratch.service(
+        "victim",
+        &sleeper(
+            &options.output,
+            "restart = \"always\"\nrestart-delay = \"0\"\n\
+             start-limit = { burst = 10000, interval = \"1s\" }\n",
+        ),
+    );
+    let mut adoptd = Adoptd::start(&scratch, options);
+    let address = adoptd.wait_published();
+    let mut pid = adoptd.wait_main_pid("victim", None);
+    let path = adoptd_dbus::service_path("crowd");
+    // Wait until the crowd's workers are all there.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(READERS)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let listed = runtime.block_on(async {
+            let connection = zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await
+                .ok()?;
+            read_pids(&connection, &path).await
+        });
+        if listed.is_some_and(|n| n >= 1001) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the crowd never had 1,001 processes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (quiet, _) = kill_and_restart(&mut adoptd, &mut pid, options.kills);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let (address, path) = (address.clone(), path.clone());
+        let (stop, count) = (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&count));
+        readers.push(runtime.spawn(async move {
+            let connection = zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await
+                .expect("connect");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if read_pids(&connection, &path).await.is_some() {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    // Let the readers reach their pace.
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu_before, reads_before, began) = (
+        cpu_ms(adoptd.pid()),
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        Instant::now(),
+    );
+    let (loaded, loaded_restarts) = kill_and_restart(&mut adoptd, &mut pid, options.kills);
+    let elapsed = began.elapsed().as_secs_f64();
+    let cpu = cpu_ms(adoptd.pid()) - cpu_before;
+    let reads = count.load(std::sync::atomic::Ordering::Relaxed) - reads_before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        runtime.block_on(reader).ok();
+    }
+    adoptd.stop();
+    println!(
+        "reads: another service's SIGKILL → restarted over {} kills: median {} µs (p99 {} µs) \
+         quiet; median {} µs (p99 {} µs, reaped → started median {} µs) while {READERS} clients \
+         read PIDs of 1,001 processes in a loop = {:.2}× quiet",
+        quiet.len(),
+        percentile(&quiet, 50),
+        percentile(&quiet, 99),
+        percentile(&loaded, 50),
+        percentile(&loaded, 99),
+        percentile(&loaded_restarts, 50),
+        percentile(&loaded, 50) as f64 / percentile(&quiet, 50).max(1) as f64,
+    );
+    println!(
+        "reads: meanwhile {:.0} reads/s, adoptd's CPU {:.0} % of one core (all its threads)",
+        reads as f64 / elapsed,
+        cpu as f64 / 10.0 / elapsed,
+    );
+}
+
+/// One read of `PIDs` at `path`; how many it listed.
+async fn read_pids(connection: &zbus::Connection, path: &str) -> Option<usize> {
+    let reply = connection
+        .call_method(
+            Some("org.adoptd1"),
+            path,
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &("org.adoptd1.Service", "PIDs"),
+        )
+        .await
+        .ok()?;
+    let value: zbus::OwnedVariant = reply.body().deserialize().ok()?;
+    let pids: Vec<u32> = value.try_into().ok()?;
+    Some(pids.len())
+}
+
+/// `kills` times: SIGKILL to `pid`, the victim's main process, and the
+/// time to its `started` line; `pid` is the new one after each. Returns
+/// the latencies and, of each, the part from reaped to started, sorted.
+fn kill_and_restart(adoptd: &mut Adoptd, pid: &mut u32, kills: u32) -> (Vec<i64>, Vec<i64>) {
+    let mut total = Vec::new();
+    let mut to_started = Vec::new();
+    for _ in 0..kills {
+        let killed_at = now_us();
+        send_signal(*pid, libc::SIGKILL);
+        let exited = adoptd.wait_line("the victim's main process exited", |line| {
+            line.contains(" main process exited ") && field(line, "service") == Some("victim")
+        });
+        let started = adoptd.wait_line("the victim started again", |line| {
+            line.contains(" started ") && field(line, "service") == Some("victim")
+        });
+        let new_pid = field(&started, "pid")
+            .and_then(|p| p.parse().ok())
+            .expect("a pid in the started line");
+        let (Some(exited_at), Some(started_at)) = (log_stamp(&exited), log_stamp(&started)) else {
+            panic!("log lines without a time stamp: {exited:?}, {started:?}");
+        };
+        total.push(started_at - killed_at);
+        to_started.push(started_at - exited_at);
+        *pid = adoptd.wait_main_pid("victim", Some(new_pid));
+    }
+    total.sort_unstable();
+    to_started.sort_unstable();
+    (total, to_started)
 }
 
 /// A hop's exit → `PropertiesChanged(MainPID)` at a subscriber.

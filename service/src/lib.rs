@@ -15,17 +15,22 @@
 //! - the main thread drives a current-thread tokio runtime, on which run
 //!   - the supervisor's loop ([`supervisor::Supervisor::run`]), the one
 //!     owner of all state and the only code that reaps, spawns or signals;
+//!   - one task per running service with `output = "log"`, reading its
+//!     stdout and stderr into the log and its [`output`] record;
+//!   - one task per main process that is not adoptd's child (`MAINPID=`
+//!     naming a worker), waiting on its pidfd for its end;
+//! - the bus thread ([`bus::start`]) drives a current-thread runtime of
+//!   its own, so that no read by a client runs on the supervisor's thread;
+//!   on it run
 //!   - the bus task ([`bus::run`]), which owns the connection and the
 //!     registry of what is published (it also waits, with inotify, for a
 //!     missing bus socket to appear), and the method calls zbus runs for
 //!     it;
-//!   - one task per running service with `output = "log"`, reading its
-//!     stdout and stderr into the log and its [`output`] record;
 //!   - a short-lived task that gives memory back after a burst of large
 //!     replies;
-//!   - one task per main process that is not adoptd's child (`MAINPID=`
-//!     naming a worker), waiting on its pidfd for its end;
-//! - tokio's blocking threads walk `/proc` for `PIDs`, one walk at a time;
+//! - that runtime's blocking threads, at a lower priority than adoptd's,
+//!   walk `/proc` for `PIDs` (one walk at a time, one per caller) and read
+//!   service files for `NeedDaemonReload`;
 //! - with `--private-bus`, one thread runs the embedded broker on a
 //!   runtime of its own ([`bus::private`]).
 //!
@@ -119,13 +124,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         updates,
         std::sync::Arc::clone(&outputs),
     );
-    tokio::spawn(bus::run(
-        options.bus,
-        identity,
-        published,
-        requests,
-        outputs,
-    ));
+    bus::start(options.bus, identity, published, requests, outputs);
     match reexec::inherited() {
         None => supervisor.load(),
         Some(reexec::Inherited::State(state)) => supervisor.restore(*state),

@@ -24,6 +24,17 @@ fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {
     );
 }
 
+/// adoptd on `bus` with the exact source where the machine has one (as
+/// root, the process connector), and a watch:
+/// procfs cannot name an adoptee's previous parent, and on a schedule
+/// where both hops of a double fork fall in one moment it picks the heir
+/// by its clues, as MainPIDSource `guess`.
+fn exact_adoptd(bus: &TestBus, scratch: &Scratch) -> (Adoptd, Watch) {
+    let tracker = trackers().pop().unwrap_or_else(|| "procfs".to_owned());
+    let adoptd = Adoptd::start(scratch, &["--address", &bus.address, "--tracker", &tracker]);
+    (adoptd, Watch::connect(&bus.address))
+}
+
 /// Whether an `Exited` signal of `service` came so far.
 fn exited(watch: &mut Watch, service: &str) -> bool {
     watch.catch_up();
@@ -155,7 +166,7 @@ fn main_pid_and_previous_pid_follow_a_double_forking_daemon() {
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = bus.adoptd(&scratch);
+    let (_adoptd, mut watch) = exact_adoptd(&bus, &scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
 
@@ -215,7 +226,7 @@ fn a_restart_is_seen_as_one_properties_changed_and_adopted() {
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = bus.adoptd(&scratch);
+    let (_adoptd, mut watch) = exact_adoptd(&bus, &scratch);
     let first = reports.next();
     watch.wait_main_pid("dancer", first.pid);
     let monitor = bus.monitor(&[BUS_NAME]);
@@ -317,7 +328,7 @@ fn nobody_reads_everything_and_controls_nothing() {
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = bus.adoptd(&scratch);
+    let (_adoptd, mut watch) = exact_adoptd(&bus, &scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
     let path = service_path("dancer");
@@ -406,7 +417,7 @@ fn restarting_the_bus_loses_nothing() {
     };
     let reports = Reports::bind(&scratch);
     double_fork_service(&scratch, &reports, "dancer");
-    let (_adoptd, mut watch) = bus.adoptd(&scratch);
+    let (_adoptd, mut watch) = exact_adoptd(&bus, &scratch);
     let settled = reports.next();
     watch.wait_main_pid("dancer", settled.pid);
     let before = property(&bus, "dancer", "MainPID");
@@ -693,5 +704,99 @@ fn pids_lists_an_orphan_adopted_without_any_death_of_adoptds_children() {
             listed.len() >= 2,
             "{tracker}: the daemon and the orphan: {pids}"
         );
+    }
+}
+
+/// adoptd's `started PROGRAM ARGS…` line of the service `victim`.
+fn started_victim(line: &LogLine) -> bool {
+    line.message.starts_with("started ") && line.get("service") == Some("victim")
+}
+
+#[test]
+fn clients_reading_pids_in_a_loop_do_not_hold_back_another_services_restarts() {
+    // Reads are open to every local user: a loop of them must cost the
+    // readers, never the supervision of the other services.
+    let scratch = Scratch::new("pids-read-load");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    dance_service(
+        &scratch,
+        &reports,
+        "crowd",
+        "expect = \"foreground\"",
+        &["workers:200", "report", "serve"],
+    );
+    scratch.service(
+        "victim",
+        "exec = [\"/bin/sleep\", \"100000\"]\nexpect = \"foreground\"\n\
+         restart = \"always\"\nrestart-delay = \"0\"\n\
+         start-limit = { burst = 1000, interval = \"1s\" }\n",
+    );
+    let mut adoptd = Adoptd::start(&scratch, &["--address", &bus.address]);
+    reports.next();
+    let mut victim = adoptd
+        .wait_for("the victim's start", started_victim)
+        .pid("pid");
+    adoptd.wait_for("the name on the bus", |l| {
+        l.message.starts_with("published as")
+    });
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, reads) = (stop.clone(), reads.clone());
+            let address = bus.address.clone();
+            std::thread::spawn(move || {
+                block_on(async move {
+                    let connection = zbus::connection::Builder::address(address.as_str())
+                        .build()
+                        .await
+                        .expect("connect to the test bus");
+                    let crowd = ServiceProxy::builder(&connection)
+                        .path(service_path("crowd"))
+                        .build()
+                        .await
+                        .expect("a proxy");
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let pids = crowd.pids().await.expect("PIDs");
+                        assert!(pids.len() > 200, "{} members", pids.len());
+                        reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+        })
+        .collect();
+    let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while count() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reader got an answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // Five restarts, each waited for, while the reads go on.
+    let before = count();
+    for _ in 0..5 {
+        signal(victim, libc::SIGKILL);
+        victim = adoptd
+            .wait_next("the victim's restart", started_victim)
+            .pid("pid");
+    }
+    // The readers were reading all along, and are still served.
+    while count() <= before {
+        assert!(
+            std::time::Instant::now() < deadline + TIMEOUT,
+            "the readers were not served any more"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.join().expect("a reader");
     }
 }

@@ -11,6 +11,8 @@
 //!   registry, under a short lock that is never held across an `.await`, so
 //!   reading a property never waits for the supervisor. Only `PIDs` asks
 //!   the supervisor, because member processes change too often to publish.
+//!   `PIDs` and `NeedDaemonReload` (a file read) take turns ([`turns`]):
+//!   one at a time in adoptd, one per caller.
 //! - `GetOutput` and `FollowOutput` authorize the caller too, then read
 //!   [`crate::output`]'s record of the service, which is not the
 //!   registry's and not the supervisor's.
@@ -32,6 +34,7 @@ pub mod private;
 mod registry;
 mod service;
 mod trim;
+mod turns;
 mod watch;
 
 use registry::{Entry, Registry};
@@ -106,6 +109,70 @@ pub struct Identity {
     pub source: &'static str,
 }
 
+/// How much lower than adoptd's own the priority of the threads that walk
+/// /proc and read files for readers is (a nice value; 19 is the lowest).
+const READERS_NICENESS: libc::c_int = 10;
+
+/// Runs [`run`] on a thread of its own, with a runtime of its own, so that
+/// no bus work (dispatching calls, building replies, routing signals)
+/// ever runs on the supervisor's thread. The blocking threads of that
+/// runtime, which do the expensive reads, run at a lower priority than
+/// adoptd's: under a read load the scheduler prefers the supervisor and
+/// the bus thread to them.
+///
+/// The thread ends when the supervisor goes away (its update channel
+/// closes). Where no thread or runtime can be made, adoptd supervises
+/// without a bus, and says so.
+pub fn start(
+    choice: BusChoice,
+    identity: Identity,
+    updates: mpsc::UnboundedReceiver<Update>,
+    requests: mpsc::Sender<Request>,
+    outputs: Arc<crate::output::Outputs>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("adoptd-reader")
+        // Reads wait for each other (see `turns`), so a few threads serve
+        // them all, whatever the number of callers.
+        .max_blocking_threads(2)
+        .on_thread_start(lower_priority)
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the bus layer's runtime: {e}; adoptd supervises without a bus");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("adoptd-bus".to_owned())
+        .spawn(move || runtime.block_on(run(choice, identity, updates, requests, outputs)));
+    if let Err(e) = spawned {
+        error!("cannot start the bus layer's thread: {e}; adoptd supervises without a bus");
+    }
+}
+
+/// Lowers the calling thread's priority (on Linux, a nice value is a
+/// thread's own) to [`READERS_NICENESS`]; a failure only costs fairness.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take and return plain integers.
+    let result = unsafe {
+        let thread = libc::gettid();
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            libc::id_t::try_from(thread).unwrap_or(0),
+            READERS_NICENESS,
+        )
+    };
+    if result != 0 {
+        debug!(
+            "cannot lower a reader thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Publishes the supervisor's services on `choice` until the supervisor
 /// goes away (its update channel closes).
 ///
@@ -147,7 +214,7 @@ pub async fn run(
         requests,
         identity,
         owner_uid: nix::unistd::geteuid().as_raw(),
-        walks: tokio::sync::Semaphore::new(1),
+        turns: turns::Turns::new(),
         trim: Arc::default(),
         outputs,
     });
@@ -264,8 +331,9 @@ struct Shared {
     identity: Identity,
     /// adoptd's own effective uid: its owner may control what it runs.
     owner_uid: u32,
-    /// One walk of /proc for `PIDs` at a time.
-    walks: tokio::sync::Semaphore,
+    /// Turns for the expensive reads (`PIDs`, `NeedDaemonReload`): one at
+    /// a time, one per caller.
+    turns: turns::Turns,
     /// Gives back the memory of large replies after a burst.
     trim: Arc<trim::Trim>,
     /// The services' output, for `GetOutput` and `FollowOutput`.

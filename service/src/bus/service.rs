@@ -84,8 +84,21 @@ impl Service {
     /// Every member process; not signalled (a fork storm must not become a
     /// signal storm).
     #[zbus(property(emits_changed_signal = "false"), name = "PIDs")]
-    async fn pids(&self) -> zbus::fdo::Result<Vec<u32>> {
+    async fn pids(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<Vec<u32>> {
         let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
+        // One expensive read at a time, one per caller (see `turns`): the
+        // supervisor answers at most one of these questions at a time, and
+        // the walk runs on a blocking thread of low priority, so a read
+        // loop costs the readers, never the supervision.
+        let _turn = self
+            .shared
+            .turns
+            .take(&caller_of(header.as_ref()))
+            .await
+            .map_err(|e| failed(&e))?;
         let members = self
             .shared
             .ask(|reply| Request::Members {
@@ -94,10 +107,6 @@ impl Service {
             })
             .await
             .map_err(|e| failed(&e))?;
-        // The walk of /proc for the members' descendants runs on a thread
-        // of its own, one walk at a time: readers wait for each other,
-        // never the supervisor.
-        let _turn = self.shared.walks.acquire().await.map_err(|e| failed(&e))?;
         let all = tokio::task::spawn_blocking(move || proc::with_descendants(&members))
             .await
             .map_err(|e| failed(&e))?;
@@ -196,11 +205,22 @@ impl Service {
     /// refused). Read on demand: the file is compared when asked, so no
     /// watch on the configuration directory costs a wake-up.
     #[zbus(property(emits_changed_signal = "false"))]
-    async fn need_daemon_reload(&self) -> zbus::fdo::Result<bool> {
+    async fn need_daemon_reload(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<bool> {
+        let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
         let (source, digest) = self.read(|e| (e.spec.source.clone(), e.load.digest))?;
+        // A file read per call: it takes its turn as PIDs does.
+        let _turn = self
+            .shared
+            .turns
+            .take(&caller_of(header.as_ref()))
+            .await
+            .map_err(|e| failed(&e))?;
         let now = tokio::task::spawn_blocking(move || config::file_digest(&source))
             .await
-            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+            .map_err(|e| failed(&e))?;
         Ok(now != digest)
     }
 
@@ -470,6 +490,16 @@ impl Service {
             .map_err(request_error)?;
         Ok(())
     }
+}
+
+/// Whose turn a read takes: its sender's unique name. Without a header
+/// (the reads of a GetManagedObjects of zbus's), the reads of the whole
+/// reply share one caller's turn.
+fn caller_of(header: Option<&Header<'_>>) -> String {
+    header
+        .and_then(|h| h.sender())
+        .map(|sender| sender.to_string())
+        .unwrap_or_default()
 }
 
 /// Kill's errors: the contract's, or the standard InvalidArgs for a number

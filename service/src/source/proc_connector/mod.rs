@@ -21,6 +21,16 @@
 //! kernels ignore a filtered subscription; the source then subscribes to
 //! everything and skips the rest itself.
 //!
+//! A socket filter (`filter.rs`) drops in the kernel whatever the source
+//! would skip: events of threads on every kernel, and the other event
+//! types where the kernel does not filter them. It cannot drop the forks
+//! and exits of processes adoptd does not track: a classic BPF program
+//! has no set to look a pid up in, and a set kept current from here would
+//! always lag the events (a tracked process's new child could fork before
+//! the set names it, and that event would be lost), so exactness would
+//! be lost. The machine's process churn therefore still wakes this source;
+//! `procfs` does not wake for it, at the price of exact previous parents.
+//!
 //! Loss: if the socket overflows (ENOBUFS), the source reads the queue dry,
 //! rebuilds the lineage from /proc and reports adoptd's children it did not
 //! know as adoptees, with the previous parent the old lineage knew, or else
@@ -40,6 +50,8 @@ use std::{
 use rustix::net;
 
 use super::{AdoptionSource, SourceKind, clues_of, runs::Runs};
+
+mod filter;
 use crate::{
     invocation::InvocationId,
     memory::Shrink,
@@ -53,6 +65,8 @@ const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 const NLMSG_DONE: u16 = 3;
+/// Where `proc_event`'s `what` is: after nlmsghdr and cn_msg.
+const WHAT: usize = NLMSG_HDRLEN + CN_MSG_LEN;
 const NLMSG_HDRLEN: usize = 16;
 const CN_MSG_LEN: usize = 20;
 /// nlmsghdr, cn_msg, then proc_event's what, cpu and timestamp.
@@ -127,6 +141,12 @@ impl ProcConnector {
             Some(net::netlink::CONNECTOR),
         )?;
         set_receive_buffer(&socket);
+        // Before the subscription, so that no event the source would skip
+        // is ever queued. Without it the source still works: it skips
+        // them itself, at the cost of a wake-up each.
+        if let Err(e) = filter::attach(&socket) {
+            tracing::warn!("cannot filter the process connector's events in the kernel: {e}");
+        }
         net::bind(
             &socket,
             &net::netlink::SocketAddrNetlink::new(0, CN_IDX_PROC),
@@ -535,7 +555,7 @@ enum ConnectorEvent {
 }
 
 fn parse_event(message: &[u8]) -> Option<ConnectorEvent> {
-    let what = u32_at(message, NLMSG_HDRLEN + CN_MSG_LEN)?;
+    let what = u32_at(message, WHAT)?;
     let data = |index: usize| u32_at(message, EVENT_DATA + 4 * index);
     match what {
         PROC_EVENT_FORK => {
@@ -606,6 +626,34 @@ mod tests {
             bytes.extend_from_slice(&value.to_ne_bytes());
         }
         bytes
+    }
+
+    #[test]
+    fn the_socket_filter_keeps_exactly_what_the_source_reads() {
+        let program = filter::program();
+        const EXEC: u32 = 0x0000_0002;
+        let cases = [
+            (PROC_EVENT_FORK, [10, 10, 11, 11, 0, 0]), // a process forks
+            (PROC_EVENT_FORK, [10, 10, 12, 10, 0, 0]), // a thread is made
+            (PROC_EVENT_FORK, [12, 10, 13, 13, 0, 0]), // a thread forks
+            (PROC_EVENT_EXIT, [11, 11, 0, 9, 10, 10]), // a process ends
+            (PROC_EVENT_EXIT, [12, 10, 0, 0, 10, 10]), // a thread ends
+            (EXEC, [11, 11, 0, 0, 0, 0]),              // an exec
+            (0, [0, 0, 0, 0, 0, 0]),                   // the listen's ack
+        ];
+        for (what, data) in cases {
+            let packet = message(what, data);
+            let kept = filter::run(&program, &packet) != 0;
+            assert_eq!(
+                kept,
+                parse_event(&packet).is_some(),
+                "event {what:#x} {data:?}"
+            );
+        }
+        // A message too short for the fields it would compare is dropped.
+        let mut short = message(PROC_EVENT_FORK, [10, 10, 11, 11, 0, 0]);
+        short.truncate(EVENT_DATA + 8);
+        assert_eq!(filter::run(&program, &short), 0);
     }
 
     /// A source with no socket, fed events by hand, for adoptd as `me`.
