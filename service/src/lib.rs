@@ -124,7 +124,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         updates,
         std::sync::Arc::clone(&outputs),
     );
-    bus::start(options.bus, identity, published, requests, outputs);
     match reexec::inherited() {
         None => supervisor.load(),
         Some(reexec::Inherited::State(state)) => supervisor.restore(*state),
@@ -132,6 +131,10 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             supervisor.load_after_unreadable_state(fallback);
         }
     }
+    // Started once everything loaded or restored is queued for it: the
+    // bus claims the name only after publishing what it was given first,
+    // so a client never finds the name without the objects.
+    bus::start(options.bus, identity, published, requests, outputs);
     supervisor
         .run(receiver, shutdown)
         .await
