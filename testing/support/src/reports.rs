@@ -4,6 +4,7 @@ use std::{
     collections::HashMap,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use crate::{Scratch, TIMEOUT};
@@ -47,11 +48,25 @@ impl Reports {
         let n = loop {
             match self.socket.recv(&mut buffer) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => panic!("no dance report within {TIMEOUT:?}: {e}"),
+                Err(e) => panic!("no dance report in time: {e}"),
                 Ok(n) => break n,
             }
         };
         parse_report(&String::from_utf8_lossy(&buffer[..n]))
+    }
+
+    /// The reports of `count` dancers, by tag, each within `timeout`
+    /// rather than the common one: for dances that are work, not a wait
+    /// (a storm of thousands of forks on a machine whose cores are busy).
+    pub fn collect_within(&self, count: usize, timeout: Duration) -> HashMap<String, Report> {
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .expect("set the reports' timeout");
+        let reports = self.collect(count);
+        self.socket
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("set the reports' timeout back");
+        reports
     }
 
     /// The reports of `count` dancers, by tag.
