@@ -141,38 +141,7 @@ fn memcached_daemonized_with_d_is_followed_to_the_pid_in_its_pid_file() {
     };
     for tracker in trackers() {
         let scratch = Scratch::new("memcached");
-        // memcached writes its pid file after dropping to nobody.
-        let run = scratch.file("run");
-        std::fs::create_dir(&run).expect("mkdir");
-        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-            .expect("chmod");
-        std::fs::set_permissions(
-            &scratch.path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
-        let pid_file = run.join("memcached.pid");
-        let port = free_port().to_string();
-        scratch.service(
-            "memcached",
-            &format!(
-                "exec = {}\n",
-                argv(&[
-                    memcached.to_str().expect("utf-8"),
-                    "-d",
-                    "-u",
-                    "nobody",
-                    "-l",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-U",
-                    "0",
-                    "-P",
-                    pid_file.to_str().expect("utf-8"),
-                ])
-            ),
-        );
+        let pid_file = memcached_service(&scratch, &memcached, "");
         let (adoptd, mut watch) = Adoptd::start_watched(&scratch, &["--tracker", &tracker]);
         let main = wait_for_pid_file(&pid_file);
         watch.wait_main_pid("memcached", main);

@@ -473,7 +473,7 @@ fn real_daemons_are_kept_across_a_reexec_and_followed_after_it() {
             return;
         };
         let nginx_pid_file = nginx_service(&scratch, &nginx);
-        let memcached_pid_file = memcached_service(&scratch, &memcached);
+        let memcached_pid_file = memcached_service(&scratch, &memcached, "restart-delay = \"0\"\n");
         let (mut adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
         let master = wait_for_pid_file(&nginx_pid_file);
         watch.wait_main_pid("nginx", master);
@@ -548,42 +548,6 @@ fn nginx_service(scratch: &Scratch, nginx: &Path) -> PathBuf {
         ),
     );
     scratch.file("nginx.pid")
-}
-
-fn memcached_service(scratch: &Scratch, memcached: &Path) -> PathBuf {
-    // memcached writes its pid file after dropping to nobody.
-    let run = scratch.file("run");
-    std::fs::create_dir(&run).expect("mkdir");
-    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .expect("chmod");
-    std::fs::set_permissions(
-        &scratch.path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let pid_file = run.join("memcached.pid");
-    let port = free_port().to_string();
-    scratch.service(
-        "memcached",
-        &format!(
-            "exec = {}\nrestart-delay = \"0\"\n",
-            argv(&[
-                memcached.to_str().expect("utf-8"),
-                "-d",
-                "-u",
-                "nobody",
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "0",
-                "-P",
-                pid_file.to_str().expect("utf-8"),
-            ])
-        ),
-    );
-    pid_file
 }
 
 /// A new binary that cannot read the state (here: one that finds format

@@ -203,3 +203,38 @@ impl Lcg {
         (self.0 >> 33) % n
     }
 }
+
+/// A service `memcached` running `memcached -d` as nobody on a free
+/// loopback port (`extra`: more lines of its file); returns its pid file,
+/// in a directory nobody may write, as memcached writes it after dropping
+/// to nobody.
+pub fn memcached_service(scratch: &Scratch, memcached: &Path, extra: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let run = scratch.file("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::set_permissions(&scratch.path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let pid_file = run.join("memcached.pid");
+    let port = free_port().to_string();
+    scratch.service(
+        "memcached",
+        &format!(
+            "exec = {}\n{extra}",
+            argv(&[
+                memcached.to_str().expect("utf-8"),
+                "-d",
+                "-u",
+                "nobody",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "0",
+                "-P",
+                pid_file.to_str().expect("utf-8"),
+            ])
+        ),
+    );
+    pid_file
+}
