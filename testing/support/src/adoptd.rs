@@ -307,17 +307,11 @@ impl Drop for Adoptd {
             // process of no service, or all of them if adoptd must be
             // killed) is killed after it, so a failed test leaves nothing.
             let tree = descendants(self.child.id());
+            let pidfd = Pidfd::open(self.child.id());
             signal(self.child.id(), libc::SIGTERM);
-            let deadline = Instant::now() + TIMEOUT;
-            let mut ended = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    ended = true;
-                    break;
-                }
-                // Drop must not hang: this is the one poll, bounded.
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            // Drop must not hang: the wait is bounded, then adoptd is killed.
+            let ended = pidfd.is_some_and(|pidfd| pidfd.wait_exit(TIMEOUT))
+                && matches!(self.child.try_wait(), Ok(Some(_)));
             if !ended {
                 self.child.kill().ok();
                 self.child.wait().ok();
