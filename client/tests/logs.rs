@@ -8,6 +8,7 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader},
+    os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     sync::mpsc,
 };
@@ -226,16 +227,24 @@ fn logs_follow_prints_each_new_line_until_interrupted() {
         l.get("service") == Some("ticker") && l.message == "tick 1"
     });
 
-    let mut follower = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_adoptctl"))
-            .args(["--json", "logs", "-f", "-n", "1", "ticker"])
-            .env("ADOPTD_BUS_ADDRESS", &bus.address)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start adoptctl logs -f"),
-    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_adoptctl"));
+    command
+        .args(["--json", "logs", "-f", "-n", "1", "ticker"])
+        .env("ADOPTD_BUS_ADDRESS", &bus.address)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // As a terminal's foreground job: SIGINT has its default action even
+    // when the tests run where it is ignored (a shell's background job),
+    // since an ignored signal stays ignored across exec.
+    // SAFETY: signal() is async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut follower = KillOnDrop(command.spawn().expect("start adoptctl logs -f"));
     let stdout = follower.0.stdout.take().expect("its stdout");
     let (sender, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -274,7 +283,9 @@ fn logs_follow_prints_each_new_line_until_interrupted() {
     );
     // Still following: interrupt it as a person would.
     assert!(follower.0.try_wait().expect("its status").is_none());
+    let pidfd = Pidfd::open(follower.0.id()).expect("a pidfd of adoptctl");
     signal(follower.0.id(), libc::SIGINT);
+    assert!(pidfd.wait_exit(TIMEOUT), "adoptctl logs -f ignored SIGINT");
     let status = follower.0.wait().expect("adoptctl ends on SIGINT");
     assert!(!status.success());
 }
