@@ -52,6 +52,7 @@ pub mod notify;
 pub mod output;
 pub mod proc;
 pub mod reaper;
+pub mod reattach;
 pub mod reexec;
 pub mod source;
 pub mod spawn;
@@ -71,6 +72,9 @@ pub struct Options {
     pub source: SourceChoice,
     /// Where to publish the services.
     pub bus: BusChoice,
+    /// Where the record of what runs is kept, for a re-attach after a
+    /// crash (`--state-dir`; see [`reattach::default_state_dir`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Why adoptd could not run.
@@ -124,8 +128,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         updates,
         std::sync::Arc::clone(&outputs),
     );
+    supervisor.keep_record_in(options.state_dir);
     match reexec::inherited() {
-        None => supervisor.load(),
+        None => supervisor.load_reattaching(),
         Some(reexec::Inherited::State(state)) => supervisor.restore(*state),
         Some(reexec::Inherited::Fallback(fallback)) => {
             supervisor.load_after_unreadable_state(fallback);

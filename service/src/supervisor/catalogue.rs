@@ -148,6 +148,11 @@ impl Supervisor {
             "loaded {}",
             self.config_dir.display()
         );
+        if initial {
+            // Before anything starts: a re-attached service is running,
+            // and its autostart starts nothing.
+            self.reattach_found();
+        }
         for id in autostart {
             if let Err(refusal) = self.check_not_held_back(id) {
                 error!("{refusal}");

@@ -90,7 +90,12 @@ impl Supervisor {
     }
 
     /// Waits, on a task of its own, for the process behind `pidfd` to end.
-    fn watch(&mut self, pid: Pid, pidfd: &OwnedFd, started: Option<u64>) -> std::io::Result<()> {
+    pub(super) fn watch(
+        &mut self,
+        pid: Pid,
+        pidfd: &OwnedFd,
+        started: Option<u64>,
+    ) -> std::io::Result<()> {
         let waiter = pidfd
             .try_clone()
             .and_then(|fd| {

@@ -1,0 +1,237 @@
+//! The supervisor's side of a re-attach after a crash ([`crate::reattach`]):
+//! keeping the record as things change, taking back at start-up the runs
+//! an earlier adoptd left, and finding a re-attached run's newer processes
+//! when it ends.
+//!
+//! Invariants: the record is written at most once per turn of the loop
+//! (after a turn whose tracker notices changed a published status), never
+//! per fork; a record that cannot be written is said once in the log and
+//! supervision goes on. A service is re-attached before anything starts,
+//! so its autostart finds it running and starts nothing.
+
+use std::{cell::Cell, os::fd::OwnedFd, path::PathBuf, time::Duration};
+
+use tracing::{error, info, warn};
+
+use super::Supervisor;
+use crate::{
+    proc,
+    reattach::{self, Finding, Record, Run},
+    spawn,
+    tracker::{Event, ExitStatus, Pid, ServiceId},
+};
+
+/// Where the record goes, and whether it is due.
+#[derive(Debug, Default)]
+pub(crate) struct Recording {
+    /// The state directory; `None`: nothing is recorded.
+    directory: Option<PathBuf>,
+    /// A published status changed since the record was written.
+    pub(super) changed: Cell<bool>,
+    /// A write failed and the log said so: said again only once one
+    /// succeeds and another fails.
+    failing: bool,
+    /// adoptd's own start time, which the record names its writer by.
+    start_time: u64,
+    /// Runs found at start-up, re-attached once the configuration is read.
+    found: Vec<(String, Finding)>,
+}
+
+/// How long the killed leftovers of a run whose main process is gone may
+/// take to end before the service starts again.
+const LEFTOVER_BOUND: Duration = Duration::from_secs(5);
+
+impl Supervisor {
+    /// Keeps the record in `directory` from now on.
+    pub fn keep_record_in(&mut self, directory: Option<PathBuf>) {
+        if directory.is_none() {
+            warn!(
+                "no state directory (neither --state-dir nor $XDG_RUNTIME_DIR): services cannot be re-attached after a crash"
+            );
+        }
+        self.record.directory = directory;
+        self.record.start_time = proc::read_stat(std::process::id()).map_or(0, |s| s.start_time);
+        self.record.changed.set(true);
+    }
+
+    /// An ordinary start: reads the record an earlier adoptd left, takes
+    /// back the runs of it that still live, then loads the configuration
+    /// and starts the rest as usual.
+    pub fn load_reattaching(&mut self) {
+        if let Some(directory) = self.record.directory.clone() {
+            match reattach::record::read(&directory) {
+                Ok(None) => {}
+                Ok(Some(record)) if reattach::writer_lives(&record) => error!(
+                    "the adoptd that wrote {} still runs (pid {}): its services are not re-attached; give each adoptd a state directory of its own (--state-dir)",
+                    directory.join(reattach::record::FILE_NAME).display(),
+                    record.adoptd_pid
+                ),
+                Ok(Some(record)) => self.record.found = reattach::find(&record),
+                Err(e) => warn!("{}; no service is re-attached", crate::errors::chain(&e)),
+            }
+        }
+        self.load();
+        for (name, _) in std::mem::take(&mut self.record.found) {
+            warn!(service = %name, "processes of an earlier adoptd's run live on, but no service of this configuration is named so: they are left alone");
+        }
+    }
+
+    /// Re-attaches the runs found at start-up whose service is loaded now
+    /// (called once the configuration is read, before anything starts).
+    pub(super) fn reattach_found(&mut self) {
+        for (name, finding) in std::mem::take(&mut self.record.found) {
+            let id = match self.resolve(&name, true) {
+                Ok(id) if !self.stubs.contains(&id) => id,
+                _ => {
+                    self.record.found.push((name, finding));
+                    continue;
+                }
+            };
+            match finding {
+                Finding::Gone => {}
+                Finding::Leftovers(pidfds) => kill_leftovers(&name, pidfds),
+                Finding::Alive {
+                    run,
+                    invocation,
+                    pidfds,
+                } => {
+                    let now = self.now();
+                    let out = self.tracker.reattach(now, id, &run);
+                    if self.tracker.main_of(run.main_pid) != Some(id) {
+                        warn!(service = %name, "cannot re-attach: its processes are tracked already");
+                        continue;
+                    }
+                    for (pid, pidfd) in pidfds {
+                        let started = self.tracker.start_time_of(pid);
+                        self.watch(pid, &pidfd, started).ok();
+                        self.pidfds.insert(pid, pidfd);
+                    }
+                    self.invocations.insert(id, invocation);
+                    info!(
+                        service = %name,
+                        main_pid = run.main_pid,
+                        processes = run.members.len(),
+                        %invocation,
+                        "re-attached the run an earlier adoptd left"
+                    );
+                    self.carry_out(out);
+                }
+            }
+        }
+    }
+
+    /// In a batch: when the main process of a re-attached run ended, the
+    /// run's processes that appeared since its re-attach (adoptd did not
+    /// see them fork) join the service, held by pidfd, so that its
+    /// clean-up stops them too.
+    pub(super) fn find_reattached_again(
+        &mut self,
+        reaped: &[(Pid, ExitStatus)],
+        events: &mut Vec<Event>,
+    ) {
+        let ended: Vec<(ServiceId, Pid)> = reaped
+            .iter()
+            .filter_map(|&(pid, _)| Some((self.tracker.main_of(pid)?, pid)))
+            .filter(|&(id, _)| {
+                self.tracker
+                    .status(id)
+                    .is_some_and(|s| s.reattached_at_us.is_some())
+            })
+            .collect();
+        for (id, main) in ended {
+            let Some(&invocation) = self.invocations.get(&id) else {
+                continue;
+            };
+            let tracker = &self.tracker;
+            let known = |pid| tracker.service_of(pid).is_some();
+            let found = reattach::find_again(invocation, self.tracker.run_start_time(id), &known);
+            for verified in found {
+                if self
+                    .watch(verified.pid, &verified.pidfd, Some(verified.start_time))
+                    .is_err()
+                {
+                    continue;
+                }
+                self.pidfds.insert(verified.pid, verified.pidfd);
+                events.push(Event::Forked {
+                    parent: main,
+                    child: verified.pid,
+                });
+            }
+        }
+    }
+
+    /// Writes the record if a published status changed since it was last
+    /// written.
+    pub(super) fn write_record_if_changed(&mut self) {
+        if !self.record.changed.replace(false) {
+            return;
+        }
+        let Some(directory) = &self.record.directory else {
+            return;
+        };
+        let record = Record {
+            format: reattach::record::FORMAT,
+            boot_id: reattach::record::boot_id(),
+            adoptd_pid: std::process::id(),
+            adoptd_start_time: self.record.start_time,
+            runs: self.runs(),
+        };
+        match reattach::record::write(directory, &record) {
+            Ok(()) => self.record.failing = false,
+            Err(e) if !self.record.failing => {
+                self.record.failing = true;
+                warn!(
+                    "{}: after a crash, services cannot be re-attached",
+                    crate::errors::chain(&e)
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Every service's current run, for the record.
+    fn runs(&self) -> Vec<Run> {
+        self.names
+            .iter()
+            .filter_map(|(name, &id)| {
+                let status = self.tracker.status(id)?;
+                let main_pid = status.main_pid?;
+                let main_start_time = self
+                    .tracker
+                    .start_time_of(main_pid)
+                    .or_else(|| proc::read_stat(main_pid).map(|s| s.start_time))?;
+                Some(Run {
+                    name: name.clone(),
+                    invocation: *self.invocations.get(&id)?,
+                    main_pid,
+                    main_start_time,
+                    run_start_time: self.tracker.run_start_time(id),
+                    previous_pid: status.previous_pid,
+                    main_pid_source: status.main_pid_source,
+                    handoffs: status.handoffs,
+                    restarts: status.restarts,
+                    state_changed_at_us: status.state_changed_at.realtime_us,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Kills the verified leftovers of a run whose main process is gone, and
+/// waits (bounded) for them to end, so the service's new start does not
+/// find its port held.
+fn kill_leftovers(name: &str, pidfds: Vec<(Pid, OwnedFd)>) {
+    let pids: Vec<Pid> = pidfds.iter().map(|(pid, _)| *pid).collect();
+    warn!(service = %name, ?pids, "the main process of an earlier adoptd's run is gone: killing what is left of the run");
+    for (pid, pidfd) in &pidfds {
+        if let Err(e) = spawn::send_signal(pidfd, adoptd_dbus::Signal::KILL) {
+            warn!(service = %name, pid, "cannot kill a leftover: {e}");
+        }
+    }
+    for (pid, pidfd) in &pidfds {
+        if !reattach::wait_ended(pidfd, LEFTOVER_BOUND) {
+            warn!(service = %name, pid, "a leftover did not end within {LEFTOVER_BOUND:?}");
+        }
+    }
+}
