@@ -180,6 +180,8 @@ fn finding(run: &Run, candidates: Vec<Pid>) -> Finding {
             handoffs: run.handoffs,
             restarts: run.restarts,
             state_changed_at_us: run.state_changed_at_us,
+            last_exit: run.last_exit,
+            result: run.result,
             run_start_time: run.run_start_time,
             members,
         },

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     invocation::InvocationId,
-    tracker::{MainPidSource, Pid},
+    tracker::{ExitStatus, MainPidSource, Pid, RunResult},
 };
 
 /// The record's file name in the state directory.
@@ -66,6 +66,10 @@ pub struct Run {
     pub restarts: u32,
     /// `StateChangeTimestamp`, µs since the epoch.
     pub state_changed_at_us: u64,
+    /// How the service's last run ended (`ExitCode`, `ExitSignal`), and
+    /// its `Result`.
+    pub last_exit: Option<ExitStatus>,
+    pub result: RunResult,
 }
 
 /// Why the record could not be written or read.
@@ -196,6 +200,8 @@ mod tests {
                 handoffs: 2,
                 restarts: 1,
                 state_changed_at_us: 1_700_000_000_000_000,
+                last_exit: Some(ExitStatus::Signal(9)),
+                result: RunResult::Success,
             }],
         }
     }

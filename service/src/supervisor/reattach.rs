@@ -212,6 +212,8 @@ impl Supervisor {
                     handoffs: status.handoffs,
                     restarts: status.restarts,
                     state_changed_at_us: status.state_changed_at.realtime_us,
+                    last_exit: status.last_exit,
+                    result: status.result,
                 })
             })
             .collect()

@@ -310,7 +310,8 @@ impl<'a> Batch<'a> {
         service.contenders.clear();
         service.pending_failure = None;
         service.guess_origin = None;
-        service.result = RunResult::Success;
+        service.result = run.result;
+        service.last_exit = run.last_exit;
         service.reattached_at_us = Some(now.realtime_us);
         service.state = State::Running;
         service.state_changed_at = Now {

@@ -385,6 +385,9 @@ pub struct Reattach {
     pub restarts: u32,
     /// When the run last changed state, as the earlier adoptd published it.
     pub state_changed_at_us: u64,
+    /// How the service's last run before this one ended, and its result.
+    pub last_exit: Option<ExitStatus>,
+    pub result: RunResult,
     /// The start time of the run's first process, where known.
     pub run_start_time: Option<u64>,
     /// Every live process of the run, the main one included, with its

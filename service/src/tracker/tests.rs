@@ -1758,6 +1758,8 @@ mod reattach {
             handoffs: 2,
             restarts: 3,
             state_changed_at_us: 1_600_000_000_000_000,
+            last_exit: None,
+            result: RunResult::Success,
             run_start_time: Some(100),
             members: vec![(300, Some(300)), (301, Some(301))],
         }
