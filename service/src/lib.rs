@@ -5,8 +5,9 @@
 //! is the pure state machine that knows which process is each service,
 //! [`supervisor`] owns all state and drives the tracker, [`spawn`] starts
 //! programs, [`reaper`] collects dead children, [`output`] keeps what
-//! services print, [`source`] learns of adoptions, [`proc`] reads `/proc`, and [`bus`] publishes it all on
-//! D-Bus.
+//! services print, [`source`] learns of adoptions, [`proc`] reads `/proc`,
+//! [`reexec`] and [`reattach`] carry supervision across adoptd's own
+//! re-exec and crash, and [`bus`] publishes it all on D-Bus.
 //!
 //! # Threads and tasks
 //!
@@ -18,7 +19,8 @@
 //!   - one task per running service with `output = "log"`, reading its
 //!     stdout and stderr into the log and its [`output`] record;
 //!   - one task per main process that is not adoptd's child (`MAINPID=`
-//!     naming a worker), waiting on its pidfd for its end;
+//!     naming a worker), and per process of a run re-attached after a
+//!     crash ([`reattach`]), waiting on its pidfd for its end;
 //! - the bus thread ([`bus::start`]) drives a current-thread runtime of
 //!   its own, so that no read by a client runs on the supervisor's thread;
 //!   on it run

@@ -188,7 +188,10 @@ fn after_a_crash_the_services_are_reattached_not_started_twice() {
         );
         assert_eq!(running("memcached"), 1, "{tracker}");
         assert!(
-            adoptd.log.iter().all(|l| !l.message.starts_with("started ")),
+            adoptd
+                .log
+                .iter()
+                .all(|l| !l.message.starts_with("started ")),
             "{tracker}: something was started"
         );
         if let Some(status) = adoptctl_status(&bus, "memcached") {
@@ -287,7 +290,9 @@ fn a_record_that_does_not_read_starts_the_services_as_usual() {
     write_record(&scratch.runtime_dir(), b"\x00 not a record {");
     let (mut adoptd, mut watch) = supervise(&scratch, &bus, "procfs");
     watch.wait_state("sleeper", State::Running);
-    adoptd.wait_for("the refusal", |l| l.text.contains("is not a record adoptd can read"));
+    adoptd.wait_for("the refusal", |l| {
+        l.text.contains("is not a record adoptd can read")
+    });
     assert_eq!(reattached_timestamp(&bus, "sleeper"), 0);
     let (status, _) = adoptd.stop();
     assert!(status.success(), "{status:?}");
