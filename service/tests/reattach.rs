@@ -301,3 +301,51 @@ fn a_record_that_does_not_read_starts_the_services_as_usual() {
 fn write_record(directory: &Path, bytes: &[u8]) {
     std::fs::write(directory.join("running.json"), bytes).expect("write the record");
 }
+
+#[test]
+fn leftovers_of_a_daemon_that_died_meanwhile_are_killed_before_it_starts_again() {
+    let _orphans = Orphans::catch();
+    for tracker in trackers() {
+        let scratch = Scratch::new("reattach-leftovers");
+        let Some(bus) = TestBus::or_skip(&scratch) else {
+            return;
+        };
+        let reports = Reports::bind(&scratch);
+        dance_service(
+            &scratch,
+            &reports,
+            "dancer",
+            "",
+            &["fork", "setsid", "fork", "workers:2", "serve"],
+        );
+        let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        let main = watch.wait_main_pid("dancer", reports.next().pid).main_pid;
+        let workers: Vec<u32> = service_processes()
+            .into_iter()
+            .filter(|&pid| pid != main)
+            .collect();
+        assert_eq!(workers.len(), 2, "{tracker}: {workers:?}");
+
+        adoptd.kill();
+        // The daemon dies while no adoptd watches; its workers live on.
+        signal(main, libc::SIGKILL);
+        assert_ends(main, "the dancer's main process");
+
+        let (mut adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        let started = reports.next();
+        watch.wait_main_pid("dancer", started.pid);
+        adoptd.wait_for("the leftovers' end", |l| {
+            l.is(
+                "the main process of an earlier adoptd's run is gone: killing what is left of the run",
+                "dancer",
+            )
+        });
+        for worker in workers {
+            assert!(!is_alive(worker), "{tracker}: leftover worker {worker} lives");
+        }
+        assert_eq!(reattached_timestamp(&bus, "dancer"), 0, "{tracker}");
+        let (status, _) = adoptd.stop();
+        assert!(status.success(), "{tracker}: {status:?}");
+        reap_all();
+    }
+}

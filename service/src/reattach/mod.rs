@@ -81,6 +81,8 @@ pub enum Finding {
         run: Reattach,
         /// The run's invocation id, which its processes carry.
         invocation: InvocationId,
+        /// It was being stopped: the stop goes on.
+        stopping: bool,
         /// A pidfd for every process of the run.
         pidfds: Vec<(Pid, OwnedFd)>,
     },
@@ -173,6 +175,7 @@ fn finding(run: &Run, candidates: Vec<Pid>) -> Finding {
     }
     Finding::Alive {
         invocation: run.invocation,
+        stopping: run.stopping,
         run: Reattach {
             main_pid: run.main_pid,
             previous_pid: run.previous_pid,

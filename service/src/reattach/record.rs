@@ -70,6 +70,10 @@ pub struct Run {
     /// its `Result`.
     pub last_exit: Option<ExitStatus>,
     pub result: RunResult,
+    /// The run was being stopped: the stop is carried on after a
+    /// re-attach.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 /// Why the record could not be written or read.
@@ -202,6 +206,7 @@ mod tests {
                 state_changed_at_us: 1_700_000_000_000_000,
                 last_exit: Some(ExitStatus::Signal(9)),
                 result: RunResult::Success,
+                stopping: false,
             }],
         }
     }

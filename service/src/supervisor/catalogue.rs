@@ -152,6 +152,7 @@ impl Supervisor {
             // Before anything starts: a re-attached service is running,
             // and its autostart starts nothing.
             self.reattach_found();
+            autostart.retain(|&id| !self.held_by_live_writer(id));
         }
         for id in autostart {
             if let Err(refusal) = self.check_not_held_back(id) {

@@ -35,6 +35,9 @@ pub(crate) struct Recording {
     start_time: u64,
     /// Runs found at start-up, re-attached once the configuration is read.
     found: Vec<(String, Finding)>,
+    /// The services a record names whose writer, another adoptd, still
+    /// runs them: not started at start-up.
+    held: std::collections::BTreeSet<String>,
 }
 
 /// How long the killed leftovers of a run whose main process is gone may
@@ -61,11 +64,17 @@ impl Supervisor {
         if let Some(directory) = self.record.directory.clone() {
             match reattach::record::read(&directory) {
                 Ok(None) => {}
-                Ok(Some(record)) if reattach::writer_lives(&record) => error!(
-                    "the adoptd that wrote {} still runs (pid {}): its services are not re-attached; give each adoptd a state directory of its own (--state-dir)",
-                    directory.join(reattach::record::FILE_NAME).display(),
-                    record.adoptd_pid
-                ),
+                Ok(Some(record)) if reattach::writer_lives(&record) => {
+                    error!(
+                        "the adoptd that wrote {} still runs (pid {}): the services it runs are neither re-attached nor started here; give each adoptd a state directory of its own (--state-dir)",
+                        directory.join(reattach::record::FILE_NAME).display(),
+                        record.adoptd_pid
+                    );
+                    self.record.held = record.runs.into_iter().map(|run| run.name).collect();
+                    // Its record is its own: this adoptd writes another
+                    // only once something of its own changes.
+                    self.record.changed.set(false);
+                }
                 Ok(Some(record)) => self.record.found = reattach::find(&record),
                 Err(e) => warn!("{}; no service is re-attached", crate::errors::chain(&e)),
             }
@@ -74,6 +83,16 @@ impl Supervisor {
         for (name, _) in std::mem::take(&mut self.record.found) {
             warn!(service = %name, "processes of an earlier adoptd's run live on, but no service of this configuration is named so: they are left alone");
         }
+    }
+
+    /// Whether service `id` runs under the live adoptd whose record this
+    /// one found, and so must not start here by itself.
+    pub(super) fn held_by_live_writer(&self, id: ServiceId) -> bool {
+        let held = self.record.held.contains(&self.specs[id.index()].name);
+        if held {
+            error!(service = %self.specs[id.index()].name, "not started: another adoptd with this state directory runs it");
+        }
+        held
     }
 
     /// Re-attaches the runs found at start-up whose service is loaded now
@@ -93,6 +112,7 @@ impl Supervisor {
                 Finding::Alive {
                     run,
                     invocation,
+                    stopping,
                     pidfds,
                 } => {
                     let now = self.now();
@@ -115,6 +135,10 @@ impl Supervisor {
                         "re-attached the run an earlier adoptd left"
                     );
                     self.carry_out(out);
+                    if stopping {
+                        // An operator's stop was under way: carried on.
+                        self.command(id, crate::tracker::Command::Stop).ok();
+                    }
                 }
             }
         }
@@ -214,6 +238,7 @@ impl Supervisor {
                     state_changed_at_us: status.state_changed_at.realtime_us,
                     last_exit: status.last_exit,
                     result: status.result,
+                    stopping: status.state == crate::tracker::State::Stopping,
                 })
             })
             .collect()
