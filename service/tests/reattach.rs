@@ -341,7 +341,10 @@ fn leftovers_of_a_daemon_that_died_meanwhile_are_killed_before_it_starts_again()
             )
         });
         for worker in workers {
-            assert!(!is_alive(worker), "{tracker}: leftover worker {worker} lives");
+            assert!(
+                !is_alive(worker),
+                "{tracker}: leftover worker {worker} lives"
+            );
         }
         assert_eq!(reattached_timestamp(&bus, "dancer"), 0, "{tracker}");
         let (status, _) = adoptd.stop();
