@@ -128,6 +128,44 @@ fn supervise(scratch: &Scratch, bus: &TestBus, tracker: &str) -> (Adoptd, Watch)
     (adoptd, Watch::connect(&bus.address))
 }
 
+/// Sends SIGUSR2 to adoptd and waits until its new image owns the name.
+fn reexecute(address: &str, adoptd: u32) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(TIMEOUT, async {
+            let connection = zbus::connection::Builder::address(address)
+                .build()
+                .await
+                .expect("connect");
+            let daemon = zbus::fdo::DBusProxy::new(&connection)
+                .await
+                .expect("bus proxy");
+            let name = zbus::names::BusName::try_from(BUS_NAME).expect("name");
+            let old_owner = daemon.get_name_owner(name).await.expect("owner");
+            let mut owners = daemon
+                .receive_name_owner_changed_with_args(&[(0, BUS_NAME)])
+                .await
+                .expect("NameOwnerChanged");
+            signal(adoptd, libc::SIGUSR2);
+            while let Some(change) = futures_util::StreamExt::next(&mut owners).await {
+                let args = change.args().expect("NameOwnerChanged args");
+                if args
+                    .new_owner()
+                    .as_ref()
+                    .is_some_and(|owner| owner.as_str() != old_owner.as_str())
+                {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the re-exec within the timeout");
+    });
+}
+
 /// `adoptctl status NAME` on `bus`, where adoptctl is built.
 fn adoptctl_status(bus: &TestBus, name: &str) -> Option<String> {
     let adoptctl = adoptctl_binary()?;
@@ -241,10 +279,10 @@ fn after_a_crash_the_services_are_reattached_not_started_twice() {
 }
 
 #[test]
-fn the_end_of_a_reattached_daemon_is_noticed_under_stop_and_exit() {
-    // A plain foreground process, re-attached: ended from outside, it is
-    // restarted by its policy (always), and a stop of adoptd stops the
-    // new run.
+fn the_end_of_a_reattached_daemon_is_noticed_even_after_a_reexec() {
+    // A plain foreground process, re-attached and kept across a re-exec:
+    // ended from outside, it is restarted by its policy (always), and a
+    // stop of adoptd stops the new run.
     let _orphans = Orphans::catch();
     for tracker in trackers() {
         let scratch = Scratch::new("reattach-exit");
@@ -259,8 +297,19 @@ fn the_end_of_a_reattached_daemon_is_noticed_under_stop_and_exit() {
         let old = watch.wait_state("sleeper", State::Running);
         adoptd.kill();
 
-        let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        let (mut adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
         assert_eq!(watch.read("sleeper"), old, "{tracker}");
+        // A re-exec keeps the re-attached run as it is, pidfd and all.
+        let reattached_at = reattached_timestamp(&bus, "sleeper");
+        reexecute(&bus.address, adoptd.pid());
+        adoptd.wait_for("the new image to restore", |line| {
+            line.message == "restored the state of the previous image"
+        });
+        assert_eq!(
+            reattached_timestamp(&bus, "sleeper"),
+            reattached_at,
+            "{tracker}"
+        );
         signal(old.main_pid, libc::SIGTERM);
         let restarted = watch.wait_status("sleeper", "restarted", |s| {
             s.state == State::Running && s.main_pid != old.main_pid && s.main_pid != 0
