@@ -335,20 +335,34 @@ fn a_record_that_does_not_read_starts_the_services_as_usual() {
         return;
     };
     scratch.service("sleeper", "exec = [\"/bin/sleep\", \"86400\"]\n");
-    std::fs::create_dir_all(scratch.runtime_dir()).expect("mkdir");
-    write_record(&scratch.runtime_dir(), b"\x00 not a record {");
+    write_record(&scratch.runtime_dir(), "sleeper", b"\x00 not a record {");
     let (mut adoptd, mut watch) = supervise(&scratch, &bus, "procfs");
     watch.wait_state("sleeper", State::Running);
     adoptd.wait_for("the refusal", |l| {
         l.text.contains("is not a record adoptd can read")
     });
     assert_eq!(reattached_timestamp(&bus, "sleeper"), 0);
+    let record = scratch.runtime_dir().join("runs");
+    let sleeper = adoptd_dbus::escape_label("sleeper");
+    assert!(
+        record.join(format!("{sleeper}.json")).exists(),
+        "no file of a running service"
+    );
     let (status, _) = adoptd.stop();
     assert!(status.success(), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(&record)
+        .expect("the record")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .collect();
+    assert!(left.is_empty(), "files of stopped services: {left:?}");
 }
 
-fn write_record(directory: &Path, bytes: &[u8]) {
-    std::fs::write(directory.join("running.json"), bytes).expect("write the record");
+/// Writes service `name`'s file of the record in `directory`.
+fn write_record(directory: &Path, name: &str, bytes: &[u8]) {
+    let runs = directory.join("runs");
+    std::fs::create_dir_all(&runs).expect("mkdir");
+    std::fs::write(runs.join(format!("{name}.json")), bytes).expect("write the record");
 }
 
 #[test]

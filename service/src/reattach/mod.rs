@@ -101,17 +101,12 @@ pub struct Verified {
     pub pidfd: OwnedFd,
 }
 
-/// Finds what lives of every run of `record`, by name.
-pub fn find(record: &Record) -> Vec<(String, Finding)> {
-    let wanted: HashMap<InvocationId, &Run> = record
-        .runs
-        .iter()
-        .map(|run| (run.invocation, run))
-        .collect();
+/// Finds what lives of each of `runs`, by name.
+pub fn find(runs: &[Run]) -> Vec<(String, Finding)> {
+    let wanted: HashMap<InvocationId, &Run> =
+        runs.iter().map(|run| (run.invocation, run)).collect();
     let mut by_run = processes_of(&wanted);
-    record
-        .runs
-        .iter()
+    runs.iter()
         .map(|run| {
             let found = by_run.remove(&run.invocation).unwrap_or_default();
             (run.name.clone(), finding(run, found))

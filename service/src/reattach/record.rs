@@ -1,15 +1,19 @@
 //! The record on disk: what an adoptd runs, as the next adoptd reads it
 //! after a crash.
 //!
-//! One small JSON file, [`FILE_NAME`] in the state directory, rewritten
-//! whole (a temporary file beside it, then `rename`, so a reader sees the
-//! old record or the new one, never half of one) after any batch that
-//! changed a service's published run: its main or previous process,
-//! hand-offs, restarts or state. A batch writes it once however many
-//! services changed in it; a fork changes nothing published and so
-//! writes nothing.
+//! One small JSON file per service that has a main process,
+//! `runs/NAME.json` in the state directory ([`RUNS`]; the name escaped as
+//! a bus label, so it is one plain file name), rewritten whole (a
+//! temporary file beside it, then `rename`, so a reader sees the old
+//! version or the new one, never half of one) after a batch that changed
+//! that service's published run: its main or previous process, hand-offs,
+//! restarts, state. A batch writes each changed service once however
+//! often it changed, and nothing for the others; a fork changes nothing
+//! published and so writes nothing. A service whose run ended has its file
+//! removed. So the cost of a change does not grow with the number of
+//! services.
 //!
-//! Nothing in it is trusted: a record that does not parse, of another
+//! Nothing in it is trusted: a file that does not parse, of another
 //! [`FORMAT`] or of another boot, names nothing; every pid it names is
 //! checked against the live process (start time and invocation id) before
 //! it is believed ([`super::find`]).
@@ -27,13 +31,13 @@ use crate::{
     tracker::{ExitStatus, MainPidSource, Pid, RunResult},
 };
 
-/// The record's file name in the state directory.
-pub const FILE_NAME: &str = "running.json";
+/// The record's directory inside the state directory.
+pub const RUNS: &str = "runs";
 
 /// The format this adoptd writes and reads.
 pub const FORMAT: u32 = 1;
 
-/// Everything the record says.
+/// What one file of the record says: one service's run, and who wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub format: u32,
@@ -44,8 +48,7 @@ pub struct Record {
     /// writer still lives belongs to that adoptd, not to this one.
     pub adoptd_pid: Pid,
     pub adoptd_start_time: u64,
-    /// Every service with a main process.
-    pub runs: Vec<Run>,
+    pub run: Run,
 }
 
 /// One service's current run.
@@ -109,19 +112,28 @@ pub enum RecordError {
     OtherBoot { path: PathBuf },
 }
 
-/// Writes `record` into `directory` (made, only its owner may enter it,
-/// if it is missing), atomically.
+/// The file of service `name` in the record in `directory`.
+pub fn path_of(directory: &Path, name: &str) -> PathBuf {
+    directory
+        .join(RUNS)
+        .join(format!("{}.json", adoptd_dbus::escape_label(name)))
+}
+
+/// Writes `record`, its service's file in `directory` (made, only its
+/// owner may enter it, if it is missing), atomically.
 pub fn write(directory: &Path, record: &Record) -> Result<(), RecordError> {
+    let runs = directory.join(RUNS);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(directory)
+        .create(&runs)
         .map_err(|source| RecordError::Directory {
-            path: directory.to_owned(),
+            path: runs.clone(),
             source,
         })?;
-    let path = directory.join(FILE_NAME);
-    let temporary = directory.join(format!("{FILE_NAME}.new"));
+    let path = path_of(directory, &record.run.name);
+    let mut temporary = path.clone().into_os_string();
+    temporary.push(".new");
     let write_error = |source| RecordError::Write {
         path: path.clone(),
         source,
@@ -139,15 +151,48 @@ pub fn write(directory: &Path, record: &Record) -> Result<(), RecordError> {
     std::fs::rename(&temporary, &path).map_err(write_error)
 }
 
-/// Reads the record in `directory`: `Ok(None)` when there is none.
-pub fn read(directory: &Path) -> Result<Option<Record>, RecordError> {
-    let path = directory.join(FILE_NAME);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(RecordError::Read { path, source }),
+/// Removes service `name`'s file from the record in `directory`, if any.
+pub fn remove(directory: &Path, name: &str) -> Result<(), RecordError> {
+    let path = path_of(directory, name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RecordError::Write { path, source }),
+    }
+}
+
+/// Reads every file of the record in `directory`: the ones that read, and
+/// why each of the others does not. None when there is no record.
+pub fn read(directory: &Path) -> (Vec<(PathBuf, Record)>, Vec<RecordError>) {
+    let runs = directory.join(RUNS);
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(&runs) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (records, errors),
+        Err(source) => {
+            errors.push(RecordError::Read { path: runs, source });
+            return (records, errors);
+        }
     };
-    decode(&path, &bytes, &boot_id()).map(Some)
+    let boot_id = boot_id();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_none_or(|extension| extension != "json") {
+            continue;
+        }
+        let read = std::fs::read(&path)
+            .map_err(|source| RecordError::Read {
+                path: path.clone(),
+                source,
+            })
+            .and_then(|bytes| decode(&path, &bytes, &boot_id));
+        match read {
+            Ok(record) => records.push((path, record)),
+            Err(error) => errors.push(error),
+        }
+    }
+    (records, errors)
 }
 
 /// Reads a record's bytes, as of boot `boot_id`.
@@ -193,7 +238,7 @@ mod tests {
             boot_id: "b00t".to_owned(),
             adoptd_pid: 10,
             adoptd_start_time: 5,
-            runs: vec![Run {
+            run: Run {
                 name: "web".to_owned(),
                 invocation: InvocationId::new(),
                 main_pid: 42,
@@ -207,7 +252,7 @@ mod tests {
                 last_exit: Some(ExitStatus::Signal(9)),
                 result: RunResult::Success,
                 stopping: false,
-            }],
+            },
         }
     }
 
@@ -234,7 +279,55 @@ mod tests {
             decode(Path::new("r"), br#"{"format": 7, "x": 1}"#, "b00t").expect_err("format 7");
         assert!(error.to_string().contains("format 7"), "{error}");
         let error =
-            decode(Path::new("r"), br#"{"format": 1, "runs": 3}"#, "b00t").expect_err("broken");
+            decode(Path::new("r"), br#"{"format": 1, "run": 3}"#, "b00t").expect_err("broken");
         assert!(matches!(error, RecordError::Decode { .. }), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod files {
+    use super::*;
+
+    #[test]
+    fn each_service_has_a_file_of_its_own_removed_when_its_run_ends() {
+        let directory = tempfile::tempdir().expect("a directory");
+        let mut record = tests_record();
+        record.boot_id = boot_id();
+        write(directory.path(), &record).expect("written");
+        record.run.name = "apache2@chroot1".to_owned();
+        write(directory.path(), &record).expect("written");
+        let (records, errors) = read(directory.path());
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut names: Vec<String> = records.into_iter().map(|(_, r)| r.run.name).collect();
+        names.sort();
+        assert_eq!(names, ["apache2@chroot1", "web"]);
+        remove(directory.path(), "web").expect("removed");
+        remove(directory.path(), "web").expect("removed twice");
+        let (records, _) = read(directory.path());
+        assert_eq!(records.len(), 1);
+    }
+
+    fn tests_record() -> Record {
+        Record {
+            format: FORMAT,
+            boot_id: String::new(),
+            adoptd_pid: 1,
+            adoptd_start_time: 1,
+            run: Run {
+                name: "web".to_owned(),
+                invocation: InvocationId::new(),
+                main_pid: 42,
+                main_start_time: 100,
+                run_start_time: None,
+                previous_pid: None,
+                main_pid_source: MainPidSource::Spawn,
+                handoffs: 0,
+                restarts: 0,
+                state_changed_at_us: 0,
+                last_exit: None,
+                result: RunResult::Success,
+                stopping: false,
+            },
+        }
     }
 }

@@ -490,8 +490,8 @@ impl Supervisor {
 
     /// Logs what the tracker said and hands it to the bus layer.
     fn log_notice(&self, notice: &Notice) {
-        if matches!(notice, Notice::Changed { .. }) {
-            self.record.changed.set(true);
+        if let Notice::Changed { service, .. } = *notice {
+            self.record.changed.borrow_mut().insert(service);
         }
         match *notice {
             Notice::Changed {

@@ -3,13 +3,14 @@
 //! an earlier adoptd left, and finding a re-attached run's newer processes
 //! when it ends.
 //!
-//! Invariants: the record is written at most once per turn of the loop
-//! (after a turn whose tracker notices changed a published status), never
-//! per fork; a record that cannot be written is said once in the log and
-//! supervision goes on. A service is re-attached before anything starts,
-//! so its autostart finds it running and starts nothing.
+//! Invariants: a service's file of the record is written at most once per
+//! turn of the loop, after a turn whose tracker notices changed that
+//! service's published status (removed once it has no main process), and
+//! never per fork; a file that cannot be written is said once in the log
+//! and supervision goes on. A service is re-attached before anything
+//! starts, so its autostart finds it running and starts nothing.
 
-use std::{cell::Cell, os::fd::OwnedFd, path::PathBuf, time::Duration};
+use std::{cell::RefCell, collections::BTreeSet, os::fd::OwnedFd, path::PathBuf, time::Duration};
 
 use tracing::{error, info, warn};
 
@@ -26,18 +27,24 @@ use crate::{
 pub(crate) struct Recording {
     /// The state directory; `None`: nothing is recorded.
     directory: Option<PathBuf>,
-    /// A published status changed since the record was written.
-    pub(super) changed: Cell<bool>,
+    /// Services whose published status changed since their file was
+    /// written.
+    pub(super) changed: RefCell<BTreeSet<ServiceId>>,
+    /// Names whose file an earlier adoptd wrote, to be written again or
+    /// removed by this one.
+    stale: BTreeSet<String>,
     /// A write failed and the log said so: said again only once one
     /// succeeds and another fails.
     failing: bool,
     /// adoptd's own start time, which the record names its writer by.
     start_time: u64,
+    /// This boot's id, read once.
+    boot_id: String,
     /// Runs found at start-up, re-attached once the configuration is read.
     found: Vec<(String, Finding)>,
     /// The services a record names whose writer, another adoptd, still
     /// runs them: not started at start-up.
-    held: std::collections::BTreeSet<String>,
+    held: BTreeSet<String>,
 }
 
 /// How long the killed leftovers of a run whose main process is gone may
@@ -53,8 +60,8 @@ impl Supervisor {
             );
         }
         self.record.directory = directory;
+        self.record.boot_id = reattach::record::boot_id();
         self.record.start_time = proc::read_stat(std::process::id()).map_or(0, |s| s.start_time);
-        self.record.changed.set(true);
     }
 
     /// An ordinary start: reads the record an earlier adoptd left, takes
@@ -62,27 +69,38 @@ impl Supervisor {
     /// and starts the rest as usual.
     pub fn load_reattaching(&mut self) {
         if let Some(directory) = self.record.directory.clone() {
-            match reattach::record::read(&directory) {
-                Ok(None) => {}
-                Ok(Some(record)) if reattach::writer_lives(&record) => {
+            let (records, errors) = reattach::record::read(&directory);
+            for error in errors {
+                warn!(
+                    "{}; its service is not re-attached",
+                    crate::errors::chain(&error)
+                );
+            }
+            let mut runs = Vec::new();
+            for (path, record) in records {
+                if reattach::writer_lives(&record) {
                     error!(
-                        "the adoptd that wrote {} still runs (pid {}): the services it runs are neither re-attached nor started here; give each adoptd a state directory of its own (--state-dir)",
-                        directory.join(reattach::record::FILE_NAME).display(),
+                        service = %record.run.name,
+                        "the adoptd that wrote {} still runs (pid {}): the service is neither re-attached nor started here; give each adoptd a state directory of its own (--state-dir)",
+                        path.display(),
                         record.adoptd_pid
                     );
-                    self.record.held = record.runs.into_iter().map(|run| run.name).collect();
-                    // Its record is its own: this adoptd writes another
-                    // only once something of its own changes.
-                    self.record.changed.set(false);
+                    self.record.held.insert(record.run.name);
+                } else {
+                    runs.push(record.run);
                 }
-                Ok(Some(record)) => self.record.found = reattach::find(&record),
-                Err(e) => warn!("{}; no service is re-attached", crate::errors::chain(&e)),
             }
+            self.record.found = reattach::find(&runs);
+            // What this adoptd does not run is not its record: the files
+            // of every run found are written again, or removed, once the
+            // configuration is loaded.
+            self.record.stale = runs.into_iter().map(|run| run.name).collect();
         }
         self.load();
         for (name, _) in std::mem::take(&mut self.record.found) {
-            warn!(service = %name, "processes of an earlier adoptd's run live on, but no service of this configuration is named so: they are left alone");
+            warn!(service = %name, "processes of an earlier adoptd's run may live on, but no service of this configuration is named so: they are left alone");
         }
+        self.write_record_if_changed();
     }
 
     /// Whether service `id` runs under the live adoptd whose record this
@@ -185,63 +203,90 @@ impl Supervisor {
         }
     }
 
-    /// Writes the record if a published status changed since it was last
-    /// written.
+    /// Writes the file of every service whose published status changed
+    /// since it was last written, or removes it when the service has no
+    /// run any more.
     pub(super) fn write_record_if_changed(&mut self) {
-        if !self.record.changed.replace(false) {
+        let changed = std::mem::take(&mut *self.record.changed.borrow_mut());
+        let stale = std::mem::take(&mut self.record.stale);
+        let Some(directory) = self.record.directory.clone() else {
             return;
+        };
+        let mut failed = None;
+        for id in changed {
+            let Some(spec) = self.specs.get(id.index()) else {
+                continue;
+            };
+            let name = spec.name.clone();
+            let written = match self.recorded_run(id, &name) {
+                Some(run) => reattach::record::write(
+                    &directory,
+                    &Record {
+                        format: reattach::record::FORMAT,
+                        boot_id: self.record.boot_id.clone(),
+                        adoptd_pid: std::process::id(),
+                        adoptd_start_time: self.record.start_time,
+                        run,
+                    },
+                ),
+                // A name that another service took since keeps that
+                // service's file.
+                None if self.names.get(&name).is_some_and(|&other| other != id) => Ok(()),
+                None => reattach::record::remove(&directory, &name),
+            };
+            if let Err(e) = written {
+                failed = Some(e);
+            }
         }
-        let Some(directory) = &self.record.directory else {
-            return;
-        };
-        let record = Record {
-            format: reattach::record::FORMAT,
-            boot_id: reattach::record::boot_id(),
-            adoptd_pid: std::process::id(),
-            adoptd_start_time: self.record.start_time,
-            runs: self.runs(),
-        };
-        match reattach::record::write(directory, &record) {
-            Ok(()) => self.record.failing = false,
-            Err(e) if !self.record.failing => {
+        for name in stale {
+            let ours = self
+                .names
+                .get(&name)
+                .is_some_and(|&id| self.recorded_run(id, &name).is_some());
+            if !ours && let Err(e) = reattach::record::remove(&directory, &name) {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            None => self.record.failing = false,
+            Some(e) if !self.record.failing => {
                 self.record.failing = true;
                 warn!(
                     "{}: after a crash, services cannot be re-attached",
                     crate::errors::chain(&e)
                 );
             }
-            Err(_) => {}
+            Some(_) => {}
         }
     }
 
-    /// Every service's current run, for the record.
-    fn runs(&self) -> Vec<Run> {
-        self.names
-            .iter()
-            .filter_map(|(name, &id)| {
-                let status = self.tracker.status(id)?;
-                let main_pid = status.main_pid?;
-                let main_start_time = self
-                    .tracker
-                    .start_time_of(main_pid)
-                    .or_else(|| proc::read_stat(main_pid).map(|s| s.start_time))?;
-                Some(Run {
-                    name: name.clone(),
-                    invocation: *self.invocations.get(&id)?,
-                    main_pid,
-                    main_start_time,
-                    run_start_time: self.tracker.run_start_time(id),
-                    previous_pid: status.previous_pid,
-                    main_pid_source: status.main_pid_source,
-                    handoffs: status.handoffs,
-                    restarts: status.restarts,
-                    state_changed_at_us: status.state_changed_at.realtime_us,
-                    last_exit: status.last_exit,
-                    result: status.result,
-                    stopping: status.state == crate::tracker::State::Stopping,
-                })
-            })
-            .collect()
+    /// Service `id`'s current run, for the record; `None` without a main
+    /// process.
+    fn recorded_run(&self, id: ServiceId, name: &str) -> Option<Run> {
+        if self.names.get(name) != Some(&id) {
+            return None;
+        }
+        let status = self.tracker.status(id)?;
+        let main_pid = status.main_pid?;
+        let main_start_time = self
+            .tracker
+            .start_time_of(main_pid)
+            .or_else(|| proc::read_stat(main_pid).map(|s| s.start_time))?;
+        Some(Run {
+            name: name.to_owned(),
+            invocation: *self.invocations.get(&id)?,
+            main_pid,
+            main_start_time,
+            run_start_time: self.tracker.run_start_time(id),
+            previous_pid: status.previous_pid,
+            main_pid_source: status.main_pid_source,
+            handoffs: status.handoffs,
+            restarts: status.restarts,
+            state_changed_at_us: status.state_changed_at.realtime_us,
+            last_exit: status.last_exit,
+            result: status.result,
+            stopping: status.state == crate::tracker::State::Stopping,
+        })
     }
 }
 
