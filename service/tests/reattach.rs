@@ -415,3 +415,32 @@ fn leftovers_of_a_daemon_that_died_meanwhile_are_killed_before_it_starts_again()
         reap_all();
     }
 }
+
+#[test]
+fn a_run_that_ended_while_no_adoptd_watched_is_started_again_by_its_policy() {
+    // Not started by itself: an operator started it, and its policy, not
+    // its autostart, brings it back.
+    let _orphans = Orphans::catch();
+    let scratch = Scratch::new("reattach-ended");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    scratch.service(
+        "sleeper",
+        "exec = [\"/bin/sleep\", \"86400\"]\nautostart = false\nrestart = \"on-failure\"\n",
+    );
+    let (adoptd, mut watch) = supervise(&scratch, &bus, "procfs");
+    watch.start(&["sleeper"]);
+    let old = watch.wait_state("sleeper", State::Running).main_pid;
+    adoptd.kill();
+    signal(old, libc::SIGKILL);
+    assert_ends(old, "the sleeper");
+
+    let (adoptd, mut watch) = supervise(&scratch, &bus, "procfs");
+    let new = watch.wait_status("sleeper", "started again", |s| {
+        s.state == State::Running && s.main_pid != old && s.main_pid != 0
+    });
+    assert!(is_alive(new.main_pid), "{new:?}");
+    let (status, _) = adoptd.stop();
+    assert!(status.success(), "{status:?}");
+}

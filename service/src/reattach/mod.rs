@@ -35,9 +35,10 @@
 //!
 //! Invariants: a record that does not read names nothing (nothing is
 //! re-attached, and the services start as on a first start); a run whose
-//! main process is gone is not re-attached, and its verified leftovers
-//! are killed before the service starts again, so a restart never finds
-//! its port held.
+//! main process is gone is not re-attached: its verified leftovers are
+//! killed, and then the service starts again by its restart policy (the
+//! end was unseen, so `on-failure` takes it as a failure) or its
+//! autostart, so a restart never finds its port held.
 
 use std::{collections::HashMap, os::fd::OwnedFd, path::PathBuf};
 

@@ -161,6 +161,9 @@ impl Supervisor {
             }
             self.command(id, Command::Start).ok();
         }
+        if initial {
+            self.restart_ended_while_away();
+        }
         refusals
     }
 

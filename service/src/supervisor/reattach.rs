@@ -19,7 +19,7 @@ use crate::{
     proc,
     reattach::{self, Finding, Record, Run},
     spawn,
-    tracker::{Event, ExitStatus, Pid, ServiceId},
+    tracker::{Command, Event, ExitStatus, Pid, Restart, ServiceId},
 };
 
 /// Where the record goes, and whether it is due.
@@ -45,6 +45,9 @@ pub(crate) struct Recording {
     /// The services a record names whose writer, another adoptd, still
     /// runs them: not started at start-up.
     held: BTreeSet<String>,
+    /// Services whose recorded run ended while no adoptd watched, to be
+    /// started again by their restart policy.
+    ended: Vec<ServiceId>,
 }
 
 /// How long the killed leftovers of a run whose main process is gone may
@@ -97,8 +100,10 @@ impl Supervisor {
             self.record.stale = runs.into_iter().map(|run| run.name).collect();
         }
         self.load();
-        for (name, _) in std::mem::take(&mut self.record.found) {
-            warn!(service = %name, "processes of an earlier adoptd's run may live on, but no service of this configuration is named so: they are left alone");
+        for (name, finding) in std::mem::take(&mut self.record.found) {
+            if !matches!(finding, Finding::Gone) {
+                warn!(service = %name, "processes of an earlier adoptd's run live on, but this configuration loads no service of that name: they are left alone");
+            }
         }
         self.write_record_if_changed();
     }
@@ -124,9 +129,19 @@ impl Supervisor {
                     continue;
                 }
             };
+            let ended = || {
+                matches!(
+                    self.specs[id.index()].policy.restart,
+                    Restart::OnFailure | Restart::Always
+                )
+                .then_some(id)
+            };
             match finding {
-                Finding::Gone => {}
-                Finding::Leftovers(pidfds) => kill_leftovers(&name, pidfds),
+                Finding::Gone => self.record.ended.extend(ended()),
+                Finding::Leftovers(pidfds) => {
+                    kill_leftovers(&name, pidfds);
+                    self.record.ended.extend(ended());
+                }
                 Finding::Alive {
                     run,
                     invocation,
@@ -155,9 +170,21 @@ impl Supervisor {
                     self.carry_out(out);
                     if stopping {
                         // An operator's stop was under way: carried on.
-                        self.command(id, crate::tracker::Command::Stop).ok();
+                        self.command(id, Command::Stop).ok();
                     }
                 }
+            }
+        }
+    }
+
+    /// After the autostart at start-up: starts the services whose run
+    /// ended while no adoptd watched, as their restart policy asks (its
+    /// status is unknown, so `on-failure` counts it as a failure: a
+    /// daemon that died unwatched is not taken to have meant it).
+    pub(super) fn restart_ended_while_away(&mut self) {
+        for id in std::mem::take(&mut self.record.ended) {
+            if self.check_not_held_back(id).is_ok() && self.command(id, Command::Start).is_ok() {
+                info!(service = %self.specs[id.index()].name, "its run ended while no adoptd watched: started again by its restart policy");
             }
         }
     }
