@@ -45,6 +45,11 @@ pub struct ServiceStatus {
     pub handoffs: u32,
     pub restarts: u32,
     pub state_change_timestamp: u64,
+    /// When adoptd re-attached the current run after a crash; absent from
+    /// an adoptd older than the property, which re-attaches nothing, and
+    /// written 0 then, as adoptd says of a run it started.
+    #[serde(serialize_with = "zero_when_absent")]
+    pub reattached_timestamp: Option<u64>,
     pub exit_code: i32,
     pub exit_signal: i32,
     pub result: ServiceResult,
@@ -193,6 +198,13 @@ impl Properties {
         let (status, _) = encoded.deserialize::<ServiceStatus>()?;
         Ok(status)
     }
+}
+
+fn zero_when_absent<S: serde::Serializer>(
+    value: &Option<u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(value.unwrap_or(0))
 }
 
 fn dedup(names: &[String]) -> impl Iterator<Item = &String> {

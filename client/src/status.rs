@@ -99,6 +99,17 @@ pub fn block(status: &ServiceStatus, now_us: u64, style: Style) -> String {
         );
     }
     field(&mut text, "State", &state);
+    if let Some(at) = status.reattached_timestamp.filter(|&at| at > 0) {
+        field(
+            &mut text,
+            "Re-attached",
+            &format!(
+                "after adoptd restarted, since {}; {} ago (a run an earlier adoptd started)",
+                render::timestamp(at),
+                render::ago(at, now_us)
+            ),
+        );
+    }
     if !status.status_text.is_empty() {
         field(&mut text, "Status", &format!("\"{}\"", status.status_text));
     }

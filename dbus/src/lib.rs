@@ -127,6 +127,7 @@ mod contract_tests {
             property::<u32>("Handoffs", Emits::Changes),
             property::<u32>("Restarts", Emits::Changes),
             property::<u64>("StateChangeTimestamp", Emits::Changes),
+            property::<u64>("ReattachedTimestamp", Emits::Changes),
             property::<i32>("ExitCode", Emits::Changes),
             property::<i32>("ExitSignal", Emits::Changes),
             property::<ServiceResult>("Result", Emits::Changes),

@@ -147,6 +147,11 @@ pub trait Service {
     #[zbus(property)]
     fn state_change_timestamp(&self) -> zbus::Result<u64>;
 
+    /// When adoptd re-attached the current run after a crash of the adoptd
+    /// that started it, in µs since the epoch; 0 for a run it started.
+    #[zbus(property)]
+    fn reattached_timestamp(&self) -> zbus::Result<u64>;
+
     /// Exit code of the last main process that ended the service, −1 when
     /// none.
     #[zbus(property)]

@@ -5,8 +5,9 @@
 //! is the pure state machine that knows which process is each service,
 //! [`supervisor`] owns all state and drives the tracker, [`spawn`] starts
 //! programs, [`reaper`] collects dead children, [`output`] keeps what
-//! services print, [`source`] learns of adoptions, [`proc`] reads `/proc`, and [`bus`] publishes it all on
-//! D-Bus.
+//! services print, [`source`] learns of adoptions, [`proc`] reads `/proc`,
+//! [`reexec`] and [`reattach`] carry supervision across adoptd's own
+//! re-exec and crash, and [`bus`] publishes it all on D-Bus.
 //!
 //! # Threads and tasks
 //!
@@ -18,7 +19,8 @@
 //!   - one task per running service with `output = "log"`, reading its
 //!     stdout and stderr into the log and its [`output`] record;
 //!   - one task per main process that is not adoptd's child (`MAINPID=`
-//!     naming a worker), waiting on its pidfd for its end;
+//!     naming a worker), and per process of a run re-attached after a
+//!     crash ([`reattach`]), waiting on its pidfd for its end;
 //! - the bus thread ([`bus::start`]) drives a current-thread runtime of
 //!   its own, so that no read by a client runs on the supervisor's thread;
 //!   on it run
@@ -52,6 +54,7 @@ pub mod notify;
 pub mod output;
 pub mod proc;
 pub mod reaper;
+pub mod reattach;
 pub mod reexec;
 pub mod source;
 pub mod spawn;
@@ -71,6 +74,9 @@ pub struct Options {
     pub source: SourceChoice,
     /// Where to publish the services.
     pub bus: BusChoice,
+    /// Where the record of what runs is kept, for a re-attach after a
+    /// crash (`--state-dir`; see [`reattach::default_state_dir`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Why adoptd could not run.
@@ -124,8 +130,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         updates,
         std::sync::Arc::clone(&outputs),
     );
+    supervisor.keep_record_in(options.state_dir);
     match reexec::inherited() {
-        None => supervisor.load(),
+        None => supervisor.load_reattaching(),
         Some(reexec::Inherited::State(state)) => supervisor.restore(*state),
         Some(reexec::Inherited::Fallback(fallback)) => {
             supervisor.load_after_unreadable_state(fallback);

@@ -57,6 +57,16 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     config_dir: Option<PathBuf>,
 
+    /// Directory of the record of what adoptd runs, from which an adoptd
+    /// started after a crash re-attaches the services still running
+    /// instead of starting them twice.
+    ///
+    /// Default: $ADOPTD_RUNTIME_DIR when that names an absolute directory,
+    /// else /run/adoptd for root and $XDG_RUNTIME_DIR/adoptd for other
+    /// users. Two adoptds must not share one.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
     /// How adoptd learns that a process was reparented to it.
     ///
     /// auto takes the first that works of adoptsig (a kernel with
@@ -89,6 +99,7 @@ fn main() -> ExitCode {
     let options = adoptd::Options {
         bus,
         config_dir: cli.config_dir.unwrap_or_else(default_config_dir),
+        state_dir: cli.state_dir.or_else(adoptd::reattach::default_state_dir),
         source: match cli.tracker.parse() {
             Ok(choice) => choice,
             Err(e) => {

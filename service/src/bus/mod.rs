@@ -719,6 +719,12 @@ fn changed_properties(
         let result = ServiceResult::from(status.result);
         changed.insert("Result", Variant::from(result.as_str()));
     }
+    if changes.contains(Changes::REATTACHED) {
+        changed.insert(
+            "ReattachedTimestamp",
+            Variant::from(status.reattached_at_us.unwrap_or(0)),
+        );
+    }
     changed
 }
 

@@ -132,6 +132,15 @@ impl Service {
         self.read(|e| e.status.state_changed_at.realtime_us)
     }
 
+    /// When this adoptd re-attached the current run, which an earlier
+    /// adoptd started and left running when it ended without handing its
+    /// state over (a crash), in microseconds since the epoch; 0 for a run
+    /// this adoptd started.
+    #[zbus(property)]
+    fn reattached_timestamp(&self) -> zbus::fdo::Result<u64> {
+        self.read(|e| e.status.reattached_at_us.unwrap_or(0))
+    }
+
     /// Exit code of the last main process that ended the service (not of a
     /// hand-off); -1 when none.
     #[zbus(property)]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::ServiceSpec,
+    invocation::InvocationId,
     output::{Line, ReadPipes},
     supervisor::Load,
     tracker::{Pid, ServiceId, Tracker},
@@ -65,6 +66,10 @@ pub struct Parts<T, S> {
     pub kept_lines: Vec<(ServiceId, Vec<Line>)>,
     /// The sd_notify socket, when there is one.
     pub notify: Option<Notify>,
+    /// Each service's current run's invocation id, which the record for
+    /// a re-attach after a crash names ([`crate::reattach`]).
+    #[serde(default)]
+    pub invocations: Vec<(ServiceId, InvocationId)>,
 }
 
 /// What the writer saves, borrowed.

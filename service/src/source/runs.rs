@@ -60,7 +60,7 @@ impl Runs {
 }
 
 /// The invocation id in a NUL-separated environment block, if any.
-fn invocation_in(environment: &[u8]) -> Option<InvocationId> {
+pub(crate) fn invocation_in(environment: &[u8]) -> Option<InvocationId> {
     environment.split(|&b| b == 0).find_map(|entry| {
         let value = entry
             .strip_prefix(INVOCATION_VARIABLE.as_bytes())?

@@ -94,6 +94,7 @@ impl Supervisor {
                 }
             }
         }
+        self.find_reattached_again(&reaped, &mut events);
         for &(pid, status) in &reaped {
             events.push(Event::Exited { pid, status });
             if let Some(id) = self.tracker.main_of(pid)
@@ -244,6 +245,7 @@ impl Supervisor {
         let event = match spawn::spawn(&spec, invocation, notify_socket) {
             Ok(spawned) => {
                 self.source.spawned(spawned.pid, id, invocation);
+                self.invocations.insert(id, invocation);
                 self.pidfds.insert(spawned.pid, spawned.pidfd);
                 if let Some(pipes) = spawned.output {
                     output::forward(

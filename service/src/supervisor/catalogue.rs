@@ -148,12 +148,21 @@ impl Supervisor {
             "loaded {}",
             self.config_dir.display()
         );
+        if initial {
+            // Before anything starts: a re-attached service is running,
+            // and its autostart starts nothing.
+            self.reattach_found();
+            autostart.retain(|&id| !self.held_by_live_writer(id));
+        }
         for id in autostart {
             if let Err(refusal) = self.check_not_held_back(id) {
                 error!("{refusal}");
                 continue;
             }
             self.command(id, Command::Start).ok();
+        }
+        if initial {
+            self.restart_ended_while_away();
         }
         refusals
     }

@@ -44,6 +44,7 @@ use crate::{
 
 mod batch;
 mod catalogue;
+mod reattach;
 mod reexec;
 mod watched;
 
@@ -245,6 +246,10 @@ pub struct Supervisor {
     reaped: Vec<(Pid, ExitStatus)>,
     /// Updates published so far.
     published: std::cell::Cell<u64>,
+    /// Each service's current run's invocation id.
+    invocations: HashMap<ServiceId, crate::invocation::InvocationId>,
+    /// Where the record for a re-attach after a crash is kept.
+    record: reattach::Recording,
 }
 
 impl Supervisor {
@@ -304,6 +309,8 @@ impl Supervisor {
             shutting_down: false,
             reaped: Vec::new(),
             published: std::cell::Cell::new(0),
+            invocations: HashMap::new(),
+            record: reattach::Recording::default(),
         }
     }
 
@@ -319,6 +326,8 @@ impl Supervisor {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut requests_open = true;
         loop {
+            // Once per turn, however many services changed in it.
+            self.write_record_if_changed();
             // Signals read along with a batch, whatever woke the loop.
             if std::mem::take(&mut self.wakeup.shutdown) {
                 self.begin_shutdown();
@@ -481,6 +490,9 @@ impl Supervisor {
 
     /// Logs what the tracker said and hands it to the bus layer.
     fn log_notice(&self, notice: &Notice) {
+        if let Notice::Changed { service, .. } = *notice {
+            self.record.changed.borrow_mut().insert(service);
+        }
         match *notice {
             Notice::Changed {
                 service, status, ..

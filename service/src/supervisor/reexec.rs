@@ -182,6 +182,11 @@ impl Supervisor {
                 outputs,
                 kept_lines: self.outputs.kept_lines(),
                 notify,
+                invocations: self
+                    .invocations
+                    .iter()
+                    .map(|(&id, &invocation)| (id, invocation))
+                    .collect(),
             },
         };
         let bytes = serde_json::to_vec(&envelope).map_err(reexec::ReexecError::Encode)?;
@@ -280,6 +285,7 @@ impl Supervisor {
         if let Some(notify) = state.notify {
             self.take_notify_socket(notify);
         }
+        self.invocations.extend(state.invocations);
         self.watch_again();
         self.publish_restored();
         info!(

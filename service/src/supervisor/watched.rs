@@ -90,7 +90,12 @@ impl Supervisor {
     }
 
     /// Waits, on a task of its own, for the process behind `pidfd` to end.
-    fn watch(&mut self, pid: Pid, pidfd: &OwnedFd, started: Option<u64>) -> std::io::Result<()> {
+    pub(super) fn watch(
+        &mut self,
+        pid: Pid,
+        pidfd: &OwnedFd,
+        started: Option<u64>,
+    ) -> std::io::Result<()> {
         let waiter = pidfd
             .try_clone()
             .and_then(|fd| {
@@ -185,7 +190,7 @@ impl Supervisor {
         let status = exit_info::exit_status(pid, started, pidfd).unwrap_or_else(|| {
             warn!(
                 pid,
-                "the main process {pid} ended but its status is unknown (its parent reaped it, and this kernel cannot tell a pidfd's exit status): counted as a clean exit"
+                "process {pid}, followed by its pidfd, ended but its status is unknown (its parent reaped it, and this kernel cannot tell a pidfd's exit status): counted as a clean exit"
             );
             ExitStatus::Code(0)
         });

@@ -247,6 +247,7 @@ impl<'a> Batch<'a> {
         service.forget_graves();
         service.pending_failure = None;
         service.run_root = Some(pid);
+        service.reattached_at_us = None;
         service.guess_origin = None;
         // A new run has not failed yet.
         service.result = RunResult::Success;
@@ -265,6 +266,58 @@ impl<'a> Batch<'a> {
             let due = self.now.monotonic + start_timeout;
             self.set_deadline(id, Some(due));
         }
+    }
+
+    pub(super) fn reattach(&mut self, id: ServiceId, run: &super::Reattach) {
+        let Some(service) = self.tracker.services.get(id.index()) else {
+            return;
+        };
+        let taken = run
+            .members
+            .iter()
+            .any(|(pid, _)| self.tracker.processes.contains_key(pid));
+        if service.state != State::Stopped || service.main.is_some() || taken {
+            return;
+        }
+        for &(pid, start_time) in &run.members {
+            let process = self.new_process(
+                id,
+                Clues {
+                    session: None,
+                    start_time,
+                    ancestor: None,
+                    run_of: None,
+                },
+            );
+            self.add_member(pid, process);
+        }
+        if !self.tracker.processes.contains_key(&run.main_pid) {
+            let process = self.new_process(id, Clues::default());
+            self.add_member(run.main_pid, process);
+        }
+        let now = self.now;
+        let service = self.touch(id);
+        service.main = Some(run.main_pid);
+        service.previous = run.previous_pid;
+        service.main_source = run.main_pid_source;
+        service.handoffs = run.handoffs;
+        service.restarts = run.restarts;
+        service.run_root = Some(run.main_pid);
+        service.run_start_time = run.run_start_time;
+        service.spawn_pending = false;
+        service.ready = true;
+        service.forget_graves();
+        service.contenders.clear();
+        service.pending_failure = None;
+        service.guess_origin = None;
+        service.result = run.result;
+        service.last_exit = run.last_exit;
+        service.reattached_at_us = Some(now.realtime_us);
+        service.state = State::Running;
+        service.state_changed_at = Now {
+            monotonic: now.monotonic,
+            realtime_us: run.state_changed_at_us,
+        };
     }
 
     pub(super) fn spawn_failed(&mut self, id: ServiceId) {
@@ -417,5 +470,9 @@ pub(super) fn diff(before: &Status, after: &Status) -> Changes {
     );
     mark(before.last_exit != after.last_exit, Changes::EXIT);
     mark(before.result != after.result, Changes::RESULT);
+    mark(
+        before.reattached_at_us != after.reattached_at_us,
+        Changes::REATTACHED,
+    );
     changes
 }

@@ -333,6 +333,7 @@ impl Changes {
     pub const STATE_CHANGE_TIMESTAMP: Changes = Changes(1 << 6);
     pub const EXIT: Changes = Changes(1 << 7);
     pub const RESULT: Changes = Changes(1 << 8);
+    pub const REATTACHED: Changes = Changes(1 << 9);
 
     pub fn contains(self, other: Changes) -> bool {
         self.0 & other.0 == other.0
@@ -365,6 +366,33 @@ pub struct Status {
     /// How the last main process that ended the service ended.
     pub last_exit: Option<ExitStatus>,
     pub result: RunResult,
+    /// When this adoptd re-attached the current run, left by an adoptd
+    /// that ended without handing its state over (realtime µs); `None`
+    /// for a run this adoptd (or the image it was re-executed from)
+    /// started.
+    pub reattached_at_us: Option<u64>,
+}
+
+/// A run of a service that an earlier adoptd started and that still
+/// lives, as [`Tracker::reattach`] takes it over: every process verified
+/// already (start time and invocation id), none of them adoptd's child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reattach {
+    pub main_pid: Pid,
+    pub previous_pid: Option<Pid>,
+    pub main_pid_source: MainPidSource,
+    pub handoffs: u32,
+    pub restarts: u32,
+    /// When the run last changed state, as the earlier adoptd published it.
+    pub state_changed_at_us: u64,
+    /// How the service's last run before this one ended, and its result.
+    pub last_exit: Option<ExitStatus>,
+    pub result: RunResult,
+    /// The start time of the run's first process, where known.
+    pub run_start_time: Option<u64>,
+    /// Every live process of the run, the main one included, with its
+    /// start time.
+    pub members: Vec<(Pid, Option<u64>)>,
 }
 
 /// Every service's run-time state and every tracked process. Serde
@@ -462,6 +490,12 @@ impl Tracker {
         self.processes.get(&pid)?.start_time
     }
 
+    /// When the service's current run's first process started (clock
+    /// ticks since boot), where known.
+    pub fn run_start_time(&self, service: ServiceId) -> Option<u64> {
+        self.services.get(service.index())?.run_start_time
+    }
+
     /// The service whose main process `pid` is, if any.
     pub fn main_of(&self, pid: Pid) -> Option<ServiceId> {
         let service = self.service_of(pid)?;
@@ -519,6 +553,17 @@ impl Tracker {
         }
         batch.fail_runs_that_descend_from_a_failure();
         batch.settle_clean_ups();
+        batch.finish()
+    }
+
+    /// Takes over a run an earlier adoptd left (see [`Reattach`]): the
+    /// service, stopped until now, is running with the run's main and
+    /// previous pid, counters and timestamp, and its processes are
+    /// members. Nothing is spawned. Refused (an empty outcome) for a
+    /// service that is not stopped or a process that is tracked already.
+    pub fn reattach(&mut self, now: Now, service: ServiceId, run: &Reattach) -> Outcome {
+        let mut batch = Batch::new(self, now);
+        batch.reattach(service, run);
         batch.finish()
     }
 

@@ -71,6 +71,10 @@ pub(super) struct Service {
     /// How many of the run's graves are of failed processes: the walks
     /// that look for a failure are skipped while there is none.
     pub(super) failed_graves: u32,
+    /// The current run was re-attached at this realtime µs (see
+    /// [`super::Reattach`]); `None` once a run of this adoptd's began.
+    #[serde(default)]
+    pub(super) reattached_at_us: Option<u64>,
 }
 
 /// A live process that could still turn out to be the main process.
@@ -121,6 +125,7 @@ impl Service {
             graves: VecDeque::new(),
             graves_forgotten: false,
             failed_graves: 0,
+            reattached_at_us: None,
         }
     }
 
@@ -135,6 +140,7 @@ impl Service {
             state_changed_at: self.state_changed_at,
             last_exit: self.last_exit,
             result: self.result,
+            reattached_at_us: self.reattached_at_us,
         }
     }
 

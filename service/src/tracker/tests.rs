@@ -1744,3 +1744,88 @@ fn a_tracker_read_back_from_its_json_decides_as_the_original() {
     assert_eq!(copy.next_deadline(), h.tracker.next_deadline());
     assert!(h.tracker.next_deadline().is_some());
 }
+
+mod reattach {
+    //! A run an earlier adoptd left, taken over after a crash.
+
+    use super::*;
+
+    fn left_run() -> Reattach {
+        Reattach {
+            main_pid: 300,
+            previous_pid: Some(200),
+            main_pid_source: MainPidSource::Adoption,
+            handoffs: 2,
+            restarts: 3,
+            state_changed_at_us: 1_600_000_000_000_000,
+            last_exit: None,
+            result: RunResult::Success,
+            run_start_time: Some(100),
+            members: vec![(300, Some(300)), (301, Some(301))],
+        }
+    }
+
+    #[test]
+    fn a_reattached_run_is_running_with_its_old_values_and_nothing_spawned() {
+        let mut h = Harness::new();
+        let id = h.service(Policy::default());
+        let out = h.tracker.reattach(h.now, id, &left_run());
+        assert!(out.actions.is_empty(), "{out:?}");
+        let status = h.status(id);
+        assert_eq!(status.state, State::Running);
+        assert_eq!(status.main_pid, Some(300));
+        assert_eq!(status.previous_pid, Some(200));
+        assert_eq!(status.main_pid_source, MainPidSource::Adoption);
+        assert_eq!((status.handoffs, status.restarts), (2, 3));
+        assert_eq!(status.state_changed_at.realtime_us, 1_600_000_000_000_000);
+        assert_eq!(status.reattached_at_us, Some(h.now.realtime_us));
+        assert_eq!(h.tracker.members(id), vec![300, 301]);
+        let Some(Notice::Changed { changes, .. }) = out.notices.first() else {
+            panic!("no change published: {out:?}");
+        };
+        assert!(changes.contains(Changes::REATTACHED));
+        assert!(h.command(id, Command::Start).is_err(), "started twice");
+    }
+
+    #[test]
+    fn the_failure_of_a_reattached_main_process_restarts_it_after_its_leftovers() {
+        let mut h = Harness::new();
+        let id = h.service(Policy {
+            restart: Restart::OnFailure,
+            restart_delay: Duration::ZERO,
+            ..Policy::default()
+        });
+        h.tracker.reattach(h.now, id, &left_run());
+        let out = h.apply(&[exited(300, ExitStatus::Signal(SIGKILL))]);
+        assert_eq!(signals(&out), vec![(301, SIGTERM)]);
+        let out = h.apply(&[exited(301, ExitStatus::Signal(SIGTERM))]);
+        assert_eq!(out.actions, vec![Action::Spawn { service: id }]);
+        h.apply(&[Event::Spawned {
+            service: id,
+            pid: 400,
+            start_time: Some(400),
+        }]);
+        let status = h.status(id);
+        assert_eq!((status.main_pid, status.restarts), (Some(400), 4));
+        assert_eq!(status.reattached_at_us, None, "a new run is adoptd's own");
+    }
+
+    #[test]
+    fn a_stop_signals_the_reattached_main_process() {
+        let mut h = Harness::new();
+        let id = h.service(Policy::default());
+        h.tracker.reattach(h.now, id, &left_run());
+        let out = h.command(id, Command::Stop).unwrap();
+        assert_eq!(signals(&out), vec![(300, SIGTERM)]);
+    }
+
+    #[test]
+    fn a_service_that_runs_already_is_not_reattached() {
+        let mut h = Harness::new();
+        let id = h.service(Policy::default());
+        h.start(id, 50);
+        let out = h.tracker.reattach(h.now, id, &left_run());
+        assert!(out.notices.is_empty() && out.actions.is_empty(), "{out:?}");
+        assert_eq!(h.status(id).main_pid, Some(50));
+    }
+}

@@ -282,6 +282,18 @@ impl Adoptd {
         self.stop_through(pid)
     }
 
+    /// Kills adoptd with SIGKILL, as a crash would, and waits for it to
+    /// end; its services are left running (they are reparented to the
+    /// test's subreaper, which the caller must have set up).
+    pub fn kill(mut self) -> Vec<LogLine> {
+        signal(self.child.id(), libc::SIGKILL);
+        wait_exit(&mut self.child);
+        while let Ok(text) = self.lines.recv_timeout(Duration::from_millis(0)) {
+            self.log.push(LogLine::parse(&text));
+        }
+        std::mem::take(&mut self.log)
+    }
+
     /// Like [`Adoptd::stop`], when adoptd is not the child itself (it runs
     /// under `unshare`): SIGTERM goes to `adoptd_pid`.
     pub fn stop_through(mut self, adoptd_pid: u32) -> (std::process::ExitStatus, Vec<LogLine>) {

@@ -85,6 +85,12 @@ pub fn adoptd_binary() -> PathBuf {
     workspace_binary("adoptd", "adoptd")
 }
 
+/// The adoptctl binary, where it is built (`cargo test --workspace`
+/// builds it; a test run of the adoptd crate alone may not).
+pub fn adoptctl_binary() -> Option<PathBuf> {
+    Some(binary_path("adoptctl")).filter(|path| path.exists())
+}
+
 /// The dance helper binary, built by `cargo test --workspace`.
 pub fn dance() -> PathBuf {
     workspace_binary("dance", "dance")
@@ -96,18 +102,23 @@ pub fn dance() -> PathBuf {
 /// tests are being built; this works from every crate: cargo puts test
 /// executables in `deps/` of the directory that holds the binaries.
 fn workspace_binary(name: &str, package: &str) -> PathBuf {
-    let test = std::env::current_exe().expect("the test executable's path");
-    let mut directory = test.parent().expect("the test's directory");
-    if directory.ends_with("deps") {
-        directory = directory.parent().expect("the binaries' directory");
-    }
-    let path = directory.join(name);
+    let path = binary_path(name);
     assert!(
         path.exists(),
         "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p {package}`)",
         path.display()
     );
     path
+}
+
+/// Where the workspace's binary `name` is built.
+fn binary_path(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test executable's path");
+    let mut directory = test.parent().expect("the test's directory");
+    if directory.ends_with("deps") {
+        directory = directory.parent().expect("the binaries' directory");
+    }
+    directory.join(name)
 }
 
 /// A TOML array of strings.
