@@ -20,7 +20,7 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use adoptd_dbus::{BUS_NAME, State};
+use adoptd_dbus::{BUS_NAME, MainPidSource, State};
 use adoptd_test_support::{bus::TestBus, *};
 
 /// One test at a time: they share the test process as their subreaper.
@@ -274,6 +274,56 @@ fn after_a_crash_the_services_are_reattached_not_started_twice() {
         let (status, _) = adoptd.stop();
         assert!(status.success(), "{tracker}: {status:?}");
         assert_ends(restarted, "memcached after adoptd stopped");
+        reap_all();
+    }
+}
+
+#[test]
+fn a_reattached_daemon_that_forks_and_exits_is_followed_to_its_child() {
+    // The re-attached main process hands off after the re-attach (as a
+    // daemon re-executing itself does): its child is orphaned to the
+    // reaper above the crashed adoptd, not to this one, and must still be
+    // taken as the heir, not stopped as a leftover of a run that ended.
+    let _orphans = Orphans::catch();
+    for tracker in trackers() {
+        let scratch = Scratch::new("reattach-handoff");
+        let Some(bus) = TestBus::or_skip(&scratch) else {
+            return;
+        };
+        let reports = Reports::bind(&scratch);
+        dance_service(
+            &scratch,
+            &reports,
+            "dancer",
+            "",
+            &["fork", "setsid", "report", "await:USR1", "fork", "serve"],
+        );
+        let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        let before = watch.wait_main_pid("dancer", reports.next().pid);
+        adoptd.kill();
+
+        let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        assert_eq!(watch.read("dancer"), before, "{tracker}: as published");
+        assert!(reattached_timestamp(&bus, "dancer") > 0, "{tracker}");
+        signal(before.main_pid, libc::SIGUSR1);
+        let daemon = reports.next();
+        assert_eq!(daemon.last_parent, before.main_pid);
+        let context = format!("{tracker}: a hand-off after the re-attach");
+        let after = watch.wait_main_pid("dancer", daemon.pid);
+        assert_eq!(after.state, State::Running, "{context}: {after:?}");
+        if after.main_pid_source != MainPidSource::Guess {
+            assert_eq!(after.previous_pid, before.main_pid, "{context}");
+            assert_eq!(after.handoffs, before.handoffs + 1, "{context}");
+        }
+        assert!(is_alive(daemon.pid), "{context}: the daemon was stopped");
+        assert_eq!(
+            service_processes(),
+            BTreeSet::from([daemon.pid]),
+            "{context}"
+        );
+        let (status, _) = adoptd.stop();
+        assert!(status.success(), "{tracker}: {status:?}");
+        assert_ends(daemon.pid, "the daemon after adoptd stopped");
         reap_all();
     }
 }

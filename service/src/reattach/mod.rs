@@ -25,12 +25,15 @@
 //!   processes that appeared since (workers forked after the re-attach)
 //!   are found again by invocation id and start time, and stopped with
 //!   the rest as leftover members;
-//! - no source: hand-offs. A re-attached main process that forks and exits
-//!   leaves its child to the other reaper, with no adoption for adoptd to
-//!   see (`proc-connector` hears the fork but keeps lineage only below
-//!   adoptd's own children; `procfs` and `adoptsig` see nothing), so the
-//!   end of the main process ends the run by the usual rule: a clean exit
-//!   with no heir, and its leftovers are stopped. A restart of the service
+//! - no source sees hand-offs as they happen. A re-attached main process
+//!   that forks and exits leaves its child to the other reaper, with no
+//!   adoption for adoptd to see (`proc-connector` hears the fork but keeps
+//!   lineage only below adoptd's own children; `procfs` and `adoptsig` see
+//!   nothing). So the processes found again when the main process ends
+//!   that have no parent in the run are reported as adoptees with no
+//!   known previous parent, as `procfs` reports its newcomers, and the
+//!   hand-off rule picks the heir among them (a guess where another
+//!   member could be it); the rest are workers. A restart of the service
 //!   makes it adoptd's child again, followed in full.
 //!
 //! Invariants: a record that does not read names nothing (nothing is

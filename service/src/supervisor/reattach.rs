@@ -19,7 +19,7 @@ use crate::{
     proc,
     reattach::{self, Finding, Record, Run},
     spawn,
-    tracker::{Command, Event, ExitStatus, Pid, Restart, ServiceId},
+    tracker::{Clues, Command, Event, ExitStatus, Pid, Restart, ServiceId, Tracker},
 };
 
 /// Where the record goes, and whether it is due.
@@ -222,10 +222,13 @@ impl Supervisor {
                     continue;
                 }
                 self.pidfds.insert(verified.pid, verified.pidfd);
-                events.push(Event::Forked {
-                    parent: main,
-                    child: verified.pid,
-                });
+                events.push(reappeared(
+                    &self.tracker,
+                    id,
+                    main,
+                    verified.pid,
+                    verified.start_time,
+                ));
             }
         }
     }
@@ -314,6 +317,36 @@ impl Supervisor {
             result: status.result,
             stopping: status.state == crate::tracker::State::Stopping,
         })
+    }
+}
+
+/// What a process of re-attached run `id`, found again when its main
+/// process `main` ended, is to the tracker. One whose parent is still a
+/// member of the run is a worker of that member. One whose parent is not
+/// was orphaned (the kernel reparents before it lets anyone see an exit),
+/// to the reaper above the old adoptd rather than to this one: it is an
+/// adoptee with no known previous parent, as the `procfs` source reports
+/// them, so a daemon that forked and exited is its heir, flagged `guess`
+/// where another member could be, instead of a leftover to stop.
+fn reappeared(tracker: &Tracker, id: ServiceId, main: Pid, pid: Pid, start_time: u64) -> Event {
+    let stat = proc::read_stat(pid);
+    match stat {
+        Some(stat) if stat.parent != main && tracker.service_of(stat.parent) == Some(id) => {
+            Event::Forked {
+                parent: stat.parent,
+                child: pid,
+            }
+        }
+        _ => Event::Adopted {
+            pid,
+            previous_parent: None,
+            clues: Clues {
+                session: stat.map(|stat| stat.session),
+                start_time: Some(start_time),
+                ancestor: None,
+                run_of: Some(id),
+            },
+        },
     }
 }
 

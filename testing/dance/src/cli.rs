@@ -55,6 +55,8 @@ Steps (a hop is a fork after which the child carries on):
   notify           send \"READY=1\" and \"MAINPID=<own pid>\" to $NOTIFY_SOCKET
                    (sd_notify; a path, or @NAME in the abstract namespace)
   sleep:MS         sleep MS milliseconds
+  await:SIG        wait until SIG arrives (it is blocked from the start, so a
+                   SIG sent before this step waits for it)
   exit:CODE        exit with CODE (0-255)
   kill:SIG         kill self with SIG
   serve            send the report, then wait: SIGTERM or SIGINT sends SIGTERM
@@ -119,6 +121,9 @@ pub enum Step {
     Report,
     Notify,
     Sleep(u64),
+    /// Wait until this signal arrives (blocked from the start, so one sent
+    /// early waits).
+    Await(c_int),
     Exit(u8),
     Kill(c_int),
     Serve,
@@ -321,6 +326,7 @@ pub fn parse_step(arg: &OsStr) -> Result<Step, UsageError> {
         b"sleep" => parse_number(text()?)
             .map(Step::Sleep)
             .ok_or_else(|| bad("MS must be a number of milliseconds")),
+        b"await" => Ok(Step::Await(signal()?)),
         b"exit" => Ok(Step::Exit(exit_code()?)),
         b"kill" => Ok(Step::Kill(signal()?)),
         b"serve" => no_value(Step::Serve),
@@ -391,6 +397,7 @@ fn step_name(step: &Step) -> &'static str {
         Step::Report => "report",
         Step::Notify => "notify",
         Step::Sleep(_) => "sleep",
+        Step::Await(_) => "await",
         Step::Exit(_) => "exit",
         Step::Kill(_) => "kill",
         Step::Serve => "serve",

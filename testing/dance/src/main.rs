@@ -27,6 +27,7 @@
 //! | `report`         | send the report now                                             |
 //! | `notify`         | send `READY=1` and `MAINPID=<own pid>` to `$NOTIFY_SOCKET` (sd_notify) |
 //! | `sleep:MS`       | sleep MS milliseconds                                           |
+//! | `await:SIG`      | wait until SIG arrives (blocked from the start: one sent early waits) |
 //! | `exit:CODE`      | exit with CODE                                                  |
 //! | `kill:SIG`       | kill self with SIG                                              |
 //! | `serve`          | send the report, then wait for signals (below)                  |
@@ -112,6 +113,17 @@ fn main() {
         }
     };
     sys::reset_signals().unwrap_or_else(|err| setup_error("resetting the signal mask", err));
+    let awaited: Vec<libc::c_int> = config
+        .steps
+        .iter()
+        .filter_map(|step| match *step {
+            Step::Await(sig) => Some(sig),
+            _ => None,
+        })
+        .collect();
+    sys::SigSet::of(&awaited)
+        .apply(libc::SIG_BLOCK)
+        .unwrap_or_else(|err| setup_error("blocking the awaited signals", err));
     Dance::new(&config).run(&config.steps)
 }
 
@@ -215,6 +227,11 @@ impl Dance {
                 notify_ready().unwrap_or_else(|err| setup_error("notify: $NOTIFY_SOCKET", err))
             }
             Step::Sleep(ms) => thread::sleep(Duration::from_millis(ms)),
+            Step::Await(sig) => {
+                sys::SigSet::of(&[sig])
+                    .wait()
+                    .unwrap_or_else(|err| setup_error("awaiting a signal", err));
+            }
             Step::Exit(code) => process::exit(i32::from(code)),
             Step::Kill(sig) => sys::die_by_signal(sig),
             Step::Serve => self.serve(),
