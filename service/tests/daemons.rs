@@ -5,7 +5,7 @@
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use adoptd_test_support::*;
 
@@ -20,40 +20,6 @@ fn daemon(program: &str, test: &str) -> Option<PathBuf> {
         eprintln!("{test}: skipped: {program} is not installed");
     }
     found
-}
-
-/// An nginx configuration in `dir`, listening on `port`.
-fn nginx_config(dir: &Path, port: u16) -> PathBuf {
-    let d = dir.display();
-    let config = format!(
-        "daemon on;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\n\
-         error_log {d}/error.log notice;\nevents {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, config).expect("nginx.conf");
-    path
-}
-
-fn nginx_service(scratch: &Scratch, nginx: &Path) -> PathBuf {
-    let config = nginx_config(&scratch.path, free_port());
-    scratch.service(
-        "nginx",
-        &format!(
-            "exec = {}\nrestart-delay = \"0\"\nstop-signal = \"QUIT\"\npid-file = {:?}\n",
-            argv(&[
-                nginx.to_str().expect("utf-8"),
-                "-c",
-                config.to_str().expect("utf-8"),
-                "-p",
-                scratch.path.to_str().expect("utf-8"),
-            ]),
-            scratch.file("nginx.pid").to_str().expect("utf-8"),
-        ),
-    );
-    scratch.file("nginx.pid")
 }
 
 /// The master's workers, as its children.

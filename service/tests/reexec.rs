@@ -9,11 +9,7 @@
 // A failed expectation in a test is the test failing, with a reason.
 #![allow(clippy::expect_used)]
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use adoptd_dbus::{BUS_NAME, MANAGER_PATH, ManagerProxy, State};
 use adoptd_test_support::{bus::TestBus, *};
@@ -519,35 +515,6 @@ fn real_daemons_are_kept_across_a_reexec_and_followed_after_it() {
         assert_ends(new_master, "nginx after adoptd stopped");
         assert_ends(restarted, "memcached after adoptd stopped");
     }
-}
-
-fn nginx_service(scratch: &Scratch, nginx: &Path) -> PathBuf {
-    let d = scratch.path.display();
-    let port = free_port();
-    let config = format!(
-        "daemon on;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\n\
-         error_log {d}/error.log notice;\nevents {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
-    );
-    let config_path = scratch.file("nginx.conf");
-    std::fs::write(&config_path, config).expect("nginx.conf");
-    scratch.service(
-        "nginx",
-        &format!(
-            "exec = {}\nrestart-delay = \"0\"\nstop-signal = \"QUIT\"\npid-file = {:?}\n",
-            argv(&[
-                nginx.to_str().expect("utf-8"),
-                "-c",
-                config_path.to_str().expect("utf-8"),
-                "-p",
-                scratch.path.to_str().expect("utf-8"),
-            ]),
-            scratch.file("nginx.pid").to_str().expect("utf-8"),
-        ),
-    );
-    scratch.file("nginx.pid")
 }
 
 /// A new binary that cannot read the state (here: one that finds format

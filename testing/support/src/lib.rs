@@ -215,6 +215,39 @@ impl Lcg {
     }
 }
 
+/// A service `nginx`: Debian's nginx with a master and two workers,
+/// daemonized, on a free loopback port, with its files in the scratch
+/// directory; stopped by SIGQUIT (its graceful stop), never waiting to
+/// restart. Returns its pid file.
+pub fn nginx_service(scratch: &Scratch, nginx: &Path) -> PathBuf {
+    let d = scratch.path.display();
+    let port = free_port();
+    let config = format!(
+        "daemon on;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log notice;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+    );
+    let config_path = scratch.file("nginx.conf");
+    std::fs::write(&config_path, config).expect("nginx.conf");
+    scratch.service(
+        "nginx",
+        &format!(
+            "exec = {}\nrestart-delay = \"0\"\nstop-signal = \"QUIT\"\npid-file = {:?}\n",
+            argv(&[
+                nginx.to_str().expect("utf-8"),
+                "-c",
+                config_path.to_str().expect("utf-8"),
+                "-p",
+                scratch.path.to_str().expect("utf-8"),
+            ]),
+            scratch.file("nginx.pid").to_str().expect("utf-8"),
+        ),
+    );
+    scratch.file("nginx.pid")
+}
+
 /// A service `memcached` running `memcached -d` as nobody on a free
 /// loopback port (`extra`: more lines of its file); returns its pid file,
 /// in a directory nobody may write, as memcached writes it after dropping
