@@ -122,6 +122,21 @@ fn reattached_timestamp(bus: &TestBus, service: &str) -> u64 {
         .unwrap_or_else(|| panic!("ReattachedTimestamp of {service}: {text:?}"))
 }
 
+/// Waits until adoptd's record names `main_pid` as service `name`'s main
+/// process. adoptd writes it at the end of the turn that changed the
+/// service, just after the bus may have shown the change: a test that
+/// kills adoptd at once must wait for it, as a crash in that turn loses
+/// the change.
+fn wait_recorded(scratch: &Scratch, name: &str, main_pid: u32) {
+    let runs = scratch.runtime_dir().join("runs");
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&runs)
+        .expect("the record's directory");
+    let file = runs.join(format!("{}.json", adoptd_dbus::escape_label(name)));
+    let named = format!("\"main_pid\":{main_pid},");
+    wait_for_file(&file, |text| text.contains(&named).then_some(()));
+}
+
 /// adoptd with `tracker` on `bus`, and a watch on it.
 fn supervise(scratch: &Scratch, bus: &TestBus, tracker: &str) -> (Adoptd, Watch) {
     let adoptd = Adoptd::start(scratch, &["--address", &bus.address, "--tracker", tracker]);
@@ -208,6 +223,8 @@ fn after_a_crash_the_services_are_reattached_not_started_twice() {
         let old_memcached = watch.wait_main_pid("memcached", memcached_main);
         let processes = service_processes();
         assert_eq!(running("memcached"), 1, "{tracker}");
+        wait_recorded(&scratch, "dancer", dancer.main_pid);
+        wait_recorded(&scratch, "memcached", memcached_main);
 
         adoptd.kill();
         // The services outlived adoptd.
@@ -278,6 +295,78 @@ fn after_a_crash_the_services_are_reattached_not_started_twice() {
     }
 }
 
+/// The live processes named `comm` among the test's descendants.
+fn named(comm: &str) -> BTreeSet<u32> {
+    let mut pids = BTreeSet::new();
+    let mut queue = vec![std::process::id()];
+    while let Some(parent) = queue.pop() {
+        for (child, zombie) in children_of(parent) {
+            queue.push(child);
+            let name = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if !zombie && name.trim() == comm {
+                pids.insert(child);
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn nginx_which_writes_its_title_over_its_environment_is_reattached_with_its_workers() {
+    // nginx's master and workers no longer show the invocation id in
+    // /proc/PID/environ (the title is written over it): the master is
+    // known by its pid and exact start time, its workers by lineage.
+    let Some(nginx) = installed("nginx") else {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    };
+    if !is_root() {
+        eprintln!("skipped: nginx needs root here");
+        return;
+    }
+    let _orphans = Orphans::catch();
+    for tracker in trackers() {
+        let scratch = Scratch::new("reattach-nginx");
+        let Some(bus) = TestBus::or_skip(&scratch) else {
+            return;
+        };
+        let pid_file = nginx_service(&scratch, &nginx);
+        let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        let master = wait_for_pid_file(&pid_file);
+        let before = watch.wait_main_pid("nginx", master);
+        let error_log = scratch.file("error.log");
+        wait_for_file(&error_log, |text| {
+            (text.matches("start worker process ").count() >= 2).then_some(())
+        });
+        let processes = named("nginx");
+        assert_eq!(processes.len(), 3, "{tracker}: a master and two workers");
+        wait_recorded(&scratch, "nginx", master);
+
+        adoptd.kill();
+        let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
+        assert_eq!(watch.read("nginx"), before, "{tracker}: as published");
+        assert!(reattached_timestamp(&bus, "nginx") > 0, "{tracker}");
+        assert_eq!(named("nginx"), processes, "{tracker}: nginx started twice");
+        assert!(
+            adoptd
+                .log
+                .iter()
+                .all(|l| !l.message.starts_with("started ")),
+            "{tracker}: something was started"
+        );
+
+        // A stop is nginx's graceful stop, for the master and its workers.
+        watch.stop(&["nginx"]);
+        watch.wait_state("nginx", State::Stopped);
+        for pid in processes {
+            assert_ends(pid, "a process of the re-attached nginx after its stop");
+        }
+        let (status, _) = adoptd.stop();
+        assert!(status.success(), "{tracker}: {status:?}");
+        reap_all();
+    }
+}
+
 #[test]
 fn a_reattached_daemon_that_forks_and_exits_is_followed_to_its_child() {
     // The re-attached main process hands off after the re-attach (as a
@@ -300,6 +389,7 @@ fn a_reattached_daemon_that_forks_and_exits_is_followed_to_its_child() {
         );
         let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
         let before = watch.wait_main_pid("dancer", reports.next().pid);
+        wait_recorded(&scratch, "dancer", before.main_pid);
         adoptd.kill();
 
         let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
@@ -345,6 +435,7 @@ fn the_end_of_a_reattached_daemon_is_noticed_even_after_a_reexec() {
         );
         let (adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
         let old = watch.wait_state("sleeper", State::Running);
+        wait_recorded(&scratch, "sleeper", old.main_pid);
         adoptd.kill();
 
         let (mut adoptd, mut watch) = supervise(&scratch, &bus, &tracker);
@@ -438,6 +529,7 @@ fn leftovers_of_a_daemon_that_died_meanwhile_are_killed_before_it_starts_again()
             .filter(|&pid| pid != main)
             .collect();
         assert_eq!(workers.len(), 2, "{tracker}: {workers:?}");
+        wait_recorded(&scratch, "dancer", main);
 
         adoptd.kill();
         // The daemon dies while no adoptd watches; its workers live on.
@@ -482,6 +574,7 @@ fn a_run_that_ended_while_no_adoptd_watched_is_started_again_by_its_policy() {
     let (adoptd, mut watch) = supervise(&scratch, &bus, "procfs");
     watch.start(&["sleeper"]);
     let old = watch.wait_state("sleeper", State::Running).main_pid;
+    wait_recorded(&scratch, "sleeper", old);
     adoptd.kill();
     signal(old, libc::SIGKILL);
     assert_ends(old, "the sleeper");

@@ -9,7 +9,11 @@
 //! other's no older than the run) and its environment carries the run's
 //! invocation id (`ADOPTD_INVOCATION_ID`, see [`crate::invocation`]), both
 //! read again after its pidfd is open, so a pid reused in between is
-//! never taken. Every process found is held by that pidfd from then on:
+//! never taken. A program may write its title over its environment
+//! (nginx does, and its workers inherit the result): the main process,
+//! known by its pid and exact start time in this boot, and its
+//! descendants, known by lineage, count as the run's also when their
+//! environment names no run at all, never when it names another. Every process found is held by that pidfd from then on:
 //! signals go through it, and its end is learnt from it.
 //!
 //! What a re-attached run can be followed in: its processes are not
@@ -131,7 +135,14 @@ pub fn find_again(
         if known(pid) {
             continue;
         }
-        if let Some(verified) = verify(pid, invocation, run_start_time, None, &mut environment) {
+        if let Some(verified) = verify(
+            pid,
+            invocation,
+            run_start_time,
+            None,
+            Vouched::ByName,
+            &mut environment,
+        ) {
             found.push(verified);
         }
     }
@@ -145,17 +156,35 @@ fn finding(run: &Run, candidates: Vec<Pid>) -> Finding {
         run.invocation,
         run.run_start_time,
         Some(run.main_start_time),
+        Vouched::ByIdentity,
         &mut environment,
     );
-    let others: Vec<Verified> = candidates
+    // The main process's descendants are the run's by lineage, also where
+    // their environment no longer names it (nginx's workers).
+    let descendants: Vec<Pid> = match &main {
+        Some(main) => proc::with_descendants(&[main.pid])
+            .into_iter()
+            .filter(|pid| *pid != main.pid && !candidates.contains(pid))
+            .collect(),
+        None => Vec::new(),
+    };
+    let named = candidates
         .into_iter()
         .filter(|&pid| pid != run.main_pid)
-        .filter_map(|pid| {
+        .map(|pid| (pid, Vouched::ByName));
+    let others: Vec<Verified> = named
+        .chain(
+            descendants
+                .into_iter()
+                .map(|pid| (pid, Vouched::ByIdentity)),
+        )
+        .filter_map(|(pid, vouched)| {
             verify(
                 pid,
                 run.invocation,
                 run.run_start_time,
                 None,
+                vouched,
                 &mut environment,
             )
         })
@@ -191,14 +220,28 @@ fn finding(run: &Run, candidates: Vec<Pid>) -> Finding {
     }
 }
 
+/// How a process is known to be a run's besides its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vouched {
+    /// Only by its environment naming the run.
+    ByName,
+    /// By its exact start time (the main process) or its descent from the
+    /// verified main process: its environment may also name no run at all,
+    /// as when a program writes its title over it (nginx, PostgreSQL), but
+    /// never another run.
+    ByIdentity,
+}
+
 /// `pid`, held by a pidfd, if it is a live process of run `invocation`:
 /// started at `exact` (the main process) or no earlier than the run, its
-/// environment naming the run, before and after the pidfd was opened.
+/// environment naming the run (or, when `vouched` by identity, no run),
+/// before and after the pidfd was opened.
 fn verify(
     pid: Pid,
     invocation: InvocationId,
     run_start_time: Option<u64>,
     exact: Option<u64>,
+    vouched: Vouched,
     environment: &mut Vec<u8>,
 ) -> Option<Verified> {
     if pid <= 1 || pid == std::process::id() {
@@ -211,8 +254,11 @@ fn verify(
             None => run_start_time.is_none_or(|run| stat.start_time >= run),
         };
         proc::read_environment(pid, ENVIRONMENT_READ_LIMIT, environment)?;
-        let named = crate::source::runs::invocation_in(environment) == Some(invocation);
-        (timely && named).then_some(stat.start_time)
+        let ours = match crate::source::runs::invocation_in(environment) {
+            Some(named) => named == invocation,
+            None => vouched == Vouched::ByIdentity,
+        };
+        (timely && ours).then_some(stat.start_time)
     };
     let before = fits(environment)?;
     let pidfd = spawn::open_pidfd(pid)
