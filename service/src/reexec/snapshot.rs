@@ -70,6 +70,11 @@ pub struct Parts<T, S> {
     /// a re-attach after a crash names ([`crate::reattach`]).
     #[serde(default)]
     pub invocations: Vec<(ServiceId, InvocationId)>,
+    /// Exits already reported of processes followed by pidfd that were
+    /// zombies then, with their start time: if adoptd inherits and reaps
+    /// one after the exec, that reap is not news.
+    #[serde(default)]
+    pub reported_zombies: Vec<(Pid, u64)>,
 }
 
 /// What the writer saves, borrowed.

@@ -187,6 +187,7 @@ impl Supervisor {
                     .iter()
                     .map(|(&id, &invocation)| (id, invocation))
                     .collect(),
+                reported_zombies: self.watched.reported_zombies(),
             },
         };
         let bytes = serde_json::to_vec(&envelope).map_err(reexec::ReexecError::Encode)?;
@@ -286,6 +287,8 @@ impl Supervisor {
             self.take_notify_socket(notify);
         }
         self.invocations.extend(state.invocations);
+        self.watched
+            .restore_reported_zombies(state.reported_zombies);
         self.watch_again();
         self.publish_restored();
         info!(

@@ -47,6 +47,20 @@ pub(super) struct Watched {
 }
 
 impl Watched {
+    /// The reported zombies, for the image a re-exec starts.
+    pub(super) fn reported_zombies(&self) -> Vec<(Pid, u64)> {
+        self.reported_zombies
+            .iter()
+            .map(|(&pid, &started)| (pid, started))
+            .collect()
+    }
+
+    /// Takes back, after a re-exec, the zombies whose exit the previous
+    /// image reported.
+    pub(super) fn restore_reported_zombies(&mut self, zombies: Vec<(Pid, u64)>) {
+        self.reported_zombies.extend(zombies);
+    }
+
     pub(super) fn new() -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         Watched {
