@@ -102,6 +102,11 @@ impl Desktop {
             "-nolisten",
             "tcp",
             "-ac",
+            // An X server resets when its last client leaves, and refuses
+            // connections meanwhile: a helper of the desktop that came and
+            // went (at-spi's bus launcher sets a root window property)
+            // must not make the applet's own connection fail.
+            "-noreset",
         ])
         .env(MARKER, &marker)
         .stdin(Stdio::null())
