@@ -72,9 +72,10 @@
 //! leaves room, else or with `--idle` loaded with `autostart = false`).
 //! adoptd's memory once all run and are on the bus, then L runs of
 //! `adoptctl --address ADDR list` (stdout to /dev/null; wall time of the
-//! whole process), then adoptd's memory and its peak (VmHWM). adoptd holds
-//! a descriptor per running service (its pidfd), two with `output =
-//! "log"` (and the pipe), and raises its soft RLIMIT_NOFILE to the hard
+//! whole process), then adoptd's memory and its peak (VmHWM), then one
+//! `GetManagedObjects` (its size and time) and adoptd's memory after it.
+//! adoptd holds a descriptor per running service (its pidfd), two with
+//! `output = "log"` (and the pipe), and raises its soft RLIMIT_NOFILE to the hard
 //! one: the benchmark raises the hard limit it passes on when it can (that
 //! takes CAP_SYS_RESOURCE); when it cannot, the services' output is
 //! `null`, or if even that does not fit they are not started. It says
