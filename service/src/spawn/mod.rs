@@ -11,8 +11,10 @@
 //! exec itself, a `chdir`, a `setuid`) comes back as [`SpawnError::Exec`]
 //! with the system's reason, and the child is reaped here.
 //!
-//! The child shares adoptd's memory until it execs (a vfork-like clone),
-//! so a start costs the same whatever adoptd's size.
+//! The child shares adoptd's memory and descriptor table until it execs
+//! (a vfork-like clone, `child.rs`), so a start costs the same whatever
+//! adoptd's size: neither its page tables nor a table of a descriptor or
+//! three per service are copied.
 //!
 //! The spawned process is held by a pidfd from the start: it is adoptd's
 //! unreaped child, so the pid cannot have been recycled yet.
