@@ -9,13 +9,13 @@
 
 use std::fmt::Write as _;
 
-use adoptd_dbus::{LoadState, State};
+use adoptd_dbus::{LoadState, ServiceRow, State};
 use serde::Serialize;
 
 use crate::{
     bus::Bus,
     error::Exit,
-    properties::{self, ServiceStatus},
+    properties,
     render::{self, Style},
 };
 
@@ -33,15 +33,15 @@ pub struct Row<'a> {
     pub load_state: LoadState,
 }
 
-impl<'a> From<&'a ServiceStatus> for Row<'a> {
-    fn from(status: &'a ServiceStatus) -> Self {
+impl<'a> From<&'a ServiceRow> for Row<'a> {
+    fn from(service: &'a ServiceRow) -> Self {
         Row {
-            name: &status.name,
-            state: status.state,
-            main_pid: status.main_pid,
-            previous_pid: status.previous_pid,
-            state_change_timestamp: status.state_change_timestamp,
-            load_state: status.load_state,
+            name: &service.name,
+            state: service.state,
+            main_pid: service.main_pid,
+            previous_pid: service.previous_pid,
+            state_change_timestamp: service.state_change_timestamp,
+            load_state: service.load_state,
         }
     }
 }
@@ -57,13 +57,17 @@ pub async fn run(
     names_only: bool,
     style: Style,
 ) -> Exit {
-    let services = match properties::all(bus).await {
+    // One `ListServices`: the rows carry every column, so no service's
+    // other properties are asked for (at 10,000 services a
+    // `GetManagedObjects` is megabytes to build, route and parse).
+    let mut services = match properties::rows(bus).await {
         Ok(services) => services,
         Err(failure) => {
             crate::report(&failure);
             return failure.exit;
         }
     };
+    services.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<Row<'_>> = services
         .iter()
         .filter(|s| {

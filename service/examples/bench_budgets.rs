@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Measurements (default: all, in this order): `start`, `restart`,
-//! `signal`, `many`, `reads`, `idle`. Options: `--services N` (1000), `--kills K` (200),
+//! `signal`, `many`, `reads`, `idle`, `status`. Options: `--services N` (1000), `--kills K` (200),
 //! `--hops H` (300), `--many M` (10000), `--lists L` (5), `--idle` (the M
 //! services of `many` are loaded but not started), `--tracker SOURCE`
 //! (`auto`), `--output log|null` (the services' `output`, default `log`,
@@ -38,6 +38,11 @@
 //! thread of adoptd, so the broker's memory is counted in too. adoptd's
 //! CPU time (utime + stime, all threads) when the last service runs tells
 //! how much of the start time adoptd spent working rather than waiting.
+//! Then the peers (s6's `s6-svscan`, runit's `runsvdir`, when installed)
+//! over N service directories whose `run` script execs the same
+//! `/bin/sleep`: from spawning the scanner to the moment every service's
+//! process is `sleep` (polled every 5 ms), and adoptd's time as a ratio
+//! to theirs.
 //!
 //! `restart`: one such service with `restart = "always"`, `restart-delay =
 //! "0"` and a start limit it cannot reach (10,000 starts a second). K
@@ -46,7 +51,10 @@
 //! it has exec'd: the spawn waits for the exec) − that clock. The `main process exited` line
 //! between them (logged once adoptd has reaped the process and decided)
 //! splits it into kill → reaped and reaped → started. The next kill waits
-//! for the status line of the new main process.
+//! for the status line of the new main process. Then the same K kills of
+//! a bare C loop that the benchmark compiles with `cc` (vfork, setsid,
+//! exec, print the realtime clock and the pid, waitpid): the least a
+//! supervisor does, and adoptd's median as a ratio to its.
 //!
 //! `signal`: a service that hops H times (`fork setsid`, then `sleep:5
 //! fork` H − 1 times) with `dance --hop-times`: each hop's parent writes
@@ -64,9 +72,10 @@
 //! leaves room, else or with `--idle` loaded with `autostart = false`).
 //! adoptd's memory once all run and are on the bus, then L runs of
 //! `adoptctl --address ADDR list` (stdout to /dev/null; wall time of the
-//! whole process), then adoptd's memory and its peak (VmHWM). adoptd holds
-//! a descriptor per running service (its pidfd), two with `output =
-//! "log"` (and the pipe), and raises its soft RLIMIT_NOFILE to the hard
+//! whole process), then adoptd's memory and its peak (VmHWM), then one
+//! `GetManagedObjects` (its size and time) and adoptd's memory after it.
+//! adoptd holds a descriptor per running service (its pidfd), two with
+//! `output = "log"` (and the pipe), and raises its soft RLIMIT_NOFILE to the hard
 //! one: the benchmark raises the hard limit it passes on when it can (that
 //! takes CAP_SYS_RESOURCE); when it cannot, the services' output is
 //! `null`, or if even that does not fit they are not started. It says
@@ -89,6 +98,11 @@
 //! supervisor's own processes, not of the services, over 10 s once all
 //! run: first on the machine as it is, then while this program starts
 //! `/bin/true` 50 times a second (processes that belong to no supervisor).
+//!
+//! `status`: `adoptctl --address ADDR status web` as a whole process
+//! (spawn to exit, output to /dev/null) over one running service, and in
+//! turn with it `s6-svstat DIR` over one service of `s6-svscan`, 300 runs
+//! each; both medians and their ratio.
 //!
 //! Every adoptd is stopped with SIGTERM, and the benchmark waits for it to
 //! exit. One that has not exited two minutes later is reported (its last
@@ -128,7 +142,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 const USAGE: &str = "\
 usage: bench_budgets [--services N] [--kills K] [--hops H] [--many M] [--lists L]
                      [--idle] [--tracker SOURCE] [--output log|null]
-                     [start|restart|signal|many|reads|idle]...";
+                     [start|restart|signal|many|reads|idle|status]...";
 
 fn main() {
     let options = Options::parse();
@@ -151,6 +165,7 @@ fn main() {
             Measurement::Many => many(&options),
             Measurement::Reads => reads(&options),
             Measurement::Idle => idle(&options),
+            Measurement::Status => status(&options),
         }
     }
 }
@@ -176,6 +191,7 @@ enum Measurement {
     Many,
     Reads,
     Idle,
+    Status,
 }
 
 impl Options {
@@ -211,6 +227,7 @@ impl Options {
                 "many" => options.measurements.push(Measurement::Many),
                 "reads" => options.measurements.push(Measurement::Reads),
                 "idle" => options.measurements.push(Measurement::Idle),
+                "status" => options.measurements.push(Measurement::Status),
                 _ => usage(),
             }
         }
@@ -222,6 +239,7 @@ impl Options {
                 Measurement::Many,
                 Measurement::Reads,
                 Measurement::Idle,
+                Measurement::Status,
             ];
         }
         options
@@ -272,10 +290,24 @@ fn start(options: &Options) {
     );
     println!("memory: no service: {base}");
     println!("memory: {n} services: {loaded}");
+    let adoptd_ms = (running_at - spawned_at) as f64 / 1000.0;
+    for (name, scanner) in PEERS {
+        let Some(peer) = Peer::start(name, scanner, n) else {
+            println!("start: {name} is not installed (apt-get install {name}), not measured");
+            continue;
+        };
+        let peer_ms = (peer.wait_all_running() - peer.spawned_at) as f64 / 1000.0;
+        peer.stop();
+        println!(
+            "start: {name}: {n} services running {peer_ms:.0} ms after its scanner was spawned \
+             (polled every 5 ms); adoptd / {name} = {:.2}",
+            adoptd_ms / peer_ms
+        );
+    }
     let per_service =
         |after: u64, before: u64| (after as f64 - before as f64) * 1024.0 / f64::from(n.max(1));
     println!(
-        "memory: per service: Rss {:.0} B, Anonymous {:.0} B, Pss {:.0} B (budget ≤ 4096 B)",
+        "memory: per service: Rss {:.0} B, Anonymous {:.0} B, Pss {:.0} B (budget ≤ 2560 B)",
         per_service(loaded.rss_kb, base.rss_kb),
         per_service(loaded.anonymous_kb, base.anonymous_kb),
         per_service(loaded.pss_kb, base.pss_kb),
@@ -338,6 +370,96 @@ fn restart(options: &Options) {
         percentile(&to_started, 50),
         percentile(&to_started, 99),
     );
+    match bare_loop_restarts(&scratch, options.kills) {
+        Ok(bare) => println!(
+            "restart: a bare C loop (vfork, exec, waitpid) over {} kills: median {} µs, p99 {} µs; \
+             adoptd / bare loop = {:.2} (median; budget ≤ 1.3)",
+            bare.len(),
+            percentile(&bare, 50),
+            percentile(&bare, 99),
+            percentile(&total, 50) as f64 / percentile(&bare, 50).max(1) as f64,
+        ),
+        Err(problem) => println!("restart: the bare C loop is not measured: {problem}"),
+    }
+}
+
+/// The least a supervisor can do to restart a killed service: wait for
+/// it, vfork, exec, and say so (the stamp is taken once the child has
+/// exec'd, as adoptd's `started` line is).
+const BARE_LOOP: &str = r#"
+#include <stdio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(void) {
+    char *argv[] = {"/bin/sleep", "100000", NULL};
+    char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+    for (;;) {
+        pid_t pid = vfork();
+        if (pid == 0) {
+            setsid();
+            execve(argv[0], argv, envp);
+            _exit(127);
+        }
+        if (pid < 0)
+            return 1;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        printf("%d %lld\n", (int)pid, (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000);
+        fflush(stdout);
+        int status;
+        while (waitpid(pid, &status, 0) != pid) {
+        }
+    }
+}
+"#;
+
+/// `kills` times: SIGKILL to the bare loop's child, and the time to the
+/// loop's line for the next one. Sorted latencies in µs.
+fn bare_loop_restarts(scratch: &Scratch, kills: u32) -> Result<Vec<i64>, String> {
+    let source = scratch.path.join("bare-loop.c");
+    let program = scratch.path.join("bare-loop");
+    std::fs::write(&source, BARE_LOOP).map_err(|e| e.to_string())?;
+    let compiled = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .map_err(|e| format!("cannot run cc: {e}"))?;
+    if !compiled.success() {
+        return Err(format!("cc failed: {compiled}"));
+    }
+    let mut looping = Command::new(&program)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(looping.stdout.take().expect("the loop's stdout")).lines();
+    let mut next = move || -> Option<(u32, i64)> {
+        let line = lines.next()?.ok()?;
+        let (pid, at) = line.split_once(' ')?;
+        Some((pid.parse().ok()?, at.parse().ok()?))
+    };
+    let (mut pid, _) = next().ok_or("the loop said nothing")?;
+    let mut total = Vec::new();
+    for _ in 0..kills {
+        let killed_at = now_us();
+        send_signal(pid, libc::SIGKILL);
+        let Some((new_pid, started_at)) = next() else {
+            break;
+        };
+        total.push(started_at - killed_at);
+        pid = new_pid;
+    }
+    // The loop first; its last child then comes to this program.
+    looping.kill().ok();
+    looping.wait().ok();
+    send_signal(pid, libc::SIGKILL);
+    // SAFETY: our own unreaped child now (this program is a subreaper).
+    unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+    total.sort_unstable();
+    Ok(total)
 }
 
 /// How many services `idle` runs, and for how long it counts.
@@ -372,56 +494,140 @@ fn idle(options: &Options) {
             IDLE_WINDOW.as_secs()
         );
     }
-    for (peer, scanner) in [("s6", "s6-svscan"), ("runit", "runsvdir")] {
-        let Some(scanner) = find_program(scanner) else {
-            println!("idle: {peer} is not installed (apt-get install {peer}), not measured");
+    for (name, scanner) in PEERS {
+        let Some(peer) = Peer::start(name, scanner, IDLE_SERVICES) else {
+            println!("idle: {name} is not installed (apt-get install {name}), not measured");
             continue;
         };
-        let scratch = Scratch::new("idle-peer");
-        let scan = scratch.path.join("scan");
-        for index in 0..IDLE_SERVICES {
-            let dir = scan.join(format!("s{index:03}"));
-            std::fs::create_dir_all(&dir).expect("a service directory");
-            let run = dir.join("run");
-            std::fs::write(&run, "#!/bin/sh\nexec /bin/sleep 100000\n").expect("a run script");
-            std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .expect("make the run script executable");
-        }
-        let mut supervisor = Command::new(scanner)
-            .arg(&scan)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the peer");
-        let root = supervisor.id();
-        // Its supervisors (one per service) are its children; the services
-        // are theirs.
-        let deadline = Instant::now() + TIMEOUT;
-        while children_of(root).len() < IDLE_SERVICES as usize
-            || children_of(root)
-                .iter()
-                .any(|&child| children_of(child).is_empty())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "{peer} did not start every service"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        peer.wait_all_running();
+        let root = peer.root();
         let tree = || {
             let mut pids = vec![root];
             pids.extend(children_of(root));
             pids
         };
         let (quiet, churn) = count_switches(&tree);
-        // The scanner first, then the per-service supervisors and their
-        // services, which this program (a subreaper) reaps.
-        send_signal(root, libc::SIGKILL);
-        supervisor.wait().ok();
-        // What it leaves comes to this program, a level at a time.
+        peer.stop();
+        println!(
+            "idle: {name}, {IDLE_SERVICES} idle services, context switches in {} s: {quiet} \
+             quiet, {churn} while another process starts /bin/true 50 times a second",
+            IDLE_WINDOW.as_secs()
+        );
+    }
+}
+
+/// The peers from Debian's packages: their name and their scanner.
+const PEERS: [(&str, &str); 2] = [("s6", "s6-svscan"), ("runit", "runsvdir")];
+
+/// A peer supervisor (s6's `s6-svscan`, runit's `runsvdir`) over
+/// service directories whose `run` script execs `/bin/sleep 100000`,
+/// with a supervisor process (`s6-supervise`, `runsv`) per service.
+struct Peer {
+    name: &'static str,
+    scanner: Child,
+    /// The realtime clock just before the scanner was spawned.
+    spawned_at: i64,
+    services: u32,
+    scratch: Scratch,
+}
+
+impl Peer {
+    /// Starts `scanner` over `services` new service directories; None
+    /// when the peer is not installed.
+    fn start(name: &'static str, scanner: &str, services: u32) -> Option<Self> {
+        let scanner = find_program(scanner)?;
+        let scratch = Scratch::new(&format!("peer-{name}"));
+        let scan = scratch.path.join("scan");
+        for index in 0..services {
+            let dir = scan.join(format!("s{index:05}"));
+            std::fs::create_dir_all(&dir).expect("a service directory");
+            let run = dir.join("run");
+            std::fs::write(&run, "#!/bin/sh\nexec /bin/sleep 100000\n").expect("a run script");
+            std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("make the run script executable");
+        }
+        let mut command = Command::new(scanner);
+        if name == "s6" {
+            // Its default bound on services is below what `start` runs.
+            command.arg("-c").arg((services + 16).to_string());
+        }
+        let spawned_at = now_us();
+        let scanner = command
+            .arg(&scan)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the peer");
+        Some(Peer {
+            name,
+            scanner,
+            spawned_at,
+            services,
+            scratch,
+        })
+    }
+
+    fn root(&self) -> u32 {
+        self.scanner.id()
+    }
+
+    /// One service's directory, as the peer's status tool takes it.
+    fn service_dir(&self, index: u32) -> PathBuf {
+        self.scratch.path.join("scan").join(format!("s{index:05}"))
+    }
+
+    /// Waits until every service's process is `/bin/sleep` (its run
+    /// script has exec'd); returns the realtime clock then. Polls every
+    /// 5 ms, looking again only at the services not yet seen running.
+    fn wait_all_running(&self) -> i64 {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut running = std::collections::HashSet::new();
         loop {
-            let left = children_of(std::process::id());
+            for supervisor in children_of(self.root()) {
+                if running.contains(&supervisor) {
+                    continue;
+                }
+                let execed = children_of(supervisor).iter().any(|&service| {
+                    std::fs::read_to_string(format!("/proc/{service}/comm"))
+                        .is_ok_and(|comm| comm.trim() == "sleep")
+                });
+                if execed {
+                    running.insert(supervisor);
+                }
+            }
+            if running.len() >= self.services as usize {
+                return now_us();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start every service",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills the scanner, then its per-service supervisors and their
+    /// services, which this program (a subreaper) inherits and reaps;
+    /// no other child of this program (an adoptd still running).
+    fn stop(mut self) {
+        let mut tree = std::collections::HashSet::new();
+        let mut next = children_of(self.root());
+        while let Some(pid) = next.pop() {
+            if tree.insert(pid) {
+                next.extend(children_of(pid));
+            }
+        }
+        send_signal(self.root(), libc::SIGKILL);
+        self.scanner.wait().ok();
+        // What it leaves comes to this program, a level at a time: the
+        // supervisors first, whose services are then reparented here.
+        loop {
+            let left: Vec<u32> = children_of(std::process::id())
+                .into_iter()
+                .filter(|pid| tree.contains(pid))
+                .collect();
             if left.is_empty() {
                 break;
             }
@@ -434,11 +640,6 @@ fn idle(options: &Options) {
                 }
             }
         }
-        println!(
-            "idle: {peer}, {IDLE_SERVICES} idle services, context switches in {} s: {quiet} \
-             quiet, {churn} while another process starts /bin/true 50 times a second",
-            IDLE_WINDOW.as_secs()
-        );
     }
 }
 
@@ -656,6 +857,85 @@ fn reads(options: &Options) {
         reads as f64 / elapsed,
         cpu as f64 / 10.0 / elapsed,
     );
+}
+
+/// How many times `status` runs each command.
+const STATUS_RUNS: u32 = 300;
+
+/// `adoptctl status NAME` as a whole process against s6's `s6-svstat
+/// DIR`, each over one running service, run in turn.
+fn status(options: &Options) {
+    let scratch = Scratch::new("status");
+    scratch.service("web", &sleeper(&options.output, ""));
+    let mut adoptd = Adoptd::start(&scratch, options);
+    let address = adoptd.wait_published();
+    adoptd.wait_main_pid("web", None);
+    let peer = Peer::start("s6", "s6-svscan", 1);
+    let svstat = find_program("s6-svstat");
+    let peer = match (peer, svstat) {
+        (Some(peer), Some(svstat)) => {
+            peer.wait_all_running();
+            // s6-supervise opens its status file once the service runs.
+            std::thread::sleep(Duration::from_millis(100));
+            Some((peer, svstat))
+        }
+        _ => {
+            println!("status: s6 is not installed (apt-get install s6), not compared");
+            None
+        }
+    };
+    let time = |command: &mut Command| -> Option<i64> {
+        let began = Instant::now();
+        let status = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        let took = i64::try_from(began.elapsed().as_micros()).ok()?;
+        status.success().then_some(took)
+    };
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut failed = 0;
+    for _ in 0..STATUS_RUNS {
+        match time(Command::new(binary("adoptctl")).args(["--address", &address, "status", "web"]))
+        {
+            Some(took) => ours.push(took),
+            None => failed += 1,
+        }
+        if let Some((peer, svstat)) = &peer {
+            match time(Command::new(svstat).arg(peer.service_dir(0))) {
+                Some(took) => theirs.push(took),
+                None => failed += 1,
+            }
+        }
+    }
+    if let Some((peer, _)) = peer {
+        peer.stop();
+    }
+    adoptd.stop();
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    if failed > 0 {
+        println!("status: {failed} runs failed and are left out");
+    }
+    println!(
+        "status: adoptctl status web, {} runs: median {} µs, p90 {} µs",
+        ours.len(),
+        percentile(&ours, 50),
+        percentile(&ours, 90),
+    );
+    if !theirs.is_empty() {
+        println!(
+            "status: s6-svstat DIR, {} runs: median {} µs, p90 {} µs; adoptctl / s6-svstat = {:.2} \
+             (median; budget ≤ 1.5)",
+            theirs.len(),
+            percentile(&theirs, 50),
+            percentile(&theirs, 90),
+            percentile(&ours, 50) as f64 / percentile(&theirs, 50).max(1) as f64,
+        );
+    }
 }
 
 /// One read of `PIDs` at `path`; how many it listed.
@@ -920,6 +1200,10 @@ fn many(options: &Options) {
     let adoptd_cpu = (cpu_ms(adoptd.pid()) - adoptd_cpu) / u64::from(lists);
     let adoptctl_cpu = (children_cpu_ms() - adoptctl_cpu) / u64::from(lists);
     let listed = Memory::of(adoptd.pid());
+    // What other clients ask (`adoptctl status` with no name, the
+    // exporter): every property of every object at once.
+    let managed = get_managed_objects(&address);
+    let answered = Memory::of(adoptd.pid());
     // A settle period that is part of the measurement: adoptd gives the
     // memory of a large reply back a second after the burst of reads.
     std::thread::sleep(Duration::from_secs(2));
@@ -954,7 +1238,42 @@ fn many(options: &Options) {
         shown.join(", "),
     );
     println!("many: adoptd after the lists: {listed} (budget ≤ 64 MB)");
+    match managed {
+        Ok((bytes, ms)) => println!(
+            "many: one GetManagedObjects: {bytes} bytes in {ms:.0} ms; adoptd after it: {answered} \
+             (budget ≤ 64 MB)"
+        ),
+        Err(problem) => println!("many: GetManagedObjects failed: {problem}"),
+    }
     println!("many: adoptd 2 s after the lists: {settled} (budget ≤ 64 MB)");
+}
+
+/// One `GetManagedObjects` on adoptd's bus: the reply's size in bytes
+/// and the milliseconds to it.
+fn get_managed_objects(address: &str) -> Result<(usize, f64), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let connection = zbus::connection::Builder::address(address)
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        let began = Instant::now();
+        let reply = connection
+            .call_method(
+                Some("org.adoptd1"),
+                "/org/adoptd1",
+                Some("org.freedesktop.DBus.ObjectManager"),
+                "GetManagedObjects",
+                &(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let ms = began.elapsed().as_secs_f64() * 1000.0;
+        Ok((reply.data().len(), ms))
+    })
 }
 
 /// Runs `adoptctl list` once; its wall time in milliseconds.

@@ -59,7 +59,17 @@ fn a_service_starts_with_a_clean_signal_mask_and_environment() {
     assert_eq!(invocation.len(), 32, "{invocation}");
     assert_eq!(status_field(pid, "SigBlk"), "0000000000000000");
     assert_eq!(status_field(pid, "SigIgn"), "0000000000000000");
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    // adoptd says `started` once the exec is past its point of no
+    // return; the kernel fills in the new program's environment a moment
+    // later (as it did when the exec-status pipe closed).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let environ = loop {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        if !environ.is_empty() || std::time::Instant::now() > deadline {
+            break environ;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
     let mut environ: Vec<String> = environ
         .split(|&b| b == 0)
         .filter(|v| !v.is_empty())

@@ -402,6 +402,38 @@ fn a_program_that_cannot_start_restarting_without_delay_leaves_adoptd_responsive
 }
 
 #[test]
+fn a_program_the_system_refuses_to_execute_fails_with_exit_code_127_and_says_why() {
+    let scratch = Scratch::new("unexecutable");
+    // It exists, so the checks before the child is made pass; without an
+    // execute bit, execve itself refuses it (even for root) in the child.
+    let program = scratch.file("plain-text");
+    std::fs::write(&program, "not a program\n").expect("write the file");
+    scratch.service(
+        "text",
+        &format!(
+            "exec = [{:?}]\nrestart = \"no\"\n{STARTED_BY_THE_TEST}\n",
+            program.display().to_string()
+        ),
+    );
+    let (adoptd, mut watch) = Adoptd::start_watched(&scratch, &[]);
+    watch.start(&["text"]);
+    let status = watch.wait_ended("text", State::Failed);
+    assert_eq!((status.exit_code, status.exit_signal), (127, -1));
+    assert_eq!(status.result, ServiceResult::ExitCode);
+    let (exit, log) = adoptd.stop();
+    assert!(exit.success());
+    let said = log
+        .iter()
+        .find(|l| l.message.starts_with("cannot start"))
+        .expect("a line that says why the start failed");
+    assert!(
+        said.message.contains("cannot execute") && said.message.contains("Permission denied"),
+        "{}",
+        said.message
+    );
+}
+
+#[test]
 fn reload_adds_new_services_keeps_stopped_ones_stopped_and_removes_deleted_ones() {
     let scratch = Scratch::new("reload");
     scratch.service("done", "exec = [\"/bin/true\"]\nexpect = \"foreground\"\n");

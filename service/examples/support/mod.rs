@@ -52,13 +52,20 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The binaries of this build, next to the examples directory.
+/// The binaries of this build, next to the examples directory, or in
+/// `$ADOPTD_BENCH_BINARIES` when it is set (to measure another build's
+/// adoptd, adoptctl and dance with the same benchmark, side by side).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("this program's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/PROFILE/examples");
+    let dir = match std::env::var_os("ADOPTD_BENCH_BINARIES") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("this program's path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target/PROFILE/examples")
+                .to_owned()
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -8,8 +8,9 @@
 //! adoption source drain what it knows, then give the tracker the whole
 //! moment at once, and carry out what it answers.
 //!
-//! Spawning happens in this task too, synchronously: the standard library
-//! waits for a child whose `exec` failed, and that must never race the
+//! Spawning happens in this task too, synchronously: [`crate::spawn`]
+//! holds this thread only until the child has exec'd (a vfork-like clone),
+//! and reaps a child whose `exec` failed itself, which must never race the
 //! reaper.
 //!
 //! The parts: `catalogue.rs` loads and reloads the service files and

@@ -1,4 +1,4 @@
-//! Starting a service's program: fork, set up the process, exec.
+//! Starting a service's program: a new process, set up, exec.
 //!
 //! The child becomes a session leader (so a terminal can never reach it and
 //! its session id names the service), enters the `chroot`, changes to the
@@ -6,8 +6,15 @@
 //! supplementary groups, gets a clean environment and signal mask, and
 //! inherits no descriptor but its standard ones. Everything that can fail
 //! for a reason a person can fix (an unknown user, a missing program) is
-//! checked before the fork, so the error names it; the code that runs
-//! between fork and exec only makes system calls.
+//! checked before the child is made, so the error names it; the child
+//! only makes system calls (`child.rs`). What the child fails at (the
+//! exec itself, a `chdir`, a `setuid`) comes back as [`SpawnError::Exec`]
+//! with the system's reason, and the child is reaped here.
+//!
+//! The child shares adoptd's memory and descriptor table until it execs
+//! (a vfork-like clone, `child.rs`), so a start costs the same whatever
+//! adoptd's size: neither its page tables nor a table of a descriptor or
+//! three per service are copied.
 //!
 //! The spawned process is held by a pidfd from the start: it is adoptd's
 //! unreaped child, so the pid cannot have been recycled yet.
@@ -16,18 +23,21 @@
 //! service's `environment` cannot override it.
 
 use std::{
-    ffi::{CString, OsStr},
+    collections::BTreeMap,
+    ffi::{CString, OsStr, c_char},
     io,
     os::{
         fd::{AsRawFd, OwnedFd},
-        unix::{ffi::OsStrExt, process::CommandExt},
+        unix::ffi::OsStrExt,
     },
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    sync::atomic::AtomicI32,
 };
 
 use adoptd_dbus::Signal;
 use nix::unistd::{Gid, Group, Uid, User};
+
+mod child;
 
 use crate::{
     config::{DEFAULT_PATH, Output, ServiceSpec},
@@ -139,41 +149,70 @@ pub fn spawn(
     check_exists("working directory", &inside(&root, &working_directory))?;
     let credentials = Credentials::resolve(spec.user.as_deref(), spec.group.as_deref())?;
 
-    let mut command = Command::new(program);
-    command.args(spec.exec.iter().skip(1));
-    command.env_clear();
-    command.env("PATH", DEFAULT_PATH);
+    // The environment as the standard library's `Command` built it: one
+    // value a name, the later setting winning, sorted by name.
+    let mut environment: BTreeMap<&str, &OsStr> = BTreeMap::new();
+    let invocation = invocation.to_string();
+    environment.insert("PATH", OsStr::new(DEFAULT_PATH));
     if let Some(user) = &credentials.user {
-        command.env("HOME", &user.dir);
-        command.env("USER", &user.name);
-        command.env("LOGNAME", &user.name);
-        command.env("SHELL", &user.shell);
+        environment.insert("HOME", user.dir.as_os_str());
+        environment.insert("USER", OsStr::new(&user.name));
+        environment.insert("LOGNAME", OsStr::new(&user.name));
+        environment.insert("SHELL", user.shell.as_os_str());
     }
-    command.envs(&spec.environment);
-    command.env(INVOCATION_VARIABLE, invocation.to_string());
+    for (name, value) in &spec.environment {
+        environment.insert(name, OsStr::new(value));
+    }
+    environment.insert(INVOCATION_VARIABLE, OsStr::new(&invocation));
     if let Some(address) = notify_socket {
-        command.env("NOTIFY_SOCKET", address);
+        environment.insert("NOTIFY_SOCKET", OsStr::new(address));
     }
-    command.stdin(Stdio::null());
+    let environment = environment
+        .into_iter()
+        .map(|(name, value)| {
+            let mut pair = Vec::with_capacity(name.len() + 1 + value.len());
+            pair.extend_from_slice(name.as_bytes());
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            c_string(pair, "environment")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let arguments = spec
+        .exec
+        .iter()
+        .map(|argument| c_string(argument.clone().into_bytes(), "exec"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let program_c = c_string(program.as_bytes().to_vec(), "exec")?;
 
+    // As the standard library's `Stdio::null()`: read-only for stdin,
+    // write-only for the others.
+    let null_in = open_null(false)?;
+    let null_out = open_null(true)?;
     let mut output = None;
-    match spec.output {
+    let mut write_ends = None;
+    let stdio = match spec.output {
         Output::Log => {
             // A pipe each, so every line is known to be stdout's or stderr's.
             let pipe =
                 || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Pipe);
             let (stdout, stdout_write) = pipe()?;
             let (stderr, stderr_write) = pipe()?;
-            command.stdout(Stdio::from(stdout_write));
-            command.stderr(Stdio::from(stderr_write));
+            let fds = [
+                Some(null_in.as_raw_fd()),
+                Some(stdout_write.as_raw_fd()),
+                Some(stderr_write.as_raw_fd()),
+            ];
             output = Some(OutputPipes { stdout, stderr });
+            write_ends = Some((stdout_write, stderr_write));
+            fds
         }
-        Output::Null => {
-            command.stdout(Stdio::null());
-            command.stderr(Stdio::null());
-        }
-        Output::Inherit => {}
-    }
+        Output::Null => [
+            Some(null_in.as_raw_fd()),
+            Some(null_out.as_raw_fd()),
+            Some(null_out.as_raw_fd()),
+        ],
+        Output::Inherit => [Some(null_in.as_raw_fd()), None, None],
+    };
 
     let chroot = match &spec.chroot {
         Some(root) => Some(c_path(root)?),
@@ -181,39 +220,39 @@ pub fn spawn(
     };
     let working_directory = c_path(&working_directory)?;
     let ids = credentials.ids;
-    let descriptor_limit = INHERITED_DESCRIPTOR_LIMIT.get().copied();
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe system calls on data prepared before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            reset_signals()?;
-            if let Some(limit) = &descriptor_limit {
-                rustix::process::setrlimit(rustix::process::Resource::Nofile, *limit)?;
-            }
-            nix::unistd::setsid()?;
-            if let Some(root) = &chroot {
-                nix::unistd::chroot(root.as_c_str())?;
-            }
-            nix::unistd::chdir(working_directory.as_c_str())?;
-            if let Some(ids) = &ids {
-                nix::unistd::setgroups(&ids.groups)?;
-                nix::unistd::setgid(ids.gid)?;
-                if let Some(uid) = ids.uid {
-                    nix::unistd::setuid(uid)?;
-                }
-            }
-            close_other_descriptors();
-            Ok(())
+    let descriptor_limit = INHERITED_DESCRIPTOR_LIMIT
+        .get()
+        .map(|limit| libc::rlimit64 {
+            rlim_cur: limit.current.unwrap_or(libc::RLIM64_INFINITY),
+            rlim_max: limit.maximum.unwrap_or(libc::RLIM64_INFINITY),
         });
-    }
-    let child = command.spawn().map_err(|source| SpawnError::Exec {
+    let groups: Vec<libc::gid_t> = ids
+        .as_ref()
+        .map(|ids| ids.groups.iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    let argv = null_terminated(&arguments);
+    let envp = null_terminated(&environment);
+    let plan = child::Plan {
+        program: &program_c,
+        argv: &argv,
+        envp: &envp,
+        stdio,
+        descriptor_limit,
+        chroot: chroot.as_deref(),
+        working_directory: &working_directory,
+        gid: ids.as_ref().map(|ids| ids.gid.as_raw()),
+        groups: &groups,
+        uid: ids.as_ref().and_then(|ids| ids.uid).map(Uid::as_raw),
+        error: AtomicI32::new(0),
+    };
+    let pid = child::clone_and_exec(&plan).map_err(|source| SpawnError::Exec {
         program: program.to_owned(),
         source,
     })?;
-    let pid = child.id();
-    // Dropping `Child` neither waits for nor kills the process: the reaper
-    // collects it.
-    drop(child);
+    // The child has its copies: the write ends are its alone now, so a
+    // reader sees the end of the output when the service's last process
+    // closes them.
+    drop(write_ends);
     let pidfd = open_pidfd(pid)?;
     Ok(Spawned { pid, pidfd, output })
 }
@@ -333,48 +372,119 @@ fn check_exists(what: &'static str, path: &Path) -> Result<(), SpawnError> {
         })
 }
 
+fn open_null(write: bool) -> Result<OwnedFd, SpawnError> {
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|source| SpawnError::Missing {
+            what: "device",
+            path: PathBuf::from("/dev/null"),
+            source,
+        })
+}
+
+fn c_string(text: Vec<u8>, what: &str) -> Result<CString, SpawnError> {
+    CString::new(text).map_err(|e| {
+        let text = String::from_utf8_lossy(&e.into_vec()).into_owned();
+        SpawnError::Nul(format!("{what} {text:?}"))
+    })
+}
+
+/// The pointers of `strings`, then a null, as `execve` takes them.
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
 fn c_path(path: &Path) -> Result<CString, SpawnError> {
     let bytes: &OsStr = path.as_os_str();
     CString::new(bytes.as_bytes()).map_err(|_| SpawnError::Nul(path.display().to_string()))
 }
 
-/// Unblocks every signal (adoptd blocks the ones it reads from its
-/// signalfd, and a blocked mask survives exec) and gives every signal its
-/// default action: an ignored signal stays ignored across exec, and the
-/// Rust runtime ignores SIGPIPE.
-fn reset_signals() -> io::Result<()> {
-    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-    // The raw system call, because the C library refuses the signals it
-    // reserves for itself. An all-zero kernel sigaction is SIG_DFL with no
-    // flags and an empty mask, whatever the architecture's layout.
-    let default_action = [0u64; 4];
-    for signal in 1..=64 {
-        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: rt_sigaction reads a zeroed kernel sigaction of at least
-        // the kernel's size and writes nothing (null old action).
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                signal,
-                default_action.as_ptr(),
-                std::ptr::null_mut::<libc::c_void>(),
-                8usize,
-            );
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+    use std::{io::Read, path::Path};
+
+    use super::*;
+
+    fn spec(exec: &[&str]) -> ServiceSpec {
+        let mut spec = ServiceSpec::refused("probe", Path::new("/probe.toml"));
+        spec.exec = exec.iter().map(|&a| a.to_owned()).collect();
+        spec.environment.insert("LANG".into(), "C".into());
+        spec.working_directory = Some(PathBuf::from("/tmp"));
+        spec
+    }
+
+    fn wait(pid: Pid) -> i32 {
+        let mut status = 0;
+        // SAFETY: waitpid on this test's own child.
+        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        status
+    }
+
+    #[test]
+    fn the_program_gets_its_environment_directory_session_and_standard_descriptors() {
+        let script = "echo \"$LANG|$PATH|$ADOPTD_INVOCATION_ID|$(pwd)\"; \
+                      cut -d' ' -f6 /proc/$$/stat; ls /proc/self/fd; echo oops >&2";
+        let spawned = spawn(&spec(&["/bin/sh", "-c", script]), InvocationId::new(), None)
+            .expect("spawn /bin/sh");
+        let output = spawned.output.expect("pipes");
+        let mut stdout = String::new();
+        std::fs::File::from(output.stdout)
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let mut stderr = String::new();
+        std::fs::File::from(output.stderr)
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(wait(spawned.pid), 0);
+        let mut lines = stdout.lines();
+        let first: Vec<&str> = lines.next().unwrap().split('|').collect();
+        assert_eq!(first[0], "C");
+        assert_eq!(first[1], DEFAULT_PATH);
+        assert!(!first[2].is_empty());
+        assert_eq!(first[3], "/tmp");
+        // Its own session.
+        assert_eq!(lines.next().unwrap().trim(), spawned.pid.to_string());
+        // ls's own directory descriptor aside, only 0, 1 and 2.
+        let descriptors: Vec<&str> = lines.collect();
+        assert!(descriptors.len() <= 4, "{descriptors:?}");
+        assert_eq!(descriptors[..3], ["0", "1", "2"]);
+        assert_eq!(stderr, "oops\n");
+    }
+
+    #[test]
+    fn a_refused_exec_is_an_exec_error_with_the_system_s_reason() {
+        // Exists, so it passes the checks before the clone; not executable.
+        let error = spawn(&spec(&["/etc/passwd"]), InvocationId::new(), None)
+            .expect_err("/etc/passwd is no program");
+        match &error {
+            SpawnError::Exec { program, source } => {
+                assert_eq!(program, "/etc/passwd");
+                assert_eq!(source.raw_os_error(), Some(libc::EACCES));
+            }
+            other => panic!("{other:?}"),
         }
     }
-    Ok(())
-}
 
-/// Marks every descriptor above stderr close-on-exec, so the program
-/// inherits none of adoptd's. Best effort: kernels before 5.11 lack the
-/// flag, and adoptd opens everything close-on-exec anyway.
-fn close_other_descriptors() {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes flags.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+    #[test]
+    fn a_step_before_the_exec_that_fails_is_an_exec_error_too() {
+        let mut spec = spec(&["/bin/true"]);
+        // A file, so the check that it exists passes and chdir refuses it.
+        spec.working_directory = Some(PathBuf::from("/etc/passwd"));
+        let error = spawn(&spec, InvocationId::new(), None).expect_err("chdir into a file");
+        match &error {
+            SpawnError::Exec { source, .. } => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOTDIR));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
