@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
+    os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -140,6 +141,16 @@ impl Adoptd {
                 Stdio::null()
             })
             .stderr(Stdio::piped());
+        // A test process killed from outside runs no Drop: its adoptd then
+        // gets SIGTERM, and stops its services as on any shutdown, rather
+        // than leave them to the machine's init.
+        // SAFETY: prctl with integer arguments is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+                Ok(())
+            });
+        }
         let mut child = command.spawn().expect("start adoptd");
         if let Some(address) = address {
             let stdout = child.stdout.take().expect("stdout");
