@@ -103,6 +103,13 @@ pub struct ProcConnector {
     /// Restored after a re-exec: the events of the exec's time went to no
     /// socket, so the next `collect` rebuilds the lineage from /proc.
     resync_pending: bool,
+    /// Children of adoptd it never knew alive, seen as zombies (by a
+    /// rebuild after lost events, or just before they are reaped): their
+    /// previous parent where the old lineage knew it, and what their
+    /// `/proc` entry still said (session, start time), until the reap is
+    /// reported. Without them a hop that died while events were lost is a
+    /// process of no service, and the lineage of its daemon breaks there.
+    seen_dead: HashMap<Pid, (Option<Pid>, Clues)>,
 }
 
 /// What a re-exec carries across of [`ProcConnector`]: all but the socket,
@@ -164,6 +171,7 @@ impl ProcConnector {
             runs: Runs::default(),
             births: HashSet::new(),
             resync_pending: false,
+            seen_dead: HashMap::new(),
         };
         // The kernel silently ignores an unprivileged listen request, and a
         // kernel before 6.6 a filtered one: prove that events arrive by
@@ -411,23 +419,28 @@ impl ProcConnector {
         }
         let mine: Vec<Pid> = self.children_of.get(&self.me).cloned().unwrap_or_default();
         for child in mine {
-            if self.children.insert(child) {
-                let stat = proc::read_stat(child);
-                if stat.is_some_and(|s| s.zombie) {
-                    continue; // reaped and reported in the next batch
-                }
-                let (previous_parent, ancestor) = origins.get(&child).copied().unwrap_or_default();
-                let mut clues = stat.map(clues_of).unwrap_or_default();
-                clues.ancestor = ancestor;
-                if previous_parent.is_none() && ancestor.is_none() {
-                    clues.run_of = self.runs.service_named_by_environment(child);
-                }
-                events.push(Event::Adopted {
-                    pid: child,
-                    previous_parent,
-                    clues,
-                });
+            if self.children.contains(&child) {
+                continue;
             }
+            let stat = proc::read_stat(child);
+            let (previous_parent, ancestor) = origins.get(&child).copied().unwrap_or_default();
+            let mut clues = stat.map(clues_of).unwrap_or_default();
+            clues.ancestor = ancestor;
+            if stat.is_some_and(|s| s.zombie) {
+                // Not a live adoptee: reported as adopted and dead when
+                // it is reaped, with what is known of it now.
+                self.seen_dead.insert(child, (previous_parent, clues));
+                continue;
+            }
+            self.children.insert(child);
+            if previous_parent.is_none() && ancestor.is_none() {
+                clues.run_of = self.runs.service_named_by_environment(child);
+            }
+            events.push(Event::Adopted {
+                pid: child,
+                previous_parent,
+                clues,
+            });
         }
         Ok(())
     }
@@ -449,6 +462,25 @@ impl AdoptionSource for ProcConnector {
             | self.children_of.shrink_if_sparse()
             | self.zombies.shrink_if_sparse()
             | self.dead.shrink_if_sparse()
+            | self.seen_dead.shrink_if_sparse()
+    }
+
+    fn looks_before_reaping(&self) -> bool {
+        true
+    }
+
+    fn look_before_reaping(&mut self, pid: Pid) {
+        // A child adoptd does not know, dead: only after lost events, or
+        // a process that entered from outside. Its session still says
+        // which service it came from.
+        if !self.children.contains(&pid)
+            && !self.births.contains(&pid)
+            && !self.zombies.contains_key(&pid)
+            && !self.seen_dead.contains_key(&pid)
+            && let Some(stat) = proc::read_stat(pid)
+        {
+            self.seen_dead.insert(pid, (None, clues_of(stat)));
+        }
     }
 
     fn spawned(&mut self, pid: Pid, service: ServiceId, invocation: InvocationId) {
@@ -516,17 +548,18 @@ impl AdoptionSource for ProcConnector {
                 // A zombie reparented with its parent's death, or (without
                 // an explanation) a process that entered from outside or
                 // was adopted while events were lost.
-                let (previous_parent, ancestor) = match self.zombies.remove(&pid) {
-                    Some((parent, ancestor)) => (Some(parent), ancestor),
-                    None => (None, None),
+                let (seen_parent, mut clues) = self.seen_dead.remove(&pid).unwrap_or_default();
+                let previous_parent = match self.zombies.remove(&pid) {
+                    Some((parent, ancestor)) => {
+                        clues.ancestor = ancestor;
+                        Some(parent)
+                    }
+                    None => seen_parent,
                 };
                 events.push(Event::Adopted {
                     pid,
                     previous_parent,
-                    clues: Clues {
-                        ancestor,
-                        ..Clues::default()
-                    },
+                    clues,
                 });
             }
             self.untrack(pid);
@@ -671,6 +704,7 @@ mod tests {
             runs: Runs::default(),
             births: HashSet::new(),
             resync_pending: false,
+            seen_dead: HashMap::new(),
         }
     }
 
