@@ -444,6 +444,21 @@ impl ProcConnector {
         }
         Ok(())
     }
+
+    /// Forgets the zombies that will never reach adoptd: gone (reaped by
+    /// someone else, such as a tracked subreaper) or now another
+    /// process's child. A zombie adoptd will reap stays, however long its
+    /// turn takes: its previous parent may be a grandchild of adoptd that
+    /// died long before adoptd's own child did, and its exit event may
+    /// come before the kernel has handed the zombie over (its parent then
+    /// still is the previous one). Forgetting it sooner would cost the
+    /// lineage the hop, and a failure at its end its service.
+    fn forget_zombies_reaped_elsewhere(&mut self) {
+        let me = self.me;
+        self.zombies.retain(|&pid, (previous, _)| {
+            proc::read_stat(pid).is_some_and(|stat| stat.parent == me || stat.parent == *previous)
+        });
+    }
 }
 
 impl AdoptionSource for ProcConnector {
@@ -567,12 +582,8 @@ impl AdoptionSource for ProcConnector {
             // Its tracked children were handled at its exit event.
             self.children_of.remove(&pid);
         }
-        if !reaped.is_empty() {
-            // Zombies are reaped in the batch that reaps their previous
-            // parent; any left were reaped by someone else.
-            let children = &self.children;
-            self.zombies
-                .retain(|_, (previous, _)| children.contains(previous));
+        if !reaped.is_empty() && !self.zombies.is_empty() {
+            self.forget_zombies_reaped_elsewhere();
         }
         Ok(())
     }
@@ -780,6 +791,82 @@ mod tests {
         );
         assert_eq!(adoptions(&events), vec![(601, Some(600))]);
         assert!(source.children.contains(&601));
+    }
+
+    /// A child of this test process that has exited and waits to be
+    /// reaped.
+    fn real_zombie() -> Pid {
+        // SAFETY: the child only calls _exit.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork: {}", io::Error::last_os_error());
+        if child == 0 {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(0) };
+        }
+        let pid = child.unsigned_abs();
+        // SAFETY: siginfo_t is plain data, valid when zeroed.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for the child to be waitable, without reaping it.
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        assert_eq!(waited, 0, "waitid: {}", io::Error::last_os_error());
+        pid
+    }
+
+    fn reap(pid: Pid) {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
+
+    #[test]
+    fn a_zombie_handed_down_from_a_grandchild_waits_for_its_reap() {
+        // A service's grandchild 701 dies after its child had: the zombie
+        // is adoptd's to reap, whenever its turn comes, and its previous
+        // parent must still be known then, though 701 was never adoptd's
+        // child. A zombie someone else reaped is forgotten.
+        let me = std::process::id();
+        let zombie = real_zombie();
+        let reaped_elsewhere = real_zombie();
+        reap(reaped_elsewhere);
+        let mut source = detached(me);
+        source.spawned(700, service(), InvocationId::new());
+        let mut events = Vec::new();
+        source.apply(
+            &[
+                ConnectorEvent::Fork {
+                    parent: me,
+                    child: 700,
+                },
+                ConnectorEvent::Fork {
+                    parent: 700,
+                    child: 701,
+                },
+                ConnectorEvent::Fork {
+                    parent: 701,
+                    child: zombie,
+                },
+                ConnectorEvent::Fork {
+                    parent: 701,
+                    child: reaped_elsewhere,
+                },
+                ConnectorEvent::Exit { pid: zombie },
+                ConnectorEvent::Exit {
+                    pid: reaped_elsewhere,
+                },
+                ConnectorEvent::Exit { pid: 701 },
+            ],
+            &mut events,
+        );
+        // What a round that reaped something else does.
+        source.forget_zombies_reaped_elsewhere();
+        reap(zombie);
+        assert_eq!(source.zombies.get(&zombie), Some(&(701, Some(700))));
+        assert!(!source.zombies.contains_key(&reaped_elsewhere));
     }
 
     #[test]
