@@ -800,3 +800,104 @@ fn clients_reading_pids_in_a_loop_do_not_hold_back_another_services_restarts() {
         reader.join().expect("a reader");
     }
 }
+
+/// Every service's `PIDs` in one `GetManagedObjects`, by name.
+fn managed_pids(bus: &TestBus) -> HashMap<String, Vec<u32>> {
+    block_on(async {
+        let connection = connect(bus).await;
+        let manager = zbus::fdo::ObjectManagerProxy::builder(&connection)
+            .destination(BUS_NAME)
+            .path(MANAGER_PATH)
+            .build()
+            .await
+            .expect("an ObjectManager proxy");
+        let objects = manager
+            .get_managed_objects()
+            .await
+            .expect("GetManagedObjects");
+        let mut pids = HashMap::new();
+        for interfaces in objects.values() {
+            let Some(service) = interfaces
+                .iter()
+                .find(|(name, _)| name.as_str() == SERVICE_INTERFACE)
+                .map(|(_, properties)| properties)
+            else {
+                continue;
+            };
+            let get = |property: &str| {
+                service
+                    .get(property)
+                    .and_then(|value| value.try_clone().ok())
+                    .unwrap_or_else(|| panic!("no {property} in {service:?}"))
+            };
+            let name = String::try_from(get("Name")).expect("Name is a string");
+            let listed = Vec::<u32>::try_from(get("PIDs")).expect("PIDs is au");
+            pids.insert(name, listed);
+        }
+        pids
+    })
+}
+
+/// A service's `PIDs` read alone, as busctl prints it: `au N PID…`.
+fn pids_alone(bus: &TestBus, name: &str) -> Vec<u32> {
+    property(bus, name, "PIDs")
+        .split_whitespace()
+        .skip(2)
+        .map(|pid| pid.parse().expect("a pid"))
+        .collect()
+}
+
+#[test]
+fn get_managed_objects_names_each_services_processes_even_just_after_a_restart() {
+    // One GetManagedObjects reads every service's processes at once: each
+    // object says what its own PIDs says, and a service that restarted
+    // since the last such call is read anew, never from the older reading.
+    let scratch = Scratch::new("managed-pids");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    let reports = Reports::bind(&scratch);
+    double_fork_service(&scratch, &reports, "dancer");
+    scratch.service(
+        "crowd",
+        &format!(
+            "exec = {}\nexpect = \"foreground\"\n",
+            dance_exec(&reports, "crowd", &["workers:3", "serve"])
+        ),
+    );
+    scratch.service("idle", "exec = [\"/bin/true\"]\nautostart = false\n");
+    let (_adoptd, mut watch) = exact_adoptd(&bus, &scratch);
+    let mut settled = HashMap::new();
+    for _ in 0..2 {
+        let report = reports.next();
+        settled.insert(report.tag.clone(), report);
+    }
+    watch.wait_main_pid("dancer", settled["dancer"].pid);
+    let crowd = watch.wait_main_pid("crowd", settled["crowd"].pid);
+
+    let managed = managed_pids(&bus);
+    for name in ["dancer", "crowd", "idle"] {
+        assert_eq!(managed[name], pids_alone(&bus, name), "{name}");
+    }
+    assert_eq!(managed["dancer"], vec![settled["dancer"].pid]);
+    assert_eq!(managed["crowd"].len(), 4, "{:?}", managed["crowd"]);
+    assert!(managed["idle"].is_empty());
+
+    block_on(async {
+        let connection = connect(&bus).await;
+        ServiceProxy::builder(&connection)
+            .path(service_path("crowd"))
+            .build()
+            .await
+            .expect("a proxy")
+            .restart()
+            .await
+            .expect("Restart");
+    });
+    let again = reports.next();
+    watch.wait_main_pid("crowd", again.pid);
+    let managed = managed_pids(&bus);
+    assert!(managed["crowd"].contains(&again.pid), "{managed:?}");
+    assert!(!managed["crowd"].contains(&crowd.main_pid), "{managed:?}");
+    assert_eq!(managed["dancer"], vec![settled["dancer"].pid]);
+}

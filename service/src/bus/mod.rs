@@ -12,7 +12,8 @@
 //!   reading a property never waits for the supervisor. Only `PIDs` asks
 //!   the supervisor, because member processes change too often to publish.
 //!   `PIDs` and `NeedDaemonReload` (a file read) take turns ([`turns`]):
-//!   one at a time in adoptd, one per caller.
+//!   one at a time in adoptd, one per caller. The calls that read every
+//!   object at once read them all in one turn ([`snapshot`]).
 //! - `GetOutput` and `FollowOutput` authorize the caller too, then read
 //!   [`crate::output`]'s record of the service, which is not the
 //!   registry's and not the supervisor's.
@@ -33,6 +34,7 @@ mod manager;
 pub mod private;
 mod registry;
 mod service;
+mod snapshot;
 mod trim;
 mod turns;
 mod watch;
@@ -215,6 +217,7 @@ pub async fn run(
         identity,
         owner_uid: nix::unistd::geteuid().as_raw(),
         turns: turns::Turns::new(),
+        snapshots: snapshot::Snapshots::default(),
         trim: Arc::default(),
         outputs,
     });
@@ -334,6 +337,8 @@ struct Shared {
     /// Turns for the expensive reads (`PIDs`, `NeedDaemonReload`): one at
     /// a time, one per caller.
     turns: turns::Turns,
+    /// One reading of every service for the calls that read them all.
+    snapshots: snapshot::Snapshots,
     /// Gives back the memory of large replies after a burst.
     trim: Arc<trim::Trim>,
     /// The services' output, for `GetOutput` and `FollowOutput`.

@@ -13,6 +13,7 @@ use zbus::{Connection, interface, message::Header, object_server::SignalEmitter}
 use super::{
     Entry, Shared, auth, configured,
     convert::{exit_code_and_signal, request_error},
+    snapshot::Snapshots,
 };
 use crate::{
     config, proc,
@@ -89,6 +90,13 @@ impl Service {
         #[zbus(header)] header: Option<Header<'_>>,
     ) -> zbus::fdo::Result<Vec<u32>> {
         let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
+        if header.is_none()
+            && let Some(reading) = Snapshots::reading(&self.shared, self.id)
+                .await
+                .map_err(|e| failed(&e))?
+        {
+            return Ok(reading.pids);
+        }
         // One expensive read at a time, one per caller (see `turns`): the
         // supervisor answers at most one of these questions at a time, and
         // the walk runs on a blocking thread of low priority, so a read
@@ -219,6 +227,13 @@ impl Service {
         #[zbus(header)] header: Option<Header<'_>>,
     ) -> zbus::fdo::Result<bool> {
         let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
+        if header.is_none()
+            && let Some(reading) = Snapshots::reading(&self.shared, self.id)
+                .await
+                .map_err(|e| failed(&e))?
+        {
+            return Ok(reading.need_daemon_reload);
+        }
         let (source, digest) = self.read(|e| (e.spec.source.clone(), e.load.digest))?;
         // A file read per call: it takes its turn as PIDs does.
         let _turn = self

@@ -70,6 +70,12 @@ pub enum Request {
         service: ServiceId,
         reply: oneshot::Sender<Vec<Pid>>,
     },
+    /// Every service's member processes, as `Members` gives one's (a
+    /// service without any is left out): the bus layer answers a whole
+    /// `GetManagedObjects` with one question.
+    AllMembers {
+        reply: oneshot::Sender<Vec<(ServiceId, Vec<Pid>)>>,
+    },
     /// Re-read the configuration directory; the reply lists the refusals
     /// (`FILE:LINE: KEY: message`), empty when every file loaded, and how
     /// many updates were published by then (so the bus can answer once it
@@ -455,6 +461,16 @@ impl Supervisor {
                 // reaps (procfs) looks now, so the answer includes it.
                 self.reap_batch();
                 reply.send(self.tracker.members(service)).ok();
+            }
+            Request::AllMembers { reply } => {
+                self.reap_batch();
+                let all: Vec<(ServiceId, Vec<Pid>)> = self
+                    .tracker
+                    .ids()
+                    .map(|id| (id, self.tracker.members(id)))
+                    .filter(|(_, members)| !members.is_empty())
+                    .collect();
+                reply.send(all).ok();
             }
             Request::Reload { reply } => {
                 let refused = self.reload();
