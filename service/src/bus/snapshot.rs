@@ -88,11 +88,20 @@ impl Snapshots {
         let Some(entry) = registry.get(service) else {
             return Ok(None);
         };
-        Ok(snapshot
+        let reading = snapshot
             .services
             .get(&service)
-            .filter(|taken| taken.status == entry.status && taken.loaded_digest == entry.load.digest)
-            .map(|taken| taken.reading.clone()))
+            .filter(|taken| {
+                taken.status == entry.status && taken.loaded_digest == entry.load.digest
+            })
+            .map(|taken| taken.reading.clone());
+        drop(registry);
+        if reading.is_some() {
+            // Each goes into a reply of every object: a burst of them is
+            // a large reply, whose memory is given back after it.
+            shared.trim.replied();
+        }
+        Ok(reading)
     }
 }
 
@@ -136,7 +145,6 @@ async fn take(shared: &Arc<Shared>) -> Result<Snapshot, adoptd_dbus::Error> {
     })
     .await
     .map_err(|e| failed(&e))?;
-    shared.trim.replied();
     Ok(Snapshot { taken, services })
 }
 

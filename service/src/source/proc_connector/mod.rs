@@ -807,14 +807,8 @@ mod tests {
         // SAFETY: siginfo_t is plain data, valid when zeroed.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waits for the child to be waitable, without reaping it.
-        let waited = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
+        let waited =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
         assert_eq!(waited, 0, "waitid: {}", io::Error::last_os_error());
         pid
     }
