@@ -27,7 +27,9 @@
 //! of its own and died unseen with no heir in that session cannot be
 //! placed at all: its failure, if it failed, is charged to a run that
 //! started before it and would otherwise end cleanly (a run's end is never
-//! called clean on such a doubt), and hand-offs of that moment are guesses.
+//! called clean on such a doubt; two such failures of one moment may each
+//! be charged to the other's run), and hand-offs of that moment are
+//! guesses.
 //! A guess never ends a run while a live member could be its daemon. A
 //! daemon that empties its environment before it is seen falls back to
 //! the older rules. Exact answers need the `proc-connector` (root) or
