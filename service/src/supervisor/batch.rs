@@ -2,7 +2,7 @@
 //! adoption source drain what it knows, give the tracker the whole moment
 //! at once, and carry out what it answers (spawning, signalling).
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use adoptd_dbus::Signal;
 use tracing::{debug, error, info, trace, warn};
@@ -75,6 +75,13 @@ impl Supervisor {
         if let Some(held) = &mut self.held_back {
             held.reaped(&reaped);
         }
+        // A storm's moment reaps thousands and adopts as many: a set, not
+        // a search of the list for each adoption.
+        let reaped_now: HashSet<Pid> = if events.is_empty() {
+            HashSet::new()
+        } else {
+            reaped.iter().map(|&(pid, _)| pid).collect()
+        };
         for event in &events {
             if let Event::Adopted {
                 pid,
@@ -82,7 +89,7 @@ impl Supervisor {
                 ..
             } = *event
             {
-                let dead = reaped.iter().any(|&(dead, _)| dead == pid);
+                let dead = reaped_now.contains(&pid);
                 debug!(
                     pid,
                     previous_parent = previous_parent.unwrap_or(0),
