@@ -83,7 +83,10 @@ pub struct ProcConnector {
     /// Every tracked process (adoptd's children and their descendants)
     /// → its parent.
     parent_of: HashMap<Pid, Pid>,
-    /// Parent → its tracked children.
+    /// Parent → its tracked children, for every tracked parent but adoptd
+    /// itself: its own are `parent_of`'s entries that name it (and
+    /// `children`). A storm hands adoptd thousands of orphans at once;
+    /// a list of them would be searched at each of their reaps.
     children_of: HashMap<Pid, Vec<Pid>>,
     /// Tracked processes that exited but were not reaped by their parent
     /// before it died: zombies reparented to adoptd, which it reaps next.
@@ -266,7 +269,9 @@ impl ProcConnector {
 
     fn track(&mut self, parent: Pid, child: Pid) {
         self.parent_of.insert(child, parent);
-        self.children_of.entry(parent).or_default().push(child);
+        if parent != self.me {
+            self.children_of.entry(parent).or_default().push(child);
+        }
     }
 
     fn untrack(&mut self, pid: Pid) {
@@ -328,7 +333,6 @@ impl ProcConnector {
                 continue;
             }
             self.parent_of.insert(orphan, self.me);
-            self.children_of.entry(self.me).or_default().push(orphan);
             self.children.insert(orphan);
             let stat = proc::read_stat(orphan);
             events.push(Event::Adopted {
@@ -417,7 +421,7 @@ impl ProcConnector {
                 queue.push(child);
             }
         }
-        let mine: Vec<Pid> = self.children_of.get(&self.me).cloned().unwrap_or_default();
+        let mine: Vec<Pid> = by_parent.get(&self.me).cloned().unwrap_or_default();
         for child in mine {
             if self.children.contains(&child) {
                 continue;
@@ -467,12 +471,7 @@ impl AdoptionSource for ProcConnector {
     }
 
     fn shrink_if_sparse(&mut self) -> bool {
-        // adoptd's own list of children is the one a storm fills.
-        let own = self
-            .children_of
-            .get_mut(&self.me)
-            .is_some_and(|children_of| children_of.shrink_if_sparse());
-        own | self.children.shrink_if_sparse()
+        self.children.shrink_if_sparse()
             | self.parent_of.shrink_if_sparse()
             | self.children_of.shrink_if_sparse()
             | self.zombies.shrink_if_sparse()
