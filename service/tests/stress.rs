@@ -70,9 +70,17 @@ fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_n
             "",
             &[&format!("storm:{storm_size}"), "serve"],
         );
+        // The storm reports once its last orphan ended: that is work for
+        // the machine (about 1 s per 1,000 under the process connector with
+        // both cores busy, more than 5 s per 1,000 seen with them three
+        // times over-subscribed), not a wait for an event.
+        let storm_time = TIMEOUT + Duration::from_millis(10 * u64::from(storm_size));
         let mut adoptd = Adoptd::start_tracker(&scratch, &tracker, &[]);
-        let warm_up = reports.next();
-        barrier(&mut adoptd);
+        let warm_up = reports
+            .collect_within(1, storm_time)
+            .remove("warm-up")
+            .expect("the warm-up's report");
+        barrier_within(&mut adoptd, storm_time);
         let baseline = Memory::of(adoptd.pid());
 
         // The storm and the dancers come in with one reload, so they start
@@ -87,11 +95,6 @@ fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_n
             dance_service(&scratch, &reports, name, "", &steps);
         }
         signal(adoptd.pid(), libc::SIGHUP);
-        // The storm reports once its last orphan ended: that is work for
-        // the machine (about 1 s per 1,000 under the process connector with
-        // both cores busy, more than 5 s per 1,000 seen with them three
-        // times over-subscribed), not a wait for an event.
-        let storm_time = TIMEOUT + Duration::from_millis(10 * u64::from(storm_size));
         let truth = reports.collect_within(1 + DANCERS, storm_time);
 
         for (name, steps) in &dancers {
@@ -104,7 +107,7 @@ fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_n
         // The storm is over (it reports after its last orphan ended) and
         // every exit of it has been reaped by the time the barrier passes.
         let storm = &truth["storm"];
-        barrier(&mut adoptd);
+        barrier_within(&mut adoptd, storm_time);
         let storm_status = adoptd.wait_main_pid("storm", storm.pid);
         assert_eq!(storm_status.get("handoffs"), Some("0"), "{tracker}");
         for line in adoptd.seen("status", "storm") {
@@ -143,8 +146,8 @@ fn a_storm_of_orphans_next_to_dancing_services_loses_no_main_pid_no_zombie_and_n
             let once_more = after;
             dance_service(&scratch, &reports, "again", "", &[&storm_step, "serve"]);
             signal(adoptd.pid(), libc::SIGHUP);
-            reports.next();
-            barrier(&mut adoptd);
+            reports.collect_within(1, storm_time);
+            barrier_within(&mut adoptd, storm_time);
             after = Memory::of(adoptd.pid());
             eprintln!("{tracker}: after a third storm: {after}");
             assert!(
@@ -176,9 +179,16 @@ fn dancer_steps(i: usize) -> Vec<String> {
 /// the end of the reload, so that service files written afterwards are
 /// read by the next reload only.
 fn barrier(adoptd: &mut Adoptd) {
+    barrier_within(adoptd, TIMEOUT);
+}
+
+/// The barrier after a storm: adoptd answers the SIGHUP once it has
+/// decided the storm's moments, thousands of reaps that are work for a
+/// loaded machine, not a wait (`within`, as the storm's own allowance).
+fn barrier_within(adoptd: &mut Adoptd, within: Duration) {
     signal(adoptd.pid(), libc::SIGHUP);
     // The reload's own lines: the start-up's "loaded" may still be unread.
-    adoptd.wait_next("the reload after SIGHUP", |l| {
+    adoptd.wait_next_within("the reload after SIGHUP", within, |l| {
         l.message.starts_with("reloading ")
     });
     adoptd.wait_next("the end of the reload after SIGHUP", |l| {
@@ -275,12 +285,13 @@ fn a_frozen_adoptd_rebuilds_after_a_storm_and_stops_no_healthy_daemon() {
         std::thread::sleep(std::time::Duration::from_secs(3));
         signal(adoptd.pid(), libc::SIGCONT);
         // As above: the storm's 10,000 forks are work, not a wait.
-        let truth = reports.collect_within(1 + dancers.len(), TIMEOUT + Duration::from_secs(100));
+        let storm_time = TIMEOUT + Duration::from_secs(100);
+        let truth = reports.collect_within(1 + dancers.len(), storm_time);
         for name in &dancers {
             let context = format!("{tracker}, {name} after the freeze");
             adoptd.wait_settled(name, &truth[name], &tracker, &context);
         }
-        barrier(&mut adoptd);
+        barrier_within(&mut adoptd, storm_time);
         for name in &dancers {
             assert!(
                 adoptd.seen("main process exited", name).is_empty(),

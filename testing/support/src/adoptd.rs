@@ -203,7 +203,19 @@ impl Adoptd {
 
     /// Waits for the next new line that matches, and returns it.
     pub fn wait_next(&mut self, what: &str, matches: impl Fn(&LogLine) -> bool) -> LogLine {
-        let deadline = Instant::now() + TIMEOUT;
+        self.wait_next_within(what, TIMEOUT, matches)
+    }
+
+    /// As [`Adoptd::wait_next`], for a line that comes after work of
+    /// adoptd's that may take longer than the common timeout (a storm's
+    /// thousands of reaps on a loaded machine).
+    pub fn wait_next_within(
+        &mut self,
+        what: &str,
+        within: Duration,
+        matches: impl Fn(&LogLine) -> bool,
+    ) -> LogLine {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
