@@ -19,6 +19,10 @@
 //!   descends from it is never an heir, and when nothing else is left the
 //!   run ends with the failed hop's status, as it does when a process of
 //!   the dance ended badly before the main process exited cleanly;
+//! - of two failures, one below the other, the upper one is the run's: a
+//!   hop between them may still be a zombie of a live process, unseen when
+//!   the run ends, so the run's status is settled again once the clean-up
+//!   has reaped every member ([`Batch::settle_failure`]);
 //! - everything else ends the run with the main process's own status.
 //!
 //! Invariant: a service's graves belong to its current run (cleared at each
@@ -29,7 +33,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Batch, ExitStatus, MainPidSource, Notice, Pid, ServiceId, State,
+    Batch, ExitStatus, MainPidSource, Notice, Pid, RunResult, ServiceId, State,
     service::{Adoption, Contender},
 };
 
@@ -583,6 +587,38 @@ impl Batch<'_> {
                 }
                 false
             })
+    }
+
+    /// The clean-up reaped every member, so the run's lineage is as
+    /// complete as it will be: a failure never stands for the run over a
+    /// failure of its own ancestor, which is nearer the start of the main
+    /// line. A failure chosen while a hop between the two was unseen (a
+    /// zombie of a live parent, handed to adoptd only by the clean-up) is
+    /// corrected now to what a schedule that showed the link first gave.
+    pub(super) fn settle_failure(&mut self, id: ServiceId) {
+        let service = &self.tracker.services[id.index()];
+        let Some(chosen) = service.last_exit.filter(|status| !status.is_success()) else {
+            return;
+        };
+        if service.failed_graves < 2
+            || !matches!(service.result, RunResult::ExitCode | RunResult::Signal)
+        {
+            return;
+        }
+        let mut above: Option<ExitStatus> = None;
+        for grave in service.graves.iter().filter(|g| g.status == chosen) {
+            match service.topmost_failed_ancestor(grave) {
+                Some(status) => above = Some(above.map_or(status, |known| lesser(known, status))),
+                // Some process that failed so has no failed ancestor: the
+                // choice may be its, and stands.
+                None => return,
+            }
+        }
+        if let Some(status) = above {
+            let service = self.touch(id);
+            service.last_exit = Some(status);
+            service.result = RunResult::of_exit(status);
+        }
     }
 
     /// A process of the run's dance that ended badly (a child of `main`

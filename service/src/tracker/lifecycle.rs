@@ -27,12 +27,8 @@ impl Batch<'_> {
                 after
             }
             None => {
-                let (result, failed) = match status {
-                    ExitStatus::Code(0) => (RunResult::Success, false),
-                    ExitStatus::Code(_) => (RunResult::ExitCode, true),
-                    ExitStatus::Signal(_) => (RunResult::Signal, true),
-                };
-                service.result = result;
+                let failed = !status.is_success();
+                service.result = RunResult::of_exit(status);
                 let restart = match service.policy.restart {
                     Restart::No => false,
                     Restart::OnFailure => failed,
@@ -82,6 +78,7 @@ impl Batch<'_> {
 
     /// Every member is gone: settle as planned.
     pub(super) fn finish_stop(&mut self, id: ServiceId) {
+        self.settle_failure(id);
         let service = self.touch(id);
         let after = service.after_stop.take().unwrap_or(AfterStop::Stopped);
         service.forget_graves();

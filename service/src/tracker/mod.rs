@@ -308,6 +308,15 @@ pub enum RunResult {
 }
 
 impl RunResult {
+    /// The result of a run whose main line ended with `status`.
+    pub(super) fn of_exit(status: ExitStatus) -> Self {
+        match status {
+            ExitStatus::Code(0) => RunResult::Success,
+            ExitStatus::Code(_) => RunResult::ExitCode,
+            ExitStatus::Signal(_) => RunResult::Signal,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunResult::Success => "success",

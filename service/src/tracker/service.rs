@@ -180,6 +180,24 @@ impl Service {
         self.graves.iter().rev().find(|g| g.pid == pid)
     }
 
+    /// The status of the failed ancestor of `grave` nearest the run's
+    /// root, walking its previous parents through the graves.
+    pub(super) fn topmost_failed_ancestor(&self, grave: &Grave) -> Option<ExitStatus> {
+        let mut failure = None;
+        let mut parent = grave.parent;
+        // Recycled pids can make a loop of previous parents.
+        for _ in 0..self.graves.len() {
+            let Some(ancestor) = parent.and_then(|pid| self.grave(pid)) else {
+                break;
+            };
+            if !ancestor.status.is_success() {
+                failure = Some(ancestor.status);
+            }
+            parent = ancestor.parent;
+        }
+        failure
+    }
+
     /// Remembers a member that exited, forgetting the oldest beyond the
     /// bound.
     pub(super) fn bury(&mut self, grave: Grave) {

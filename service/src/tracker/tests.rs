@@ -1288,6 +1288,43 @@ fn hops_that_came_and_went_in_one_moment_keep_the_chain_whole() {
     assert_eq!(status.handoffs, 4);
 }
 
+#[test]
+fn a_failure_below_a_hop_not_yet_reaped_gives_way_to_the_failed_hop_above_it() {
+    // 100 → 103 (killed by SIGABRT) → 105 → 107 → 108 (exits 1) → 110.
+    // 107 ends while its parent 105 lives: a zombie that is not adoptd's,
+    // so the first moment cannot tie 108's failure to 103's.
+    let mut h = Harness::new();
+    let web = h.service(Policy {
+        restart: Restart::No,
+        ..Policy::default()
+    });
+    h.start(web, 100);
+    let out = h.apply(&[
+        adopted(105, 103),
+        exited(103, ExitStatus::Signal(6)),
+        adopted(110, 108),
+        adopted_under(108, 107, 105),
+        exited(108, ExitStatus::Code(1)),
+        adopted(103, 100),
+        exited(100, OK),
+    ]);
+    assert_eq!(h.status(web).state, State::Stopping);
+    let mut cleaned = signals(&out);
+    cleaned.sort_unstable();
+    assert_eq!(cleaned, vec![(105, SIGTERM), (110, SIGTERM)]);
+    // The clean-up hands 107 over: the chain is whole, 103 came first.
+    h.apply(&[
+        adopted(107, 105),
+        exited(107, OK),
+        exited(105, ExitStatus::Signal(SIGTERM)),
+        exited(110, ExitStatus::Signal(SIGTERM)),
+    ]);
+    let status = h.status(web);
+    assert_eq!(status.state, State::Failed);
+    assert_eq!(status.last_exit, Some(ExitStatus::Signal(6)));
+    assert_eq!(status.result, RunResult::Signal);
+}
+
 /// Any event at all, with pids from a small range so that they collide.
 fn any_event(services: u32) -> impl Strategy<Value = Event> {
     let pid = 1..40u32;
