@@ -21,15 +21,16 @@
 //! kernels ignore a filtered subscription; the source then subscribes to
 //! everything and skips the rest itself.
 //!
-//! A socket filter (`filter.rs`) drops in the kernel whatever the source
-//! would skip: events of threads on every kernel, and the other event
-//! types where the kernel does not filter them. It cannot drop the forks
-//! and exits of processes adoptd does not track: a classic BPF program
-//! has no set to look a pid up in, and a set kept current from here would
-//! always lag the events (a tracked process's new child could fork before
-//! the set names it, and that event would be lost), so exactness would
-//! be lost. The machine's process churn therefore still wakes this source;
-//! `procfs` does not wake for it, at the price of exact previous parents.
+//! A socket filter drops in the kernel what the source would skip. Where
+//! adoptd may load an eBPF program (CAP_BPF or CAP_SYS_ADMIN, as root),
+//! it is `tracked_set.rs`: the kernel keeps the set of adoptd's
+//! descendants itself, adding each child at its fork event before the
+//! child can run, and keeps only their forks and exits, so the machine's
+//! own process churn never wakes adoptd. Otherwise it is the classic
+//! filter of `filter.rs`, which drops threads' events and the other event
+//! types but cannot tell a tracked pid from another: a set kept from here
+//! would lag the events (a new child could fork before the set named
+//! it), so every process's fork and exit then wakes the source.
 //!
 //! Loss: if the socket overflows (ENOBUFS), the source reads the queue dry,
 //! rebuilds the lineage from /proc and reports adoptd's children it did not
@@ -49,9 +50,11 @@ use std::{
 
 use rustix::net;
 
+use self::tracked_set::TrackedSet;
 use super::{AdoptionSource, SourceKind, clues_of, runs::Runs};
 
 mod filter;
+mod tracked_set;
 use crate::{
     invocation::InvocationId,
     memory::Shrink,
@@ -113,6 +116,9 @@ pub struct ProcConnector {
     /// reported. Without them a hop that died while events were lost is a
     /// process of no service, and the lineage of its daemon breaks there.
     seen_dead: HashMap<Pid, (Option<Pid>, Clues)>,
+    /// The kernel's set of the processes the filter keeps events of, where
+    /// the eBPF filter is attached.
+    tracked: Option<TrackedSet>,
 }
 
 /// What a re-exec carries across of [`ProcConnector`]: all but the socket,
@@ -152,11 +158,24 @@ impl ProcConnector {
         )?;
         set_receive_buffer(&socket);
         // Before the subscription, so that no event the source would skip
-        // is ever queued. Without it the source still works: it skips
-        // them itself, at the cost of a wake-up each.
-        if let Err(e) = filter::attach(&socket) {
-            tracing::warn!("cannot filter the process connector's events in the kernel: {e}");
-        }
+        // is ever queued. Without a filter the source still works: it
+        // skips them itself, at the cost of a wake-up each.
+        let me = std::process::id();
+        let tracked = match TrackedSet::attach(&socket, me) {
+            Ok(set) => Some(set),
+            Err(e) => {
+                tracing::info!(
+                    "cannot load the eBPF filter of tracked processes ({e}): every process's \
+                     fork and exit on this machine will wake adoptd"
+                );
+                if let Err(e) = filter::attach(&socket) {
+                    tracing::warn!(
+                        "cannot filter the process connector's events in the kernel: {e}"
+                    );
+                }
+                None
+            }
+        };
         net::bind(
             &socket,
             &net::netlink::SocketAddrNetlink::new(0, CN_IDX_PROC),
@@ -164,7 +183,7 @@ impl ProcConnector {
         send_listen(&socket, Some(PROC_EVENT_FORK | PROC_EVENT_EXIT))?;
         let mut source = ProcConnector {
             socket,
-            me: std::process::id(),
+            me,
             children: HashSet::new(),
             parent_of: HashMap::new(),
             children_of: HashMap::new(),
@@ -175,6 +194,7 @@ impl ProcConnector {
             births: HashSet::new(),
             resync_pending: false,
             seen_dead: HashMap::new(),
+            tracked,
         };
         // The kernel silently ignores an unprivileged listen request, and a
         // kernel before 6.6 a filtered one: prove that events arrive by
@@ -421,6 +441,7 @@ impl ProcConnector {
                 queue.push(child);
             }
         }
+        self.fill_tracked_set()?;
         let mine: Vec<Pid> = by_parent.get(&self.me).cloned().unwrap_or_default();
         for child in mine {
             if self.children.contains(&child) {
@@ -445,6 +466,52 @@ impl ProcConnector {
                 previous_parent,
                 clues,
             });
+        }
+        Ok(())
+    }
+
+    /// Puts every tracked process in the kernel's set, after the lineage
+    /// was rebuilt from /proc: a new set (after a re-exec) names only
+    /// adoptd, and a process a tracked one forked between the walk of
+    /// /proc and its parent's entering the set had its fork event dropped,
+    /// so /proc is walked again until it shows no such process.
+    fn fill_tracked_set(&mut self) -> io::Result<()> {
+        let Some(set) = self.tracked.take() else {
+            return Ok(());
+        };
+        let filled = self.fill(&set);
+        self.tracked = Some(set);
+        filled
+    }
+
+    fn fill(&mut self, set: &TrackedSet) -> io::Result<()> {
+        if set.overflowed() {
+            tracing::warn!(
+                "the kernel's set of tracked processes is full: every process's fork and exit \
+                 now wakes adoptd"
+            );
+        }
+        let mut newcomers: Vec<Pid> = self.parent_of.keys().copied().collect();
+        for _ in 0..8 {
+            if newcomers.is_empty() {
+                break;
+            }
+            for &pid in &newcomers {
+                if let Err(e) = set.insert(pid) {
+                    tracing::warn!("cannot put process {pid} in the kernel's tracked set: {e}");
+                    return Ok(());
+                }
+            }
+            newcomers.clear();
+            for (pid, parent) in proc::parents()? {
+                if parent != self.me
+                    && self.parent_of.contains_key(&parent)
+                    && !self.parent_of.contains_key(&pid)
+                {
+                    self.track(parent, pid);
+                    newcomers.push(pid);
+                }
+            }
         }
         Ok(())
     }
@@ -535,6 +602,21 @@ impl AdoptionSource for ProcConnector {
         self.runs = saved.runs;
         self.births = saved.births;
         self.resync_pending = true;
+        // The new socket's set names only adoptd: what the old image
+        // tracked is kept from now on, not only from the rebuild.
+        if let Some(set) = &self.tracked {
+            for &pid in self
+                .parent_of
+                .keys()
+                .chain(&self.children)
+                .chain(&self.births)
+            {
+                if let Err(e) = set.insert(pid) {
+                    tracing::warn!("cannot put process {pid} in the kernel's tracked set: {e}");
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -715,6 +797,7 @@ mod tests {
             births: HashSet::new(),
             resync_pending: false,
             seen_dead: HashMap::new(),
+            tracked: None,
         }
     }
 
