@@ -239,6 +239,9 @@ impl Adoptd {
         let mut child = Command::new(binary("adoptd"))
             .arg("--config-dir")
             .arg(scratch.path.join("services"))
+            // Not the real adoptd's records of its runs.
+            .arg("--state-dir")
+            .arg(scratch.path.join("state"))
             .args(["--address", address, "--tracker", "procfs"])
             .env("ADOPTD_LOG", "info,adoptd::output=warn")
             .stdin(Stdio::null())

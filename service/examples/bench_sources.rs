@@ -267,6 +267,9 @@ impl Adoptd {
         let mut child = Command::new(binary("adoptd"))
             .arg("--config-dir")
             .arg(scratch.path.join("services"))
+            // Not the real adoptd's records of its runs.
+            .arg("--state-dir")
+            .arg(scratch.path.join("state"))
             .args(["--tracker", source])
             .env("ADOPTD_LOG", "info")
             .stdin(Stdio::null())
