@@ -116,6 +116,10 @@ pub struct ProcConnector {
     /// reported. Without them a hop that died while events were lost is a
     /// process of no service, and the lineage of its daemon breaks there.
     seen_dead: HashMap<Pid, (Option<Pid>, Clues)>,
+    /// How many zombies were left after the last look for those reaped
+    /// elsewhere (or fewer, as reaps take them): the next look comes once
+    /// there are twice as many, so at most half of those kept are stale.
+    zombies_looked_at: usize,
     /// The kernel's set of the processes the filter keeps events of, where
     /// the eBPF filter is attached.
     tracked: Option<TrackedSet>,
@@ -194,6 +198,7 @@ impl ProcConnector {
             births: HashSet::new(),
             resync_pending: false,
             seen_dead: HashMap::new(),
+            zombies_looked_at: 0,
             tracked,
         };
         // The kernel silently ignores an unprivileged listen request, and a
@@ -324,16 +329,29 @@ impl ProcConnector {
     }
 
     /// The nearest ancestor of `pid` that is adoptd's child.
+    ///
+    /// Recycled pids whose reuse the lineage learnt only in part (events
+    /// lost in a storm) can close a loop of parents; the walk notices it
+    /// (Brent's cycle detection) within a few laps of the loop, instead of
+    /// walking as many steps as the lineage has entries, which at every
+    /// exit of a 10,000-process storm made a moment quadratic.
     fn ancestor(&self, pid: Pid) -> Option<Pid> {
         let mut current = pid;
-        for _ in 0..self.parent_of.len() + 1 {
+        let (mut marker, mut lap, mut steps) = (pid, 1usize, 0usize);
+        loop {
             let parent = *self.parent_of.get(&current)?;
             if parent == self.me {
                 return Some(current);
             }
             current = parent;
+            if current == marker {
+                return None;
+            }
+            steps += 1;
+            if steps == lap {
+                (marker, lap, steps) = (current, lap * 2, 0);
+            }
         }
-        None
     }
 
     /// A tracked process exited: its children are reparented to adoptd.
@@ -663,8 +681,12 @@ impl AdoptionSource for ProcConnector {
             // Its tracked children were handled at its exit event.
             self.children_of.remove(&pid);
         }
-        if !reaped.is_empty() && !self.zombies.is_empty() {
+        // Amortized: a storm's moment holds thousands of zombies over many
+        // rounds, and a look at each of them every round made it quadratic.
+        self.zombies_looked_at = self.zombies_looked_at.min(self.zombies.len());
+        if !reaped.is_empty() && self.zombies.len() > 2 * self.zombies_looked_at.max(32) {
             self.forget_zombies_reaped_elsewhere();
+            self.zombies_looked_at = self.zombies.len();
         }
         Ok(())
     }
@@ -797,6 +819,7 @@ mod tests {
             births: HashSet::new(),
             resync_pending: false,
             seen_dead: HashMap::new(),
+            zombies_looked_at: 0,
             tracked: None,
         }
     }
@@ -897,6 +920,24 @@ mod tests {
 
     fn reap(pid: Pid) {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
+
+    #[test]
+    fn the_nearest_child_of_adoptd_is_found_and_a_loop_of_recycled_parents_ends() {
+        let me = 1;
+        let mut source = detached(me);
+        source.track(me, 10);
+        source.track(10, 11);
+        source.track(11, 12);
+        assert_eq!(source.ancestor(12), Some(10));
+        // 20 and 21 name each other (recycled pids), below a long tail.
+        source.track(20, 21);
+        source.track(21, 20);
+        for pid in 22..5000 {
+            source.track(pid - 1, pid);
+        }
+        assert_eq!(source.ancestor(4999), None);
+        assert_eq!(source.ancestor(20), None);
     }
 
     #[test]
