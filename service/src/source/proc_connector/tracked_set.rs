@@ -328,12 +328,8 @@ fn program(pids: libc::c_int, full: libc::c_int) -> Vec<Instruction> {
         Jump(0x05, 0, 0, 0, Drop),
         // A fork: of a process, not a thread (child pid == child tgid).
         Mark(Fork),
-        Do(load32(R1, FP, data(2))),
-        Do(load32(R2, FP, data(3))),
-        Jump(0x5d, R1, R2, 0, Drop),
-        Do(load32(R1, R7, 0)),
-        Jump(0x55, R1, 0, 0, Keep),
     ]);
+    steps.extend(a_process_while_the_set_holds(data(2), data(3)));
     // Its parent (tgid) tracked?
     steps.extend(load_map(R1, pids).map(Do));
     steps.extend([
@@ -357,12 +353,8 @@ fn program(pids: libc::c_int, full: libc::c_int) -> Vec<Instruction> {
         Jump(0x05, 0, 0, 0, Keep),
         // An exit: of a whole process (pid == tgid), tracked.
         Mark(Exit),
-        Do(load32(R1, FP, data(0))),
-        Do(load32(R2, FP, data(1))),
-        Jump(0x5d, R1, R2, 0, Drop),
-        Do(load32(R1, R7, 0)),
-        Jump(0x55, R1, 0, 0, Keep),
     ]);
+    steps.extend(a_process_while_the_set_holds(data(0), data(1)));
     // Taken out of the set; kept if it was in it.
     steps.extend(load_map(R1, pids).map(Do));
     steps.extend([
@@ -380,6 +372,19 @@ fn program(pids: libc::c_int, full: libc::c_int) -> Vec<Instruction> {
         Do(exit()),
     ]);
     assemble(&steps)
+}
+
+/// Drops the event unless the words at `pid` and `tgid` are equal (a
+/// process, not a thread), and keeps it whole if the set is full (the
+/// flag's address in r7): what a fork and an exit both check first.
+fn a_process_while_the_set_holds(pid: i16, tgid: i16) -> [Step; 5] {
+    [
+        Step::Do(load32(R1, FP, pid)),
+        Step::Do(load32(R2, FP, tgid)),
+        Step::Jump(0x5d, R1, R2, 0, Label::Drop),
+        Step::Do(load32(R1, R7, 0)),
+        Step::Jump(0x55, R1, 0, 0, Label::Keep),
+    ]
 }
 
 /// Lays the steps out, resolving each jump to its label.
