@@ -459,6 +459,20 @@ impl Reader {
 }
 
 impl Status {
+    /// The properties a status is read from.
+    const PROPERTIES: [&str; 10] = [
+        "State",
+        "MainPID",
+        "PreviousPID",
+        "MainPIDSource",
+        "Handoffs",
+        "Restarts",
+        "ExitCode",
+        "ExitSignal",
+        "Result",
+        "StateChangeTimestamp",
+    ];
+
     fn from_properties(properties: &HashMap<String, OwnedVariant>) -> Self {
         Status {
             state: text(properties, "State"),
@@ -560,6 +574,14 @@ async fn read_status(connection: &Connection, service: &str) -> Option<Status> {
         .expect("the properties' proxy");
     let interface = InterfaceName::try_from(SERVICE_INTERFACE).expect("the interface");
     let all = properties.get_all(interface).await.ok()?;
+    // zbus leaves out of GetAll each property that failed to read: those
+    // of a service removed while its properties were read.
+    if !Status::PROPERTIES
+        .iter()
+        .all(|name| all.contains_key(*name))
+    {
+        return None;
+    }
     Some(Status::from_properties(&all))
 }
 
