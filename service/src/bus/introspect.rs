@@ -24,9 +24,7 @@
 //! - zbus removes `/org/adoptd1/service` with its last service object and
 //!   makes it again, with zbus's Introspectable, for the next one; so
 //!   [`serve`] runs after every service object is served, and puts
-//!   [`Parent`] back wherever it is missing. Swapping it at
-//!   `/org/adoptd1/service` makes the ObjectManager announce that node's
-//!   Introspectable as removed and added, once each time the node is made.
+//!   [`Parent`] back wherever it is missing.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -37,7 +35,7 @@ use std::{
 use adoptd_dbus::{MANAGER_PATH, SERVICE_PATH_PREFIX};
 use zbus::{ObjectServer, fdo, interface, names::InterfaceName, object_server::Interface};
 
-use super::{Shared, manager::Manager};
+use super::{Shared, manager::Manager, object_manager::ObjectManager};
 
 /// The objects whose introspection lists children: every ancestor of the
 /// service objects.
@@ -91,7 +89,7 @@ impl Parent {
             let (name, xml) = written(&*manager.get().await);
             interfaces.insert(name, xml);
         }
-        if let Ok(objects) = server.interface::<_, fdo::ObjectManager>(self.path).await {
+        if let Ok(objects) = server.interface::<_, ObjectManager>(self.path).await {
             let (name, xml) = written(&*objects.get().await);
             interfaces.insert(name, xml);
         }

@@ -190,7 +190,7 @@ impl Manager {
     ) -> Result<OwnedObjectPath, Error> {
         auth::authorize(connection, header, self.shared.owner_uid).await?;
         check_name(name)?;
-        let service = self
+        let (service, published) = self
             .shared
             .ask(|reply| Request::Control {
                 service: Target::Name(name.to_owned()),
@@ -199,6 +199,10 @@ impl Manager {
             })
             .await?
             .map_err(request_error)?;
+        // Answer once the registry shows what the command did: a client
+        // that reads the service after the reply sees it (a new
+        // instance `starting`, not the `stopped` it was made in).
+        self.shared.wait_applied(published).await;
         self.path_of(service, name).await
     }
 

@@ -12,8 +12,10 @@
 //!   reading a property never waits for the supervisor. Only `PIDs` asks
 //!   the supervisor, because member processes change too often to publish.
 //!   `PIDs` and `NeedDaemonReload` (a file read) take turns ([`turns`]):
-//!   one at a time in adoptd, one per caller. The calls that read every
-//!   object at once read them all in one turn ([`snapshot`]).
+//!   one at a time in adoptd, one per caller. `GetManagedObjects`, which
+//!   reads every object at once, reads them all in one turn ([`snapshot`])
+//!   and writes its reply without a map of every property
+//!   ([`object_manager`]).
 //! - `GetOutput` and `FollowOutput` authorize the caller too, then read
 //!   [`crate::output`]'s record of the service, which is not the
 //!   registry's and not the supervisor's.
@@ -31,6 +33,7 @@ mod configured;
 mod convert;
 mod introspect;
 mod manager;
+mod object_manager;
 pub mod private;
 mod registry;
 mod service;
@@ -57,7 +60,7 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
 use zbus::{
     Connection, Variant,
-    fdo::{ObjectManager, Properties, RequestNameFlags, RequestNameReply},
+    fdo::{Properties, RequestNameFlags, RequestNameReply},
     names::InterfaceName,
     object_server::SignalEmitter,
 };
@@ -287,7 +290,7 @@ pub async fn run(
             shared: &shared,
         };
         // Services added while the name was being claimed.
-        if let Err(e) = publisher.publish_all().await {
+        if let Err(e) = publisher.publish_all(Announce::Yes).await {
             debug!("cannot serve every service yet: {e}");
         }
         if let Some(since) = since_restore.take() {
@@ -424,7 +427,12 @@ async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Conne
         }
     };
     let connection = builder
-        .serve_at(MANAGER_PATH, ObjectManager)
+        .serve_at(
+            MANAGER_PATH,
+            object_manager::ObjectManager {
+                shared: Arc::clone(shared),
+            },
+        )
         .serve_at(
             MANAGER_PATH,
             manager::Manager {
@@ -438,7 +446,9 @@ async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Conne
         connection: &connection,
         shared,
     };
-    publisher.publish_all().await?;
+    // Before the name is claimed: nobody can be told of these objects
+    // yet, and a client's first GetManagedObjects finds them.
+    publisher.publish_all(Announce::No).await?;
     // Queue behind another owner rather than fail: when it goes, adoptd
     // takes over without anyone restarting it.
     match connection
@@ -461,6 +471,13 @@ async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Conne
     Ok(connection)
 }
 
+/// Whether serving an object sends `InterfacesAdded`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    Yes,
+    No,
+}
+
 /// Emits the signals of updates on one connection.
 struct Publisher<'a> {
     connection: &'a Connection,
@@ -470,19 +487,19 @@ struct Publisher<'a> {
 impl Publisher<'_> {
     /// Serves every service object not served yet (including those added
     /// while this runs).
-    async fn publish_all(&self) -> zbus::Result<()> {
+    async fn publish_all(&self, announce: Announce) -> zbus::Result<()> {
         loop {
             let next = self.shared.registry().next_unpublished();
             let Some(service) = next else {
                 break;
             };
-            self.serve(service).await?;
+            self.serve(service, announce).await?;
         }
         self.shared.published.notify_waiters();
         Ok(())
     }
 
-    async fn serve(&self, service: ServiceId) -> zbus::Result<()> {
+    async fn serve(&self, service: ServiceId, announce: Announce) -> zbus::Result<()> {
         let path = {
             let registry = self.shared.registry();
             let Some(entry) = registry.get(service) else {
@@ -498,6 +515,10 @@ impl Publisher<'_> {
         self.shared.registry().set_published(service);
         // The first service object makes the node above it anew.
         introspect::serve(self.connection.object_server(), self.shared).await?;
+        if announce == Announce::Yes {
+            let emitter = SignalEmitter::new(self.connection, MANAGER_PATH)?;
+            object_manager::announce_added(&emitter, self.shared, service).await?;
+        }
         Ok(())
     }
 
@@ -585,8 +606,8 @@ impl Publisher<'_> {
         }
     }
 
-    /// Takes the service's object off the bus (ObjectManager announces
-    /// InterfacesRemoved) and says ServiceRemoved.
+    /// Takes the service's object off the bus, and says InterfacesRemoved
+    /// and ServiceRemoved.
     async fn service_removed(&self, name: &str) -> zbus::Result<()> {
         let path = adoptd_dbus::service_path(name);
         self.connection
@@ -594,6 +615,7 @@ impl Publisher<'_> {
             .remove::<service::Service, _>(&path)
             .await?;
         let emitter = SignalEmitter::new(self.connection, MANAGER_PATH)?;
+        object_manager::announce_removed(&emitter, path.as_ref()).await?;
         manager::Manager::service_removed(&emitter, name, path.as_ref()).await
     }
 
@@ -606,7 +628,7 @@ impl Publisher<'_> {
         if was_known {
             return Ok(());
         }
-        self.serve(service).await?;
+        self.serve(service, Announce::Yes).await?;
         self.shared.published.notify_waiters();
         let path = adoptd_dbus::service_path(name);
         let emitter = SignalEmitter::new(self.connection, MANAGER_PATH)?;

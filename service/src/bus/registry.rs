@@ -22,6 +22,7 @@ pub(super) struct Registry {
     pub(super) applied: u64,
 }
 
+#[derive(Clone)]
 pub(super) struct Entry {
     pub(super) id: ServiceId,
     pub(super) spec: Arc<ServiceSpec>,

@@ -13,7 +13,6 @@ use zbus::{Connection, interface, message::Header, object_server::SignalEmitter}
 use super::{
     Entry, Shared, auth, configured,
     convert::{exit_code_and_signal, request_error},
-    snapshot::Snapshots,
 };
 use crate::{
     config, proc,
@@ -89,37 +88,7 @@ impl Service {
         &self,
         #[zbus(header)] header: Option<Header<'_>>,
     ) -> zbus::fdo::Result<Vec<u32>> {
-        let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
-        if header.is_none()
-            && let Some(reading) = Snapshots::reading(&self.shared, self.id)
-                .await
-                .map_err(|e| failed(&e))?
-        {
-            return Ok(reading.pids);
-        }
-        // One expensive read at a time, one per caller (see `turns`): the
-        // supervisor answers at most one of these questions at a time, and
-        // the walk runs on a blocking thread of low priority, so a read
-        // loop costs the readers, never the supervision.
-        let _turn = self
-            .shared
-            .turns
-            .take(&caller_of(header.as_ref()))
-            .await
-            .map_err(|e| failed(&e))?;
-        let members = self
-            .shared
-            .ask(|reply| Request::Members {
-                service: self.id,
-                reply,
-            })
-            .await
-            .map_err(|e| failed(&e))?;
-        let all = tokio::task::spawn_blocking(move || proc::with_descendants(&members))
-            .await
-            .map_err(|e| failed(&e))?;
-        self.shared.trim.replied();
-        Ok(all)
+        pids_now(&self.shared, self.id, Some(&caller_of(header.as_ref()))).await
     }
 
     /// Hand-offs of the main process since the last start.
@@ -226,26 +195,7 @@ impl Service {
         &self,
         #[zbus(header)] header: Option<Header<'_>>,
     ) -> zbus::fdo::Result<bool> {
-        let failed = |e: &dyn std::fmt::Display| zbus::fdo::Error::Failed(e.to_string());
-        if header.is_none()
-            && let Some(reading) = Snapshots::reading(&self.shared, self.id)
-                .await
-                .map_err(|e| failed(&e))?
-        {
-            return Ok(reading.need_daemon_reload);
-        }
-        let (source, digest) = self.read(|e| (e.spec.source.clone(), e.load.digest))?;
-        // A file read per call: it takes its turn as PIDs does.
-        let _turn = self
-            .shared
-            .turns
-            .take(&caller_of(header.as_ref()))
-            .await
-            .map_err(|e| failed(&e))?;
-        let now = tokio::task::spawn_blocking(move || config::file_digest(&source))
-            .await
-            .map_err(|e| failed(&e))?;
-        Ok(now != digest)
+        need_daemon_reload_now(&self.shared, self.id, Some(&caller_of(header.as_ref()))).await
     }
 
     /// Why the last start could not run the program; empty when it could.
@@ -489,7 +439,7 @@ impl Service {
             .registry()
             .get(self.id)
             .map(read)
-            .ok_or_else(|| zbus::fdo::Error::UnknownObject("the service is gone".to_owned()))
+            .ok_or_else(gone)
     }
 
     async fn control(
@@ -504,7 +454,8 @@ impl Service {
 
     /// Hands an authorized command to the supervisor.
     async fn send(&self, command: Command) -> Result<(), Error> {
-        self.shared
+        let (_, published) = self
+            .shared
             .ask(|reply| Request::Control {
                 service: Target::Id(self.id),
                 command,
@@ -512,18 +463,78 @@ impl Service {
             })
             .await?
             .map_err(request_error)?;
+        // Answer once the registry shows what the command did.
+        self.shared.wait_applied(published).await;
         Ok(())
     }
 }
 
 /// Whose turn a read takes: its sender's unique name. Without a header
-/// (the reads of a GetManagedObjects of zbus's), the reads of the whole
-/// reply share one caller's turn.
+/// (zbus reading the object for a call of its own, which adoptd's
+/// ObjectManager leaves none of), the reads share one caller's turn.
 fn caller_of(header: Option<&Header<'_>>) -> String {
     header
         .and_then(|h| h.sender())
         .map(|sender| sender.to_string())
         .unwrap_or_default()
+}
+
+/// `service`'s member processes now, read alone in `caller`'s turn, or
+/// without a turn for adoptd's own announcement of a new object (`None`:
+/// one read per object added, which readers cannot multiply).
+pub(super) async fn pids_now(
+    shared: &Arc<Shared>,
+    service: ServiceId,
+    caller: Option<&str>,
+) -> zbus::fdo::Result<Vec<u32>> {
+    // One expensive read at a time, one per caller (see `turns`): the
+    // supervisor answers at most one of these questions at a time, and
+    // the walk runs on a blocking thread of low priority, so a read loop
+    // costs the readers, never the supervision.
+    let _turn = match caller {
+        Some(caller) => Some(shared.turns.take(caller).await.map_err(failed)?),
+        None => None,
+    };
+    let members = shared
+        .ask(|reply| Request::Members { service, reply })
+        .await
+        .map_err(failed)?;
+    let all = tokio::task::spawn_blocking(move || proc::with_descendants(&members))
+        .await
+        .map_err(failed)?;
+    shared.trim.replied();
+    Ok(all)
+}
+
+/// Whether `service`'s file on disk differs from what was last read,
+/// read now in `caller`'s turn (or without one, as [`pids_now`]).
+pub(super) async fn need_daemon_reload_now(
+    shared: &Arc<Shared>,
+    service: ServiceId,
+    caller: Option<&str>,
+) -> zbus::fdo::Result<bool> {
+    let (source, digest) = shared
+        .registry()
+        .get(service)
+        .map(|e| (e.spec.source.clone(), e.load.digest))
+        .ok_or_else(gone)?;
+    // A file read per call: it takes its turn as PIDs does.
+    let _turn = match caller {
+        Some(caller) => Some(shared.turns.take(caller).await.map_err(failed)?),
+        None => None,
+    };
+    let now = tokio::task::spawn_blocking(move || config::file_digest(&source))
+        .await
+        .map_err(failed)?;
+    Ok(now != digest)
+}
+
+fn failed(e: impl std::fmt::Display) -> zbus::fdo::Error {
+    zbus::fdo::Error::Failed(e.to_string())
+}
+
+fn gone() -> zbus::fdo::Error {
+    zbus::fdo::Error::UnknownObject("the service is gone".to_owned())
 }
 
 /// Kill's errors: the contract's, or the standard InvalidArgs for a number

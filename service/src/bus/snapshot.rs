@@ -1,10 +1,8 @@
 //! One reading of every service's expensive properties (`PIDs`,
-//! `NeedDaemonReload`) for the calls that read every object at once:
-//! `GetManagedObjects`, and the `InterfacesAdded` zbus sends with a new
-//! object's properties. zbus asks such calls' properties object by object
-//! with no caller attached; answered one by one, with a turn each (see
-//! `turns`), ten thousand services took minutes. A snapshot asks the
-//! supervisor once, walks /proc once and reads each file once, in one
+//! `NeedDaemonReload`) for `GetManagedObjects`, which reads every object
+//! at once ([`super::object_manager`]). Read object by object, with a turn
+//! each (see `turns`), ten thousand services took minutes. A snapshot asks
+//! the supervisor once, walks /proc once and reads each file once, in one
 //! turn, and answers every object of the call from that.
 //!
 //! Invariants:

@@ -57,7 +57,9 @@ pub enum Request {
     Control {
         service: Target,
         command: Command,
-        reply: oneshot::Sender<Result<ServiceId, RequestError>>,
+        /// The service, and how many updates the supervisor had published
+        /// once it acted on the command.
+        reply: oneshot::Sender<Result<(ServiceId, u64), RequestError>>,
     },
     /// Which service is this name, without creating anything.
     Lookup {
@@ -444,7 +446,7 @@ impl Supervisor {
                         });
                     }
                     self.command(id, command)
-                        .map(|()| id)
+                        .map(|()| (id, self.published.get()))
                         .map_err(|source| RequestError::Refused {
                             name: self.specs[id.index()].name.clone(),
                             source,

@@ -1,0 +1,268 @@
+//! `org.freedesktop.DBus.ObjectManager` at `/org/adoptd1`: every service
+//! object with all its properties in one `GetManagedObjects`, and
+//! `InterfacesAdded`/`InterfacesRemoved` as service objects come and go.
+//!
+//! adoptd serves its own rather than zbus's, which builds a map of every
+//! property of every object before it writes the reply (about 10 kB an
+//! object: 150 MB and more for ten thousand services). This one writes the
+//! reply straight from a copy of each service's registry entry (an `Arc`
+//! of its configuration and a few words), one object's properties at a
+//! time, so the reply's own bytes are the only thing that grows with it.
+//!
+//! Invariants:
+//!
+//! - An object's properties are those `GetAll` gives for it, with the same
+//!   values ([`properties`] lists them; a test holds the two together).
+//! - The reply is written from data copied before writing begins: zbus
+//!   serializes a body twice (once to size it), and both passes must see
+//!   the same values.
+//! - `PIDs` and `NeedDaemonReload` come from one snapshot of every service
+//!   ([`super::snapshot`]); a service that changed since it was taken is
+//!   read alone, as for any caller.
+//! - The managed objects are the service objects published on the
+//!   connection; the parents above them carry only the standard
+//!   interfaces, which the specification leaves out, and are not listed.
+//! - `InterfacesAdded` is sent for a service object published once the
+//!   name has been claimed: the objects published before it are what a
+//!   client's first `GetManagedObjects` finds.
+
+use std::{collections::HashMap, sync::Arc};
+
+use adoptd_dbus::{MainPidSource, SERVICE_INTERFACE, ServiceResult, State};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use zbus::{
+    ObjectPath, OwnedObjectPath, OwnedVariant, Signature, Type, Variant, interface,
+    object_server::SignalEmitter,
+};
+
+use super::{
+    Entry, Shared, configured,
+    convert::exit_code_and_signal,
+    service::{need_daemon_reload_now, pids_now},
+    snapshot::{Reading, Snapshots},
+};
+use crate::tracker::ServiceId;
+
+/// The ObjectManager object.
+pub(super) struct ObjectManager {
+    pub(super) shared: Arc<Shared>,
+}
+
+#[interface(
+    name = "org.freedesktop.DBus.ObjectManager",
+    introspection_docs = false
+)]
+impl ObjectManager {
+    /// Every service object, with the properties `GetAll` gives for it.
+    async fn get_managed_objects(&self) -> zbus::fdo::Result<ManagedObjects> {
+        let published: Vec<ServiceId> = self
+            .shared
+            .registry()
+            .entries()
+            .filter(|e| e.published)
+            .map(|e| e.id)
+            .collect();
+        let mut objects = Vec::with_capacity(published.len());
+        for service in published {
+            if let Some(object) = Object::read(&self.shared, service, Read::Snapshot).await? {
+                objects.push(object);
+            }
+        }
+        Ok(ManagedObjects(objects))
+    }
+
+    /// A new object, or new interfaces of one, with their properties.
+    #[zbus(signal)]
+    pub(super) async fn interfaces_added(
+        emitter: &SignalEmitter<'_>,
+        object_path: ObjectPath<'_>,
+        interfaces_and_properties: &Interfaces<'_>,
+    ) -> zbus::Result<()>;
+
+    /// An object gone, or interfaces of one.
+    #[zbus(signal)]
+    pub(super) async fn interfaces_removed(
+        emitter: &SignalEmitter<'_>,
+        object_path: ObjectPath<'_>,
+        interfaces: &[&str],
+    ) -> zbus::Result<()>;
+}
+
+/// Sends `InterfacesAdded` for `service`'s object, its properties read
+/// now.
+pub(super) async fn announce_added(
+    emitter: &SignalEmitter<'_>,
+    shared: &Arc<Shared>,
+    service: ServiceId,
+) -> zbus::Result<()> {
+    let Some(object) = Object::read(shared, service, Read::Alone).await? else {
+        return Ok(());
+    };
+    ObjectManager::interfaces_added(emitter, object.path.as_ref(), &Interfaces(&object)).await
+}
+
+/// Sends `InterfacesRemoved` for the service object at `path`.
+pub(super) async fn announce_removed(
+    emitter: &SignalEmitter<'_>,
+    path: ObjectPath<'_>,
+) -> zbus::Result<()> {
+    ObjectManager::interfaces_removed(emitter, path, &[SERVICE_INTERFACE]).await
+}
+
+/// How `PIDs` and `NeedDaemonReload` are read for an [`Object`].
+#[derive(Clone, Copy)]
+enum Read {
+    /// From the snapshot of every service, unless the service changed
+    /// since it was taken.
+    Snapshot,
+    /// For this service alone, without a turn (an announcement).
+    Alone,
+}
+
+/// One service object as it is written: a copy of its registry entry and
+/// its expensive properties.
+pub(super) struct Object {
+    path: OwnedObjectPath,
+    entry: Entry,
+    reading: Reading,
+}
+
+impl Object {
+    /// `service`'s object as it is now; `None` if it is gone.
+    async fn read(
+        shared: &Arc<Shared>,
+        service: ServiceId,
+        read: Read,
+    ) -> zbus::fdo::Result<Option<Object>> {
+        let snapshot = match read {
+            Read::Snapshot => Snapshots::reading(shared, service)
+                .await
+                .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?,
+            Read::Alone => None,
+        };
+        // GetManagedObjects' reads share the snapshot's turn (its calls
+        // name no caller); an announcement is adoptd's own and takes none,
+        // so the bus task that sends it never waits behind readers.
+        let caller = match read {
+            Read::Snapshot => Some(""),
+            Read::Alone => None,
+        };
+        let reading = match snapshot {
+            Some(reading) => reading,
+            None => Reading {
+                pids: pids_now(shared, service, caller).await?,
+                need_daemon_reload: need_daemon_reload_now(shared, service, caller).await?,
+            },
+        };
+        let Some(entry) = shared.registry().get(service).cloned() else {
+            return Ok(None);
+        };
+        Ok(Some(Object {
+            path: adoptd_dbus::service_path(&entry.spec.name),
+            entry,
+            reading,
+        }))
+    }
+}
+
+/// Every property of a service object, by name, with the value `GetAll`
+/// gives for it.
+fn properties(object: &Object) -> Vec<(&'static str, Variant<'static>)> {
+    let entry = &object.entry;
+    let spec = &entry.spec;
+    let status = &entry.status;
+    let (code, signal) = exit_code_and_signal(status.last_exit);
+    let mut properties = vec![
+        ("Name", Variant::from(spec.name.clone())),
+        (
+            "Template",
+            Variant::from(spec.template.clone().unwrap_or_else(|| spec.name.clone())),
+        ),
+        (
+            "Instance",
+            Variant::from(spec.instance.clone().unwrap_or_default()),
+        ),
+        ("State", Variant::from(State::from(status.state).as_str())),
+        ("MainPID", Variant::from(status.main_pid.unwrap_or(0))),
+        (
+            "PreviousPID",
+            Variant::from(status.previous_pid.unwrap_or(0)),
+        ),
+        (
+            "MainPIDSource",
+            Variant::from(MainPidSource::from(status.main_pid_source).as_str()),
+        ),
+        ("PIDs", Variant::from(object.reading.pids.clone())),
+        ("Handoffs", Variant::from(status.handoffs)),
+        ("Restarts", Variant::from(status.restarts)),
+        (
+            "StateChangeTimestamp",
+            Variant::from(status.state_changed_at.realtime_us),
+        ),
+        (
+            "ReattachedTimestamp",
+            Variant::from(status.reattached_at_us.unwrap_or(0)),
+        ),
+        ("ExitCode", Variant::from(code)),
+        ("ExitSignal", Variant::from(signal)),
+        (
+            "Result",
+            Variant::from(ServiceResult::from(status.result).as_str()),
+        ),
+        (
+            "NeedDaemonReload",
+            Variant::from(object.reading.need_daemon_reload),
+        ),
+    ];
+    properties.extend(configured::properties(entry));
+    properties
+}
+
+/// `GetManagedObjects`' reply: `a{oa{sa{sv}}}`.
+pub(super) struct ManagedObjects(Vec<Object>);
+
+impl Type for ManagedObjects {
+    const SIGNATURE: &'static Signature = <HashMap<
+        OwnedObjectPath,
+        HashMap<String, HashMap<String, OwnedVariant>>,
+    > as Type>::SIGNATURE;
+}
+
+impl Serialize for ManagedObjects {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for object in &self.0 {
+            map.serialize_entry(&object.path, &Interfaces(object))?;
+        }
+        map.end()
+    }
+}
+
+/// One object's interfaces with their properties: `a{sa{sv}}`.
+pub(super) struct Interfaces<'a>(&'a Object);
+
+impl Type for Interfaces<'_> {
+    const SIGNATURE: &'static Signature =
+        <HashMap<String, HashMap<String, OwnedVariant>> as Type>::SIGNATURE;
+}
+
+impl Serialize for Interfaces<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(SERVICE_INTERFACE, &Properties(properties(self.0)))?;
+        map.end()
+    }
+}
+
+/// One interface's properties: `a{sv}`, made while it is written.
+struct Properties(Vec<(&'static str, Variant<'static>)>);
+
+impl Serialize for Properties {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
