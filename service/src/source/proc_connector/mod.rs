@@ -120,6 +120,9 @@ pub struct ProcConnector {
     /// elsewhere (or fewer, as reaps take them): the next look comes once
     /// there are twice as many, so at most half of those kept are stale.
     zombies_looked_at: usize,
+    /// How many dead processes were left after the last look for those
+    /// their parents reaped (see `forget_reaped_dead`).
+    dead_looked_at: usize,
     /// The kernel's set of the processes the filter keeps events of, where
     /// the eBPF filter is attached.
     tracked: Option<TrackedSet>,
@@ -199,6 +202,7 @@ impl ProcConnector {
             resync_pending: false,
             seen_dead: HashMap::new(),
             zombies_looked_at: 0,
+            dead_looked_at: 0,
             tracked,
         };
         // The kernel silently ignores an unprivileged listen request, and a
@@ -310,22 +314,30 @@ impl ProcConnector {
         }
     }
 
-    /// Forgets the dead children that `parent` has reaped since (the
-    /// connector does not report reaping): run at each of its forks, so a
-    /// long-lived process that forks and reaps helpers costs no memory.
-    fn forget_reaped_children(&mut self, parent: Pid) {
-        let Some(children_of) = self.children_of.get(&parent) else {
+    /// Forgets the dead processes that their parents have reaped since
+    /// (the connector does not report reaping), so that a long-lived
+    /// process that forks and reaps helpers costs no memory. Run at
+    /// forks, amortized as the look at the zombies is: only once there are
+    /// twice as many dead as the last look left, so a fork costs a few
+    /// reads of /proc at most. (A look at every dead child of the forking
+    /// parent at each fork read /proc up to 64 times a fork in a storm,
+    /// most of adoptd's time in it.)
+    fn forget_reaped_dead(&mut self) {
+        self.dead_looked_at = self.dead_looked_at.min(self.dead.len());
+        if self.dead.len() <= 2 * self.dead_looked_at.max(32) {
             return;
-        };
-        let reaped: Vec<Pid> = children_of
+        }
+        let reaped: Vec<Pid> = self
+            .dead
             .iter()
             .copied()
-            .filter(|child| self.dead.contains(child) && proc::read_stat(*child).is_none())
+            .filter(|&pid| proc::read_stat(pid).is_none())
             .collect();
-        for child in reaped {
-            self.dead.remove(&child);
-            self.untrack(child);
+        for pid in reaped {
+            self.dead.remove(&pid);
+            self.untrack(pid);
         }
+        self.dead_looked_at = self.dead.len();
     }
 
     /// The nearest ancestor of `pid` that is adoptd's child.
@@ -408,7 +420,7 @@ impl ProcConnector {
                         self.children.insert(child);
                     }
                     if parent == self.me || self.parent_of.contains_key(&parent) {
-                        self.forget_reaped_children(parent);
+                        self.forget_reaped_dead();
                         if !self.parent_of.contains_key(&child) {
                             self.track(parent, child);
                         }
@@ -820,6 +832,7 @@ mod tests {
             resync_pending: false,
             seen_dead: HashMap::new(),
             zombies_looked_at: 0,
+            dead_looked_at: 0,
             tracked: None,
         }
     }
