@@ -20,6 +20,13 @@
 //! reaped everything (a SIGHUP barrier: adoptd reaps a whole batch before it
 //! logs the reload). Resolution: one clock tick (10 ms) per reading.
 //!
+//! The peer, in the same run when `tini` is installed (Debian's package):
+//! `tini -s` (a child subreaper, as adoptd is when not PID 1) runs the same
+//! dance directly; its CPU is read the same way, from the first report
+//! until the second and until tini has no child left but the dance (its
+//! `/proc/PID/task/*/children`, polled every millisecond by this program,
+//! not by tini). adoptd's figure is then printed as a ratio to tini's.
+//!
 //! Latency: another adoptd runs one service that hops H times (`fork
 //! setsid`, then `sleep:5 fork` H - 1 times, so each hop is its own
 //! moment), with `--hop-times`: each hop's parent writes its pid and the
@@ -73,11 +80,28 @@ fn main() {
     }
     println!("machine: {}, {} cores", cpu_model(), cores());
     println!("storm: {storm} children + {storm} orphans; hops: {hops}");
+    let per_thousand = |cpu: &CpuRun| cpu.cpu_ms as f64 * 1000.0 / f64::from(2 * storm);
+    let tini = tini_cpu_per_exits(storm);
+    match &tini {
+        Some(cpu) => println!(
+            "tini -s: CPU {:.1} ms per 1,000 process exits ({} ms for {} exits, {:.2} s wall)",
+            per_thousand(cpu),
+            cpu.cpu_ms,
+            2 * storm,
+            cpu.wall.as_secs_f64(),
+        ),
+        None => println!("tini -s: not installed (apt-get install tini), not measured"),
+    }
     for source in &sources {
         let cpu = cpu_per_exits(source, storm);
+        let ratio = tini
+            .as_ref()
+            .filter(|tini| tini.cpu_ms > 0)
+            .map(|tini| format!(", {:.1}× tini's", cpu.cpu_ms as f64 / tini.cpu_ms as f64))
+            .unwrap_or_default();
         println!(
-            "{source}: CPU {:.1} ms per 1,000 process exits ({} ms for {} exits, {:.2} s wall)",
-            cpu.cpu_ms as f64 * 1000.0 / f64::from(2 * storm),
+            "{source}: CPU {:.1} ms per 1,000 process exits ({} ms for {} exits, {:.2} s wall{ratio})",
+            per_thousand(&cpu),
             cpu.cpu_ms,
             2 * storm,
             cpu.wall.as_secs_f64(),
@@ -132,6 +156,73 @@ fn cpu_per_exits(source: &str, storm: u32) -> CpuRun {
         cpu_ms: after - before,
         wall,
     }
+}
+
+/// The same storm under `tini -s`; `None` when tini is not installed.
+fn tini_cpu_per_exits(storm: u32) -> Option<CpuRun> {
+    let tini = ["/usr/bin/tini", "/usr/sbin/tini"]
+        .into_iter()
+        .map(Path::new)
+        .find(|path| path.exists())?;
+    let scratch = Scratch::new("tini");
+    let reports = scratch.reports();
+    let argv = dance_args(
+        &reports,
+        None,
+        &[
+            "report".to_owned(),
+            format!("storm:{storm}"),
+            "serve".into(),
+        ],
+    );
+    let mut child = Command::new(tini)
+        .arg("-s")
+        .arg("--")
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tini");
+    let pid = child.id();
+    reports.next();
+    let before = cpu_ms(pid);
+    let started = Instant::now();
+    reports.next();
+    // Until tini has reaped every orphan: only the dance is left.
+    let deadline = Instant::now() + TIMEOUT;
+    while children(pid).len() > 1 {
+        assert!(Instant::now() < deadline, "tini did not reap the storm");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let wall = started.elapsed();
+    let after = cpu_ms(pid);
+    // tini exits once its child has.
+    for dance in children(pid) {
+        // SAFETY: kill on the pid of tini's unreaped child.
+        unsafe { libc::kill(dance as i32, libc::SIGKILL) };
+    }
+    child.wait().expect("wait for tini");
+    Some(CpuRun {
+        cpu_ms: after - before,
+        wall,
+    })
+}
+
+/// The children of `pid`, every thread's, zombies included.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 fn handoff_latencies(source: &str, hops: u32) -> Vec<i64> {
@@ -237,7 +328,16 @@ impl Reports {
     }
 }
 
+/// The dance's command line as a service file's `exec`.
 fn dance_argv(reports: &Reports, hop_times: Option<&Path>, steps: &[String]) -> String {
+    let quoted: Vec<String> = dance_args(reports, hop_times, steps)
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn dance_args(reports: &Reports, hop_times: Option<&Path>, steps: &[String]) -> Vec<String> {
     let mut argv = vec![
         binary("dance").display().to_string(),
         "--report".into(),
@@ -248,8 +348,7 @@ fn dance_argv(reports: &Reports, hop_times: Option<&Path>, steps: &[String]) -> 
         argv.push(path.display().to_string());
     }
     argv.extend(steps.iter().cloned());
-    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
-    format!("[{}]", quoted.join(", "))
+    argv
 }
 
 /// A running adoptd and its log lines.
