@@ -224,6 +224,8 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_processes_of_no_service() {
     );
     let mut command = Command::new("unshare");
     command
+        // Never the real adoptd's records of its runs (/run/adoptd).
+        .env(adoptd_dbus::RUNTIME_DIR_VARIABLE, scratch.runtime_dir())
         .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
         .arg(env!("CARGO_BIN_EXE_adoptd"))
         .arg("--config-dir")
@@ -318,6 +320,8 @@ fn a_log_reader_that_goes_away_does_not_bring_adoptd_down() {
     let mut adoptd = std::process::Command::new(env!("CARGO_BIN_EXE_adoptd"))
         .arg("--config-dir")
         .arg(scratch.services())
+        // Never the real adoptd's records of its runs (/run/adoptd).
+        .env(adoptd_dbus::RUNTIME_DIR_VARIABLE, scratch.runtime_dir())
         .env("ADOPTD_LOG", "debug")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -405,6 +405,8 @@ fn as_pid_1_of_a_pid_namespace_a_reexec_keeps_its_services() {
     );
     let mut command = std::process::Command::new("unshare");
     command
+        // Never the real adoptd's records of its runs (/run/adoptd).
+        .env(adoptd_dbus::RUNTIME_DIR_VARIABLE, scratch.runtime_dir())
         .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
         .arg(adoptd_binary())
         .arg("--config-dir")

@@ -129,6 +129,15 @@ impl Adoptd {
     /// line `ADOPTD_BUS_ADDRESS=…` that `--private-bus` prints, and sends
     /// the address there.
     fn launch(mut command: Command, address: Option<mpsc::Sender<String>>) -> Self {
+        // Without it adoptd keeps its records and its private bus where a
+        // real adoptd does (/run/adoptd as root).
+        assert!(
+            command
+                .get_envs()
+                .any(|(name, value)| name == adoptd_dbus::RUNTIME_DIR_VARIABLE && value.is_some()),
+            "a test's adoptd is given {} (Scratch::runtime_dir)",
+            adoptd_dbus::RUNTIME_DIR_VARIABLE
+        );
         command.env(
             "ADOPTD_LOG",
             std::env::var("ADOPTD_TEST_LOG").unwrap_or_else(|_| "debug".into()),
