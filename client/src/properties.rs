@@ -207,7 +207,8 @@ fn zero_when_absent<S: serde::Serializer>(
     serializer.serialize_u64(value.unwrap_or(0))
 }
 
-fn dedup(names: &[String]) -> impl Iterator<Item = &String> {
+/// `names` without repeats, in their first order.
+pub fn dedup(names: &[String]) -> impl Iterator<Item = &String> {
     names
         .iter()
         .enumerate()

@@ -2,9 +2,10 @@
 //! glance (with the last lines of its output, when the caller may read
 //! them), or one JSON object per service and line.
 
-use std::fmt::Write as _;
+use std::{collections::HashMap, fmt::Write as _};
 
 use adoptd_dbus::{LoadState, ServiceResult, State};
+use futures_util::future::{join, join_all};
 
 use crate::{
     bus::Bus,
@@ -17,14 +18,28 @@ use crate::{
 /// Shows the services `names` selects (every one when empty); the exit
 /// status says whether all of the named ones run.
 pub async fn run(bus: &Bus, names: &[String], json: bool, style: Style) -> Exit {
-    let (services, failures) = if names.is_empty() {
-        match properties::all(bus).await {
-            Ok(services) => (services, Vec::new()),
-            Err(failure) => (Vec::new(), vec![failure]),
+    // The output of services named plainly is asked for with their
+    // properties, not after them: one round trip to adoptd, not two.
+    let early_tails = !json && !names.is_empty() && !names.iter().any(|n| crate::glob::is_glob(n));
+    let tails = async {
+        if !early_tails {
+            return HashMap::new();
         }
-    } else {
-        properties::selected(bus, names).await
+        let names: Vec<&String> = properties::dedup(names).collect();
+        let tails = join_all(names.iter().map(|name| crate::logs::tail(bus, name, style))).await;
+        names.into_iter().cloned().zip(tails).collect()
     };
+    let statuses = async {
+        if names.is_empty() {
+            match properties::all(bus).await {
+                Ok(services) => (services, Vec::new()),
+                Err(failure) => (Vec::new(), vec![failure]),
+            }
+        } else {
+            properties::selected(bus, names).await
+        }
+    };
+    let ((services, failures), mut tails) = join(statuses, tails).await;
     let now = render::now_us();
     let mut text = String::new();
     for (index, status) in services.iter().enumerate() {
@@ -35,7 +50,11 @@ pub async fn run(bus: &Bus, names: &[String], json: bool, style: Style) -> Exit 
                 text.push('\n');
             }
             text.push_str(&block(status, now, style));
-            text.push_str(&crate::logs::tail(bus, &status.name, style).await);
+            let tail = match tails.remove(&status.name) {
+                Some(tail) => tail,
+                None => crate::logs::tail(bus, &status.name, style).await,
+            };
+            text.push_str(&tail);
         }
     }
     render::emit(&text);
