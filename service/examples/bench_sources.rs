@@ -27,6 +27,13 @@
 //! `/proc/PID/task/*/children`, polled every millisecond by this program,
 //! not by tini). adoptd's figure is then printed as a ratio to tini's.
 //!
+//! The floor, in the same run when `cc` is installed: a subreaper in C
+//! that the benchmark compiles, which does for each process it reaps the
+//! least that attributing it takes: `waitid` with `WNOWAIT` to find it,
+//! one read of its `/proc/PID/stat` (its parent, session and start time,
+//! what adoptd's sources read), and the `waitid` that reaps it; measured
+//! as tini is. What the kernel alone costs for the work adoptd does.
+//!
 //! Latency: another adoptd runs one service that hops H times (`fork
 //! setsid`, then `sleep:5 fork` H - 1 times, so each hop is its own
 //! moment), with `--hop-times`: each hop's parent writes its pid and the
@@ -81,24 +88,55 @@ fn main() {
     println!("machine: {}, {} cores", cpu_model(), cores());
     println!("storm: {storm} children + {storm} orphans; hops: {hops}");
     let per_thousand = |cpu: &CpuRun| cpu.cpu_ms as f64 * 1000.0 / f64::from(2 * storm);
-    let tini = tini_cpu_per_exits(storm);
-    match &tini {
-        Some(cpu) => println!(
+    let tini = ["/usr/bin/tini", "/usr/sbin/tini"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists());
+    let tini = match tini {
+        Some(tini) => Some(peer_cpu_per_exits(&tini, &["-s", "--"], storm)),
+        None => {
+            println!("tini -s: not installed (apt-get install tini), not measured");
+            None
+        }
+    };
+    if let Some(cpu) = &tini {
+        println!(
             "tini -s: CPU {:.1} ms per 1,000 process exits ({} ms for {} exits, {:.2} s wall)",
             per_thousand(cpu),
             cpu.cpu_ms,
             2 * storm,
             cpu.wall.as_secs_f64(),
-        ),
-        None => println!("tini -s: not installed (apt-get install tini), not measured"),
+        );
+    }
+    let floor = match compile_floor() {
+        Ok(program) => Some(peer_cpu_per_exits(&program, &[], storm)),
+        Err(problem) => {
+            println!("floor: not measured: {problem}");
+            None
+        }
+    };
+    if let Some(cpu) = &floor {
+        println!(
+            "floor (waitid, one stat read, waitid): CPU {:.1} ms per 1,000 process exits ({} ms for {} exits, {:.2} s wall)",
+            per_thousand(cpu),
+            cpu.cpu_ms,
+            2 * storm,
+            cpu.wall.as_secs_f64(),
+        );
     }
     for source in &sources {
         let cpu = cpu_per_exits(source, storm);
-        let ratio = tini
-            .as_ref()
-            .filter(|tini| tini.cpu_ms > 0)
-            .map(|tini| format!(", {:.1}× tini's", cpu.cpu_ms as f64 / tini.cpu_ms as f64))
-            .unwrap_or_default();
+        let ratio_to = |peer: &Option<CpuRun>, name: &str| {
+            peer.as_ref()
+                .filter(|peer| peer.cpu_ms > 0)
+                .map(|peer| format!(", {:.1}× {name}", cpu.cpu_ms as f64 / peer.cpu_ms as f64))
+                .unwrap_or_default()
+        };
+        let ratio = format!(
+            "{}{}",
+            ratio_to(&tini, "tini's"),
+            ratio_to(&floor, "the floor's")
+        );
         println!(
             "{source}: CPU {:.1} ms per 1,000 process exits ({} ms for {} exits, {:.2} s wall{ratio})",
             per_thousand(&cpu),
@@ -158,13 +196,9 @@ fn cpu_per_exits(source: &str, storm: u32) -> CpuRun {
     }
 }
 
-/// The same storm under `tini -s`; `None` when tini is not installed.
-fn tini_cpu_per_exits(storm: u32) -> Option<CpuRun> {
-    let tini = ["/usr/bin/tini", "/usr/sbin/tini"]
-        .into_iter()
-        .map(Path::new)
-        .find(|path| path.exists())?;
-    let scratch = Scratch::new("tini");
+/// The same storm under a peer subreaper, `program` `arguments` `dance…`.
+fn peer_cpu_per_exits(program: &Path, arguments: &[&str], storm: u32) -> CpuRun {
+    let scratch = Scratch::new("peer");
     let reports = scratch.reports();
     let argv = dance_args(
         &reports,
@@ -175,39 +209,106 @@ fn tini_cpu_per_exits(storm: u32) -> Option<CpuRun> {
             "serve".into(),
         ],
     );
-    let mut child = Command::new(tini)
-        .arg("-s")
-        .arg("--")
+    let mut child = Command::new(program)
+        .args(arguments)
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start tini");
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
     let pid = child.id();
     reports.next();
     let before = cpu_ms(pid);
     let started = Instant::now();
     reports.next();
-    // Until tini has reaped every orphan: only the dance is left.
+    // Until the peer has reaped every orphan: only the dance is left.
     let deadline = Instant::now() + TIMEOUT;
     while children(pid).len() > 1 {
-        assert!(Instant::now() < deadline, "tini did not reap the storm");
+        assert!(Instant::now() < deadline, "the peer did not reap the storm");
         std::thread::sleep(Duration::from_millis(1));
     }
     let wall = started.elapsed();
     let after = cpu_ms(pid);
-    // tini exits once its child has.
+    // Each peer exits once its child has.
     for dance in children(pid) {
-        // SAFETY: kill on the pid of tini's unreaped child.
+        // SAFETY: kill on the pid of the peer's unreaped child.
         unsafe { libc::kill(dance as i32, libc::SIGKILL) };
     }
-    child.wait().expect("wait for tini");
-    Some(CpuRun {
+    child.wait().expect("wait for the peer");
+    CpuRun {
         cpu_ms: after - before,
         wall,
-    })
+    }
 }
+
+/// Compiles [`FLOOR`] with `cc` into the temporary directory.
+fn compile_floor() -> Result<PathBuf, String> {
+    let directory = std::env::temp_dir().join(format!("adoptd-bench-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).map_err(|e| e.to_string())?;
+    let source = directory.join("floor.c");
+    let program = directory.join("floor");
+    std::fs::write(&source, FLOOR).map_err(|e| e.to_string())?;
+    let compiled = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .map_err(|e| format!("cannot run cc: {e}"))?;
+    if !compiled.success() {
+        return Err(format!("cc failed: {compiled}"));
+    }
+    Ok(program)
+}
+
+/// The least a subreaper that attributes what it reaps does: see the
+/// module header.
+const FLOOR: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, 0);
+    pid_t child = fork();
+    if (child == 0) {
+        sigprocmask(SIG_UNBLOCK, &set, 0);
+        execv(argv[1], argv + 1);
+        _exit(127);
+    }
+    int signals = signalfd(-1, &set, SFD_CLOEXEC);
+    for (;;) {
+        struct signalfd_siginfo received;
+        if (read(signals, &received, sizeof received) < 0) return 1;
+        for (;;) {
+            siginfo_t info;
+            info.si_pid = 0;
+            if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0)
+                break;
+            char path[64], stat[2048];
+            snprintf(path, sizeof path, "/proc/%d/stat", info.si_pid);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                if (read(fd, stat, sizeof stat) < 0) return 1;
+                close(fd);
+            }
+            pid_t pid = info.si_pid;
+            waitid(P_PID, pid, &info, WEXITED);
+            if (pid == child) return 0;
+        }
+    }
+}
+"#;
 
 /// The children of `pid`, every thread's, zombies included.
 fn children(pid: u32) -> Vec<u32> {
