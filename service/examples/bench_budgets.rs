@@ -129,7 +129,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use support::{binary, cores, cpu_model, parse_utc_micros, percentile};
+use support::{binary, compile_c, cores, cpu_model, parse_utc_micros, percentile};
 
 use futures_util::StreamExt as _;
 
@@ -418,18 +418,7 @@ int main(void) {
 /// `kills` times: SIGKILL to the bare loop's child, and the time to the
 /// loop's line for the next one. Sorted latencies in µs.
 fn bare_loop_restarts(scratch: &Scratch, kills: u32) -> Result<Vec<i64>, String> {
-    let source = scratch.path.join("bare-loop.c");
-    let program = scratch.path.join("bare-loop");
-    std::fs::write(&source, BARE_LOOP).map_err(|e| e.to_string())?;
-    let compiled = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&program)
-        .arg(&source)
-        .status()
-        .map_err(|e| format!("cannot run cc: {e}"))?;
-    if !compiled.success() {
-        return Err(format!("cc failed: {compiled}"));
-    }
+    let program = compile_c(BARE_LOOP, &scratch.path, "bare-loop")?;
     let mut looping = Command::new(&program)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -61,7 +61,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{binary, cores, cpu_model, parse_utc_micros, percentile};
+use support::{binary, compile_c, cores, cpu_model, parse_utc_micros, percentile};
 
 /// How long any one expected event may take.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -246,19 +246,7 @@ fn peer_cpu_per_exits(program: &Path, arguments: &[&str], storm: u32) -> CpuRun 
 fn compile_floor() -> Result<PathBuf, String> {
     let directory = std::env::temp_dir().join(format!("adoptd-bench-floor-{}", std::process::id()));
     std::fs::create_dir_all(&directory).map_err(|e| e.to_string())?;
-    let source = directory.join("floor.c");
-    let program = directory.join("floor");
-    std::fs::write(&source, FLOOR).map_err(|e| e.to_string())?;
-    let compiled = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&program)
-        .arg(&source)
-        .status()
-        .map_err(|e| format!("cannot run cc: {e}"))?;
-    if !compiled.success() {
-        return Err(format!("cc failed: {compiled}"));
-    }
-    Ok(program)
+    compile_c(FLOOR, &directory, "floor")
 }
 
 /// The least a subreaper that attributes what it reaps does: see the

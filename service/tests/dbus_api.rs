@@ -5,13 +5,16 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-use std::{collections::HashMap, future::Future};
+use std::collections::HashMap;
 
 use adoptd_dbus::{
     BUS_NAME, Error, MANAGER_INTERFACE, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE,
     ServiceProxy, State, introspection::interface_members,
 };
-use adoptd_test_support::{bus::TestBus, *};
+use adoptd_test_support::{
+    bus::{TestBus, block_on},
+    *,
+};
 
 /// A dance service that daemonizes with two hops, as daemon(3) users do.
 fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {
@@ -59,15 +62,6 @@ fn property(bus: &TestBus, name: &str, property: &str) -> String {
     ])
     .trim()
     .to_owned()
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async { tokio::time::timeout(TIMEOUT * 2, future).await })
-        .expect("the test's D-Bus conversation timed out")
 }
 
 async fn connect(bus: &TestBus) -> zbus::Connection {

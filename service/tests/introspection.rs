@@ -6,13 +6,16 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-use std::{collections::BTreeSet, future::Future};
+use std::collections::BTreeSet;
 
 use adoptd_dbus::{
     BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE,
     SERVICE_PATH_PREFIX, introspection::interface_members,
 };
-use adoptd_test_support::{bus::TestBus, *};
+use adoptd_test_support::{
+    bus::{TestBus, block_on},
+    *,
+};
 use futures_util::StreamExt as _;
 
 const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
@@ -287,13 +290,4 @@ fn reload_until(bus: &TestBus, change: Change, name: &str) {
             }
         }
     });
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async { tokio::time::timeout(TIMEOUT * 2, future).await })
-        .expect("the test's D-Bus conversation timed out")
 }

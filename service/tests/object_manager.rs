@@ -6,10 +6,13 @@
 // A failed expectation in a test is the test's failure, said with a reason.
 #![allow(clippy::expect_used)]
 
-use std::{collections::HashMap, future::Future};
+use std::collections::HashMap;
 
 use adoptd_dbus::{BUS_NAME, MANAGER_PATH, ManagerProxy, SERVICE_INTERFACE, State};
-use adoptd_test_support::{bus::TestBus, *};
+use adoptd_test_support::{
+    bus::{TestBus, block_on},
+    *,
+};
 use futures_util::StreamExt as _;
 use zbus::{
     OwnedVariant,
@@ -196,13 +199,4 @@ async fn connect(bus: &TestBus) -> zbus::Connection {
         .build()
         .await
         .expect("connect to the test bus")
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async { tokio::time::timeout(TIMEOUT * 2, future).await })
-        .expect("the test's D-Bus conversation timed out")
 }

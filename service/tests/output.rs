@@ -7,14 +7,16 @@
 #![allow(clippy::expect_used)]
 
 use std::{
-    future::Future,
     io::{BufRead, BufReader},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use adoptd_dbus::{BUS_NAME, OutputLine, SERVICE_INTERFACE, ServiceProxy};
-use adoptd_test_support::{bus::TestBus, *};
+use adoptd_test_support::{
+    bus::{TestBus, block_on},
+    *,
+};
 
 /// A service running `script` under /bin/sh, never restarted.
 fn shell_service(scratch: &Scratch, name: &str, script: &str) {
@@ -41,15 +43,6 @@ fn wait_output(adoptd: &mut Adoptd, service: &str, text: &str) -> LogLine {
     adoptd.wait_for(&format!("{service} to print {text:?}"), |l| {
         l.get("service") == Some(service) && l.get("stream").is_some() && l.message == text
     })
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async { tokio::time::timeout(TIMEOUT * 2, future).await })
-        .expect("the test's D-Bus conversation timed out")
 }
 
 async fn proxy(bus: &TestBus, name: &str) -> ServiceProxy<'static> {

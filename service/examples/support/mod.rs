@@ -1,5 +1,6 @@
 //! What the benchmark programs share: reading adoptd's log stamps,
-//! percentiles, and naming the machine they ran on.
+//! percentiles, naming the machine they ran on, and compiling the C
+//! peers they measure adoptd against.
 
 use std::path::{Path, PathBuf};
 
@@ -73,4 +74,21 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Compiles the C program `source` with `cc -O2` into `directory/name`.
+pub fn compile_c(source: &str, directory: &Path, name: &str) -> Result<PathBuf, String> {
+    let file = directory.join(format!("{name}.c"));
+    let program = directory.join(name);
+    std::fs::write(&file, source).map_err(|e| e.to_string())?;
+    let compiled = std::process::Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&program)
+        .arg(&file)
+        .status()
+        .map_err(|e| format!("cannot run cc: {e}"))?;
+    if !compiled.success() {
+        return Err(format!("cc failed: {compiled}"));
+    }
+    Ok(program)
 }

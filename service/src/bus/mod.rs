@@ -516,8 +516,12 @@ impl Publisher<'_> {
         // The first service object makes the node above it anew.
         introspect::serve(self.connection.object_server(), self.shared).await?;
         if announce == Announce::Yes {
+            // The object is served whatever becomes of its announcement:
+            // a failed read or signal must not hold back the next objects.
             let emitter = SignalEmitter::new(self.connection, MANAGER_PATH)?;
-            object_manager::announce_added(&emitter, self.shared, service).await?;
+            if let Err(e) = object_manager::announce_added(&emitter, self.shared, service).await {
+                debug!("cannot announce a new service object: {e}");
+            }
         }
         Ok(())
     }

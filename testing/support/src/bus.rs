@@ -321,3 +321,14 @@ fn run_with_timeout(mut command: Command) -> Output {
         }
     }
 }
+
+/// Runs a test's D-Bus conversation on a runtime of its own; the test
+/// fails if the conversation takes longer than twice [`TIMEOUT`].
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(async { tokio::time::timeout(TIMEOUT * 2, future).await })
+        .expect("the test's D-Bus conversation timed out")
+}
