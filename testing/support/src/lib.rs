@@ -161,10 +161,12 @@ pub fn dance_service(
 }
 
 /// The adoption sources the shared suite runs against on this machine:
-/// `$ADOPTD_TEST_TRACKER` alone if set, else `procfs` and, as root in the
-/// initial pid namespace, `proc-connector`.
+/// `$ADOPTD_TEST_TRACKER` alone if set and not empty, else `procfs` and,
+/// as root in the initial pid namespace, `proc-connector`.
 pub fn trackers() -> Vec<String> {
-    if let Ok(tracker) = std::env::var("ADOPTD_TEST_TRACKER") {
+    if let Ok(tracker) = std::env::var("ADOPTD_TEST_TRACKER")
+        && !tracker.is_empty()
+    {
         return vec![tracker];
     }
     let mut trackers = vec!["procfs".to_owned()];
