@@ -13,9 +13,9 @@
 //!
 //! - An object's properties are those `GetAll` gives for it, with the same
 //!   values ([`properties`] lists them; a test holds the two together).
-//! - The reply is written from data copied before writing begins: zbus
-//!   serializes a body twice (once to size it), and both passes must see
-//!   the same values.
+//! - The reply is written from data copied before writing begins, so the
+//!   registry's lock is never held while megabytes are written, and the
+//!   bus task applying updates meanwhile cannot change a reply half-way.
 //! - `PIDs` and `NeedDaemonReload` come from one snapshot of every service
 //!   ([`super::snapshot`]); a service that changed since it was taken is
 //!   read alone, as for any caller.
