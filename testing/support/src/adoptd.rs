@@ -240,13 +240,15 @@ impl Adoptd {
         }
     }
 
-    /// Fails the test for want of `what`, with everything adoptd said.
+    /// Fails the test for want of `what`, with everything adoptd said and
+    /// what each of its threads was doing then.
     fn fail(&mut self, what: &str) -> ! {
         while let Ok(text) = self.lines.try_recv() {
             self.log.push(LogLine::parse(&text));
         }
         panic!(
-            "timed out waiting for {what}; adoptd said:\n{}",
+            "timed out waiting for {what}; adoptd's threads then:\n{}\nadoptd said:\n{}",
+            threads_of(self.child.id()),
             self.log
                 .iter()
                 .map(|l| l.text.as_str())
@@ -371,4 +373,54 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let pidfd = Pidfd::open(child.id()).expect("pidfd of adoptd");
     assert!(pidfd.wait_exit(TIMEOUT), "adoptd did not exit");
     child.wait().expect("wait adoptd")
+}
+
+/// One line per thread of `pid`: its name, state, CPU ticks (user and
+/// system), where in the kernel it waits and the system call it is in,
+/// read twice a second apart: a stalled adoptd shows whether it spins
+/// (ticks rising) or waits (and on what).
+fn threads_of(pid: u32) -> String {
+    let read = |path: String| {
+        std::fs::read_to_string(path)
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_else(|e| format!("({e})"))
+    };
+    let sample = || -> Vec<String> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return vec![format!("(adoptd {pid} is gone)")];
+        };
+        let mut lines: Vec<String> = tasks
+            .flatten()
+            .map(|task| {
+                let dir = task.path().display().to_string();
+                let stat = read(format!("{dir}/stat"));
+                // After the name: state, then utime and stime (fields 14, 15).
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest.split_whitespace().collect())
+                    .unwrap_or_default();
+                let field = |index: usize| fields.get(index).copied().unwrap_or("?");
+                format!(
+                    "  {} {} state {} utime {} stime {} wchan {} syscall {}",
+                    task.file_name().to_string_lossy(),
+                    read(format!("{dir}/comm")),
+                    field(0),
+                    field(11),
+                    field(12),
+                    read(format!("{dir}/wchan")),
+                    read(format!("{dir}/syscall")),
+                )
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let first = sample();
+    std::thread::sleep(Duration::from_secs(1));
+    let second = sample();
+    format!(
+        "{}\n a second later:\n{}",
+        first.join("\n"),
+        second.join("\n")
+    )
 }
