@@ -28,7 +28,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use adoptd_dbus::{MainPidSource, SERVICE_INTERFACE, ServiceResult, State};
+use adoptd_dbus::SERVICE_INTERFACE;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use zbus::{
     ObjectPath, OwnedObjectPath, OwnedVariant, Signature, Type, Variant, interface,
@@ -36,12 +36,11 @@ use zbus::{
 };
 
 use super::{
-    Entry, Shared, configured,
-    convert::exit_code_and_signal,
+    Entry, Shared, changed_properties, configured,
     service::{need_daemon_reload_now, pids_now},
     snapshot::{Reading, Snapshots},
 };
-use crate::tracker::ServiceId;
+use crate::tracker::{Changes, ServiceId};
 
 /// The ObjectManager object.
 pub(super) struct ObjectManager {
@@ -170,8 +169,6 @@ impl Object {
 fn properties(object: &Object) -> Vec<(&'static str, Variant<'static>)> {
     let entry = &object.entry;
     let spec = &entry.spec;
-    let status = &entry.status;
-    let (code, signal) = exit_code_and_signal(status.last_exit);
     let mut properties = vec![
         ("Name", Variant::from(spec.name.clone())),
         (
@@ -182,38 +179,14 @@ fn properties(object: &Object) -> Vec<(&'static str, Variant<'static>)> {
             "Instance",
             Variant::from(spec.instance.clone().unwrap_or_default()),
         ),
-        ("State", Variant::from(State::from(status.state).as_str())),
-        ("MainPID", Variant::from(status.main_pid.unwrap_or(0))),
-        (
-            "PreviousPID",
-            Variant::from(status.previous_pid.unwrap_or(0)),
-        ),
-        (
-            "MainPIDSource",
-            Variant::from(MainPidSource::from(status.main_pid_source).as_str()),
-        ),
         ("PIDs", Variant::from(object.reading.pids.clone())),
-        ("Handoffs", Variant::from(status.handoffs)),
-        ("Restarts", Variant::from(status.restarts)),
-        (
-            "StateChangeTimestamp",
-            Variant::from(status.state_changed_at.realtime_us),
-        ),
-        (
-            "ReattachedTimestamp",
-            Variant::from(status.reattached_at_us.unwrap_or(0)),
-        ),
-        ("ExitCode", Variant::from(code)),
-        ("ExitSignal", Variant::from(signal)),
-        (
-            "Result",
-            Variant::from(ServiceResult::from(status.result).as_str()),
-        ),
         (
             "NeedDaemonReload",
             Variant::from(object.reading.need_daemon_reload),
         ),
     ];
+    // The status's and the configuration's, as their changes announce them.
+    properties.extend(changed_properties(&entry.status, Changes::ALL));
     properties.extend(configured::properties(entry));
     properties
 }

@@ -343,6 +343,8 @@ impl Changes {
     pub const EXIT: Changes = Changes(1 << 7);
     pub const RESULT: Changes = Changes(1 << 8);
     pub const REATTACHED: Changes = Changes(1 << 9);
+    /// Every published property of a status.
+    pub const ALL: Changes = Changes((1 << 10) - 1);
 
     pub fn contains(self, other: Changes) -> bool {
         self.0 & other.0 == other.0
