@@ -491,10 +491,7 @@ pub(super) async fn pids_now(
     // supervisor answers at most one of these questions at a time, and
     // the walk runs on a blocking thread of low priority, so a read loop
     // costs the readers, never the supervision.
-    let _turn = match caller {
-        Some(caller) => Some(shared.turns.take(caller).await.map_err(failed)?),
-        None => None,
-    };
+    let _turn = take_turn(shared, caller).await?;
     let members = shared
         .ask(|reply| Request::Members { service, reply })
         .await
@@ -519,14 +516,22 @@ pub(super) async fn need_daemon_reload_now(
         .map(|e| (e.spec.source.clone(), e.load.digest))
         .ok_or_else(gone)?;
     // A file read per call: it takes its turn as PIDs does.
-    let _turn = match caller {
-        Some(caller) => Some(shared.turns.take(caller).await.map_err(failed)?),
-        None => None,
-    };
+    let _turn = take_turn(shared, caller).await?;
     let now = tokio::task::spawn_blocking(move || config::file_digest(&source))
         .await
         .map_err(failed)?;
     Ok(now != digest)
+}
+
+/// `caller`'s turn for an expensive read; none for adoptd's own.
+async fn take_turn<'a>(
+    shared: &'a Shared,
+    caller: Option<&str>,
+) -> zbus::fdo::Result<Option<super::turns::Turn<'a>>> {
+    match caller {
+        Some(caller) => Ok(Some(shared.turns.take(caller).await.map_err(failed)?)),
+        None => Ok(None),
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> zbus::fdo::Error {
