@@ -47,12 +47,8 @@ fn every_service_object_is_managed_with_the_properties_get_all_gives() {
 
     let (managed, each) = block_on(async {
         let connection = connect(&bus).await;
-        let managed = ObjectManagerProxy::builder(&connection)
-            .destination(BUS_NAME)
-            .path(MANAGER_PATH)
-            .build()
+        let managed = object_manager(&connection)
             .await
-            .expect("an ObjectManager proxy")
             .get_managed_objects()
             .await
             .expect("GetManagedObjects");
@@ -117,12 +113,7 @@ fn a_service_object_that_comes_and_goes_is_announced_with_its_properties() {
 
     let (added, removed) = block_on(async {
         let connection = connect(&bus).await;
-        let objects = ObjectManagerProxy::builder(&connection)
-            .destination(BUS_NAME)
-            .path(MANAGER_PATH)
-            .build()
-            .await
-            .expect("an ObjectManager proxy");
+        let objects = object_manager(&connection).await;
         let mut added = objects
             .receive_interfaces_added()
             .await
@@ -188,6 +179,15 @@ fn a_service_object_that_comes_and_goes_is_announced_with_its_properties() {
         removed,
         (late.to_string(), vec![SERVICE_INTERFACE.to_owned()])
     );
+}
+
+async fn object_manager(connection: &zbus::Connection) -> ObjectManagerProxy<'_> {
+    ObjectManagerProxy::builder(connection)
+        .destination(BUS_NAME)
+        .path(MANAGER_PATH)
+        .build()
+        .await
+        .expect("an ObjectManager proxy")
 }
 
 fn text(value: &OwnedVariant) -> String {
