@@ -327,11 +327,18 @@ impl ProcConnector {
         if self.dead.len() <= 2 * self.dead_looked_at.max(32) {
             return;
         }
+        // Still dead and unreaped only while /proc shows a zombie of the
+        // same parent: a pid the storm's wrap handed to a live process, or
+        // to another parent's, was reaped, and kept would stay for ever.
         let reaped: Vec<Pid> = self
             .dead
             .iter()
             .copied()
-            .filter(|&pid| proc::read_stat(pid).is_none())
+            .filter(|pid| {
+                let parent = self.parent_of.get(pid).copied();
+                !proc::read_stat(*pid)
+                    .is_some_and(|stat| stat.zombie && Some(stat.parent) == parent)
+            })
             .collect();
         for pid in reaped {
             self.dead.remove(&pid);
