@@ -14,6 +14,11 @@
 //! Where that call is missing (kernels before 5.9), or no slots could be
 //! reserved, the child copies the whole table as fork would.
 //!
+//! Spawns may run at once on several threads (`super::spawn_each`), each
+//! with a set of slots of its own. A child's small table may then hold
+//! another spawn's slots, if they lie below its own; it closes them with
+//! the rest before its exec, so no program inherits another's pipes.
+//!
 //! Invariants of the child, which runs on adoptd's memory while the
 //! cloning thread is suspended (`CLONE_VFORK`): it reads only the
 //! [`Plan`] prepared before the clone, allocates nothing, takes no lock,
@@ -32,7 +37,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, Ordering},
     },
 };
 
@@ -76,8 +81,15 @@ struct Slots {
     null: OwnedFd,
 }
 
-/// Reserved at the first spawn; one spawn at a time uses them.
-static SLOTS: Mutex<Option<Slots>> = Mutex::new(None);
+/// The sets of slots not in use by a spawn, reserved at the first
+/// spawn, while the lowest numbers are still free (a set high in the table
+/// would make each child copy the table up to it). Spawns that run at
+/// once ([`super::spawn_each`]) each take a set of their own.
+static SLOTS: Mutex<Vec<Slots>> = Mutex::new(Vec::new());
+
+/// Whether the first sets were reserved (a set given up after a failure
+/// is not replaced at a higher number).
+static RESERVED: AtomicBool = AtomicBool::new(false);
 
 impl Slots {
     fn reserve() -> io::Result<Self> {
@@ -118,16 +130,14 @@ impl Slots {
 
 /// Starts a process that carries out `plan` and execs. Returns its pid
 /// once it has exec'd, or the error of the step that failed, once the
-/// failed child is reaped.
+/// failed child is reaped. Threads may call it at once, up to
+/// [`super::MOST_AT_ONCE`] of them with a set of slots each.
 pub(super) fn clone_and_exec(plan: &Plan<'_>) -> io::Result<Pid> {
     debug_assert!(plan.argv.last().is_some_and(|p| p.is_null()));
     debug_assert!(plan.envp.last().is_some_and(|p| p.is_null()));
-    let mut reserved = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
-    if reserved.is_none() {
-        *reserved = Slots::reserve().ok();
-    }
+    let slots = take_slots();
     let mut child = Child { plan, slots: None };
-    if let Some(slots) = reserved.as_ref() {
+    if let Some(slots) = &slots {
         let pointed = plan
             .stdio
             .iter()
@@ -139,15 +149,29 @@ pub(super) fn clone_and_exec(plan: &Plan<'_>) -> io::Result<Pid> {
         }
     }
     let result = clone_child(&child);
-    if let Some(slots) = reserved.as_ref() {
+    if let Some(slots) = slots {
         // The slots must not keep a pipe's write end open in adoptd (its
         // reader would never see the end): back to /dev/null, or given up.
         let null = slots.null.as_raw_fd();
-        if !(0..3).all(|index| slots.point(index, null).is_ok()) {
-            *reserved = None;
+        if (0..3).all(|index| slots.point(index, null).is_ok()) {
+            lock_slots().push(slots);
         }
     }
     result
+}
+
+/// A set of slots for one spawn: a free one, reserving the first sets
+/// at the first call; `None` when none is left.
+fn take_slots() -> Option<Slots> {
+    let mut free = lock_slots();
+    if !RESERVED.swap(true, Ordering::AcqRel) {
+        free.extend((0..super::MOST_AT_ONCE).map_while(|_| Slots::reserve().ok()));
+    }
+    free.pop()
+}
+
+fn lock_slots() -> std::sync::MutexGuard<'static, Vec<Slots>> {
+    SLOTS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn clone_child(child: &Child<'_>) -> io::Result<Pid> {

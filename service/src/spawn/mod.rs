@@ -16,6 +16,10 @@
 //! adoptd's size: neither its page tables nor a table of a descriptor or
 //! three per service are copied.
 //!
+//! Many starts at once ([`spawn_each`]) are made on a thread a core: each
+//! spawn holds its thread until its child has exec'd, and that time is
+//! the child's work, which another core can do meanwhile.
+//!
 //! The spawned process is held by a pidfd from the start: it is adoptd's
 //! unreaped child, so the pid cannot have been recycled yet.
 //!
@@ -130,6 +134,84 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+}
+
+/// How many spawns [`spawn_each`] runs at once, at most.
+pub(crate) const MOST_AT_ONCE: usize = 4;
+
+/// Fewer starts than this a thread are made on the calling thread alone
+/// (a thread costs about as much as a start).
+const STARTS_A_THREAD: usize = 8;
+
+/// One start for [`spawn_each`]: what [`spawn`] takes.
+pub struct Start<'a> {
+    pub spec: &'a ServiceSpec,
+    pub invocation: InvocationId,
+    pub notify_socket: Option<&'a str>,
+}
+
+/// Makes each of `starts` as [`spawn`] does and returns the results in
+/// their order. Many starts are made several at once, on as many threads
+/// as the machine has cores (up to [`MOST_AT_ONCE`], the calling one among
+/// them): a spawn holds its thread until its child has exec'd, which is
+/// the child's work, so one core's children set up and exec while another
+/// core's thread makes the next.
+pub fn spawn_each(starts: &[Start<'_>]) -> Vec<Result<Spawned, SpawnError>> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores
+        .min(MOST_AT_ONCE)
+        .min(starts.len() / STARTS_A_THREAD)
+        .max(1);
+    let start = |start: &Start<'_>| spawn(start.spec, start.invocation, start.notify_socket);
+    if threads == 1 {
+        return starts.iter().map(start).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut made = Vec::new();
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(one) = starts.get(index) else {
+                return made;
+            };
+            made.push((index, start(one)));
+        }
+    };
+    let mut results: Vec<Option<Result<Spawned, SpawnError>>> =
+        std::iter::repeat_with(|| None).take(starts.len()).collect();
+    std::thread::scope(|scope| {
+        // A thread that cannot be made leaves its share to the others.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("adoptd-spawn".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        let mut made = work();
+        for helper in helpers {
+            made.extend(helper.join().unwrap_or_default());
+        }
+        for (index, result) in made {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(result);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .zip(starts)
+        .map(|(result, start)| {
+            // Only a thread that panicked leaves a start without a result.
+            result.unwrap_or_else(|| {
+                Err(SpawnError::Exec {
+                    program: start.spec.exec.first().cloned().unwrap_or_default(),
+                    source: io::Error::other("the thread that started it failed"),
+                })
+            })
+        })
+        .collect()
 }
 
 /// Starts `spec`'s program as described in the module header, as the run
@@ -458,6 +540,40 @@ mod tests {
         assert!(descriptors.len() <= 4, "{descriptors:?}");
         assert_eq!(descriptors[..3], ["0", "1", "2"]);
         assert_eq!(stderr, "oops\n");
+    }
+
+    #[test]
+    fn starts_made_at_once_each_get_their_own_pipes_and_no_other_descriptor() {
+        let script = "echo \"$ADOPTD_INVOCATION_ID\"; ls /proc/self/fd";
+        let spec = spec(&["/bin/sh", "-c", script]);
+        let starts: Vec<Start<'_>> = (0..64)
+            .map(|_| Start {
+                spec: &spec,
+                invocation: InvocationId::new(),
+                notify_socket: None,
+            })
+            .collect();
+        let results = spawn_each(&starts);
+        assert_eq!(results.len(), starts.len());
+        let mut pids = std::collections::HashSet::new();
+        for (start, result) in starts.iter().zip(results) {
+            let spawned = result.expect("spawn /bin/sh");
+            assert!(pids.insert(spawned.pid), "pid {} twice", spawned.pid);
+            let output = spawned.output.expect("pipes");
+            drop(output.stderr);
+            let mut stdout = String::new();
+            std::fs::File::from(output.stdout)
+                .read_to_string(&mut stdout)
+                .unwrap();
+            assert_eq!(wait(spawned.pid), 0);
+            let mut lines = stdout.lines();
+            assert_eq!(lines.next(), Some(start.invocation.to_string().as_str()));
+            // ls's own directory descriptor aside, only 0, 1 and 2: no
+            // other start's pipe.
+            let descriptors: Vec<&str> = lines.collect();
+            assert!(descriptors.len() <= 4, "{descriptors:?}");
+            assert_eq!(descriptors[..3], ["0", "1", "2"]);
+        }
     }
 
     #[test]

@@ -228,9 +228,18 @@ impl Supervisor {
             for notice in &out.notices {
                 self.log_notice(notice);
             }
-            for action in out.actions {
+            let mut actions = out.actions.into_iter().peekable();
+            while let Some(action) = actions.next() {
                 match action {
-                    Action::Spawn { service } => pending.push(self.spawn(service)),
+                    Action::Spawn { service } => {
+                        // The starts in a row are made at once.
+                        let mut services = vec![service];
+                        while let Some(&Action::Spawn { service }) = actions.peek() {
+                            services.push(service);
+                            actions.next();
+                        }
+                        pending.extend(self.spawn_each(&services));
+                    }
                     Action::Signal {
                         service,
                         pid,
@@ -241,15 +250,50 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn spawn(&mut self, id: ServiceId) -> Outcome {
-        let spec = Arc::clone(&self.specs[id.index()]);
-        let invocation = InvocationId::new();
-        let notify_socket = self
+    /// Starts each of `services` (as [`spawn::spawn_each`] does, several
+    /// at once where there are many) and tells the tracker of each, in
+    /// their order.
+    fn spawn_each(&mut self, services: &[ServiceId]) -> Vec<Outcome> {
+        let specs: Vec<Arc<ServiceSpec>> = services
+            .iter()
+            .map(|id| Arc::clone(&self.specs[id.index()]))
+            .collect();
+        let invocations: Vec<InvocationId> = services.iter().map(|_| InvocationId::new()).collect();
+        let notify = self
             .notify
             .as_ref()
-            .filter(|_| spec.policy.expect == Expect::Notify)
             .map(|socket| socket.get_ref().address());
-        let event = match spawn::spawn(&spec, invocation, notify_socket) {
+        let starts: Vec<spawn::Start<'_>> = specs
+            .iter()
+            .zip(&invocations)
+            .map(|(spec, &invocation)| spawn::Start {
+                spec,
+                invocation,
+                notify_socket: notify.filter(|_| spec.policy.expect == Expect::Notify),
+            })
+            .collect();
+        let results = spawn::spawn_each(&starts);
+        drop(starts);
+        services
+            .iter()
+            .zip(specs)
+            .zip(invocations)
+            .zip(results)
+            .map(|(((&id, spec), invocation), result)| self.spawned(id, &spec, invocation, result))
+            .collect()
+    }
+
+    /// Takes in the start of service `id` as run `invocation`: holds the
+    /// new process, or records why it could not be made, and tells the
+    /// tracker.
+    fn spawned(
+        &mut self,
+        id: ServiceId,
+        spec: &Arc<ServiceSpec>,
+        invocation: InvocationId,
+        result: Result<spawn::Spawned, spawn::SpawnError>,
+    ) -> Outcome {
+        let event = match result {
             Ok(spawned) => {
                 self.source.spawned(spawned.pid, id, invocation);
                 self.invocations.insert(id, invocation);
@@ -258,7 +302,7 @@ impl Supervisor {
                     output::forward(
                         Arc::clone(&self.outputs),
                         id,
-                        Arc::clone(&spec),
+                        Arc::clone(spec),
                         pipes.stdout,
                         pipes.stderr,
                     );

@@ -13,7 +13,7 @@ use tracing::{error, info};
 use super::{Load, RequestError, Supervisor, Update};
 use crate::{
     config::{self, ConfigError, ConfigErrorKind, ServiceSpec},
-    tracker::{Command, Restart, ServiceId, State},
+    tracker::{Restart, ServiceId, State},
 };
 
 impl Supervisor {
@@ -154,13 +154,17 @@ impl Supervisor {
             self.reattach_found();
             autostart.retain(|&id| !self.held_by_live_writer(id));
         }
-        for id in autostart {
-            if let Err(refusal) = self.check_not_held_back(id) {
-                error!("{refusal}");
-                continue;
-            }
-            self.command(id, Command::Start).ok();
-        }
+        let autostart: Vec<ServiceId> = autostart
+            .into_iter()
+            .filter(|&id| match self.check_not_held_back(id) {
+                Ok(()) => true,
+                Err(refusal) => {
+                    error!("{refusal}");
+                    false
+                }
+            })
+            .collect();
+        self.start_each(&autostart);
         if initial {
             self.restart_ended_while_away();
         }

@@ -11,7 +11,10 @@
 //! Spawning happens in this task too, synchronously: [`crate::spawn`]
 //! holds this thread only until the child has exec'd (a vfork-like clone),
 //! and reaps a child whose `exec` failed itself, which must never race the
-//! reaper.
+//! reaper. The starts an outcome asks for in a row (every autostart at
+//! start-up is one outcome) are made several at once, on a thread a core
+//! that lives for those starts only ([`crate::spawn::spawn_each`]); the
+//! tracker hears of each, in order, once they are all made.
 //!
 //! The parts: `catalogue.rs` loads and reloads the service files and
 //! resolves names; `batch.rs` is one moment (reap, drain the source,
@@ -497,6 +500,24 @@ impl Supervisor {
         let out = self.tracker.command(now, id, command)?;
         self.carry_out(out);
         Ok(())
+    }
+
+    /// Starts each of `services`, as one outcome: their programs are then
+    /// made at once ([`crate::spawn::spawn_each`]) rather than one after
+    /// the other.
+    fn start_each(&mut self, services: &[ServiceId]) {
+        if self.shutting_down {
+            return;
+        }
+        let mut starts = crate::tracker::Outcome::default();
+        for &id in services {
+            let now = self.now();
+            if let Ok(out) = self.tracker.command(now, id, Command::Start) {
+                starts.actions.extend(out.actions);
+                starts.notices.extend(out.notices);
+            }
+        }
+        self.carry_out(starts);
     }
 
     /// Hands an update to the bus layer, if one listens.
