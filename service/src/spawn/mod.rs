@@ -266,10 +266,7 @@ pub fn spawn(
         .collect::<Result<Vec<_>, _>>()?;
     let program_c = c_string(program.as_bytes().to_vec(), "exec")?;
 
-    // As the standard library's `Stdio::null()`: read-only for stdin,
-    // write-only for the others.
-    let null_in = open_null(false)?;
-    let null_out = open_null(true)?;
+    let (null_in, null_out) = null_descriptors()?;
     let mut output = None;
     let mut write_ends = None;
     let stdio = match spec.output {
@@ -452,6 +449,19 @@ fn check_exists(what: &'static str, path: &Path) -> Result<(), SpawnError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// `/dev/null` for reading and for writing, opened once for every spawn
+/// (as the standard library's `Stdio::null()`: read-only for stdin,
+/// write-only for the others).
+fn null_descriptors() -> Result<&'static (OwnedFd, OwnedFd), SpawnError> {
+    static NULL: std::sync::OnceLock<(OwnedFd, OwnedFd)> = std::sync::OnceLock::new();
+    if let Some(null) = NULL.get() {
+        return Ok(null);
+    }
+    let opened = (open_null(false)?, open_null(true)?);
+    // Two first spawns at once: one pair is kept, the other closed.
+    Ok(NULL.get_or_init(|| opened))
 }
 
 fn open_null(write: bool) -> Result<OwnedFd, SpawnError> {
