@@ -42,7 +42,10 @@
 //! over N service directories whose `run` script execs the same
 //! `/bin/sleep`: from spawning the scanner to the moment every service's
 //! process is `sleep` (polled every 5 ms), and adoptd's time as a ratio
-//! to theirs.
+//! to theirs. Then the floor: a C program the benchmark compiles that
+//! vforks, setsids and execs the same N `/bin/sleep` on one thread a
+//! core, with no output, from its spawn to its stamp once the last has
+//! exec'd (what starting N programs costs this machine at least).
 //!
 //! `restart`: one such service with `restart = "always"`, `restart-delay =
 //! "0"` and a start limit it cannot reach (10,000 starts a second). K
@@ -304,6 +307,15 @@ fn start(options: &Options) {
             adoptd_ms / peer_ms
         );
     }
+    match floor_start(&scratch, n) {
+        Ok(floor_ms) => println!(
+            "start: floor (a C program vforking {n} /bin/sleep on {} threads, one a core; \
+             stamp once the last has exec'd): {floor_ms:.0} ms; adoptd / floor = {:.2}",
+            cores(),
+            adoptd_ms / floor_ms
+        ),
+        Err(problem) => println!("start: the floor is not measured: {problem}"),
+    }
     let per_service =
         |after: u64, before: u64| (after as f64 - before as f64) * 1024.0 / f64::from(n.max(1));
     println!(
@@ -414,6 +426,103 @@ int main(void) {
     }
 }
 "#;
+
+/// The least it takes this machine to start `N` programs: vfork, setsid
+/// and exec of `/bin/sleep` with no output, on as many threads as asked;
+/// prints the realtime clock once every child has exec'd, then kills them
+/// all when its stdin ends.
+const FLOOR_START: &str = r#"
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int n, next_index, null_fd;
+static pid_t *pids;
+
+static void *spawner(void *unused) {
+    char *argv[] = {"/bin/sleep", "100000", NULL};
+    char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+    (void)unused;
+    for (;;) {
+        int i = __atomic_fetch_add(&next_index, 1, __ATOMIC_RELAXED);
+        if (i >= n)
+            return NULL;
+        pid_t pid = vfork();
+        if (pid == 0) {
+            setsid();
+            dup2(null_fd, 0);
+            dup2(null_fd, 1);
+            dup2(null_fd, 2);
+            execve(argv[0], argv, envp);
+            _exit(127);
+        }
+        pids[i] = pid;
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3)
+        return 2;
+    n = atoi(argv[1]);
+    int threads = atoi(argv[2]);
+    if (threads < 1)
+        threads = 1;
+    if (threads > 64)
+        threads = 64;
+    pids = calloc(n, sizeof *pids);
+    null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    pthread_t helpers[64];
+    for (int t = 1; t < threads; t++)
+        pthread_create(&helpers[t], NULL, spawner, NULL);
+    spawner(NULL);
+    for (int t = 1; t < threads; t++)
+        pthread_join(helpers[t], NULL);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    printf("%lld\n", (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000);
+    fflush(stdout);
+    char c;
+    while (read(0, &c, 1) > 0) {
+    }
+    for (int i = 0; i < n; i++)
+        if (pids[i] > 0)
+            kill(pids[i], SIGKILL);
+    while (wait(NULL) > 0) {
+    }
+    return 0;
+}
+"#;
+
+/// Milliseconds from spawning [`FLOOR_START`] over `n` programs, one
+/// thread a core, to its stamp.
+fn floor_start(scratch: &Scratch, n: u32) -> Result<f64, String> {
+    let program = compile_c(FLOOR_START, &scratch.path, "floor-start")?;
+    let spawned_at = now_us();
+    let mut floor = Command::new(&program)
+        .args([n.to_string(), cores().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    let stdout = floor.stdout.take().ok_or("no stdout")?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    // Its stdin ends: it kills and reaps its children, then exits.
+    drop(floor.stdin.take());
+    floor.wait().map_err(|e| e.to_string())?;
+    let stamp: i64 = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("it said {line:?}"))?;
+    Ok((stamp - spawned_at) as f64 / 1000.0)
+}
 
 /// `kills` times: SIGKILL to the bare loop's child, and the time to the
 /// loop's line for the next one. Sorted latencies in µs.
