@@ -157,12 +157,10 @@ pub struct Start<'a> {
 /// the child's work, so one core's children set up and exec while another
 /// core's thread makes the next.
 pub fn spawn_each(starts: &[Start<'_>]) -> Vec<Result<Spawned, SpawnError>> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = cores
-        .min(MOST_AT_ONCE)
-        .min(starts.len() / STARTS_A_THREAD)
-        .max(1);
     let start = |start: &Start<'_>| spawn(start.spec, start.invocation, start.notify_socket);
+    // A restart is one start: the cores are not even asked for.
+    let threads = (starts.len() / STARTS_A_THREAD).min(MOST_AT_ONCE);
+    let threads = if threads > 1 { threads.min(cores()) } else { 1 };
     if threads == 1 {
         return starts.iter().map(start).collect();
     }
@@ -212,6 +210,13 @@ pub fn spawn_each(starts: &[Start<'_>]) -> Vec<Result<Spawned, SpawnError>> {
             })
         })
         .collect()
+}
+
+/// The cores adoptd may run on, asked once: the standard library reads
+/// the affinity mask and the cgroup's quota each time.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// Starts `spec`'s program as described in the module header, as the run
