@@ -120,6 +120,54 @@ fn get_output_keeps_both_streams_apart_oldest_first() {
 }
 
 #[test]
+fn services_printing_at_once_each_keep_their_own_lines_of_each_stream() {
+    let scratch = Scratch::new("output-many");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    // Runs that end while others go on, and runs that go on printing.
+    const SERVICES: usize = 12;
+    const LINES: usize = 40;
+    for index in 0..SERVICES {
+        let name = format!("talker{index}");
+        let script = format!(
+            "i=0; while [ $i -lt {LINES} ]; do echo \"$i {name}\"; echo \"$i {name} err\" >&2; \
+             i=$((i+1)); done; echo \"{name} done\"; {}",
+            if index % 2 == 0 {
+                "exit 0"
+            } else {
+                "exec sleep 1000"
+            }
+        );
+        shell_service(&scratch, &name, &script);
+    }
+    let mut adoptd = adoptd_on(&scratch, &bus);
+    for index in 0..SERVICES {
+        let name = format!("talker{index}");
+        wait_output(&mut adoptd, &name, &format!("{name} done"));
+    }
+    for index in 0..SERVICES {
+        let name = format!("talker{index}");
+        let lines = get_output(&bus, &name, 1000);
+        let texts = texts(&lines);
+        let expected_stdout: Vec<String> = (0..LINES)
+            .map(|i| format!("{i} {name}"))
+            .chain([format!("{name} done")])
+            .collect();
+        let expected_stderr: Vec<String> = (0..LINES).map(|i| format!("{i} {name} err")).collect();
+        let of = |wanted: &str| -> Vec<&str> {
+            texts
+                .iter()
+                .filter(|(stream, _)| *stream == wanted)
+                .map(|&(_, line)| line)
+                .collect()
+        };
+        assert_eq!(of("stdout"), expected_stdout, "{name}: {lines:?}");
+        assert_eq!(of("stderr"), expected_stderr, "{name}: {lines:?}");
+    }
+}
+
+#[test]
 fn a_long_line_is_cut_and_marked_and_binary_is_escaped() {
     let scratch = Scratch::new("output-cut");
     let Some(bus) = TestBus::or_skip(&scratch) else {

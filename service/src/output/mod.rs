@@ -7,14 +7,14 @@
 //! the service's latest lines within its `output-buffer` budget and the
 //! pipes of its followers.
 //!
-//! Concurrency: one reader task per run of a service with `output = "log"`
-//! ([`forward`]) reads that run's stdout and stderr; the bus layer reads
+//! Concurrency: one reader task ([`forward`]) reads the stdout and stderr
+//! of every run of a service with `output = "log"`; the bus layer reads
 //! records and adds followers. Both take the record's lock only for a
 //! moment and never across an `.await`, and nothing here ever waits for a
 //! client: a follower that stops reading is disconnected (see
 //! [`Record::follow`]). The supervisor only hands over the pipes: it never
-//! reads them, so a flood of output cannot delay supervision. A reader
-//! reads at most one chunk per turn and then yields, and a flood beyond
+//! reads them, so a flood of output cannot delay supervision. The reader
+//! reads at most one chunk a pipe per turn and then yields, and a flood beyond
 //! [`LINES_PER_SECOND`] is counted, not kept (see [`read`]).
 //!
 //! The parts: `line.rs` (one line: its stream, time and text, cut and
@@ -42,11 +42,13 @@ pub use record::Record;
 #[derive(Debug, Default)]
 pub struct Outputs {
     records: Mutex<HashMap<ServiceId, Arc<Mutex<Record>>>>,
-    /// The pipes each reader task reads, by task: what a re-exec passes to
-    /// the new image, which reads them on. A task removes its entry before
-    /// it closes its pipes, so every descriptor listed is open.
+    /// The pipes the reader task reads, by run: what a re-exec passes to
+    /// the new image, which reads them on. The task removes a run's entry
+    /// before it closes its pipes, so every descriptor listed is open.
     pipes: Mutex<HashMap<u64, ReadPipes>>,
     next_reader: std::sync::atomic::AtomicU64,
+    /// Where new runs go to the reader task, once it runs.
+    reader_task: Mutex<Option<tokio::sync::mpsc::UnboundedSender<read::Run>>>,
 }
 
 /// The pipes one reader task reads: a service's stdout and stderr.
@@ -81,12 +83,12 @@ impl Outputs {
         }
     }
 
-    /// The pipes every reader task reads now.
+    /// The pipes the reader task reads now.
     pub fn read_pipes(&self) -> Vec<ReadPipes> {
         lock(&self.pipes).values().copied().collect()
     }
 
-    /// A reader task starts reading `pipes`; the answer is its key.
+    /// The reader task is given `pipes` to read; the answer is their key.
     fn reading(&self, pipes: ReadPipes) -> u64 {
         let key = self
             .next_reader
@@ -95,7 +97,7 @@ impl Outputs {
         key
     }
 
-    /// The reader task `key` is about to close its pipes.
+    /// The reader task is about to close the pipes of `key`.
     fn done_reading(&self, key: u64) {
         lock(&self.pipes).remove(&key);
     }
