@@ -517,7 +517,13 @@ impl Supervisor {
                 starts.notices.extend(out.notices);
             }
         }
+        let many = starts.actions.len() >= MANY_STARTS;
         self.carry_out(starts);
+        if many {
+            // What the starts needed for a moment (their outcomes, the
+            // spawning threads' arenas) lies between what stays.
+            crate::memory::return_free_pages();
+        }
     }
 
     /// Hands an update to the bus layer, if one listens.
@@ -587,6 +593,10 @@ async fn readable<T: AsRawFd>(fd: Option<&AsyncFd<T>>, what: &str) {
         }
     }
 }
+
+/// From this many starts at once (a start-up, a reload), the allocator is
+/// asked to return its free pages after them.
+const MANY_STARTS: usize = 64;
 
 /// How long a re-exec asked over the bus waits for its answer to leave.
 const REEXEC_REPLY_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
