@@ -299,8 +299,14 @@ fn start(options: &Options) {
             println!("start: {name} is not installed (apt-get install {name}), not measured");
             continue;
         };
-        let peer_ms = (peer.wait_all_running() - peer.spawned_at) as f64 / 1000.0;
+        let running_at = peer.wait_all_running();
+        let spawned_at = peer.spawned_at;
         peer.stop();
+        let Some(running_at) = running_at else {
+            println!("start: {name} is not compared");
+            continue;
+        };
+        let peer_ms = (running_at - spawned_at) as f64 / 1000.0;
         println!(
             "start: {name}: {n} services running {peer_ms:.0} ms after its scanner was spawned \
              (polled every 5 ms); adoptd / {name} = {:.2}",
@@ -597,7 +603,11 @@ fn idle(options: &Options) {
             println!("idle: {name} is not installed (apt-get install {name}), not measured");
             continue;
         };
-        peer.wait_all_running();
+        if peer.wait_all_running().is_none() {
+            peer.stop();
+            println!("idle: {name} is not measured");
+            continue;
+        }
         let root = peer.root();
         let tree = || {
             let mut pids = vec![root];
@@ -678,7 +688,8 @@ impl Peer {
     /// Waits until every service's process is `/bin/sleep` (its run
     /// script has exec'd); returns the realtime clock then. Polls every
     /// 5 ms, looking again only at the services not yet seen running.
-    fn wait_all_running(&self) -> i64 {
+    /// The moment every service runs; `None` after [`TIMEOUT`].
+    fn wait_all_running(&self) -> Option<i64> {
         let deadline = Instant::now() + TIMEOUT;
         let mut running = std::collections::HashSet::new();
         loop {
@@ -695,13 +706,18 @@ impl Peer {
                 }
             }
             if running.len() >= self.services as usize {
-                return now_us();
+                return Some(now_us());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start every service",
-                self.name
-            );
+            if Instant::now() >= deadline {
+                println!(
+                    "{}: {} of {} services running after {} s",
+                    self.name,
+                    running.len(),
+                    self.services,
+                    TIMEOUT.as_secs()
+                );
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -971,12 +987,18 @@ fn status(options: &Options) {
     let peer = Peer::start("s6", "s6-svscan", 1);
     let svstat = find_program("s6-svstat");
     let peer = match (peer, svstat) {
-        (Some(peer), Some(svstat)) => {
-            peer.wait_all_running();
-            // s6-supervise opens its status file once the service runs.
-            std::thread::sleep(Duration::from_millis(100));
-            Some((peer, svstat))
-        }
+        (Some(peer), Some(svstat)) => match peer.wait_all_running() {
+            Some(_) => {
+                // s6-supervise opens its status file once the service runs.
+                std::thread::sleep(Duration::from_millis(100));
+                Some((peer, svstat))
+            }
+            None => {
+                peer.stop();
+                println!("status: s6 is not compared");
+                None
+            }
+        },
         _ => {
             println!("status: s6 is not installed (apt-get install s6), not compared");
             None
