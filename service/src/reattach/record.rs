@@ -122,15 +122,6 @@ pub fn path_of(directory: &Path, name: &str) -> PathBuf {
 /// Writes `record`, its service's file in `directory` (made, only its
 /// owner may enter it, if it is missing), atomically.
 pub fn write(directory: &Path, record: &Record) -> Result<(), RecordError> {
-    let runs = directory.join(RUNS);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&runs)
-        .map_err(|source| RecordError::Directory {
-            path: runs.clone(),
-            source,
-        })?;
     let path = path_of(directory, &record.run.name);
     let mut temporary = path.clone().into_os_string();
     temporary.push(".new");
@@ -139,13 +130,29 @@ pub fn write(directory: &Path, record: &Record) -> Result<(), RecordError> {
         source,
     };
     let bytes = serde_json::to_vec(record).map_err(|e| write_error(e.into()))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(write_error)?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+    };
+    // The directory is made at the first write (or again, if it went):
+    // not looked at for each of them.
+    let mut file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let runs = directory.join(RUNS);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&runs)
+                .map_err(|source| RecordError::Directory { path: runs, source })?;
+            open()
+        }
+        opened => opened,
+    }
+    .map_err(write_error)?;
     file.write_all(&bytes).map_err(write_error)?;
     drop(file);
     std::fs::rename(&temporary, &path).map_err(write_error)
@@ -305,6 +312,26 @@ mod files {
         remove(directory.path(), "web").expect("removed twice");
         let (records, _) = read(directory.path());
         assert_eq!(records.len(), 1);
+    }
+
+    #[test]
+    fn a_directory_that_went_is_made_again_only_its_owner_may_enter() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().expect("a directory");
+        let state = directory.path().join("state");
+        let mut record = tests_record();
+        record.boot_id = boot_id();
+        write(&state, &record).expect("written into a directory not there yet");
+        std::fs::remove_dir_all(&state).expect("the directory goes");
+        write(&state, &record).expect("written again");
+        let (records, errors) = read(&state);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(records.len(), 1);
+        let mode = std::fs::metadata(state.join(RUNS))
+            .expect("the runs directory")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     fn tests_record() -> Record {
