@@ -233,7 +233,10 @@ pub fn spawn(
         .working_directory
         .clone()
         .unwrap_or_else(|| PathBuf::from("/"));
-    check_exists("working directory", &inside(&root, &working_directory))?;
+    // `/` outside a chroot is there: not looked at for each start.
+    if spec.chroot.is_some() || spec.working_directory.is_some() {
+        check_exists("working directory", &inside(&root, &working_directory))?;
+    }
     let credentials = Credentials::resolve(spec.user.as_deref(), spec.group.as_deref())?;
 
     // The environment as the standard library's `Command` built it: one
@@ -526,6 +529,13 @@ mod tests {
         status
     }
 
+    /// What a pipe's read end gives until its writers are gone.
+    fn read_to_end(pipe: OwnedFd) -> String {
+        let mut text = String::new();
+        std::fs::File::from(pipe).read_to_string(&mut text).unwrap();
+        text
+    }
+
     #[test]
     fn the_program_gets_its_environment_directory_session_and_standard_descriptors() {
         let script = "echo \"$LANG|$PATH|$ADOPTD_INVOCATION_ID|$(pwd)\"; \
@@ -533,14 +543,8 @@ mod tests {
         let spawned = spawn(&spec(&["/bin/sh", "-c", script]), InvocationId::new(), None)
             .expect("spawn /bin/sh");
         let output = spawned.output.expect("pipes");
-        let mut stdout = String::new();
-        std::fs::File::from(output.stdout)
-            .read_to_string(&mut stdout)
-            .unwrap();
-        let mut stderr = String::new();
-        std::fs::File::from(output.stderr)
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let stdout = read_to_end(output.stdout);
+        let stderr = read_to_end(output.stderr);
         assert_eq!(wait(spawned.pid), 0);
         let mut lines = stdout.lines();
         let first: Vec<&str> = lines.next().unwrap().split('|').collect();
@@ -576,10 +580,7 @@ mod tests {
             assert!(pids.insert(spawned.pid), "pid {} twice", spawned.pid);
             let output = spawned.output.expect("pipes");
             drop(output.stderr);
-            let mut stdout = String::new();
-            std::fs::File::from(output.stdout)
-                .read_to_string(&mut stdout)
-                .unwrap();
+            let stdout = read_to_end(output.stdout);
             assert_eq!(wait(spawned.pid), 0);
             let mut lines = stdout.lines();
             assert_eq!(lines.next(), Some(start.invocation.to_string().as_str()));
