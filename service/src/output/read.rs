@@ -120,6 +120,16 @@ fn event_key(key: u64, stream: Stream) -> u64 {
     key << 1 | index(stream) as u64
 }
 
+/// The run and the stream of an [`event_key`].
+fn run_and_stream(event_key: u64) -> (u64, Stream) {
+    let stream = if event_key & 1 == 0 {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    };
+    (event_key >> 1, stream)
+}
+
 /// Starts the reader task on the current runtime; the answer is where its
 /// runs go.
 fn start_task() -> std::io::Result<mpsc::UnboundedSender<Run>> {
@@ -178,7 +188,7 @@ fn ready_keys(set: &OwnedFd, keys: &mut [u64; PIPES_A_TURN]) -> rustix::io::Resu
     for (key, event) in keys.iter_mut().zip(ready.iter()) {
         *key = event.data.u64();
     }
-    Ok(ready.len().min(PIPES_A_TURN))
+    Ok(ready.len())
 }
 
 /// Puts `run`'s pipes in the set; a run whose pipes cannot be waited on
@@ -202,12 +212,7 @@ fn add(set: &OwnedFd, reading: &mut HashMap<u64, Run>, run: Run) {
 /// Reads one chunk of the pipe of `event_key`; ends its run once both of
 /// its pipes have ended.
 fn read_one(set: &OwnedFd, reading: &mut HashMap<u64, Run>, event_key: u64) {
-    let key = event_key >> 1;
-    let stream = if event_key & 1 == 0 {
-        Stream::Stdout
-    } else {
-        Stream::Stderr
-    };
+    let (key, stream) = run_and_stream(event_key);
     let Some(run) = reading.get_mut(&key) else {
         return;
     };
