@@ -37,7 +37,7 @@ use zbus::{
 
 use super::{
     Entry, Shared, changed_properties, configured,
-    service::{need_daemon_reload_now, pids_now},
+    service::{Caller, need_daemon_reload_now, pids_now},
     snapshot::{Reading, Snapshots},
 };
 use crate::tracker::{Changes, ServiceId};
@@ -143,14 +143,15 @@ impl Object {
         // name no caller); an announcement is adoptd's own and takes none,
         // so the bus task that sends it never waits behind readers.
         let caller = match read {
-            Read::Snapshot => Some(""),
+            Read::Snapshot => Some(Caller::snapshot()),
             Read::Alone => None,
         };
         let reading = match snapshot {
             Some(reading) => reading,
             None => Reading {
-                pids: pids_now(shared, service, caller).await?,
-                need_daemon_reload: need_daemon_reload_now(shared, service, caller).await?,
+                pids: pids_now(shared, service, caller.as_ref()).await?,
+                need_daemon_reload: need_daemon_reload_now(shared, service, caller.as_ref())
+                    .await?,
             },
         };
         let Some(entry) = shared.registry().get(service).cloned() else {

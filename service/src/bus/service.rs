@@ -88,7 +88,7 @@ impl Service {
         &self,
         #[zbus(header)] header: Option<Header<'_>>,
     ) -> zbus::fdo::Result<Vec<u32>> {
-        pids_now(&self.shared, self.id, Some(&caller_of(header.as_ref()))).await
+        pids_now(&self.shared, self.id, Some(&Caller::of(header.as_ref()))).await
     }
 
     /// Hand-offs of the main process since the last start.
@@ -195,7 +195,7 @@ impl Service {
         &self,
         #[zbus(header)] header: Option<Header<'_>>,
     ) -> zbus::fdo::Result<bool> {
-        need_daemon_reload_now(&self.shared, self.id, Some(&caller_of(header.as_ref()))).await
+        need_daemon_reload_now(&self.shared, self.id, Some(&Caller::of(header.as_ref()))).await
     }
 
     /// Why the last start could not run the program; empty when it could.
@@ -469,14 +469,34 @@ impl Service {
     }
 }
 
-/// Whose turn a read takes: its sender's unique name. Without a header
-/// (zbus reading the object for a call of its own, which adoptd's
-/// ObjectManager leaves none of), the reads share one caller's turn.
-fn caller_of(header: Option<&Header<'_>>) -> String {
-    header
-        .and_then(|h| h.sender())
-        .map(|sender| sender.to_string())
-        .unwrap_or_default()
+/// Whose turn a read takes: its sender's unique name, and the serial of
+/// the call, whose expensive reads share one turn (see `turns`).
+pub(super) struct Caller {
+    name: String,
+    serial: Option<u32>,
+}
+
+impl Caller {
+    /// The sender of the message `header` heads. Without a header (zbus
+    /// reading the object for a call of its own, which adoptd's
+    /// ObjectManager leaves none of), the reads share one caller's turn.
+    fn of(header: Option<&Header<'_>>) -> Self {
+        Caller {
+            name: header
+                .and_then(|h| h.sender())
+                .map(|sender| sender.to_string())
+                .unwrap_or_default(),
+            serial: header.map(|h| h.primary().serial_num().get()),
+        }
+    }
+
+    /// The one caller that calls answered by a snapshot share.
+    pub(super) fn snapshot() -> Self {
+        Caller {
+            name: String::new(),
+            serial: None,
+        }
+    }
 }
 
 /// `service`'s member processes now, read alone in `caller`'s turn, or
@@ -485,7 +505,7 @@ fn caller_of(header: Option<&Header<'_>>) -> String {
 pub(super) async fn pids_now(
     shared: &Arc<Shared>,
     service: ServiceId,
-    caller: Option<&str>,
+    caller: Option<&Caller>,
 ) -> zbus::fdo::Result<Vec<u32>> {
     // One expensive read at a time, one per caller (see `turns`): the
     // supervisor answers at most one of these questions at a time, and
@@ -508,7 +528,7 @@ pub(super) async fn pids_now(
 pub(super) async fn need_daemon_reload_now(
     shared: &Arc<Shared>,
     service: ServiceId,
-    caller: Option<&str>,
+    caller: Option<&Caller>,
 ) -> zbus::fdo::Result<bool> {
     let (source, digest) = shared
         .registry()
@@ -526,10 +546,16 @@ pub(super) async fn need_daemon_reload_now(
 /// `caller`'s turn for an expensive read; none for adoptd's own.
 async fn take_turn<'a>(
     shared: &'a Shared,
-    caller: Option<&str>,
+    caller: Option<&Caller>,
 ) -> zbus::fdo::Result<Option<super::turns::Turn<'a>>> {
     match caller {
-        Some(caller) => Ok(Some(shared.turns.take(caller).await.map_err(failed)?)),
+        Some(caller) => Ok(Some(
+            shared
+                .turns
+                .take(&caller.name, caller.serial)
+                .await
+                .map_err(failed)?,
+        )),
         None => Ok(None),
     }
 }

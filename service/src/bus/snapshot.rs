@@ -107,7 +107,7 @@ impl Snapshots {
 async fn take(shared: &Arc<Shared>) -> Result<Snapshot, adoptd_dbus::Error> {
     let failed = |e: &dyn std::fmt::Display| adoptd_dbus::Error::Failed(e.to_string());
     // The calls a snapshot answers name no caller: they share one.
-    let _turn = shared.turns.take("").await.map_err(|e| failed(&e))?;
+    let _turn = shared.turns.take("", None).await.map_err(|e| failed(&e))?;
     // Its age counts from before anything is read.
     let taken = Instant::now();
     let files: Vec<(ServiceId, Status, Option<u64>, PathBuf)> = shared
