@@ -105,7 +105,12 @@
 //! `status`: `adoptctl --address ADDR status web` as a whole process
 //! (spawn to exit, output to /dev/null) over one running service, and in
 //! turn with it `s6-svstat DIR` over one service of `s6-svscan`, 300 runs
-//! each; both medians and their ratio.
+//! each; both medians and their ratio. Then, in the same turns, the floor
+//! of a status over the bus: a C client the benchmark compiles that asks
+//! adoptd what `adoptctl status` asks, by hand on a raw socket (connect,
+//! authenticate, then Hello, `GetAll` and `GetOutput` in one write) and
+//! exits once both answers came; its median and adoptctl's as a ratio to
+//! it, and the floor's as a ratio to `s6-svstat`'s.
 //!
 //! Every adoptd is stopped with SIGTERM, and the benchmark waits for it to
 //! exit. One that has not exited two minutes later is reported (its last
@@ -1015,8 +1020,17 @@ fn status(options: &Options) {
         let took = i64::try_from(began.elapsed().as_micros()).ok()?;
         status.success().then_some(took)
     };
+    let floor = match address.strip_prefix("unix:path=") {
+        Some(socket) => compile_c(FLOOR_STATUS, &scratch.path, "floor-status")
+            .map(|program| (program, socket.to_owned())),
+        None => Err(format!("the bus address {address} names no socket path")),
+    };
+    let floor = floor
+        .inspect_err(|problem| println!("status: the floor is not measured: {problem}"))
+        .ok();
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
+    let mut floors = Vec::new();
     let mut failed = 0;
     for _ in 0..STATUS_RUNS {
         match time(Command::new(binary("adoptctl")).args(["--address", &address, "status", "web"]))
@@ -1030,6 +1044,12 @@ fn status(options: &Options) {
                 None => failed += 1,
             }
         }
+        if let Some((program, socket)) = &floor {
+            match time(Command::new(program).args([socket, "/org/adoptd1/service/web"])) {
+                Some(took) => floors.push(took),
+                None => failed += 1,
+            }
+        }
     }
     if let Some((peer, _)) = peer {
         peer.stop();
@@ -1037,6 +1057,7 @@ fn status(options: &Options) {
     adoptd.stop();
     ours.sort_unstable();
     theirs.sort_unstable();
+    floors.sort_unstable();
     if failed > 0 {
         println!("status: {failed} runs failed and are left out");
     }
@@ -1056,7 +1077,179 @@ fn status(options: &Options) {
             percentile(&ours, 50) as f64 / percentile(&theirs, 50).max(1) as f64,
         );
     }
+    if !floors.is_empty() {
+        println!(
+            "status: floor (a C client: connect, AUTH, Hello, GetAll and GetOutput in one write), \
+             {} runs: median {} µs, p90 {} µs; adoptctl / floor = {:.2}{}",
+            floors.len(),
+            percentile(&floors, 50),
+            percentile(&floors, 90),
+            percentile(&ours, 50) as f64 / percentile(&floors, 50).max(1) as f64,
+            if theirs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", floor / s6-svstat = {:.2}",
+                    percentile(&floors, 50) as f64 / percentile(&theirs, 50).max(1) as f64
+                )
+            },
+        );
+    }
 }
+
+/// The least a status over the bus can cost: a C client that connects to
+/// the bus, authenticates, says Hello and asks adoptd what `adoptctl
+/// status` asks (`GetAll` of the service and its last 10 output lines)
+/// all in one write, reads until both answers came, and prints nothing.
+/// Exits 0 when both are replies, 1 otherwise. Arguments: the bus
+/// socket's path, the service's object path.
+const FLOOR_STATUS: &str = r#"
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static unsigned char out[4096], in[1 << 20];
+static size_t used, message;
+
+static void pad(size_t to) {
+    while ((used - message) % to)
+        out[used++] = 0;
+}
+
+static void u32_at(size_t at, uint32_t value) { memcpy(out + at, &value, 4); }
+
+static void u32(uint32_t value) {
+    pad(4);
+    u32_at(used, value);
+    used += 4;
+}
+
+static void text(const char *s) {
+    u32(strlen(s));
+    memcpy(out + used, s, strlen(s) + 1);
+    used += strlen(s) + 1;
+}
+
+/* A header field of type o, s or g. */
+static void field(unsigned char code, char type, const char *s) {
+    pad(8);
+    out[used++] = code;
+    out[used++] = 1;
+    out[used++] = type;
+    out[used++] = 0;
+    if (type == 'g') {
+        out[used++] = strlen(s);
+        memcpy(out + used, s, strlen(s) + 1);
+        used += strlen(s) + 1;
+    } else {
+        text(s);
+    }
+}
+
+/* A method call whose body is nothing, one string or one u32. */
+static void call(uint32_t serial, const char *destination, const char *path,
+                 const char *interface, const char *member, const char *signature,
+                 const char *s, uint32_t number) {
+    used = (used + 7) & ~(size_t)7;
+    message = used;
+    memcpy(out + used, "l\1\0\1", 4);
+    used += 4;
+    size_t body_length = used;
+    u32(0);
+    u32(serial);
+    size_t fields_length = used;
+    u32(0);
+    size_t fields = used;
+    field(1, 'o', path);
+    field(2, 's', interface);
+    field(3, 's', member);
+    field(6, 's', destination);
+    if (signature)
+        field(8, 'g', signature);
+    u32_at(fields_length, used - fields);
+    pad(8);
+    size_t body = used;
+    if (signature && signature[0] == 's')
+        text(s);
+    else if (signature)
+        u32(number);
+    u32_at(body_length, used - body);
+}
+
+static uint32_t u32_in(size_t at) {
+    uint32_t value;
+    memcpy(&value, in + at, 4);
+    return value;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3)
+        return 2;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    strncpy(address.sun_path, argv[1], sizeof address.sun_path - 1);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&address, sizeof address) < 0)
+        return 1;
+    char uid[16], auth[64] = {0};
+    int digits = snprintf(uid, sizeof uid, "%u", (unsigned)getuid());
+    int length = 1 + snprintf(auth + 1, sizeof auth - 1, "AUTH EXTERNAL ");
+    for (int i = 0; i < digits; i++)
+        length += snprintf(auth + length, sizeof auth - length, "%02x", uid[i]);
+    length += snprintf(auth + length, sizeof auth - length, "\r\n");
+    char line[256];
+    if (write(fd, auth, length) != length || read(fd, line, sizeof line) < 3 ||
+        memcmp(line, "OK ", 3) != 0 || write(fd, "BEGIN\r\n", 7) != 7)
+        return 1;
+    call(1, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello",
+         NULL, NULL, 0);
+    call(2, "org.adoptd1", argv[2], "org.freedesktop.DBus.Properties", "GetAll", "s",
+         "org.adoptd1.Service", 0);
+    call(3, "org.adoptd1", argv[2], "org.adoptd1.Service", "GetOutput", "u", NULL, 10);
+    if (write(fd, out, used) != (ssize_t)used)
+        return 1;
+    size_t have = 0, at = 0;
+    int answered = 0, failed = 0;
+    while (answered < 2) {
+        /* One whole message: 16 bytes, its fields padded to 8, its body. */
+        while (have - at < 16 ||
+               have - at < 16 + ((u32_in(at + 12) + 7) & ~7u) + u32_in(at + 4)) {
+            ssize_t got = read(fd, in + have, sizeof in - have);
+            if (got <= 0)
+                return 1;
+            have += got;
+        }
+        uint32_t fields = u32_in(at + 12), body = u32_in(at + 4), reply_to = 0;
+        unsigned char type = in[at + 1];
+        for (size_t p = 16; p < 16 + fields;) {
+            p = (p + 7) & ~(size_t)7;
+            unsigned char code = in[at + p];
+            char kind = in[at + p + 2];
+            p += 3 + in[at + p + 1];
+            if (kind == 'g') {
+                p += in[at + p] + 2;
+            } else {
+                p = (p + 3) & ~(size_t)3;
+                if (kind == 'u') {
+                    if (code == 5)
+                        reply_to = u32_in(at + p);
+                    p += 4;
+                } else {
+                    p += 4 + u32_in(at + p) + 1;
+                }
+            }
+        }
+        if ((type == 2 || type == 3) && (reply_to == 2 || reply_to == 3)) {
+            answered++;
+            failed += type == 3;
+        }
+        at += 16 + ((fields + 7) & ~7u) + body;
+    }
+    return failed ? 1 : 0;
+}
+"#;
 
 /// One read of `PIDs` at `path`; how many it listed.
 async fn read_pids(connection: &zbus::Connection, path: &str) -> Option<usize> {
