@@ -86,6 +86,10 @@ pub fn raise_descriptor_limit() -> Option<u64> {
 pub struct Spawned {
     pub pid: Pid,
     pub pidfd: OwnedFd,
+    /// Its start time as `/proc/PID/stat` gives it, in clock ticks since
+    /// boot, when the clone's own clock readings tell it exactly (see
+    /// [`start_tick`]); `None` when they do not.
+    pub start_time: Option<u64>,
     /// The read ends of the process's stdout and stderr, with
     /// `output = "log"`.
     pub output: Option<OutputPipes>,
@@ -332,16 +336,52 @@ pub fn spawn(
         uid: ids.as_ref().and_then(|ids| ids.uid).map(Uid::as_raw),
         error: AtomicI32::new(0),
     };
+    let before = boot_clock_ns();
     let pid = child::clone_and_exec(&plan).map_err(|source| SpawnError::Exec {
         program: program.to_owned(),
         source,
     })?;
+    let start_time = start_tick(before, boot_clock_ns(), ticks_per_second());
     // The child has its copies: the write ends are its alone now, so a
     // reader sees the end of the output when the service's last process
     // closes them.
     drop(write_ends);
     let pidfd = open_pidfd(pid)?;
-    Ok(Spawned { pid, pidfd, output })
+    Ok(Spawned {
+        pid,
+        pidfd,
+        start_time,
+        output,
+    })
+}
+
+/// The boot-time clock (CLOCK_BOOTTIME, in this time namespace), in
+/// nanoseconds: the clock the kernel stamps a new process with.
+fn boot_clock_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0))
+}
+
+/// The clock ticks of `/proc/PID/stat`'s start time (USER_HZ), asked once.
+fn ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(rustix::param::clock_ticks_per_second)
+}
+
+/// A child's start time in clock ticks since boot, from the boot clock
+/// read just before its clone (`before`) and once the clone returned
+/// (`after`): the kernel stamps the child with that clock in between, and
+/// `/proc/PID/stat` gives the stamp in whole ticks, so when both readings
+/// fall in one tick the stamp's tick is theirs. When they straddle a tick
+/// (or the clock is odd) it is not known: `None`, and the caller reads
+/// `/proc` as for any other process.
+fn start_tick(before: u64, after: u64, ticks_per_second: u64) -> Option<u64> {
+    let tick = 1_000_000_000u64.checked_div(ticks_per_second)?;
+    let first = before / tick;
+    (after >= before && after / tick == first).then_some(first)
 }
 
 /// Opens a pidfd for `pid`, which must be adoptd's unreaped child.
@@ -527,6 +567,39 @@ mod tests {
         // SAFETY: waitpid on this test's own child.
         unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
         status
+    }
+
+    #[test]
+    fn the_start_time_told_by_the_clone_is_the_one_proc_gives() {
+        let spec = spec(&["/bin/true"]);
+        let mut told = 0;
+        for _ in 0..50 {
+            let spawned = spawn(&spec, InvocationId::new(), None).expect("spawn /bin/true");
+            // Read before the wait: a zombie's stat still holds it.
+            let stat = crate::proc::read_stat(spawned.pid).expect("its stat");
+            if let Some(start_time) = spawned.start_time {
+                assert_eq!(start_time, stat.start_time);
+                told += 1;
+            }
+            assert_eq!(wait(spawned.pid), 0);
+        }
+        // Each clone's readings straddle a tick (10 ms) only when it
+        // takes about that long: not 50 times in a row.
+        assert!(told > 0, "no start time was told by the clone");
+    }
+
+    #[test]
+    fn a_start_time_is_told_only_when_both_readings_fall_in_one_tick() {
+        let tick = 10_000_000;
+        assert_eq!(start_tick(5 * tick, 5 * tick + 1, 100), Some(5));
+        assert_eq!(start_tick(5 * tick + 1, 6 * tick - 1, 100), Some(5));
+        assert_eq!(start_tick(6 * tick - 1, 6 * tick, 100), None);
+        assert_eq!(
+            start_tick(5 * tick + 2, 5 * tick + 1, 100),
+            None,
+            "a clock that went back"
+        );
+        assert_eq!(start_tick(5 * tick, 5 * tick, 0), None, "no tick rate");
     }
 
     /// What a pipe's read end gives until its writers are gone.

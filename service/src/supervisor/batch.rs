@@ -317,7 +317,9 @@ impl Supervisor {
                 Event::Spawned {
                     service: id,
                     pid: spawned.pid,
-                    start_time: proc::read_stat(spawned.pid).map(|stat| stat.start_time),
+                    start_time: spawned
+                        .start_time
+                        .or_else(|| proc::read_stat(spawned.pid).map(|stat| stat.start_time)),
                 }
             }
             Err(e) => {
