@@ -1372,7 +1372,7 @@ fn signal(options: &Options) {
     }
     println!(
         "signal: hop exit → PropertiesChanged(MainPID) over {} hops: p50 {} µs, p99 {} µs, \
-         max {} µs (budget p50 ≤ 500 µs, p99 ≤ 2000 µs)",
+         max {} µs (budget p50 ≤ 300 µs, p99 ≤ 1500 µs quiet; p99 ≤ 3000 µs with both cores busy)",
         latencies.len(),
         percentile(&latencies, 50),
         percentile(&latencies, 99),

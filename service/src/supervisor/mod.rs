@@ -534,11 +534,13 @@ impl Supervisor {
         self.updates.send(update).ok();
     }
 
-    /// Logs what the tracker said and hands it to the bus layer.
+    /// Hands what the tracker said to the bus layer, then logs it: the
+    /// bus thread publishes while this one writes the line.
     fn log_notice(&self, notice: &Notice) {
         if let Notice::Changed { service, .. } = *notice {
             self.record.changed.borrow_mut().insert(service);
         }
+        self.publish(Update::Tracker(*notice));
         match *notice {
             Notice::Changed {
                 service, status, ..
@@ -575,7 +577,6 @@ impl Supervisor {
                 debug!(pid, ?status, "reaped a process of no service");
             }
         }
-        self.publish(Update::Tracker(*notice));
     }
 }
 
