@@ -419,8 +419,45 @@ fn threads_of(pid: u32) -> String {
     std::thread::sleep(Duration::from_secs(1));
     let second = sample();
     format!(
-        "{}\n a second later:\n{}",
+        "{}\n a second later:\n{}\n signals (pending for the process and per \
+         thread, blocked, ignored, caught):\n{}",
         first.join("\n"),
-        second.join("\n")
+        second.join("\n"),
+        signal_masks(pid)
     )
+}
+
+/// The signal lines of `/proc/PID/status` for the process and each of its
+/// threads: whether a signal waits that adoptd does not see.
+fn signal_masks(pid: u32) -> String {
+    let masks = |path: String| -> String {
+        std::fs::read_to_string(&path)
+            .map(|status| {
+                status
+                    .lines()
+                    .filter(|line| {
+                        ["SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"]
+                            .iter()
+                            .any(|name| line.starts_with(name))
+                    })
+                    .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|e| format!("({e})"))
+    };
+    let mut lines = vec![format!(
+        "  process: {}",
+        masks(format!("/proc/{pid}/status"))
+    )];
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            lines.push(format!(
+                "  {}: {}",
+                task.file_name().to_string_lossy(),
+                masks(format!("{}/status", task.path().display()))
+            ));
+        }
+    }
+    lines.join("\n")
 }
