@@ -111,6 +111,13 @@ pub struct Wakeup {
 }
 
 impl Wakeup {
+    /// Whether a signal read asks the supervisor for something it has not
+    /// done yet. A signal once read never wakes anything again, so the
+    /// supervisor must not wait while this holds.
+    pub fn asks_for_work(&self) -> bool {
+        self.children || self.shutdown || self.reload || self.reexec
+    }
+
     /// Adds what a later read said.
     pub fn merge(&mut self, later: Wakeup) {
         self.children |= later.children;

@@ -338,20 +338,22 @@ impl Supervisor {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut requests_open = true;
         loop {
-            // Once per turn, however many services changed in it.
-            self.write_record_if_changed();
-            // Signals read along with a batch, whatever woke the loop.
+            // Signals read along with a batch, whatever woke the loop. A
+            // SIGCHLD read inside a batch whose rounds ran out comes first:
+            // nothing else will wake the loop for that child, and its batch
+            // reads the signalfd again (a SIGHUP that came meanwhile is
+            // then acted on below, in this turn).
+            if std::mem::take(&mut self.wakeup.children) {
+                self.reap_batch();
+            }
             if std::mem::take(&mut self.wakeup.shutdown) {
                 self.begin_shutdown();
             }
             if std::mem::take(&mut self.wakeup.reload) {
                 self.reload();
             }
-            // A SIGCHLD read inside a batch whose rounds ran out: reap now,
-            // nothing else will wake the loop for that child.
-            if std::mem::take(&mut self.wakeup.children) {
-                self.reap_batch();
-            }
+            // Once per turn, however many services changed in it.
+            self.write_record_if_changed();
             if std::mem::take(&mut self.wakeup.reexec) && !self.shutting_down {
                 info!("SIGUSR2: re-executing");
                 self.reexecute().await;
@@ -364,7 +366,13 @@ impl Supervisor {
                 .tracker
                 .next_deadline()
                 .map(|at| tokio::time::Instant::from_std(self.epoch + at));
+            // What is still asked for (the batch above ran out of rounds
+            // again, or a failed re-exec's batch read a signal) is done in
+            // the next turn, not after a wait nothing may end: each branch
+            // ready now still gets its turn.
+            let signals_ask = self.wakeup.asks_for_work();
             tokio::select! {
+                () = std::future::ready(()), if signals_ask => {}
                 readable = self.signals.readable_mut() => {
                     let mut guard = match readable {
                         Ok(guard) => guard,
