@@ -87,6 +87,17 @@ impl Supervisor {
     pub(super) async fn reexecute(&mut self) {
         // Whatever is pending now is decided by this image.
         self.reap_batch();
+        // So are the signals that batch read: none would reach the new
+        // image. A stop wins over the re-exec; a reload is done here, its
+        // result saved with the rest; a SIGCHLD left over is answered by
+        // the new image's first batch, which reaps whatever is there.
+        if self.wakeup.shutdown {
+            info!("not re-executing: adoptd is told to stop");
+            return;
+        }
+        if std::mem::take(&mut self.wakeup.reload) {
+            self.reload();
+        }
         let started = Instant::now();
         // Every signal of this image leaves before it is replaced; what
         // happens meanwhile waits, unreaped, for the new image.
