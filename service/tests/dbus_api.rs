@@ -35,7 +35,8 @@ fn double_fork_service(scratch: &Scratch, reports: &Reports, name: &str) {
 fn exact_adoptd(bus: &TestBus, scratch: &Scratch) -> (Adoptd, Watch) {
     let tracker = trackers().pop().unwrap_or_else(|| "procfs".to_owned());
     let adoptd = Adoptd::start(scratch, &["--address", &bus.address, "--tracker", &tracker]);
-    (adoptd, Watch::connect(&bus.address))
+    let watch = adoptd.watch(&bus.address);
+    (adoptd, watch)
 }
 
 /// Whether an `Exited` signal of `service` came so far.
@@ -677,7 +678,7 @@ fn pids_lists_an_orphan_adopted_without_any_death_of_adoptds_children() {
             &["fork", "setsid", "sleep:300", "orphan", "serve"],
         );
         let adoptd = Adoptd::start_tracker(&scratch, &tracker, &["--address", &bus.address]);
-        let mut watch = Watch::connect(&bus.address);
+        let mut watch = adoptd.watch(&bus.address);
         let settled = reports.next();
         watch.wait_main_pid("web", settled.pid);
         let pids = property(&bus, "web", "PIDs");

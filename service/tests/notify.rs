@@ -25,7 +25,7 @@ fn worker_running(scratch: &Scratch, bus: &TestBus, tracker: &str) -> (Adoptd, W
         LAUNCHED_WORKER,
     );
     let adoptd = Adoptd::start(scratch, &["--address", &bus.address, "--tracker", tracker]);
-    let mut watch = Watch::connect(&bus.address);
+    let mut watch = adoptd.watch(&bus.address);
     watch.start(&["worker"]);
     let worker = reports.next();
     let running = watch.wait_status("worker", "running on its worker", |status| {

@@ -140,7 +140,8 @@ fn wait_recorded(scratch: &Scratch, name: &str, main_pid: u32) {
 /// adoptd with `tracker` on `bus`, and a watch on it.
 fn supervise(scratch: &Scratch, bus: &TestBus, tracker: &str) -> (Adoptd, Watch) {
     let adoptd = Adoptd::start(scratch, &["--address", &bus.address, "--tracker", tracker]);
-    (adoptd, Watch::connect(&bus.address))
+    let watch = adoptd.watch(&bus.address);
+    (adoptd, watch)
 }
 
 /// Sends SIGUSR2 to adoptd and waits until its new image owns the name.

@@ -82,7 +82,8 @@ fn let_launcher_hand_off(scratch: &Scratch) {
 /// adoptd with `tracker` on `bus`, and a watch on it.
 fn supervise(scratch: &Scratch, bus: &TestBus, tracker: &str) -> (Adoptd, Watch) {
     let adoptd = Adoptd::start(scratch, &["--address", &bus.address, "--tracker", tracker]);
-    (adoptd, Watch::connect(&bus.address))
+    let watch = adoptd.watch(&bus.address);
+    (adoptd, watch)
 }
 
 /// What a re-exec looked like from a client.
@@ -564,7 +565,7 @@ sed 's/\"format\":1,/\"format\":99,/' < /proc/self/fd/$ADOPTD_STATE_FD > {state}
         .arg(scratch.services())
         .args(["--address", &bus.address, "--tracker", "procfs"]);
     let mut adoptd = Adoptd::spawn(command);
-    let mut watch = Watch::connect(&bus.address);
+    let mut watch = adoptd.watch(&bus.address);
     let sleeper = watch.wait_state("sleeper", State::Running).main_pid;
     let processes = descendants(adoptd.pid());
 

@@ -2,11 +2,11 @@
 //! by line, and stopped with every process it leaves when dropped.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     io::{BufRead, BufReader},
     os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, PoisonError, mpsc},
     time::{Duration, Instant},
 };
 
@@ -66,7 +66,17 @@ pub struct Adoptd {
     lines: mpsc::Receiver<String>,
     /// Every line read so far.
     pub log: Vec<LogLine>,
+    /// The last lines adoptd wrote, read or not by the test, for a watch
+    /// that times out to show (see [`Adoptd::describe`]).
+    tail: Tail,
 }
+
+/// The last [`TAIL_LINES`] lines of adoptd's log, as its reader thread
+/// gets them.
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// How many of adoptd's last lines a failed watch shows.
+const TAIL_LINES: usize = 300;
 
 impl Adoptd {
     /// Starts adoptd on `scratch`'s services with extra arguments.
@@ -116,7 +126,7 @@ impl Adoptd {
             Ok(address) => address,
             Err(_) => adoptd.fail("adoptd to print its bus address"),
         };
-        let watch = Watch::connect(&address);
+        let watch = adoptd.watch(&address);
         (adoptd, watch)
     }
 
@@ -179,11 +189,20 @@ impl Adoptd {
         }
         let stderr = child.stderr.take().expect("stderr");
         let (sender, lines) = mpsc::channel();
+        let tail = Tail::default();
+        let kept = Arc::clone(&tail);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if std::env::var_os("ADOPTD_TEST_ECHO").is_some() {
                     eprintln!("adoptd| {line}");
+                }
+                {
+                    let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+                    if kept.len() == TAIL_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line.clone());
                 }
                 if sender.send(line).is_err() {
                     break;
@@ -194,6 +213,37 @@ impl Adoptd {
             child,
             lines,
             log: Vec::new(),
+            tail,
+        }
+    }
+
+    /// A watch on this adoptd's bus at `address` (see [`Watch::connect`])
+    /// that shows, should a wait of it time out, what this adoptd was
+    /// doing.
+    pub fn watch(&self, address: &str) -> Watch {
+        let mut watch = Watch::connect(address);
+        watch.describe_on_timeout(self.describe());
+        watch
+    }
+
+    /// What a wait that timed out elsewhere (a [`Watch`]'s) shows of this
+    /// adoptd: its threads, their signal masks and its last lines.
+    pub fn describe(&self) -> impl Fn() -> String + Send + 'static {
+        let pid = self.child.id();
+        let tail = Arc::clone(&self.tail);
+        move || {
+            let lines: Vec<String> = tail
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect();
+            format!(
+                "adoptd's threads then:\n{}\nadoptd's last {} lines:\n{}",
+                threads_of(pid),
+                lines.len(),
+                lines.join("\n")
+            )
         }
     }
 

@@ -68,7 +68,8 @@ impl TestBus {
     /// that is ready once adoptd owns its name.
     pub fn adoptd(&self, scratch: &Scratch) -> (crate::Adoptd, crate::Watch) {
         let adoptd = crate::Adoptd::start(scratch, &["--address", &self.address]);
-        (adoptd, crate::Watch::connect(&self.address))
+        let watch = adoptd.watch(&self.address);
+        (adoptd, watch)
     }
 
     pub fn start(scratch: &Scratch) -> Self {

@@ -78,6 +78,9 @@ pub struct Watch {
     /// Every signal read so far, the first ones made from the properties
     /// read at subscription (as `Changed`).
     pub seen: Vec<Signal>,
+    /// What a wait that timed out also shows (adoptd's threads and last
+    /// lines, [`crate::Adoptd::describe`]).
+    describe: Option<Box<dyn Fn() -> String + Send>>,
 }
 
 impl Watch {
@@ -141,7 +144,13 @@ impl Watch {
             connection,
             deliveries,
             seen: Vec::new(),
+            describe: None,
         }
+    }
+
+    /// Shows what `describe` says when a wait of this watch times out.
+    pub fn describe_on_timeout(&mut self, describe: impl Fn() -> String + Send + 'static) {
+        self.describe = Some(Box::new(describe));
     }
 
     /// Runs a D-Bus conversation to its end, within the common timeout.
@@ -327,7 +336,7 @@ impl Watch {
                     panic!("waiting for {what}, the watch failed: {reason}")
                 }
                 Err(error) => panic!(
-                    "{} waiting for {what}; adoptd signalled:\n{}",
+                    "{} waiting for {what}; adoptd signalled:\n{}\n{}",
                     match error {
                         mpsc::RecvTimeoutError::Timeout => "timed out",
                         mpsc::RecvTimeoutError::Disconnected => "the bus went away",
@@ -336,7 +345,11 @@ impl Watch {
                         .iter()
                         .map(|s| format!("{s:?}"))
                         .collect::<Vec<_>>()
-                        .join("\n")
+                        .join("\n"),
+                    self.describe
+                        .as_ref()
+                        .map(|describe| describe())
+                        .unwrap_or_default()
                 ),
             }
         }
