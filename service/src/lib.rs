@@ -16,8 +16,9 @@
 //! - the main thread drives a current-thread tokio runtime, on which run
 //!   - the supervisor's loop ([`supervisor::Supervisor::run`]), the one
 //!     owner of all state and the only code that reaps, spawns or signals;
-//!   - one task per running service with `output = "log"`, reading its
-//!     stdout and stderr into the log and its [`output`] record;
+//!   - one task reading the stdout and stderr of every running service
+//!     with `output = "log"` (one epoll set of their pipes) into the log
+//!     and their [`output`] records;
 //!   - one task per main process that is not adoptd's child (`MAINPID=`
 //!     naming a worker), and per process of a run re-attached after a
 //!     crash ([`reattach`]), waiting on its pidfd for its end;

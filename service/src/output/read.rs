@@ -140,7 +140,9 @@ fn start_task() -> std::io::Result<mpsc::UnboundedSender<Run>> {
         .map_err(std::io::Error::from)?;
     let (sender, mut runs) = mpsc::unbounded_channel::<Run>();
     tokio::spawn(async move {
-        let mut reading: HashMap<u64, Run> = HashMap::new();
+        // Boxed: a table grows by doubling, and at a thousand runs most of
+        // its room is empty slots, which then cost a pointer, not a run.
+        let mut reading: HashMap<u64, Box<Run>> = HashMap::new();
         loop {
             tokio::select! {
                 run = runs.recv() => {
@@ -193,7 +195,7 @@ fn ready_keys(set: &OwnedFd, keys: &mut [u64; PIPES_A_TURN]) -> rustix::io::Resu
 
 /// Puts `run`'s pipes in the set; a run whose pipes cannot be waited on
 /// is read no further.
-fn add(set: &OwnedFd, reading: &mut HashMap<u64, Run>, run: Run) {
+fn add(set: &OwnedFd, reading: &mut HashMap<u64, Box<Run>>, run: Run) {
     for stream in [Stream::Stdout, Stream::Stderr] {
         let pipe = &run.pipes[index(stream)];
         let data = epoll::EventData::new_u64(event_key(run.key, stream));
@@ -206,12 +208,12 @@ fn add(set: &OwnedFd, reading: &mut HashMap<u64, Run>, run: Run) {
             return;
         }
     }
-    reading.insert(run.key, run);
+    reading.insert(run.key, Box::new(run));
 }
 
 /// Reads one chunk of the pipe of `event_key`; ends its run once both of
 /// its pipes have ended.
-fn read_one(set: &OwnedFd, reading: &mut HashMap<u64, Run>, event_key: u64) {
+fn read_one(set: &OwnedFd, reading: &mut HashMap<u64, Box<Run>>, event_key: u64) {
     let (key, stream) = run_and_stream(event_key);
     let Some(run) = reading.get_mut(&key) else {
         return;
