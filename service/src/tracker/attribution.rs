@@ -160,6 +160,7 @@ impl Batch<'_> {
                         parent: Some(parent),
                         guessed: false,
                         status,
+                        session: clues.session,
                     });
                 }
                 (None, Some(parent)) if self.tracker.waiting.len() < UNCLAIMED_LIMIT => {

@@ -388,6 +388,7 @@ impl<'a> Batch<'a> {
                 parent: process.adoption.and_then(|a| a.previous_parent),
                 guessed: process.adoption.is_some_and(|a| a.guessed),
                 status,
+                session: process.session,
             });
             self.departed.insert(pid, Departed { process, status });
         }

@@ -513,7 +513,18 @@ impl Batch<'_> {
                 failure = Some(grave.status);
             }
             guessed |= grave.guessed;
-            parent = grave.parent;
+            parent = grave.parent.or_else(|| {
+                // No source told its previous parent, which was in its
+                // session (only a session's leader has its parent outside):
+                // the walk goes on from the leader, when it is another of
+                // the run's dead, as a guess. A hop that ended before its
+                // own parent was reaped is found this way (procfs saw its
+                // children orphaned a moment before it).
+                let leader = grave.session.filter(|&leader| leader != at)?;
+                service.grave(leader)?;
+                guessed = true;
+                Some(leader)
+            });
         }
         Lineage::Unresolved { failure, guessed }
     }

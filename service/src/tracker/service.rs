@@ -260,4 +260,8 @@ pub(super) struct Grave {
     /// The previous parent (or the service) was inferred, not reported.
     pub guessed: bool,
     pub status: ExitStatus,
+    /// Its session, where known: when no source told its previous parent,
+    /// the walk up its lineage goes on from the session's leader.
+    #[serde(default)]
+    pub session: Option<Pid>,
 }

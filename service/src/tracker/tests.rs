@@ -1866,3 +1866,49 @@ mod reattach {
         assert_eq!(h.status(id).main_pid, Some(50));
     }
 }
+
+fn seen_by_procfs_as(pid: Pid, session: Pid, run_of: Option<ServiceId>) -> Event {
+    Event::Adopted {
+        pid,
+        previous_parent: None,
+        clues: Clues {
+            session: Some(session),
+            // Forked in the clock tick the run began in, as a quick dance is.
+            start_time: Some(100),
+            ancestor: None,
+            run_of,
+        },
+    }
+}
+
+#[test]
+fn procfs_counts_the_hop_that_ended_before_its_parent_was_reaped() {
+    // expect = "daemon", with a helper beside each hop: 100 forks 101
+    // (exits at once) and 102, and exits; 102 calls setsid, forks 103
+    // (exits at once) and 104, the daemon, and exits. 102 ends while 100
+    // still lives: its children come to adoptd first, 100, 101 and 102
+    // in the next moment. Seen as procfs sees it (on a loaded machine).
+    let mut h = Harness::new();
+    let web = h.service(policy(Expect::Daemon));
+    h.start(web, 100);
+    h.apply(&[
+        exited(103, OK),
+        seen_by_procfs_as(103, 102, None),
+        seen_by_procfs_as(104, 102, Some(web)),
+    ]);
+    h.apply(&[
+        exited(100, OK),
+        exited(101, OK),
+        exited(102, OK),
+        seen_by_procfs_as(101, 100, None),
+        seen_by_procfs_as(102, 102, None),
+    ]);
+    let status = h.status(web);
+    assert_eq!(status.state, State::Running, "{status:?}");
+    assert_eq!(status.main_pid, Some(104));
+    assert_eq!(status.handoffs, 2);
+    // Which of 102 and 103 forked 104 procfs cannot tell: both are of
+    // 102's session, and both died before 104 was seen. It says so.
+    assert_eq!(status.main_pid_source, MainPidSource::Guess);
+    assert!(matches!(status.previous_pid, Some(102 | 103)), "{status:?}");
+}
