@@ -76,7 +76,7 @@ pub struct Adoptd {
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
 /// How many of adoptd's last lines a failed watch shows.
-const TAIL_LINES: usize = 300;
+const TAIL_LINES: usize = 1000;
 
 impl Adoptd {
     /// Starts adoptd on `scratch`'s services with extra arguments.
