@@ -228,22 +228,12 @@ impl Adoptd {
 
     /// What a wait that timed out elsewhere (a [`Watch`]'s) shows of this
     /// adoptd: its threads, their signal masks and its last lines.
-    pub fn describe(&self) -> impl Fn() -> String + Send + 'static {
+    fn describe(&self) -> impl Fn() -> String + Send + 'static {
         let pid = self.child.id();
         let tail = Arc::clone(&self.tail);
         move || {
-            let lines: Vec<String> = tail
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .cloned()
-                .collect();
-            format!(
-                "adoptd's threads then:\n{}\nadoptd's last {} lines:\n{}",
-                threads_of(pid),
-                lines.len(),
-                lines.join("\n")
-            )
+            let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+            what_adoptd_was_doing(pid, tail.iter().map(String::as_str))
         }
     }
 
@@ -297,13 +287,8 @@ impl Adoptd {
             self.log.push(LogLine::parse(&text));
         }
         panic!(
-            "timed out waiting for {what}; adoptd's threads then:\n{}\nadoptd said:\n{}",
-            threads_of(self.child.id()),
-            self.log
-                .iter()
-                .map(|l| l.text.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
+            "timed out waiting for {what}; {}",
+            what_adoptd_was_doing(self.child.id(), self.log.iter().map(|l| l.text.as_str()))
         )
     }
 
@@ -423,6 +408,18 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let pidfd = Pidfd::open(child.id()).expect("pidfd of adoptd");
     assert!(pidfd.wait_exit(TIMEOUT), "adoptd did not exit");
     child.wait().expect("wait adoptd")
+}
+
+/// What a failed wait shows of adoptd: its threads (with their signal
+/// masks) and the log lines given.
+fn what_adoptd_was_doing<'a>(pid: u32, lines: impl Iterator<Item = &'a str>) -> String {
+    let lines: Vec<&str> = lines.collect();
+    format!(
+        "adoptd's threads then:\n{}\nadoptd said ({} lines):\n{}",
+        threads_of(pid),
+        lines.len(),
+        lines.join("\n")
+    )
 }
 
 /// One line per thread of `pid`: its name, state, CPU ticks (user and

@@ -149,7 +149,7 @@ impl Watch {
     }
 
     /// Shows what `describe` says when a wait of this watch times out.
-    pub fn describe_on_timeout(&mut self, describe: impl Fn() -> String + Send + 'static) {
+    pub(crate) fn describe_on_timeout(&mut self, describe: impl Fn() -> String + Send + 'static) {
         self.describe = Some(Box::new(describe));
     }
 
