@@ -192,6 +192,13 @@ fn tree_of(pid: u32) -> Vec<u32> {
     pids
 }
 
+/// The pid `pid` has in its own (innermost) pid namespace.
+fn innermost_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
 fn started_lines(adoptd: &Adoptd) -> usize {
     adoptd
         .log
@@ -421,13 +428,15 @@ fn as_pid_1_of_a_pid_namespace_a_reexec_keeps_its_services() {
         .first()
         .expect("adoptd under unshare")
         .0;
+    // Found by its pid inside the namespace, which the log gives: its
+    // command line is adoptd's until its exec, which nobody waits for.
+    let inner = adoptd
+        .wait_status("sleeper", "running", |l| l.get("state") == Some("running"))
+        .pid("main_pid");
     let sleeper = children_of(init)
         .into_iter()
         .map(|(pid, _)| pid)
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| cmdline.starts_with(b"/bin/sleep"))
-        })
+        .find(|&pid| innermost_pid(pid) == Some(inner))
         .expect("the sleeper under adoptd");
     let processes = tree_of(init);
 
