@@ -26,6 +26,10 @@ use crate::tracker::Pid;
 pub struct Stat {
     /// State `Z` or `X`: exited, not yet reaped.
     pub zombie: bool,
+    /// Inside `exit`, not yet a zombie (`PF_EXITING`): its memory, and
+    /// with it its environment, may already be gone, and its children
+    /// are still its own until it is a zombie.
+    pub exiting: bool,
     pub parent: Pid,
     pub session: Pid,
     /// Clock ticks since boot.
@@ -51,12 +55,15 @@ pub fn read_stat(pid: Pid) -> Option<Stat> {
     parse_stat(&buffer[..length])
 }
 
+/// The kernel's task flag for "getting shut down" (include/linux/sched.h).
+const PF_EXITING: u32 = 0x0000_0004;
+
 /// Room for a whole `/proc/PID/stat` line in one read.
 const STAT_BUFFER: usize = 2048;
 
-/// Parses the fields after the command name: state ppid pgrp session …
-/// starttime (field 22). The name may hold any bytes but NUL, so only
-/// what follows its last `)` is read as text.
+/// Parses the fields after the command name: state ppid pgrp session
+/// tty_nr tpgid flags … starttime (field 22). The name may hold any bytes
+/// but NUL, so only what follows its last `)` is read as text.
 fn parse_stat(stat: &[u8]) -> Option<Stat> {
     let close = stat.iter().rposition(|&byte| byte == b')')?;
     let after_name = std::str::from_utf8(&stat[close + 1..]).ok()?;
@@ -64,9 +71,12 @@ fn parse_stat(stat: &[u8]) -> Option<Stat> {
     let state = fields.next()?;
     let parent = fields.next()?.parse().ok()?;
     let session = fields.nth(1)?.parse().ok()?;
-    let start_time = fields.nth(15)?.parse().ok()?;
+    let flags: u32 = fields.nth(2)?.parse().ok()?;
+    let start_time = fields.nth(12)?.parse().ok()?;
+    let zombie = matches!(state, "Z" | "X");
     Some(Stat {
-        zombie: matches!(state, "Z" | "X"),
+        zombie,
+        exiting: !zombie && flags & PF_EXITING != 0,
         parent,
         session,
         start_time,
@@ -203,6 +213,7 @@ mod tests {
             parse_stat(stat),
             Some(Stat {
                 zombie: false,
+                exiting: false,
                 parent: 1,
                 session: 4240,
                 start_time: 987654,
@@ -231,9 +242,21 @@ mod tests {
     }
 
     #[test]
+    fn a_process_inside_exit_is_told_from_a_zombie() {
+        // flags 4194564 = PF_EXITING | PF_RANDOMIZE.
+        let exiting = b"77 (sleep) R 1 77 77 0 -1 4194564 100 0 0 0 1 2 0 0 20 0 1 0 5 1000 100";
+        assert!(parse_stat(exiting).is_some_and(|s| s.exiting && !s.zombie));
+        let dead = b"77 (sleep) Z 1 77 77 0 -1 4194564 100 0 0 0 1 2 0 0 20 0 1 0 5 1000 100";
+        assert!(parse_stat(dead).is_some_and(|s| s.zombie && !s.exiting));
+        let alive = b"77 (sleep) S 1 77 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5 1000 100";
+        assert!(parse_stat(alive).is_some_and(|s| !s.exiting && s.start_time == 5));
+    }
+
+    #[test]
     fn our_own_stat_names_our_parent_and_session() {
         let own = read_stat(std::process::id()).unwrap_or_else(|| panic!("our own stat"));
         assert!(!own.zombie);
+        assert!(!own.exiting);
         assert_eq!(own.parent, std::os::unix::process::parent_id());
         // A process started by a kernel thread without setsid() is in
         // session 0, as in some containers: compare with the kernel's own

@@ -11,7 +11,13 @@
 //! (by that run, by session, or as the only service with an exit in the
 //! batch). The environment is read only for newcomers that left the
 //! session of their service's latest run, so a storm of orphans inside a
-//! service costs one read of `stat` each.
+//! service costs one read of `stat` each. A newcomer whose environment
+//! names no run is placed by the first of its descendants whose
+//! environment does: a hop caught inside `exit` has lost its memory, and
+//! the children it forked are still its own, not yet adoptd's. One that
+//! names none either and is inside `exit` is reported as dying: the
+//! tracker never places it by a guess (it might be another service's hop)
+//! and flags the hand-offs of its moment, and its exit is placed later.
 //!
 //! A child adoptd never saw alive is looked at while it is still a zombie,
 //! just before it is reaped (see [`AdoptionSource::look_before_reaping`]):
@@ -143,14 +149,25 @@ impl AdoptionSource for Procfs {
                 self.saw_zombie = true;
                 continue;
             }
-            self.children.insert(pid);
             let mut clues = clues_of(stat);
             let in_a_run_session = clues
                 .session
                 .is_some_and(|session| self.runs.is_run_session(session));
             if !in_a_run_session {
-                clues.run_of = self.runs.service_named_by_environment(pid);
+                clues.run_of = self.run_of(pid);
+                // Caught inside `exit`: its memory (and the environment
+                // with it) may be gone, and its children are not adoptd's
+                // until it is a zombie. Placed by a guess, it could take
+                // another service's hand-off: the tracker is told, and
+                // another round may see it dead, with its children.
+                if clues.run_of.is_none()
+                    && proc::read_stat(pid).is_none_or(|now| now.exiting || now.zombie)
+                {
+                    clues.dying = true;
+                    self.saw_zombie = true;
+                }
             }
+            self.children.insert(pid);
             events.push(Event::Adopted {
                 pid,
                 previous_parent: None,
@@ -161,7 +178,40 @@ impl AdoptionSource for Procfs {
     }
 }
 
+/// How many descendants of a newcomer may be asked which run they come
+/// from when its own environment names none.
+const DESCENDANTS_ASKED: usize = 16;
+
 impl Procfs {
+    /// The run `pid`'s environment names, else the first that the
+    /// environment of one of its descendants names (breadth first, at most
+    /// [`DESCENDANTS_ASKED`]): a hop caught inside `exit` has lost its
+    /// memory, but the child it forked still carries the run's id.
+    fn run_of(&mut self, pid: Pid) -> Option<ServiceId> {
+        if let Some(service) = self.runs.service_named_by_environment(pid) {
+            return Some(service);
+        }
+        let mut queue = std::collections::VecDeque::from([pid]);
+        let mut asked = 0;
+        let mut found = Vec::new();
+        while let Some(parent) = queue.pop_front() {
+            found.clear();
+            // A process gone meanwhile has no children to ask.
+            let _ = self.reader.read(Some(parent), &mut found);
+            for &child in &found {
+                if asked == DESCENDANTS_ASKED {
+                    return None;
+                }
+                asked += 1;
+                if let Some(service) = self.runs.service_named_by_environment(child) {
+                    return Some(service);
+                }
+                queue.push_back(child);
+            }
+        }
+        None
+    }
+
     /// Forgets a reaped child without looking (for sources that use this
     /// one only to rescan).
     pub fn forget(&mut self, pid: Pid) {
@@ -172,5 +222,63 @@ impl Procfs {
     /// this one only to rescan).
     pub fn know(&mut self, pid: Pid) {
         self.children.insert(pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead, BufReader},
+        os::unix::process::CommandExt,
+        process::{Child, Command, Stdio},
+    };
+
+    use super::*;
+    use crate::{
+        invocation::INVOCATION_VARIABLE,
+        tracker::{Now, Policy, Tracker},
+    };
+
+    /// Kills the process group of a test's processes, even when it fails.
+    struct Group(Child);
+
+    impl Drop for Group {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the group this test started.
+            unsafe { libc::kill(-(self.0.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_process_whose_environment_names_no_run_is_placed_by_its_child() {
+        let service = Tracker::new().add_service(Policy::default(), Now::default());
+        let invocation = InvocationId::new();
+        let mut procfs = Procfs::default();
+        procfs.runs.started(u32::MAX, service, invocation);
+        // A child that carries the run's id, under a parent that has
+        // emptied its environment (as a hop inside `exit` has lost it).
+        let mut command = Command::new("/bin/sh");
+        command
+            .args([
+                "-c",
+                "sleep 300 & exec env -i /bin/sh -c 'echo ready; exec sleep 300'",
+            ])
+            .env(INVOCATION_VARIABLE, invocation.to_string())
+            .stdout(Stdio::piped())
+            .process_group(0);
+        let mut group = Group(command.spawn().expect("/bin/sh"));
+        let parent = group.0.id();
+        let mut line = String::new();
+        let stdout = group.0.stdout.take().expect("a pipe");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the shell's word");
+        assert_eq!(line, "ready\n");
+
+        assert_eq!(procfs.runs.service_named_by_environment(parent), None);
+        assert_eq!(procfs.run_of(parent), Some(service));
+        drop(group);
+        assert_eq!(procfs.run_of(parent), None, "a process gone names nothing");
     }
 }

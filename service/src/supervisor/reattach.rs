@@ -345,6 +345,7 @@ fn reappeared(tracker: &Tracker, id: ServiceId, main: Pid, pid: Pid, start_time:
                 start_time: Some(start_time),
                 ancestor: None,
                 run_of: Some(id),
+                dying: false,
             },
         },
     }

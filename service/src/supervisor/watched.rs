@@ -100,6 +100,7 @@ impl Supervisor {
             start_time: Some(after.start_time),
             ancestor: None,
             run_of: Some(id),
+            dying: false,
         })
     }
 

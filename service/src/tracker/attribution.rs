@@ -97,6 +97,9 @@ impl Batch<'_> {
                 pending.retain(|&pid| {
                     let (previous_parent, clues) = adoptions[&pid];
                     let dead = exited.contains_key(&pid);
+                    // Neither for one caught inside `exit`: it may be
+                    // another service's hop about to hand its children on.
+                    let alive_and_well = !dead && !clues.dying;
                     let found = self
                         .attribute(pid, previous_parent, clues, &attributed)
                         .or_else(|| clues.session.and_then(|s| sessions.get(&s).copied()))
@@ -112,12 +115,12 @@ impl Batch<'_> {
                                 // parent not adoptd's child) in any moment.
                                 (Fallback::OnlyExit, None)
                                     if exiting_services.len() == 1
-                                        && (!dead || clues.session.is_none()) =>
+                                        && (alive_and_well || clues.session.is_none()) =>
                                 {
                                     exiting_services.first().map(|&service| (service, false))
                                 }
                                 (Fallback::ClosestExit, None)
-                                    if !dead || clues.session.is_none() =>
+                                    if alive_and_well || clues.session.is_none() =>
                                 {
                                     closest_before(&owned_exits, pid)
                                         .map(|(_, service)| (service, true))
@@ -150,7 +153,9 @@ impl Batch<'_> {
         // orphaned by a hop before the hop itself is reaped); the others
         // wait for the next moment with an exit of a tracked process, which
         // may explain them. After that they belong to no service.
-        let unexplained_deaths = pending.iter().any(|pid| exited.contains_key(pid));
+        let unexplained_deaths = pending
+            .iter()
+            .any(|pid| exited.contains_key(pid) || adoptions[pid].1.dying);
         for pid in pending {
             let (previous_parent, clues) = adoptions[&pid];
             match (exited.get(&pid), previous_parent) {
@@ -167,7 +172,12 @@ impl Batch<'_> {
                     self.tracker.waiting.insert(pid, (previous_parent, clues));
                     self.tracker.orphans_of.entry(parent).or_default().push(pid);
                 }
-                (None, None) if exiting_services.is_empty() => {
+                (None, None)
+                    if exiting_services.is_empty()
+                        || (clues.dying && self.tracker.unclaimed.len() < UNCLAIMED_LIMIT) =>
+                {
+                    // One caught inside `exit` is tried again with its
+                    // exit, when its session may say more.
                     self.tracker.unclaimed.insert(pid, (previous_parent, clues));
                 }
                 (Some(&status), None) if !status.is_success() => {

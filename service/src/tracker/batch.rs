@@ -231,6 +231,7 @@ impl<'a> Batch<'a> {
                 start_time,
                 ancestor: None,
                 run_of: None,
+                dying: false,
             },
         );
         self.add_member(pid, process);
@@ -287,6 +288,7 @@ impl<'a> Batch<'a> {
                     start_time,
                     ancestor: None,
                     run_of: None,
+                    dying: false,
                 },
             );
             self.add_member(pid, process);

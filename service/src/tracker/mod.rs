@@ -145,6 +145,11 @@ pub struct Clues {
     /// The service whose current run the process's environment names
     /// (the `procfs` source reads the invocation id adoptd gave the run).
     pub run_of: Option<ServiceId>,
+    /// Caught inside `exit`, with nothing left to name its run (`procfs`):
+    /// about to die, it is never placed by a guess, and while it is not
+    /// placed no previous parent of its moment is sure.
+    #[serde(default)]
+    pub dying: bool,
 }
 
 /// The tracker's input: facts about processes.

@@ -166,6 +166,9 @@ struct Schedule {
     cuts: Vec<bool>,
     /// Seeds for shuffling each moment.
     shuffles: Vec<u64>,
+    /// Which exits linger inside `exit` over the next look (the `procfs`
+    /// model: memory gone, children not yet handed on).
+    lingers: Vec<bool>,
 }
 
 fn schedule() -> impl Strategy<Value = Schedule> {
@@ -173,11 +176,13 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         proptest::collection::vec(any::<u32>(), 16),
         proptest::collection::vec(any::<bool>(), 16),
         proptest::collection::vec(any::<u64>(), 16),
+        proptest::collection::vec(any::<bool>(), 16),
     )
-        .prop_map(|(order, cuts, shuffles)| Schedule {
+        .prop_map(|(order, cuts, shuffles, lingers)| Schedule {
             order,
             cuts,
             shuffles,
+            lingers,
         })
 }
 
@@ -220,6 +225,7 @@ impl Kernel {
                     start_time: Some(u64::from(child)),
                     ancestor: None,
                     run_of: None,
+                    dying: false,
                 },
             });
         }

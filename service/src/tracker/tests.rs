@@ -99,6 +99,7 @@ fn adopted_in_session(pid: Pid, session: Pid) -> Event {
             start_time: None,
             ancestor: None,
             run_of: None,
+            dying: false,
         },
     }
 }
@@ -278,6 +279,7 @@ fn several_adoptees_without_pid_file_prefer_the_session_leader_and_say_it_is_a_g
             start_time: Some(5),
             ancestor: None,
             run_of: None,
+            dying: false,
         },
     };
     let follower = |pid| Event::Adopted {
@@ -288,6 +290,7 @@ fn several_adoptees_without_pid_file_prefer_the_session_leader_and_say_it_is_a_g
             start_time: Some(1),
             ancestor: None,
             run_of: None,
+            dying: false,
         },
     };
     h.apply(&[follower(101), leader(102), follower(103), exited(100, OK)]);
@@ -308,6 +311,7 @@ fn several_adoptees_with_no_other_clue_choose_the_oldest() {
             start_time: Some(start_time),
             ancestor: None,
             run_of: None,
+            dying: false,
         },
     };
     h.apply(&[aged(101, 9), aged(102, 3), aged(103, 7), exited(100, OK)]);
@@ -427,6 +431,7 @@ fn seen_young(pid: Pid, session: Pid) -> Event {
             start_time: Some(u64::from(pid)),
             ancestor: None,
             run_of: None,
+            dying: false,
         },
     }
 }
@@ -962,6 +967,7 @@ fn moment() -> impl Strategy<Value = Vec<Event>> {
                     start_time: Some(u64::from(pid)),
                     ancestor: None,
                     run_of: None,
+                    dying: false,
                 },
             };
             if let Some(status) = main_exit {
@@ -1066,6 +1072,7 @@ fn seen_by_procfs(pid: Pid, session: Option<Pid>) -> Event {
             start_time: None,
             ancestor: None,
             run_of: None,
+            dying: false,
         },
     }
 }
@@ -1129,6 +1136,7 @@ fn procfs_places_a_newcomer_by_the_run_its_environment_names() {
             start_time: Some(150),
             ancestor: None,
             run_of: Some(a),
+            dying: false,
         },
     };
     h.apply(&[exited(100, OK), exited(120, OK), heir_of_a]);
@@ -1170,6 +1178,7 @@ fn a_source_that_knows_lineage_attributes_an_orphan_by_its_ancestor() {
             start_time: None,
             ancestor: Some(100),
             run_of: None,
+            dying: false,
         },
     }]);
     assert_eq!(h.status(web).main_pid, Some(100));
@@ -1237,6 +1246,7 @@ fn adopted_under(pid: Pid, previous_parent: Pid, ancestor: Pid) -> Event {
             start_time: None,
             ancestor: Some(ancestor),
             run_of: None,
+            dying: false,
         },
     }
 }
@@ -1358,6 +1368,7 @@ fn any_event(services: u32) -> impl Strategy<Value = Event> {
                     start_time: Some(u64::from(pid)),
                     ancestor,
                     run_of: None,
+                    dying: false,
                 },
             }),
         (pid.clone(), status).prop_map(|(pid, status)| Event::Exited { pid, status }),
@@ -1494,6 +1505,7 @@ fn notify_worker(h: &mut Harness, service: ServiceId, worker: Pid) -> Outcome {
                 start_time: Some(u64::from(worker)),
                 ancestor: None,
                 run_of: None,
+                dying: false,
             }),
         },
     )
@@ -1730,6 +1742,7 @@ fn a_daemon_orphaned_before_its_session_leader_was_reaped_counts_both_hops() {
             start_time: Some(u64::from(pid)),
             ancestor: None,
             run_of,
+            dying: false,
         },
     };
     // Out of its run's session, its environment names the run.
@@ -1877,6 +1890,7 @@ fn seen_by_procfs_as(pid: Pid, session: Pid, run_of: Option<ServiceId>) -> Event
             start_time: Some(100),
             ancestor: None,
             run_of,
+            dying: false,
         },
     }
 }
@@ -1911,4 +1925,59 @@ fn procfs_counts_the_hop_that_ended_before_its_parent_was_reaped() {
     // 102's session, and both died before 104 was seen. It says so.
     assert_eq!(status.main_pid_source, MainPidSource::Guess);
     assert!(matches!(status.previous_pid, Some(102 | 103)), "{status:?}");
+}
+
+fn seen_dying_by_procfs(pid: Pid, session: Pid) -> Event {
+    match seen_by_procfs_as(pid, session, None) {
+        Event::Adopted {
+            pid,
+            previous_parent,
+            mut clues,
+        } => {
+            clues.dying = true;
+            // Forked after both runs began.
+            clues.start_time = Some(u64::from(pid));
+            Event::Adopted {
+                pid,
+                previous_parent,
+                clues,
+            }
+        }
+        other => other,
+    }
+}
+
+#[test]
+fn procfs_never_places_a_hop_caught_inside_exit_by_a_guess() {
+    // Two services daemonize at once: db (100) forked 104, which called
+    // setsid and is inside `exit` when procfs looks, its environment gone;
+    // web (102) forked 105, its daemon. The exit closest before 104 is
+    // web's: a guess would make db's hop a member of web.
+    let mut h = Harness::new();
+    let db = h.service(policy(Expect::Auto));
+    let web = h.service(policy(Expect::Auto));
+    h.start(db, 100);
+    h.start(web, 102);
+    let out = h.apply(&[
+        exited(100, OK),
+        exited(102, OK),
+        seen_dying_by_procfs(104, 104),
+        seen_by_procfs_as(105, 105, Some(web)),
+    ]);
+    assert!(signals(&out).is_empty(), "{out:?}");
+    assert_eq!(h.tracker.service_of(104), None);
+    let status = h.status(web);
+    assert_eq!(status.main_pid, Some(105), "{status:?}");
+    // 105 may be the child of 104 for all procfs knows, and says so.
+    assert_eq!(status.main_pid_source, MainPidSource::Guess, "{status:?}");
+    // Its exit, with its session, is tried again; web keeps its daemon.
+    let out = h.apply(&[exited(104, ExitStatus::Code(1))]);
+    assert!(signals(&out).is_empty(), "{out:?}");
+    assert_eq!(h.tracker.service_of(104), None);
+    let status = h.status(web);
+    assert_eq!(
+        (status.state, status.main_pid),
+        (State::Running, Some(105)),
+        "{status:?}"
+    );
 }

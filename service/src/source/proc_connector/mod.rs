@@ -400,6 +400,7 @@ impl ProcConnector {
                     start_time: stat.map(|s| s.start_time),
                     ancestor: orphan_ancestor,
                     run_of: None,
+                    dying: false,
                 },
             });
         }

@@ -84,6 +84,9 @@ struct Kernel {
     /// Which dance each process is of.
     dance_of: BTreeMap<Pid, usize>,
     zombies: BTreeMap<Pid, ExitStatus>,
+    /// Inside `exit`, not yet zombies: their environment is gone and
+    /// their children are still theirs.
+    exiting: BTreeMap<Pid, ExitStatus>,
     /// adoptd's children the source has seen alive (or spawned).
     known: BTreeSet<Pid>,
     /// The sessions of the runs (each spawned process leads its own).
@@ -105,6 +108,7 @@ impl Kernel {
             procs,
             dance_of,
             zombies: BTreeMap::new(),
+            exiting: BTreeMap::new(),
             known: roots.clone(),
             run_sessions: roots,
         }
@@ -117,6 +121,31 @@ impl Kernel {
             }
         }
         self.zombies.insert(pid, status);
+    }
+
+    /// `pid` enters `exit` and stays there over the next look.
+    fn begin_exit(&mut self, pid: Pid, status: ExitStatus) {
+        self.exiting.insert(pid, status);
+    }
+
+    /// Every process inside `exit` becomes a zombie.
+    fn finish_exits(&mut self) {
+        for (pid, status) in std::mem::take(&mut self.exiting) {
+            self.exit(pid, status);
+        }
+    }
+
+    /// The run the environment of `pid` names, else that of the first
+    /// descendant whose environment is still there, as the source reads
+    /// them; `None` for a process inside `exit` with none.
+    fn run_named(&self, pid: Pid, services: &[ServiceId]) -> Option<ServiceId> {
+        if !self.exiting.contains_key(&pid) {
+            return Some(services[self.dance_of[&pid]]);
+        }
+        self.procs
+            .iter()
+            .filter(|&(&child, p)| p.parent == pid && !self.zombies.contains_key(&child))
+            .find_map(|(&child, _)| self.run_named(child, services))
     }
 
     /// adoptd wakes up: it reaps its zombie children (looking at those it
@@ -145,6 +174,7 @@ impl Kernel {
                         start_time: Some(u64::from(pid)),
                         ancestor: None,
                         run_of: None,
+                        dying: false,
                     },
                 });
             }
@@ -154,8 +184,13 @@ impl Kernel {
             if p.parent != ADOPTD || self.zombies.contains_key(&pid) || self.known.contains(&pid) {
                 continue;
             }
-            let run_of =
-                (!self.run_sessions.contains(&p.session)).then(|| services[self.dance_of[&pid]]);
+            // The environment is read only outside the runs' sessions.
+            let (run_of, dying) = if self.run_sessions.contains(&p.session) {
+                (None, false)
+            } else {
+                let run_of = self.run_named(pid, services);
+                (run_of, run_of.is_none() && self.exiting.contains_key(&pid))
+            };
             events.push(Event::Adopted {
                 pid,
                 previous_parent: None,
@@ -164,6 +199,7 @@ impl Kernel {
                     start_time: Some(u64::from(pid)),
                     ancestor: None,
                     run_of,
+                    dying,
                 },
             });
         }
@@ -186,7 +222,9 @@ impl Kernel {
     }
 
     fn alive(&self, pid: Pid) -> bool {
-        self.procs.contains_key(&pid) && !self.zombies.contains_key(&pid)
+        self.procs.contains_key(&pid)
+            && !self.zombies.contains_key(&pid)
+            && !self.exiting.contains_key(&pid)
     }
 }
 
@@ -261,11 +299,16 @@ fn run(dances: &Dances, schedule: &Schedule) -> (Vec<Status>, Kernel) {
     };
     for (i, &(_, pid, status)) in exits.iter().enumerate() {
         if kernel.alive(pid) {
-            kernel.exit(pid, status);
+            if schedule.lingers[i % schedule.lingers.len()] {
+                kernel.begin_exit(pid, status);
+            } else {
+                kernel.exit(pid, status);
+            }
         }
         if schedule.cuts[i % schedule.cuts.len()] {
             deliver(&mut kernel, &mut tracker, &mut now, &mut signalled);
         }
+        kernel.finish_exits();
         kernel.obey(&mut signalled);
     }
     for _ in 0..8 {
