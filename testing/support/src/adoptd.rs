@@ -2,11 +2,12 @@
 //! by line, and stopped with every process it leaves when dropped.
 
 use std::{
+    cell::RefCell,
     collections::{HashMap, VecDeque},
     io::{BufRead, BufReader},
     os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, PoisonError, mpsc},
+    sync::{Arc, Mutex, PoisonError, Weak, mpsc},
     time::{Duration, Instant},
 };
 
@@ -75,8 +76,42 @@ pub struct Adoptd {
 /// gets them.
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
+/// A [`Tail`] that does not keep its adoptd's lines alive.
+type WeakTail = Weak<Mutex<VecDeque<String>>>;
+
 /// How many of adoptd's last lines a failed watch shows.
 const TAIL_LINES: usize = 1000;
+
+thread_local! {
+    /// The adoptds this thread (one test) started, by pid, while their
+    /// handles live: a wait that knows no adoptd (a dance's report) shows
+    /// what they were doing when it times out.
+    static STARTED: RefCell<Vec<(u32, WeakTail)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// What every adoptd this thread started, and has not stopped, was
+/// doing: for a wait that timed out elsewhere (see [`Adoptd::describe`]).
+pub(crate) fn what_this_tests_adoptds_were_doing() -> String {
+    STARTED.with_borrow(|started| {
+        let described: Vec<String> = started
+            .iter()
+            .filter_map(|(pid, tail)| {
+                let tail = tail.upgrade()?;
+                let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                Some(format!(
+                    "adoptd {pid}: {}",
+                    what_adoptd_was_doing(*pid, tail.iter().map(String::as_str))
+                ))
+            })
+            .collect();
+        if described.is_empty() {
+            "(no adoptd of this test runs)".to_owned()
+        } else {
+            described.join("\n")
+        }
+    })
+}
 
 impl Adoptd {
     /// Starts adoptd on `scratch`'s services with extra arguments.
@@ -190,6 +225,10 @@ impl Adoptd {
         let stderr = child.stderr.take().expect("stderr");
         let (sender, lines) = mpsc::channel();
         let tail = Tail::default();
+        STARTED.with_borrow_mut(|started| {
+            started.retain(|(_, tail)| tail.strong_count() > 0);
+            started.push((child.id(), Arc::downgrade(&tail)));
+        });
         let kept = Arc::clone(&tail);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {

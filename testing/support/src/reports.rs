@@ -48,7 +48,10 @@ impl Reports {
         let n = loop {
             match self.socket.recv(&mut buffer) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => panic!("no dance report in time: {e}"),
+                Err(e) => panic!(
+                    "no dance report in time: {e}\n{}",
+                    crate::adoptd::what_this_tests_adoptds_were_doing()
+                ),
                 Ok(n) => break n,
             }
         };
