@@ -9,11 +9,14 @@
 //! each adoptee's nearest ancestor among adoptd's children so the tracker
 //! can tell which service it belongs to, even after `setsid`.
 //!
-//! Ordering: the kernel sends a process's exit event before it reparents
-//! its children and before the process becomes waitable, and a fork event
-//! before the child runs; so once adoptd has reaped a process, every event
-//! that explains its children's adoption is already in the socket, and
-//! draining the socket before the tracker decides is enough.
+//! Ordering: the kernel sends a fork event before the child runs, so the
+//! lineage of every live tracked process is in the socket before it can
+//! matter. A process's exit event comes after its children were handed
+//! to adoptd and after it became waitable (`exit_notify`, then
+//! `proc_exit_connector`, in `do_exit`): adoptd may reap it first. So the
+//! socket is drained before the tracker decides, and a reaped process
+//! whose exit event is not read yet is taken as exited at its reap, its
+//! tracked children adopted then.
 //!
 //! Only fork and exit events are asked for: kernels since 6.6 filter the
 //! others (exec, comm, uid, …) out before they are queued, so a machine
@@ -675,7 +678,24 @@ impl AdoptionSource for ProcConnector {
         if lost || restored {
             self.resync(events)?;
         }
+        self.reaped(reaped, events);
+        Ok(())
+    }
+}
+
+impl ProcConnector {
+    /// Takes in what adoptd reaped. A process still tracked had its exit
+    /// event not read yet: the kernel hands a process's children over and
+    /// makes it waitable (`exit_notify`) before it sends that event
+    /// (`proc_exit_connector`), and the exiting process may be preempted
+    /// in between by adoptd, which its SIGCHLD just woke. The reap proves
+    /// the exit, so its tracked children are adopted now; the event, when
+    /// it comes, finds it untracked and changes nothing.
+    fn reaped(&mut self, reaped: &[(Pid, ExitStatus)], events: &mut Vec<Event>) {
         for &(pid, _) in reaped {
+            if self.parent_of.contains_key(&pid) {
+                self.exited(pid, events);
+            }
             // A spawned process is adoptd's child even if its fork event
             // was lost with others.
             if !self.children.remove(&pid) && !self.births.remove(&pid) {
@@ -708,7 +728,6 @@ impl AdoptionSource for ProcConnector {
             self.forget_zombies_reaped_elsewhere();
             self.zombies_looked_at = self.zombies.len();
         }
-        Ok(())
     }
 }
 
@@ -917,6 +936,49 @@ mod tests {
         );
         assert_eq!(adoptions(&events), vec![(601, Some(600))]);
         assert!(source.children.contains(&601));
+    }
+
+    #[test]
+    fn a_process_reaped_before_its_exit_event_hands_its_child_to_adoptd() {
+        // 600 forked 601 and exited; adoptd, woken by the SIGCHLD, reaped
+        // 600 before the kernel sent 600's exit event.
+        let mut source = detached(1);
+        source.spawned(600, service(), InvocationId::new());
+        let mut events = Vec::new();
+        source.apply(
+            &[
+                ConnectorEvent::Fork {
+                    parent: 1,
+                    child: 600,
+                },
+                ConnectorEvent::Fork {
+                    parent: 600,
+                    child: 601,
+                },
+            ],
+            &mut events,
+        );
+        source.reaped(&[(600, ExitStatus::Code(0))], &mut events);
+        assert_eq!(adoptions(&events), vec![(601, Some(600))]);
+        assert!(source.children.contains(&601));
+        // The exit event, read at the next batch, changes nothing.
+        let mut later = Vec::new();
+        source.apply(&[ConnectorEvent::Exit { pid: 600 }], &mut later);
+        assert_eq!(later, vec![]);
+        assert_eq!(source.parent_of.get(&601), Some(&1));
+        // Nor does a reap after the event was read.
+        source.apply(
+            &[
+                ConnectorEvent::Fork {
+                    parent: 601,
+                    child: 602,
+                },
+                ConnectorEvent::Exit { pid: 601 },
+            ],
+            &mut later,
+        );
+        source.reaped(&[(601, ExitStatus::Code(0))], &mut later);
+        assert_eq!(adoptions(&later), vec![(602, Some(601))]);
     }
 
     /// A child of this test process that has exited and waits to be
