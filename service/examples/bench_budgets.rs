@@ -69,7 +69,12 @@
 //! dance's report). Latency = arrival of the first signal whose `MainPID`
 //! is the hop's heir or a later hop − the hop's exit time: hops that fall
 //! in one moment of adoptd's are coalesced into one signal, which a
-//! subscriber sees for all of them (the benchmark counts them).
+//! subscriber sees for all of them (the benchmark counts them). Then the
+//! same dance under a floor the benchmark compiles with `cc`: a child
+//! subreaper waiting in `epoll` on a signalfd that sends each reaped pid
+//! in a datagram to the benchmark, which takes the clock as it arrives:
+//! what this machine's kernel alone costs from a hop's exit to another
+//! process hearing of it, and adoptd's median as a ratio to its.
 //!
 //! `many`: M services (running `/bin/sleep`, as in `start`, if pid_max
 //! leaves room, else or with `--idle` loaded with `autostart = false`).
@@ -1363,6 +1368,7 @@ fn signal(options: &Options) {
         }
     }
     latencies.sort_unstable();
+    let floor = floor_handoffs(&scratch, &steps);
     if latencies.len() != hops as usize || coalesced > 0 {
         println!(
             "signal: {} of {hops} hop exits seen, {coalesced} of them in a signal of a later hop \
@@ -1378,6 +1384,147 @@ fn signal(options: &Options) {
         percentile(&latencies, 99),
         latencies.last().copied().unwrap_or(0),
     );
+    match floor {
+        Ok(floor) => println!(
+            "signal: the floor, hop exit → a subreaper's datagram at a reader (the same dance, \
+             no bus) over {} hops: p50 {} µs, p99 {} µs; adoptd's p50 {:.2}× it",
+            floor.len(),
+            percentile(&floor, 50),
+            percentile(&floor, 99),
+            percentile(&latencies, 50) as f64 / percentile(&floor, 50).max(1) as f64,
+        ),
+        Err(problem) => println!("signal: the floor is not measured: {problem}"),
+    }
+}
+
+/// The least any supervisor's hand-off notice costs this machine: a child
+/// subreaper that waits in `epoll` on a signalfd for SIGCHLD, as adoptd
+/// does, runs the dance as its child and, for each process it reaps,
+/// sends the pid at once in a datagram to the socket it is given; after as
+/// many reaps as it was told, it kills its children left (the last hop)
+/// and exits. Whatever a
+/// bus adds (a broker, a client library, a second hop between processes)
+/// comes on top of this.
+const FLOOR_HANDOFF: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    if (argc < 4)
+        return 2;
+    int reaps = atoi(argv[2]);
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ready = {.events = EPOLLIN};
+    epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ready);
+    int out = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un to = {.sun_family = AF_UNIX};
+    strncpy(to.sun_path, argv[1], sizeof to.sun_path - 1);
+    if (sfd < 0 || ep < 0 || out < 0 || connect(out, (struct sockaddr *)&to, sizeof to) < 0)
+        return 1;
+    pid_t first = fork();
+    if (first == 0) {
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
+        execv(argv[3], argv + 3);
+        _exit(127);
+    }
+    while (reaps > 0) {
+        if (epoll_wait(ep, &ready, 1, -1) < 1)
+            continue;
+        struct signalfd_siginfo info;
+        while (read(sfd, &info, sizeof info) > 0) {
+        }
+        pid_t pid;
+        while (reaps > 0 && (pid = waitpid(-1, NULL, WNOHANG)) > 0) {
+            char line[16];
+            int n = snprintf(line, sizeof line, "%d", (int)pid);
+            send(out, line, n, 0);
+            reaps--;
+        }
+    }
+    /* What is left is the last hop, now a child of this one. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    FILE *children = fopen(path, "r");
+    int child;
+    while (children && fscanf(children, "%d", &child) == 1)
+        kill(child, SIGKILL);
+    while (wait(NULL) > 0) {
+    }
+    return 0;
+}
+"#;
+
+/// The floor's latencies, in µs, for the dance `steps` (whose hops are
+/// its reaps), sorted.
+fn floor_handoffs(scratch: &Scratch, steps: &[String]) -> Result<Vec<i64>, String> {
+    let program = compile_c(FLOOR_HANDOFF, &scratch.path, "floor-handoff")?;
+    let times = scratch.path.join("floor-hop-times");
+    let socket_path = scratch.path.join("floor.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let hops = steps.iter().filter(|step| step.as_str() == "fork").count();
+    // Without --report the dance's last hop reports on stdout.
+    let mut floor = Command::new(&program)
+        .arg(&socket_path)
+        .arg(hops.to_string())
+        .arg(binary("dance"))
+        .arg("--hop-times")
+        .arg(&times)
+        .args(steps)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut arrivals = Vec::with_capacity(hops);
+    let mut buffer = [0u8; 16];
+    while arrivals.len() < hops {
+        match socket.recv(&mut buffer) {
+            Ok(n) => {
+                let arrived = now_us();
+                let pid = std::str::from_utf8(&buffer[..n])
+                    .ok()
+                    .and_then(|text| text.parse::<u32>().ok());
+                arrivals.extend(pid.map(|pid| (pid, arrived)));
+            }
+            Err(e) => {
+                // Its children first: killed, it would leave them to init.
+                let pid = floor.id();
+                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .unwrap_or_default();
+                for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    send_signal(child, libc::SIGKILL);
+                }
+                let _ = floor.kill();
+                let _ = floor.wait();
+                return Err(format!("{} of {hops} reaps heard: {e}", arrivals.len()));
+            }
+        }
+    }
+    floor.wait().map_err(|e| e.to_string())?;
+    let exits = hop_times(&times);
+    let mut latencies: Vec<i64> = arrivals
+        .iter()
+        .filter_map(|(pid, arrived)| Some(arrived - exits.get(pid)?))
+        .collect();
+    latencies.sort_unstable();
+    Ok(latencies)
 }
 
 /// Subscribes to `service`'s `PropertiesChanged`, starts it, and collects
