@@ -915,8 +915,9 @@ mod tests {
         assert!(!source.parent_of.contains_key(&501));
     }
 
-    #[test]
-    fn a_spawned_process_that_forks_and_exits_hands_its_child_to_adoptd() {
+    /// adoptd (pid 1) spawned 600, which forked 601: the source once
+    /// both fork events are read.
+    fn spawned_600_that_forked_601() -> ProcConnector {
         let mut source = detached(1);
         source.spawned(600, service(), InvocationId::new());
         let mut events = Vec::new();
@@ -930,34 +931,28 @@ mod tests {
                     parent: 600,
                     child: 601,
                 },
-                ConnectorEvent::Exit { pid: 600 },
             ],
             &mut events,
         );
+        assert_eq!(events, vec![]);
+        source
+    }
+
+    #[test]
+    fn a_spawned_process_that_forks_and_exits_hands_its_child_to_adoptd() {
+        let mut source = spawned_600_that_forked_601();
+        let mut events = Vec::new();
+        source.apply(&[ConnectorEvent::Exit { pid: 600 }], &mut events);
         assert_eq!(adoptions(&events), vec![(601, Some(600))]);
         assert!(source.children.contains(&601));
     }
 
     #[test]
     fn a_process_reaped_before_its_exit_event_hands_its_child_to_adoptd() {
-        // 600 forked 601 and exited; adoptd, woken by the SIGCHLD, reaped
-        // 600 before the kernel sent 600's exit event.
-        let mut source = detached(1);
-        source.spawned(600, service(), InvocationId::new());
+        // 600 exited; adoptd, woken by the SIGCHLD, reaped it before the
+        // kernel sent its exit event.
+        let mut source = spawned_600_that_forked_601();
         let mut events = Vec::new();
-        source.apply(
-            &[
-                ConnectorEvent::Fork {
-                    parent: 1,
-                    child: 600,
-                },
-                ConnectorEvent::Fork {
-                    parent: 600,
-                    child: 601,
-                },
-            ],
-            &mut events,
-        );
         source.reaped(&[(600, ExitStatus::Code(0))], &mut events);
         assert_eq!(adoptions(&events), vec![(601, Some(600))]);
         assert!(source.children.contains(&601));
