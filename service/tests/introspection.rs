@@ -135,6 +135,63 @@ fn the_service_node_lists_each_label_and_follows_reloads() {
 }
 
 #[test]
+fn a_call_reaches_the_service_its_path_names_as_services_come_and_go() {
+    let scratch = Scratch::new("introspect-lookup");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    for name in ["alpha", "beta", "gamma"] {
+        idle_service(&scratch, name);
+    }
+    let _adoptd = adoptd_on(&scratch, &bus);
+    let name_at = |name: &str| {
+        let path = service_path(name);
+        bus.busctl_output(
+            &["get-property", BUS_NAME, &path, SERVICE_INTERFACE, "Name"],
+            None,
+        )
+    };
+    let answers = |name: &str| {
+        let output = name_at(name);
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            format!("s \"{name}\""),
+            "the object of {name}"
+        );
+    };
+    let unknown = |name: &str| {
+        let output = name_at(name);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("Unknown object"),
+            "{name} still answers: {stderr}"
+        );
+    };
+    for name in ["alpha", "beta", "gamma"] {
+        answers(name);
+    }
+    unknown("delta");
+    unknown("aardvark");
+
+    // Added before, between and after the others (by name).
+    for name in ["aardvark", "bravo", "delta"] {
+        idle_service(&scratch, name);
+        reload_until(&bus, Change::Added, name);
+    }
+    std::fs::remove_file(scratch.services().join("beta.toml")).expect("remove beta");
+    reload_until(&bus, Change::Removed, "beta");
+    for name in ["aardvark", "alpha", "bravo", "delta", "gamma"] {
+        answers(name);
+    }
+    unknown("beta");
+}
+
+#[test]
 fn the_service_node_made_again_after_its_last_service_lists_empty_nodes() {
     let scratch = Scratch::new("introspect-again");
     let Some(bus) = TestBus::or_skip(&scratch) else {

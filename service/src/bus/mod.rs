@@ -7,7 +7,10 @@
 //!   the [`Registry`]: it applies every [`Update`] of the supervisor, in
 //!   order, and turns it into at most one `PropertiesChanged` per object
 //!   (plus the `Adopted`, `Exited` and `ServiceAdded` signals).
-//! - The interface objects ([`manager`], [`service`]) only read the
+//! - Method calls are answered by [`objects`], not by zbus's object
+//!   server: a service object is its registry entry, and the interface
+//!   object that answers a call ([`manager`], [`service`]) is made for it.
+//! - The interface objects only read the
 //!   registry, under a short lock that is never held across an `.await`, so
 //!   reading a property never waits for the supervisor. Only `PIDs` asks
 //!   the supervisor, because member processes change too often to publish.
@@ -34,10 +37,12 @@ mod convert;
 mod introspect;
 mod manager;
 mod object_manager;
+mod objects;
 pub mod private;
 mod registry;
 mod service;
 mod snapshot;
+mod standard;
 mod trim;
 mod turns;
 mod watch;
@@ -60,12 +65,13 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
 use zbus::{
     Connection, Variant,
-    fdo::{Properties, RequestNameFlags, RequestNameReply},
+    fdo::{RequestNameFlags, RequestNameReply},
     names::InterfaceName,
     object_server::SignalEmitter,
 };
 
 use convert::exit_code_and_signal;
+use standard::Properties;
 
 use crate::{
     supervisor::{Request, Update},
@@ -230,7 +236,10 @@ pub async fn run(
     // After a re-exec: what happened between the restore and the bus.
     let mut since_restore: Option<SinceRestore> = None;
     loop {
-        let connection = {
+        let Connected {
+            connection,
+            dispatch: _dispatch,
+        } = {
             let connecting = async {
                 loop {
                     match connect(&choice, &shared).await {
@@ -415,7 +424,7 @@ impl Shared {
 
 /// Connects, serves the Manager and every service object, then claims
 /// the name, so that whoever sees the name sees everything.
-async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Connection> {
+async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Connected> {
     let builder = match choice {
         BusChoice::System => zbus::connection::Builder::system(),
         BusChoice::Session => zbus::connection::Builder::session(),
@@ -426,22 +435,8 @@ async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Conne
             ));
         }
     };
-    let connection = builder
-        .serve_at(
-            MANAGER_PATH,
-            object_manager::ObjectManager {
-                shared: Arc::clone(shared),
-            },
-        )
-        .serve_at(
-            MANAGER_PATH,
-            manager::Manager {
-                shared: Arc::clone(shared),
-            },
-        )
-        .build()
-        .await?;
-    introspect::serve(connection.object_server(), shared).await?;
+    let connection = builder.build().await?;
+    let dispatch = objects::serve(&connection, shared).await?;
     let publisher = Publisher {
         connection: &connection,
         shared,
@@ -468,7 +463,26 @@ async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Conne
             "cannot own {BUS_NAME} on the {choice}: {e} (install dbus/org.adoptd1.conf, and run adoptd as root)"
         ),
     }
-    Ok(connection)
+    Ok(Connected {
+        connection,
+        dispatch: AbortOnDrop(dispatch),
+    })
+}
+
+/// A connection, with the task that answers its method calls.
+struct Connected {
+    connection: Connection,
+    dispatch: AbortOnDrop,
+}
+
+/// Stops a task when dropped: the calls of a connection given up are
+/// answered no more.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Whether serving an object sends `InterfacesAdded`.
@@ -489,32 +503,27 @@ impl Publisher<'_> {
     /// while this runs).
     async fn publish_all(&self, announce: Announce) -> zbus::Result<()> {
         loop {
-            let next = self.shared.registry().next_unpublished();
-            let Some(service) = next else {
+            let unpublished = self.shared.registry().unpublished();
+            if unpublished.is_empty() {
                 break;
-            };
-            self.serve(service, announce).await?;
+            }
+            for service in unpublished {
+                self.serve(service, announce).await?;
+            }
         }
         self.shared.published.notify_waiters();
         Ok(())
     }
 
     async fn serve(&self, service: ServiceId, announce: Announce) -> zbus::Result<()> {
-        let path = {
-            let registry = self.shared.registry();
-            let Some(entry) = registry.get(service) else {
+        {
+            let mut registry = self.shared.registry();
+            if registry.get(service).is_none() {
                 return Ok(());
-            };
-            adoptd_dbus::service_path(&entry.spec.name)
-        };
-        let object = service::Service {
-            id: service,
-            shared: Arc::clone(self.shared),
-        };
-        self.connection.object_server().at(&path, object).await?;
-        self.shared.registry().set_published(service);
-        // The first service object makes the node above it anew.
-        introspect::serve(self.connection.object_server(), self.shared).await?;
+            }
+            // Calls to its path are answered from now on ([`objects`]).
+            registry.set_published(service);
+        }
         if announce == Announce::Yes {
             // The object is served whatever becomes of its announcement:
             // a failed read or signal must not hold back the next objects.
@@ -613,11 +622,9 @@ impl Publisher<'_> {
     /// Takes the service's object off the bus, and says InterfacesRemoved
     /// and ServiceRemoved.
     async fn service_removed(&self, name: &str) -> zbus::Result<()> {
+        // Its entry is gone from the registry: calls to its path find no
+        // object.
         let path = adoptd_dbus::service_path(name);
-        self.connection
-            .object_server()
-            .remove::<service::Service, _>(&path)
-            .await?;
         let emitter = SignalEmitter::new(self.connection, MANAGER_PATH)?;
         object_manager::announce_removed(&emitter, path.as_ref()).await?;
         manager::Manager::service_removed(&emitter, name, path.as_ref()).await

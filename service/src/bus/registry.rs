@@ -17,6 +17,9 @@ use crate::{
 pub(super) struct Registry {
     /// Indexed by `ServiceId`; ids are dense and never reused.
     pub(super) services: Vec<Option<Entry>>,
+    /// Every service's id, sorted by its name: how a call's object path
+    /// finds its service (four bytes a service).
+    by_name: Vec<ServiceId>,
     pub(super) orphans_reaped: u64,
     /// Updates applied so far, in the supervisor's order.
     pub(super) applied: u64,
@@ -51,7 +54,13 @@ impl Registry {
                 if self.services.len() <= index {
                     self.services.resize_with(index + 1, || None);
                 }
-                let published = self.services[index].as_ref().is_some_and(|e| e.published);
+                let known = self.services[index].as_ref();
+                let published = known.is_some_and(|e| e.published);
+                if known.is_none()
+                    && let Err(at) = self.position(&spec.name)
+                {
+                    self.by_name.insert(at, *service);
+                }
                 self.services[index] = Some(Entry {
                     id: *service,
                     spec: Arc::clone(spec),
@@ -93,7 +102,10 @@ impl Registry {
             | Update::OrphansReaped { total } => {
                 self.orphans_reaped = *total;
             }
-            Update::ServiceRemoved { service, .. } => {
+            Update::ServiceRemoved { service, name } => {
+                if let Ok(at) = self.position(name) {
+                    self.by_name.remove(at);
+                }
                 if let Some(entry) = self.services.get_mut(service.index()) {
                     *entry = None;
                 }
@@ -112,6 +124,26 @@ impl Registry {
         self.services.get_mut(service.index())?.as_mut()
     }
 
+    /// The service named `name`.
+    pub(super) fn find(&self, name: &str) -> Option<ServiceId> {
+        let at = self.position(name).ok()?;
+        self.by_name.get(at).copied()
+    }
+
+    /// Where `name` is in [`Registry::by_name`], or would be inserted.
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.by_name.binary_search_by(|service| {
+            self.get(*service)
+                .map_or("", |entry| entry.spec.name.as_str())
+                .cmp(name)
+        })
+    }
+
+    /// Whether any service object is published on the connection.
+    pub(super) fn any_published(&self) -> bool {
+        self.entries().any(|e| e.published)
+    }
+
     pub(super) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.services.iter().flatten()
     }
@@ -120,9 +152,12 @@ impl Registry {
         self.get(service).is_some_and(|e| e.published)
     }
 
-    /// The next service whose object is not served yet.
-    pub(super) fn next_unpublished(&self) -> Option<ServiceId> {
-        self.entries().find(|e| !e.published).map(|e| e.id)
+    /// The services whose objects are not served yet.
+    pub(super) fn unpublished(&self) -> Vec<ServiceId> {
+        self.entries()
+            .filter(|e| !e.published)
+            .map(|e| e.id)
+            .collect()
     }
 
     pub(super) fn set_published(&mut self, service: ServiceId) {
