@@ -14,19 +14,21 @@ use super::Entry;
 pub(super) fn properties(entry: &Entry) -> Vec<(&'static str, Variant<'static>)> {
     let spec = &entry.spec;
     let policy = &spec.policy;
-    let text = |path: &Option<std::path::PathBuf>| path_text(path.as_deref());
     vec![
         ("Description", Variant::from(spec.description.clone())),
         ("Command", Variant::from(spec.exec.clone())),
-        ("Chroot", Variant::from(text(&spec.chroot))),
-        ("User", Variant::from(spec.user.clone().unwrap_or_default())),
+        ("Chroot", Variant::from(path_text(spec.chroot()))),
+        (
+            "User",
+            Variant::from(spec.user().unwrap_or_default().to_owned()),
+        ),
         (
             "Group",
-            Variant::from(spec.group.clone().unwrap_or_default()),
+            Variant::from(spec.group().unwrap_or_default().to_owned()),
         ),
         (
             "WorkingDirectory",
-            Variant::from(text(&spec.working_directory)),
+            Variant::from(path_text(spec.working_directory())),
         ),
         ("Environment", Variant::from(environment(entry))),
         ("Expect", Variant::from(policy.expect.as_str())),
@@ -47,7 +49,7 @@ pub(super) fn properties(entry: &Entry) -> Vec<(&'static str, Variant<'static>)>
         ),
         ("KillSignal", Variant::from(policy.stop_signal.number())),
         ("ReloadSignal", Variant::from(policy.reload_signal.number())),
-        ("PIDFile", Variant::from(text(&spec.pid_file))),
+        ("PIDFile", Variant::from(path_text(spec.pid_file()))),
         ("Output", Variant::from(spec.output.as_str())),
         ("Autostart", Variant::from(spec.autostart)),
         (
@@ -79,7 +81,7 @@ pub(super) fn micros(duration: std::time::Duration) -> u64 {
 pub(super) fn environment(entry: &Entry) -> Vec<String> {
     entry
         .spec
-        .environment
+        .environment()
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect()

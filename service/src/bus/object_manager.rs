@@ -174,11 +174,11 @@ fn properties(object: &Object) -> Vec<(&'static str, Variant<'static>)> {
         ("Name", Variant::from(spec.name.clone())),
         (
             "Template",
-            Variant::from(spec.template.clone().unwrap_or_else(|| spec.name.clone())),
+            Variant::from(spec.template().unwrap_or(&spec.name).to_owned()),
         ),
         (
             "Instance",
-            Variant::from(spec.instance.clone().unwrap_or_default()),
+            Variant::from(spec.instance().unwrap_or_default().to_owned()),
         ),
         ("PIDs", Variant::from(object.reading.pids.clone())),
         (

@@ -37,18 +37,13 @@ impl Service {
     /// The template part: apache2; the name itself for a plain service.
     #[zbus(property(emits_changed_signal = "const"))]
     fn template(&self) -> zbus::fdo::Result<String> {
-        self.read(|e| {
-            e.spec
-                .template
-                .clone()
-                .unwrap_or_else(|| e.spec.name.clone())
-        })
+        self.read(|e| e.spec.template().unwrap_or(&e.spec.name).to_owned())
     }
 
     /// The instance part: chroot1; empty for a plain service.
     #[zbus(property(emits_changed_signal = "const"))]
     fn instance(&self) -> zbus::fdo::Result<String> {
-        self.read(|e| e.spec.instance.clone().unwrap_or_default())
+        self.read(|e| e.spec.instance().unwrap_or_default().to_owned())
     }
 
     /// The configured description, %i expanded.
@@ -148,13 +143,13 @@ impl Service {
     /// The configured chroot; empty when none.
     #[zbus(property)]
     fn chroot(&self) -> zbus::fdo::Result<String> {
-        self.read(|e| configured::path_text(e.spec.chroot.as_deref()))
+        self.read(|e| configured::path_text(e.spec.chroot()))
     }
 
     /// The configured user; empty when adoptd's own.
     #[zbus(property)]
     fn user(&self) -> zbus::fdo::Result<String> {
-        self.read(|e| e.spec.user.clone().unwrap_or_default())
+        self.read(|e| e.spec.user().unwrap_or_default().to_owned())
     }
 
     /// The configured expect: auto, foreground, fork, daemon or notify.
@@ -213,13 +208,13 @@ impl Service {
     /// The configured group; empty when none.
     #[zbus(property)]
     fn group(&self) -> zbus::fdo::Result<String> {
-        self.read(|e| e.spec.group.clone().unwrap_or_default())
+        self.read(|e| e.spec.group().unwrap_or_default().to_owned())
     }
 
     /// The configured working directory; empty for /.
     #[zbus(property)]
     fn working_directory(&self) -> zbus::fdo::Result<String> {
-        self.read(|e| configured::path_text(e.spec.working_directory.as_deref()))
+        self.read(|e| configured::path_text(e.spec.working_directory()))
     }
 
     /// The configured environment, as K=V.
@@ -273,7 +268,7 @@ impl Service {
     /// The configured pid-file; empty when none.
     #[zbus(property, name = "PIDFile")]
     fn pid_file(&self) -> zbus::fdo::Result<String> {
-        self.read(|e| configured::path_text(e.spec.pid_file.as_deref()))
+        self.read(|e| configured::path_text(e.spec.pid_file()))
     }
 
     /// The configured output: log, null or inherit.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    ConfigError, ConfigErrorKind, DEFAULT_PATH, Position, RawService, ServiceSpec,
+    ConfigError, ConfigErrorKind, DEFAULT_PATH, Position, RawService, ServiceSpec, Uncommon,
     document::Located,
 };
 
@@ -124,25 +124,31 @@ pub(super) fn build(
             Some(instance.to_string()),
         ),
     };
-    Ok(ServiceSpec {
-        name,
+    let mut exec = exec;
+    // Collected with room to spare; it is kept as long as the service.
+    exec.shrink_to_fit();
+    let uncommon = Uncommon {
         template,
         instance,
-        source: source.to_path_buf(),
-        digest: raw.digest,
-        description,
-        exec,
-        policy: raw.policy,
         chroot,
         user,
         group,
         working_directory,
         environment,
         pid_file,
-        output: raw.output,
-        output_buffer: raw.output_buffer,
-        autostart: raw.autostart,
-    })
+    };
+    Ok(ServiceSpec::new(
+        name,
+        source.to_path_buf(),
+        raw.digest,
+        description,
+        exec,
+        raw.policy,
+        raw.output,
+        raw.output_buffer,
+        raw.autostart,
+        uncommon,
+    ))
 }
 
 /// Replaces `%i` with the instance and `%%` with `%`; any other `%` stays.

@@ -108,14 +108,18 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// One service, ready to run: a plain service, or one instance of a
 /// template with `%i` substituted.
+///
+/// What most services leave unset (the instance, a chroot, a user, an
+/// environment, …) is kept in one box, [`Uncommon`], made only for the
+/// services that set any of it: a service that sets none costs a pointer
+/// for all of it. It is read through the accessors below, and written
+/// (before the spec is shared) through [`ServiceSpec::uncommon_mut`]. The
+/// serialized form (a re-exec's state) is the flat one of every field.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "FlatSpec", into = "FlatSpec")]
 pub struct ServiceSpec {
     /// `"nginx"`, or `"apache2@chroot1"` for an instance.
     pub name: String,
-    /// The template's name (`"apache2"`) for an instance, `None` otherwise.
-    pub template: Option<String>,
-    /// The instance name (`"chroot1"`) for an instance, `None` otherwise.
-    pub instance: Option<String>,
     /// The file the service came from (the template's file for an instance).
     pub source: PathBuf,
     /// The [`digest`] of that file's text as loaded.
@@ -126,6 +130,25 @@ pub struct ServiceSpec {
     pub exec: Vec<String>,
     /// How it is followed, restarted and stopped.
     pub policy: Policy,
+    pub output: Output,
+    /// Bytes of the latest output kept for `GetOutput`, with
+    /// `output = "log"`; 0 keeps none.
+    pub output_buffer: usize,
+    /// Whether the service starts when adoptd starts. For an instance it is
+    /// the template's `autostart`, which decides whether the instances the
+    /// template lists start with adoptd.
+    pub autostart: bool,
+    /// `None` when every field of it is unset.
+    uncommon: Option<Box<Uncommon>>,
+}
+
+/// The part of a [`ServiceSpec`] that most services leave unset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Uncommon {
+    /// The template's name (`"apache2"`) for an instance, `None` otherwise.
+    pub template: Option<String>,
+    /// The instance name (`"chroot1"`) for an instance, `None` otherwise.
+    pub instance: Option<String>,
     /// Absolute.
     pub chroot: Option<PathBuf>,
     /// A user name or number, resolved when the service is spawned.
@@ -137,41 +160,192 @@ pub struct ServiceSpec {
     pub environment: BTreeMap<String, String>,
     /// Absolute; a cross-check of the main process, never required.
     pub pid_file: Option<PathBuf>,
-    pub output: Output,
-    /// Bytes of the latest output kept for `GetOutput`, with
-    /// `output = "log"`; 0 keeps none.
-    pub output_buffer: usize,
-    /// Whether the service starts when adoptd starts. For an instance it is
-    /// the template's `autostart`, which decides whether the instances the
-    /// template lists start with adoptd.
-    pub autostart: bool,
 }
 
+impl Uncommon {
+    /// Boxed, or `None` when nothing of it is set.
+    fn boxed(self) -> Option<Box<Uncommon>> {
+        (self != Uncommon::default()).then(|| Box::new(self))
+    }
+}
+
+/// An empty environment, for the services that set none.
+static NO_ENVIRONMENT: BTreeMap<String, String> = BTreeMap::new();
+
 impl ServiceSpec {
+    /// A spec from all of its parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        source: PathBuf,
+        digest: u64,
+        description: String,
+        exec: Vec<String>,
+        policy: Policy,
+        output: Output,
+        output_buffer: usize,
+        autostart: bool,
+        uncommon: Uncommon,
+    ) -> Self {
+        ServiceSpec {
+            name,
+            source,
+            digest,
+            description,
+            exec,
+            policy,
+            output,
+            output_buffer,
+            autostart,
+            uncommon: uncommon.boxed(),
+        }
+    }
+
     /// The stand-in for a service whose file was refused before any
     /// version of it loaded: it names the service and its file, so the
     /// refusal can be shown, and is never started (its `exec` is empty,
     /// the one exception to the invariants above).
     pub fn refused(name: &str, source: &Path) -> Self {
         let (template, instance) = split_name(name);
-        ServiceSpec {
-            name: name.to_owned(),
+        let uncommon = Uncommon {
             template: instance.map(|_| template.to_owned()),
             instance: instance.map(str::to_owned),
-            source: source.to_path_buf(),
-            digest: 0,
-            description: String::new(),
-            exec: Vec::new(),
-            policy: Policy::default(),
-            chroot: None,
-            user: None,
-            group: None,
-            working_directory: None,
-            environment: BTreeMap::new(),
-            pid_file: None,
-            output: Output::default(),
-            output_buffer: DEFAULT_OUTPUT_BUFFER,
-            autostart: false,
+            ..Uncommon::default()
+        };
+        ServiceSpec::new(
+            name.to_owned(),
+            source.to_path_buf(),
+            0,
+            String::new(),
+            Vec::new(),
+            Policy::default(),
+            Output::default(),
+            DEFAULT_OUTPUT_BUFFER,
+            false,
+            uncommon,
+        )
+    }
+
+    /// The template's name (`"apache2"`) for an instance, `None` otherwise.
+    pub fn template(&self) -> Option<&str> {
+        self.uncommon.as_ref()?.template.as_deref()
+    }
+
+    /// The instance name (`"chroot1"`) for an instance, `None` otherwise.
+    pub fn instance(&self) -> Option<&str> {
+        self.uncommon.as_ref()?.instance.as_deref()
+    }
+
+    /// The chroot, absolute.
+    pub fn chroot(&self) -> Option<&Path> {
+        self.uncommon.as_ref()?.chroot.as_deref()
+    }
+
+    /// The user name or number, resolved when the service is spawned.
+    pub fn user(&self) -> Option<&str> {
+        self.uncommon.as_ref()?.user.as_deref()
+    }
+
+    /// The group name or number, resolved when the service is spawned.
+    pub fn group(&self) -> Option<&str> {
+        self.uncommon.as_ref()?.group.as_deref()
+    }
+
+    /// The working directory, absolute.
+    pub fn working_directory(&self) -> Option<&Path> {
+        self.uncommon.as_ref()?.working_directory.as_deref()
+    }
+
+    /// The environment the file sets.
+    pub fn environment(&self) -> &BTreeMap<String, String> {
+        self.uncommon
+            .as_ref()
+            .map_or(&NO_ENVIRONMENT, |uncommon| &uncommon.environment)
+    }
+
+    /// The pid file, absolute: a cross-check of the main process.
+    pub fn pid_file(&self) -> Option<&Path> {
+        self.uncommon.as_ref()?.pid_file.as_deref()
+    }
+
+    /// The uncommon part, to change it (made when there was none).
+    pub fn uncommon_mut(&mut self) -> &mut Uncommon {
+        self.uncommon.get_or_insert_with(Box::default)
+    }
+}
+
+/// A [`ServiceSpec`] as it is serialized: every field flat, as the spec
+/// was before its uncommon part had a box, so that a re-exec between the
+/// two reads the other's state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FlatSpec {
+    name: String,
+    template: Option<String>,
+    instance: Option<String>,
+    source: PathBuf,
+    digest: u64,
+    description: String,
+    exec: Vec<String>,
+    policy: Policy,
+    chroot: Option<PathBuf>,
+    user: Option<String>,
+    group: Option<String>,
+    working_directory: Option<PathBuf>,
+    environment: BTreeMap<String, String>,
+    pid_file: Option<PathBuf>,
+    output: Output,
+    output_buffer: usize,
+    autostart: bool,
+}
+
+impl From<FlatSpec> for ServiceSpec {
+    fn from(flat: FlatSpec) -> Self {
+        let uncommon = Uncommon {
+            template: flat.template,
+            instance: flat.instance,
+            chroot: flat.chroot,
+            user: flat.user,
+            group: flat.group,
+            working_directory: flat.working_directory,
+            environment: flat.environment,
+            pid_file: flat.pid_file,
+        };
+        ServiceSpec::new(
+            flat.name,
+            flat.source,
+            flat.digest,
+            flat.description,
+            flat.exec,
+            flat.policy,
+            flat.output,
+            flat.output_buffer,
+            flat.autostart,
+            uncommon,
+        )
+    }
+}
+
+impl From<ServiceSpec> for FlatSpec {
+    fn from(spec: ServiceSpec) -> Self {
+        let uncommon = spec.uncommon.map(|boxed| *boxed).unwrap_or_default();
+        FlatSpec {
+            name: spec.name,
+            template: uncommon.template,
+            instance: uncommon.instance,
+            source: spec.source,
+            digest: spec.digest,
+            description: spec.description,
+            exec: spec.exec,
+            policy: spec.policy,
+            chroot: uncommon.chroot,
+            user: uncommon.user,
+            group: uncommon.group,
+            working_directory: uncommon.working_directory,
+            environment: uncommon.environment,
+            pid_file: uncommon.pid_file,
+            output: spec.output,
+            output_buffer: spec.output_buffer,
+            autostart: spec.autostart,
         }
     }
 }
@@ -274,6 +448,8 @@ impl Template {
 
 /// What one file defines.
 #[derive(Clone, Debug)]
+// A unit lives only while its file is loaded: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Unit {
     Service(ServiceSpec),
     Template(Template),

@@ -231,17 +231,14 @@ pub fn spawn(
     notify_socket: Option<&str>,
 ) -> Result<Spawned, SpawnError> {
     let program = spec.exec.first().map(String::as_str).unwrap_or_default();
-    let root = spec.chroot.clone().unwrap_or_else(|| PathBuf::from("/"));
-    check_exists("program", &inside(&root, Path::new(program)))?;
-    let working_directory = spec
-        .working_directory
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let root = spec.chroot().unwrap_or(Path::new("/"));
+    check_exists("program", &inside(root, Path::new(program)))?;
+    let working_directory = spec.working_directory().unwrap_or(Path::new("/"));
     // `/` outside a chroot is there: not looked at for each start.
-    if spec.chroot.is_some() || spec.working_directory.is_some() {
-        check_exists("working directory", &inside(&root, &working_directory))?;
+    if spec.chroot().is_some() || spec.working_directory().is_some() {
+        check_exists("working directory", &inside(root, working_directory))?;
     }
-    let credentials = Credentials::resolve(spec.user.as_deref(), spec.group.as_deref())?;
+    let credentials = Credentials::resolve(spec.user(), spec.group())?;
 
     // The environment as the standard library's `Command` built it: one
     // value a name, the later setting winning, sorted by name.
@@ -254,7 +251,7 @@ pub fn spawn(
         environment.insert("LOGNAME", OsStr::new(&user.name));
         environment.insert("SHELL", user.shell.as_os_str());
     }
-    for (name, value) in &spec.environment {
+    for (name, value) in spec.environment() {
         environment.insert(name, OsStr::new(value));
     }
     environment.insert(INVOCATION_VARIABLE, OsStr::new(&invocation));
@@ -305,11 +302,11 @@ pub fn spawn(
         Output::Inherit => [Some(null_in.as_raw_fd()), None, None],
     };
 
-    let chroot = match &spec.chroot {
+    let chroot = match spec.chroot() {
         Some(root) => Some(c_path(root)?),
         None => None,
     };
-    let working_directory = c_path(&working_directory)?;
+    let working_directory = c_path(working_directory)?;
     let ids = credentials.ids;
     let descriptor_limit = INHERITED_DESCRIPTOR_LIMIT
         .get()
@@ -557,8 +554,9 @@ mod tests {
     fn spec(exec: &[&str]) -> ServiceSpec {
         let mut spec = ServiceSpec::refused("probe", Path::new("/probe.toml"));
         spec.exec = exec.iter().map(|&a| a.to_owned()).collect();
-        spec.environment.insert("LANG".into(), "C".into());
-        spec.working_directory = Some(PathBuf::from("/tmp"));
+        let uncommon = spec.uncommon_mut();
+        uncommon.environment.insert("LANG".into(), "C".into());
+        uncommon.working_directory = Some(PathBuf::from("/tmp"));
         spec
     }
 
@@ -683,7 +681,7 @@ mod tests {
     fn a_step_before_the_exec_that_fails_is_an_exec_error_too() {
         let mut spec = spec(&["/bin/true"]);
         // A file, so the check that it exists passes and chdir refuses it.
-        spec.working_directory = Some(PathBuf::from("/etc/passwd"));
+        spec.uncommon_mut().working_directory = Some(PathBuf::from("/etc/passwd"));
         let error = spawn(&spec, InvocationId::new(), None).expect_err("chdir into a file");
         match &error {
             SpawnError::Exec { source, .. } => {

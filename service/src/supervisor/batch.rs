@@ -355,10 +355,10 @@ impl Supervisor {
 
 /// The pid in the service's pid file, if it has one that reads well.
 pub(super) fn read_pid_file(spec: &ServiceSpec) -> Option<Pid> {
-    let path = spec.pid_file.as_ref()?;
-    let path = match &spec.chroot {
+    let path = spec.pid_file()?;
+    let path = match spec.chroot() {
         Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
-        None => path.clone(),
+        None => path.to_path_buf(),
     };
     let text = std::fs::read_to_string(path).ok()?;
     text.trim().parse().ok().filter(|&pid: &Pid| pid > 0)

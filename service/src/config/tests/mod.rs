@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 pub(super) use std::{
-    collections::BTreeMap,
     ffi::OsStr,
     fs,
     os::unix::ffi::OsStrExt,

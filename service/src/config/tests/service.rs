@@ -7,15 +7,13 @@ fn minimal_service_gets_the_documented_defaults() {
     let spec = service(EXEC);
     assert_eq!(
         spec,
-        ServiceSpec {
-            name: "web".into(),
-            template: None,
-            instance: None,
-            source: PathBuf::from("/etc/adoptd/services/web.toml"),
-            digest: digest(EXEC),
-            description: String::new(),
-            exec: vec!["/usr/sbin/nginx".into()],
-            policy: Policy {
+        ServiceSpec::new(
+            "web".into(),
+            PathBuf::from("/etc/adoptd/services/web.toml"),
+            digest(EXEC),
+            String::new(),
+            vec!["/usr/sbin/nginx".into()],
+            Policy {
                 expect: Expect::Auto,
                 restart: Restart::OnFailure,
                 restart_delay: Duration::from_millis(100),
@@ -28,16 +26,11 @@ fn minimal_service_gets_the_documented_defaults() {
                 reload_signal: Signal::HUP,
                 start_timeout: Duration::from_secs(90),
             },
-            chroot: None,
-            user: None,
-            group: None,
-            working_directory: None,
-            environment: BTreeMap::new(),
-            pid_file: None,
-            output: Output::Log,
-            output_buffer: DEFAULT_OUTPUT_BUFFER,
-            autostart: true,
-        }
+            Output::Log,
+            DEFAULT_OUTPUT_BUFFER,
+            true,
+            Uncommon::default(),
+        )
     );
 }
 
@@ -81,13 +74,22 @@ fn every_key_is_read() {
     assert_eq!(spec.policy.stop_timeout, Duration::from_secs(30));
     assert_eq!(spec.policy.start_timeout, Duration::from_secs(120));
     assert_eq!(spec.policy.reload_signal, "USR2".parse().unwrap());
-    assert_eq!(spec.chroot, Some(PathBuf::from("/srv/web")));
-    assert_eq!(spec.user.as_deref(), Some("www-data"));
-    assert_eq!(spec.group.as_deref(), Some("www-data"));
-    assert_eq!(spec.working_directory, Some(PathBuf::from("/")));
-    assert_eq!(spec.environment["LANG"], "C");
-    assert_eq!(spec.environment["_X1"], "");
-    assert_eq!(spec.pid_file, Some(PathBuf::from("/run/nginx.pid")));
+    assert_eq!(
+        spec.chroot().map(Path::to_path_buf),
+        Some(PathBuf::from("/srv/web"))
+    );
+    assert_eq!(spec.user(), Some("www-data"));
+    assert_eq!(spec.group(), Some("www-data"));
+    assert_eq!(
+        spec.working_directory().map(Path::to_path_buf),
+        Some(PathBuf::from("/"))
+    );
+    assert_eq!(spec.environment()["LANG"], "C");
+    assert_eq!(spec.environment()["_X1"], "");
+    assert_eq!(
+        spec.pid_file().map(Path::to_path_buf),
+        Some(PathBuf::from("/run/nginx.pid"))
+    );
     assert_eq!(spec.output, Output::Null);
     assert!(!spec.autostart);
 }
@@ -397,7 +399,7 @@ fn user_and_group_refuse_colon_nul_and_empty() {
         ));
     }
     assert_eq!(
-        service(&format!("{EXEC}user = \"1000\"")).user.as_deref(),
+        service(&format!("{EXEC}user = \"1000\"")).user(),
         Some("1000")
     );
 }
@@ -407,8 +409,8 @@ fn environment_section_form_is_read() {
     let spec = service(&format!(
         "{EXEC}[environment]\nLANG = \"C.UTF-8\"\nPATH = \"/usr/bin:/bin\"\n"
     ));
-    assert_eq!(spec.environment.len(), 2);
-    assert_eq!(spec.environment["PATH"], "/usr/bin:/bin");
+    assert_eq!(spec.environment().len(), 2);
+    assert_eq!(spec.environment()["PATH"], "/usr/bin:/bin");
 }
 
 #[test]
@@ -553,4 +555,47 @@ fn instance_specifier_in_a_plain_service_is_an_error() {
 fn double_percent_is_a_literal_percent_and_other_percents_stay() {
     let spec = service("exec = [\"/bin/date\", \"+%Y-%m-%d\", \"100%\", \"%%i\", \"%%%%\"]");
     assert_eq!(spec.exec, ["/bin/date", "+%Y-%m-%d", "100%", "%i", "%%"]);
+}
+
+#[test]
+fn what_a_service_leaves_unset_costs_no_box() {
+    assert!(service(EXEC).uncommon.is_none());
+    let spec = service(&format!("{EXEC}user = \"www-data\"\n"));
+    assert_eq!(spec.user(), Some("www-data"));
+    assert!(spec.uncommon.is_some());
+}
+
+#[test]
+fn a_spec_is_serialized_flat_and_read_back_the_same() {
+    let plain = service(EXEC);
+    let full = service(&format!(
+        "{EXEC}chroot = \"/srv/web\"\nuser = \"www-data\"\ngroup = \"www-data\"\n\
+         working-directory = \"/\"\nenvironment = {{ LANG = \"C\" }}\npid-file = \"/run/web.pid\"\n"
+    ));
+    let instance = ServiceSpec::refused(
+        "apache2@one",
+        Path::new("/etc/adoptd/services/apache2@.toml"),
+    );
+    for spec in [plain, full, instance] {
+        let json = serde_json::to_value(&spec).unwrap();
+        // The layout a re-exec from or to an adoptd before the box reads.
+        for key in [
+            "name",
+            "template",
+            "instance",
+            "chroot",
+            "user",
+            "group",
+            "working_directory",
+            "environment",
+            "pid_file",
+            "exec",
+            "policy",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        let back: ServiceSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(back.uncommon.is_none(), spec.uncommon.is_none());
+    }
 }

@@ -39,8 +39,8 @@ fn template_substitutes_instance_everywhere() {
         .instantiate("site.example")
         .unwrap();
     assert_eq!(spec.name, "apache2@site.example");
-    assert_eq!(spec.template.as_deref(), Some("apache2"));
-    assert_eq!(spec.instance.as_deref(), Some("site.example"));
+    assert_eq!(spec.template(), Some("apache2"));
+    assert_eq!(spec.instance(), Some("site.example"));
     assert_eq!(spec.source, Path::new("/etc/adoptd/services/apache2@.toml"));
     assert_eq!(spec.description, "Apache in chroot site.example");
     assert_eq!(
@@ -53,14 +53,20 @@ fn template_substitutes_instance_everywhere() {
             "start"
         ]
     );
-    assert_eq!(spec.chroot, Some(PathBuf::from("/srv/site.example")));
-    assert_eq!(spec.user.as_deref(), Some("www-site.example"));
-    assert_eq!(spec.group.as_deref(), Some("grp-site.example"));
-    assert_eq!(spec.working_directory, Some(PathBuf::from("/site.example")));
-    assert_eq!(spec.environment["SITE"], "site.example");
-    assert_eq!(spec.environment["LITERAL"], "100%");
     assert_eq!(
-        spec.pid_file,
+        spec.chroot().map(Path::to_path_buf),
+        Some(PathBuf::from("/srv/site.example"))
+    );
+    assert_eq!(spec.user(), Some("www-site.example"));
+    assert_eq!(spec.group(), Some("grp-site.example"));
+    assert_eq!(
+        spec.working_directory().map(Path::to_path_buf),
+        Some(PathBuf::from("/site.example"))
+    );
+    assert_eq!(spec.environment()["SITE"], "site.example");
+    assert_eq!(spec.environment()["LITERAL"], "100%");
+    assert_eq!(
+        spec.pid_file().map(Path::to_path_buf),
         Some(PathBuf::from("/run/apache2-site.example.pid"))
     );
 }
