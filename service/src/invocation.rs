@@ -99,7 +99,10 @@ mod tests {
         assert_eq!(id.to_string(), text);
         let new = InvocationId::new();
         assert_eq!(InvocationId::parse(new.to_string().as_bytes()), Some(new));
-        assert_eq!(InvocationId::parse(b"0123456789ABCDEF00112233445566FF"), None);
+        assert_eq!(
+            InvocationId::parse(b"0123456789ABCDEF00112233445566FF"),
+            None
+        );
         assert_eq!(InvocationId::parse(b"0123"), None);
     }
 }

@@ -235,6 +235,7 @@ pub async fn run(
     let mut reconnecting = false;
     // After a re-exec: what happened between the restore and the bus.
     let mut since_restore: Option<SinceRestore> = None;
+    let mut burst = trim::UpdateBurst::default();
     loop {
         let Connected {
             connection,
@@ -281,6 +282,7 @@ pub async fn run(
                             if let Update::Flush(done) = update {
                                 done.send(()).ok();
                             }
+                            burst.applied(!updates.is_empty());
                         }
                         None => return,
                     },
@@ -308,7 +310,10 @@ pub async fn run(
         loop {
             tokio::select! {
                 update = updates.recv() => match update {
-                    Some(update) => publisher.publish(update).await,
+                    Some(update) => {
+                        publisher.publish(update).await;
+                        burst.applied(!updates.is_empty());
+                    }
                     None => return,
                 },
                 () = connection.closed() => {
