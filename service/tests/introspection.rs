@@ -247,6 +247,26 @@ fn after_a_bus_restart_parents_still_list_children_as_empty_nodes() {
     busctl_quietly(&bus, &["tree", BUS_NAME]);
 }
 
+#[test]
+fn serving_its_objects_and_owning_its_name_logs_no_warning() {
+    let scratch = Scratch::new("quiet-start");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    idle_service(&scratch, "alpha");
+    let adoptd = adoptd_on(&scratch, &bus);
+    assert_eq!(children(&introspect(&bus, SERVICE_PATH_PREFIX)), ["alpha"]);
+
+    let (status, lines) = adoptd.stop();
+    assert!(status.success(), "adoptd ended with {status}");
+    let warnings: Vec<&str> = lines
+        .iter()
+        .map(|l| l.text.as_str())
+        .filter(|text| text.contains(" WARN ") || text.contains(" ERROR "))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
 /// A service that is loaded but never started: an object on the bus and
 /// no process.
 fn idle_service(scratch: &Scratch, name: &str) {

@@ -451,10 +451,7 @@ async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Conne
     publisher.publish_all(Announce::No).await?;
     // Queue behind another owner rather than fail: when it goes, adoptd
     // takes over without anyone restarting it.
-    match connection
-        .request_name_with_flags(BUS_NAME, RequestNameFlags::empty())
-        .await
-    {
+    match request_name(&connection).await {
         Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => {
             info!("published as {BUS_NAME} on the {choice}");
         }
@@ -472,6 +469,21 @@ async fn connect(choice: &BusChoice, shared: &Arc<Shared>) -> zbus::Result<Conne
         connection,
         dispatch: AbortOnDrop(dispatch),
     })
+}
+
+/// Asks the bus for [`BUS_NAME`], queueing behind another owner.
+///
+/// Asked of the bus directly: zbus's `Connection::request_name` warns
+/// when its object server is not running, which on adoptd's connection
+/// it never is (adoptd answers its calls itself, [`objects`]); nothing
+/// else of zbus's bookkeeping of owned names is used here.
+async fn request_name(connection: &Connection) -> zbus::fdo::Result<RequestNameReply> {
+    let bus = zbus::fdo::DBusProxy::builder(connection)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    let name = zbus::names::WellKnownName::from_static_str(BUS_NAME)?;
+    bus.request_name(name, RequestNameFlags::empty()).await
 }
 
 /// A connection, with the task that answers its method calls.
