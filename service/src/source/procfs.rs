@@ -256,15 +256,17 @@ mod tests {
         let invocation = InvocationId::new();
         let mut procfs = Procfs::default();
         procfs.runs.started(u32::MAX, service, invocation);
-        // A child that carries the run's id, under a parent that has
-        // emptied its environment (as a hop inside `exit` has lost it).
-        let mut command = Command::new("/bin/sh");
+        // A child that carries the run's id, under a parent whose
+        // environment is empty (as a hop inside `exit` has lost it). The
+        // child says it is ready once it runs, and execs nothing after
+        // that: a process in the middle of an exec has no environment to
+        // read yet.
+        let script = format!(
+            "{INVOCATION_VARIABLE}={invocation} /bin/sh -c 'echo ready; sleep 300; :' & exec sleep 300"
+        );
+        let mut command = Command::new("env");
         command
-            .args([
-                "-c",
-                "sleep 300 & exec env -i /bin/sh -c 'echo ready; exec sleep 300'",
-            ])
-            .env(INVOCATION_VARIABLE, invocation.to_string())
+            .args(["-i", "/bin/sh", "-c", &script])
             .stdout(Stdio::piped())
             .process_group(0);
         let mut group = Group(command.spawn().expect("/bin/sh"));
