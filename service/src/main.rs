@@ -82,6 +82,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    adoptd::memory::map_large_allocations();
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_level.as_deref()) {
         eprintln!("adoptd: {e}");

@@ -9,6 +9,13 @@
 //! for more than four times its entries (and for more than a small
 //! minimum): the hysteresis keeps a table that breathes around one size
 //! from being rebuilt at every moment.
+//!
+//! Large buffers (a reply to `GetManagedObjects` of ten thousand services
+//! is 13 MB, and the private bus holds a copy of it on its way) are mapped
+//! on their own and unmapped when freed ([`map_large_allocations`]):
+//! glibc's default raises its mapping threshold to the size of each such
+//! buffer freed, after which buffers of that size come from its arenas and
+//! stay there once freed, until a trim.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -58,6 +65,22 @@ impl<T> Shrink for Vec<T> {
     }
 }
 
+/// Allocations from this size up are mapped on their own, and unmapped
+/// when freed.
+pub const LARGE_ALLOCATION: usize = 256 * 1024;
+
+/// Makes the allocator map every allocation of [`LARGE_ALLOCATION`] or
+/// more on its own, whatever was freed before: such memory goes back to
+/// the kernel as soon as it is freed. Call it before any thread starts.
+pub fn map_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's parameters; a fixed
+    // mapping threshold also turns its adjustment off.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_ALLOCATION as libc::c_int);
+    }
+}
+
 /// Asks the allocator to return the free pages it holds to the kernel.
 pub fn return_free_pages() {
     #[cfg(target_env = "gnu")]
@@ -79,6 +102,27 @@ mod tests {
         assert!(table.shrink_if_sparse());
         assert!(table.capacity() < 64, "{}", table.capacity());
         assert_eq!(table.len(), 10);
+    }
+
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn a_large_buffer_is_mapped_even_after_a_larger_one_was_freed() {
+        fn mapped_blocks() -> usize {
+            // SAFETY: mallinfo2 only reads the allocator's statistics.
+            unsafe { libc::mallinfo2() }.hblks
+        }
+        // Freed, a mapped buffer of 8 MiB would raise glibc's threshold
+        // past the buffer below, which would then come from an arena.
+        drop(std::hint::black_box(Vec::<u8>::with_capacity(8 << 20)));
+        map_large_allocations();
+        let before = mapped_blocks();
+        let buffer = std::hint::black_box(Vec::<u8>::with_capacity(2 * LARGE_ALLOCATION));
+        assert!(
+            mapped_blocks() > before,
+            "{} mapped blocks",
+            mapped_blocks()
+        );
+        drop(buffer);
     }
 
     #[test]
