@@ -49,7 +49,7 @@ use super::{
     Shared,
     introspect::Introspectable,
     manager::Manager,
-    object_manager::ObjectManager,
+    object_manager::{self, ObjectManager},
     service::Service,
     standard::{Peer, Properties},
 };
@@ -199,6 +199,13 @@ impl Dispatch {
         if *interface == Introspectable::name() {
             return self
                 .call(&Introspectable { shared, object }, call, member)
+                .await;
+        }
+        if object == Object::Manager
+            && *interface == ObjectManager::name()
+            && member.as_str() == "GetManagedObjects"
+        {
+            return object_manager::answer_get_managed_objects(&self.connection, &shared, header)
                 .await;
         }
         let own = Own::of(shared, object, interface).ok_or_else(|| unknown_interface(interface))?;
