@@ -216,7 +216,18 @@ impl Supervisor {
     /// Carries out the tracker's actions (which may produce further
     /// outputs, as spawning does) and logs its notices.
     pub(super) fn carry_out(&mut self, out: Outcome) {
+        // A restart's new process first, then the bus (see `outbox`).
+        let spawns = out
+            .actions
+            .iter()
+            .any(|action| matches!(action, Action::Spawn { .. }));
+        if spawns {
+            self.outbox.hold();
+        }
         self.carry_out_actions(out);
+        if spawns {
+            self.outbox.release();
+        }
         if !self.retiring.is_empty() {
             self.remove_retired();
         }

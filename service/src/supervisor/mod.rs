@@ -48,6 +48,7 @@ use crate::{
 
 mod batch;
 mod catalogue;
+mod outbox;
 mod reattach;
 mod reexec;
 mod watched;
@@ -249,15 +250,14 @@ pub struct Supervisor {
     signals: AsyncFd<Signals>,
     /// What the signalfd said that is not acted on yet.
     wakeup: reaper::Wakeup,
-    updates: mpsc::UnboundedSender<Update>,
+    /// The updates for the bus layer.
+    outbox: outbox::Outbox,
     /// Where the services' output goes, read by tasks of its own.
     outputs: Arc<Outputs>,
     epoch: Instant,
     shutting_down: bool,
     /// Reused across batches.
     reaped: Vec<(Pid, ExitStatus)>,
-    /// Updates published so far.
-    published: std::cell::Cell<u64>,
     /// Each service's current run's invocation id.
     invocations: HashMap<ServiceId, crate::invocation::InvocationId>,
     /// Where the record for a re-attach after a crash is kept.
@@ -315,12 +315,11 @@ impl Supervisor {
             watched: watched::Watched::new(),
             signals,
             wakeup: reaper::Wakeup::default(),
-            updates,
+            outbox: outbox::Outbox::new(updates),
             outputs,
             epoch: Instant::now(),
             shutting_down: false,
             reaped: Vec::new(),
-            published: std::cell::Cell::new(0),
             invocations: HashMap::new(),
             record: reattach::Recording::default(),
         }
@@ -457,7 +456,7 @@ impl Supervisor {
                         });
                     }
                     self.command(id, command)
-                        .map(|()| (id, self.published.get()))
+                        .map(|()| (id, self.outbox.published()))
                         .map_err(|source| RequestError::Refused {
                             name: self.specs[id.index()].name.clone(),
                             source,
@@ -487,7 +486,7 @@ impl Supervisor {
             }
             Request::Reload { reply } => {
                 let refused = self.reload();
-                reply.send((refused, self.published.get())).ok();
+                reply.send((refused, self.outbox.published())).ok();
             }
             Request::Reexecute { reply, answered } => {
                 let result = self.accept_reexec();
@@ -536,14 +535,12 @@ impl Supervisor {
 
     /// Hands an update to the bus layer, if one listens.
     fn publish(&self, update: Update) {
-        self.published.set(self.published.get() + 1);
-        // No receiver (no bus, or it is reconnecting and will resync): the
-        // log still says everything.
-        self.updates.send(update).ok();
+        self.outbox.publish(update);
     }
 
     /// Hands what the tracker said to the bus layer, then logs it: the
-    /// bus thread publishes while this one writes the line.
+    /// bus thread publishes while this one writes the line (once the
+    /// moment's spawns are made, if it has any).
     fn log_notice(&self, notice: &Notice) {
         if let Notice::Changed { service, .. } = *notice {
             self.record.changed.borrow_mut().insert(service);
