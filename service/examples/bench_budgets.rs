@@ -74,7 +74,11 @@
 //! subreaper waiting in `epoll` on a signalfd that sends each reaped pid
 //! in a datagram to the benchmark, which takes the clock as it arrives:
 //! what this machine's kernel alone costs from a hop's exit to another
-//! process hearing of it, and adoptd's median as a ratio to its.
+//! process hearing of it, and adoptd's median as a ratio to its. Then
+//! the same floor with its datagrams passed through one relay process
+//! (as a broker passes a signal from publisher to subscriber) and through
+//! two (a publishing thread apart from the reaper, then a broker): what
+//! the hops between processes cost, without the bus's encoding.
 //!
 //! `many`: M services (running `/bin/sleep`, as in `start`, if pid_max
 //! leaves room, else or with `--idle` loaded with `autostart = false`).
@@ -1368,7 +1372,9 @@ fn signal(options: &Options) {
         }
     }
     latencies.sort_unstable();
-    let floor = floor_handoffs(&scratch, &steps);
+    let floor = floor_handoffs(&scratch, &steps, 0);
+    let brokered = floor_handoffs(&scratch, &steps, 1);
+    let threaded = floor_handoffs(&scratch, &steps, 2);
     if latencies.len() != hops as usize || coalesced > 0 {
         println!(
             "signal: {} of {hops} hop exits seen, {coalesced} of them in a signal of a later hop \
@@ -1394,6 +1400,28 @@ fn signal(options: &Options) {
             percentile(&latencies, 50) as f64 / percentile(&floor, 50).max(1) as f64,
         ),
         Err(problem) => println!("signal: the floor is not measured: {problem}"),
+    }
+    for (floor, through) in [
+        (
+            brokered,
+            "one relay (as a broker between publisher and subscriber)",
+        ),
+        (
+            threaded,
+            "two relays (a publishing thread apart from the reaper, then a broker)",
+        ),
+    ] {
+        match floor {
+            Ok(floor) => println!(
+                "signal: the floor through {through}: p50 {} µs, p99 {} µs; adoptd's p50 {:.2}× it",
+                percentile(&floor, 50),
+                percentile(&floor, 99),
+                percentile(&latencies, 50) as f64 / percentile(&floor, 50).max(1) as f64,
+            ),
+            Err(problem) => {
+                println!("signal: the floor through {through} is not measured: {problem}")
+            }
+        }
     }
 }
 
@@ -1469,20 +1497,115 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// A process between the floor's subreaper and the reader, as a broker
+/// is between a publisher and a subscriber: it binds the first socket it
+/// is given, says `ready` on stdout, and forwards each datagram to the
+/// second, as many as it was told.
+const FLOOR_RELAY: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    if (argc < 4)
+        return 2;
+    int count = atoi(argv[3]);
+    int in = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int out = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un from = {.sun_family = AF_UNIX}, to = {.sun_family = AF_UNIX};
+    strncpy(from.sun_path, argv[1], sizeof from.sun_path - 1);
+    strncpy(to.sun_path, argv[2], sizeof to.sun_path - 1);
+    if (in < 0 || out < 0 || bind(in, (struct sockaddr *)&from, sizeof from) < 0 ||
+        connect(out, (struct sockaddr *)&to, sizeof to) < 0)
+        return 1;
+    if (write(1, "ready\n", 6) != 6)
+        return 1;
+    char message[64];
+    for (; count > 0; count--) {
+        ssize_t n = recv(in, message, sizeof message, 0);
+        if (n < 0)
+            return 1;
+        send(out, message, n, 0);
+    }
+    return 0;
+}
+"#;
+
+/// Relays started for one floor run; killed if still there when dropped.
+struct Relays(Vec<Child>);
+
+impl Drop for Relays {
+    fn drop(&mut self) {
+        for relay in &mut self.0 {
+            if relay.try_wait().ok().flatten().is_none() {
+                let _ = relay.kill();
+                let _ = relay.wait();
+            }
+        }
+    }
+}
+
+/// Starts `count` relays in a chain ending at `reader`, each ready to
+/// forward `messages` datagrams; the socket to send to, and the relays.
+fn relay_chain(
+    scratch: &Scratch,
+    reader: &Path,
+    count: usize,
+    messages: usize,
+) -> Result<(PathBuf, Relays), String> {
+    let mut relays = Relays(Vec::new());
+    let mut next = reader.to_path_buf();
+    if count == 0 {
+        return Ok((next, relays));
+    }
+    let program = compile_c(FLOOR_RELAY, &scratch.path, "floor-relay")?;
+    for index in (0..count).rev() {
+        let socket = scratch.path.join(format!("relay-{index}.sock"));
+        std::fs::remove_file(&socket).ok();
+        let mut relay = Command::new(&program)
+            .arg(&socket)
+            .arg(&next)
+            .arg(messages.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start a relay: {e}"))?;
+        let stdout = relay.stdout.take();
+        relays.0.push(relay);
+        let mut said = String::new();
+        stdout
+            .map(|out| std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut said))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        if said.trim() != "ready" {
+            return Err("a relay could not bind or connect its sockets".to_owned());
+        }
+        next = socket;
+    }
+    Ok((next, relays))
+}
+
 /// The floor's latencies, in µs, for the dance `steps` (whose hops are
-/// its reaps), sorted.
-fn floor_handoffs(scratch: &Scratch, steps: &[String]) -> Result<Vec<i64>, String> {
+/// its reaps), sorted: each reap's datagram straight to the reader, or
+/// through `relays` processes in a chain.
+fn floor_handoffs(scratch: &Scratch, steps: &[String], relays: usize) -> Result<Vec<i64>, String> {
     let program = compile_c(FLOOR_HANDOFF, &scratch.path, "floor-handoff")?;
     let times = scratch.path.join("floor-hop-times");
+    std::fs::remove_file(&times).ok();
     let socket_path = scratch.path.join("floor.sock");
+    std::fs::remove_file(&socket_path).ok();
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).map_err(|e| e.to_string())?;
     socket
         .set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
     let hops = steps.iter().filter(|step| step.as_str() == "fork").count();
+    let (first, _relays) = relay_chain(scratch, &socket_path, relays, hops)?;
     // Without --report the dance's last hop reports on stdout.
     let mut floor = Command::new(&program)
-        .arg(&socket_path)
+        .arg(&first)
         .arg(hops.to_string())
         .arg(binary("dance"))
         .arg("--hop-times")
