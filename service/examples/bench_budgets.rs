@@ -13,10 +13,12 @@
 //! `--hops H` (300), `--many M` (10000), `--lists L` (5), `--idle` (the M
 //! services of `many` are loaded but not started), `--tracker SOURCE`
 //! (`auto`), `--output log|null` (the services' `output`, default `log`,
-//! adoptd's own default). It runs the adoptd, adoptctl and dance binaries
-//! next to this example's directory (the release build), logging at
-//! `info`, each adoptd with `--private-bus`. Every figure is printed beside
-//! its budget; nothing is asserted.
+//! adoptd's own default), `--bus private|dbus-daemon` (each adoptd with
+//! `--private-bus`, the default, or on a `dbus-daemon --session` of the
+//! benchmark's own, started for it). It runs the adoptd, adoptctl and
+//! dance binaries next to this example's directory (the release build),
+//! logging at `info`. Every figure is printed beside its budget; nothing
+//! is asserted.
 //!
 //! The private bus of root is always `/run/adoptd/bus`, which another
 //! adoptd (a test suite) may be using: as root, each adoptd runs in a mount
@@ -130,6 +132,8 @@
 // A benchmark that cannot measure says why and stops.
 #![allow(clippy::expect_used)]
 
+#[path = "support/bus.rs"]
+mod bus;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -146,6 +150,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use bus::Bus;
 use support::{binary, compile_c, cores, cpu_model, parse_utc_micros, percentile};
 
 use futures_util::StreamExt as _;
@@ -159,6 +164,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 const USAGE: &str = "\
 usage: bench_budgets [--services N] [--kills K] [--hops H] [--many M] [--lists L]
                      [--idle] [--tracker SOURCE] [--output log|null]
+                     [--bus private|dbus-daemon]
                      [start|restart|signal|many|reads|idle|status]...";
 
 fn main() {
@@ -168,11 +174,16 @@ fn main() {
     // SAFETY: prctl with an integer argument.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     println!(
-        "machine: {}, {} cores; tracker {}, services' output {}",
+        "machine: {}, {} cores; tracker {}, services' output {}, bus {}",
         cpu_model(),
         cores(),
         options.tracker,
-        options.output
+        options.output,
+        if options.dbus_daemon {
+            "dbus-daemon"
+        } else {
+            "private"
+        },
     );
     for measurement in &options.measurements {
         match measurement {
@@ -197,6 +208,8 @@ struct Options {
     idle: bool,
     tracker: String,
     output: String,
+    /// adoptd's bus: its own private bus, or a `dbus-daemon`.
+    dbus_daemon: bool,
     measurements: Vec<Measurement>,
 }
 
@@ -222,6 +235,7 @@ impl Options {
             idle: false,
             tracker: "auto".to_owned(),
             output: "log".to_owned(),
+            dbus_daemon: false,
             measurements: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
@@ -236,6 +250,11 @@ impl Options {
                 "--tracker" => options.tracker = args.next().unwrap_or_else(|| usage()),
                 "--output" => match args.next().as_deref() {
                     Some(mode @ ("log" | "null")) => options.output = mode.to_owned(),
+                    _ => usage(),
+                },
+                "--bus" => match args.next().as_deref() {
+                    Some("private") => options.dbus_daemon = false,
+                    Some("dbus-daemon") => options.dbus_daemon = true,
                     _ => usage(),
                 },
                 "start" => options.measurements.push(Measurement::Start),
@@ -2062,6 +2081,9 @@ fn is_root() -> bool {
 /// A running adoptd on its private bus, and what its output said so far.
 struct Adoptd {
     child: Child,
+    /// The `dbus-daemon` it publishes on, if not its own bus; stopped
+    /// after adoptd (fields drop after `Drop::drop`).
+    _bus: Option<Bus>,
     /// Its stdout and stderr lines, in the order the readers got them.
     lines: mpsc::Receiver<String>,
     /// The realtime clock just before it was spawned, µs since the epoch.
@@ -2080,9 +2102,13 @@ struct Adoptd {
 impl Adoptd {
     /// Starts adoptd on `scratch`'s services.
     fn start(scratch: &Scratch, options: &Options) -> Self {
+        let bus = options.dbus_daemon.then(|| Bus::start(&scratch.path));
         let mut command = Command::new(binary("adoptd"));
+        match &bus {
+            Some(bus) => command.args(["--address", &bus.address]),
+            None => command.arg("--private-bus"),
+        };
         command
-            .arg("--private-bus")
             .arg("--config-dir")
             .arg(scratch.path.join("services"))
             .args(["--tracker", &options.tracker])
@@ -2115,9 +2141,10 @@ impl Adoptd {
         forward_lines(stdout, sender);
         Adoptd {
             child,
+            address: bus.as_ref().map(|bus| bus.address.clone()),
+            _bus: bus,
             lines,
             spawned_at,
-            address: None,
             published_at: None,
             running: HashMap::new(),
             running_grew_at: None,

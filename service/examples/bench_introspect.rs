@@ -24,6 +24,8 @@
 #![allow(clippy::expect_used)]
 
 // Shared with the other benchmarks, which use the rest of it.
+#[path = "support/bus.rs"]
+mod bus;
 #[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
@@ -36,6 +38,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bus::Bus;
 use support::{binary, cores, cpu_model};
 
 /// How long any one expected event may take.
@@ -58,7 +61,7 @@ fn main() {
     println!("median of {runs} runs each");
     for count in counts {
         let scratch = Scratch::new(count);
-        let bus = Bus::start(&scratch);
+        let bus = Bus::start(&scratch.path);
         let adoptd = Adoptd::start(&scratch, &bus.address);
         let cpu_before = cpu_ms(adoptd.child.id());
         let tree = Timing::of(&bus.address, &["tree", "org.adoptd1"], runs);
@@ -185,48 +188,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.path).ok();
-    }
-}
-
-/// A `dbus-daemon --session` of the benchmark's own.
-struct Bus {
-    child: Child,
-    address: String,
-}
-
-impl Bus {
-    fn start(scratch: &Scratch) -> Self {
-        let mut child = Command::new("dbus-daemon")
-            .arg("--session")
-            .arg("--nofork")
-            .arg("--print-address")
-            .arg(format!(
-                "--address=unix:path={}",
-                scratch.path.join("bus").display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon (Debian package dbus-daemon)");
-        let stdout = child.stdout.take().expect("dbus-daemon's stdout");
-        let mut address = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut address)
-            .expect("dbus-daemon's address");
-        let address = address.trim().to_owned();
-        assert!(
-            address.starts_with("unix:"),
-            "dbus-daemon did not start: {address:?}"
-        );
-        Bus { child, address }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
     }
 }
 

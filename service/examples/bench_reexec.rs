@@ -21,6 +21,8 @@
 // A benchmark that cannot measure says why and stops.
 #![allow(clippy::expect_used)]
 
+#[path = "support/bus.rs"]
+mod bus;
 #[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
@@ -35,6 +37,7 @@ use std::{
 };
 
 use adoptd_dbus::{BUS_NAME, ManagerProxy, State};
+use bus::Bus;
 use futures_util::StreamExt as _;
 use support::{binary, cores, cpu_model};
 use zbus::{fdo::DBusProxy, names::BusName};
@@ -54,7 +57,7 @@ fn main() {
     }
     println!("machine: {}, {} cores", cpu_model(), cores());
     let scratch = Scratch::new(count);
-    let bus = Bus::start(&scratch);
+    let bus = Bus::start(&scratch.path);
     let mut adoptd = Adoptd::start(&scratch, &bus.address, count);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -180,48 +183,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.path).ok();
-    }
-}
-
-/// A `dbus-daemon --session` of the benchmark's own.
-struct Bus {
-    child: Child,
-    address: String,
-}
-
-impl Bus {
-    fn start(scratch: &Scratch) -> Self {
-        let mut child = Command::new("dbus-daemon")
-            .arg("--session")
-            .arg("--nofork")
-            .arg("--print-address")
-            .arg(format!(
-                "--address=unix:path={}",
-                scratch.path.join("bus").display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon (Debian package dbus-daemon)");
-        let stdout = child.stdout.take().expect("dbus-daemon's stdout");
-        let mut address = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut address)
-            .expect("dbus-daemon's address");
-        let address = address.trim().to_owned();
-        assert!(
-            address.starts_with("unix:"),
-            "dbus-daemon did not start: {address:?}"
-        );
-        Bus { child, address }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
     }
 }
 
