@@ -32,7 +32,10 @@ use adoptd_dbus::SERVICE_INTERFACE;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use zbus::{
     BoxDBusError, Connection, Message, ObjectPath, OwnedObjectPath, OwnedVariant, Signature, Type,
-    Variant, interface, message::Header, object_server::SignalEmitter, wire::serialized::Data,
+    Variant, interface,
+    message::{Builder, Flags, Header},
+    object_server::SignalEmitter,
+    wire::serialized::Data,
 };
 
 use super::{
@@ -196,8 +199,17 @@ pub(super) async fn answer_get_managed_objects(
     shared: &Arc<Shared>,
     call: &Header<'_>,
 ) -> Result<(), BoxDBusError> {
+    // As zbus's generated code: a caller that wants no reply gets none.
+    if call.primary().flags().contains(Flags::NO_REPLY_EXPECTED) {
+        return Ok(());
+    }
     let objects = ManagedObjects::read(shared).await?;
-    let reply = written_once(call, &objects)?;
+    let mut reply = Message::method_return(call);
+    // As zbus's replies are (`Connection::reply`); a broker sets it anyway.
+    if let Some(name) = connection.unique_name() {
+        reply = reply.sender(name);
+    }
+    let reply = written_once(reply, &objects)?;
     drop(objects);
     connection.send(&reply).await?;
     Ok(())
@@ -206,13 +218,13 @@ pub(super) async fn answer_get_managed_objects(
 /// The D-Bus specification's largest message: 128 MiB.
 const MAX_MESSAGE_BYTES: usize = 1 << 27;
 
-/// The method return to `call` carrying `body`, written in one buffer of
+/// The message `reply` builds, carrying `body`, written in one buffer of
 /// its exact size: zbus's header (its serial, the reply's fields), then
 /// the body as zbus serializes it.
-fn written_once<B: Serialize + Type>(call: &Header<'_>, body: &B) -> zbus::Result<Message> {
+fn written_once<B: Serialize + Type>(reply: Builder<'_>, body: &B) -> zbus::Result<Message> {
     // SAFETY: this message only lends its header, whose body length is
     // set below; the message sent is checked whole by `from_bytes`.
-    let head = unsafe { Message::method_return(call).build_raw_body(&[], B::SIGNATURE, vec![])? };
+    let head = unsafe { reply.build_raw_body(&[], B::SIGNATURE, vec![])? };
     let head = head.data();
     // The body starts 8-aligned behind the header: aligned from 0 as in
     // zbus's own builder.
@@ -323,16 +335,15 @@ mod tests {
         let body: BTreeMap<String, (u32, Vec<String>)> = (0..500)
             .map(|n| (format!("s{n}"), (n, vec!["x".repeat(n as usize % 13); 3])))
             .collect();
-        let ours = written_once(&call.header(), &body).expect("written once");
-        let zbus = Message::method_return(&call.header())
-            .build(&body)
-            .expect("built by zbus");
+        let reply = || Message::method_return(&call.header()).sender(":1.9");
+        let ours = written_once(reply(), &body).expect("written once");
+        let zbus = reply().build(&body).expect("built by zbus");
         let (ours, zbus) = (ours.data().to_vec(), zbus.data().to_vec());
         assert_eq!(ours.len(), zbus.len());
         // Bytes 8..12 are the serial, which zbus gives each message.
         assert_eq!(ours[..8], zbus[..8]);
         assert_eq!(ours[12..], zbus[12..]);
-        let read: BTreeMap<String, (u32, Vec<String>)> = written_once(&call.header(), &body)
+        let read: BTreeMap<String, (u32, Vec<String>)> = written_once(reply(), &body)
             .and_then(|reply| reply.body().deserialize())
             .expect("read back");
         assert_eq!(read, body);
