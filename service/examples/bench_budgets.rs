@@ -1391,9 +1391,14 @@ fn signal(options: &Options) {
         }
     }
     latencies.sort_unstable();
-    let floor = floor_handoffs(&scratch, &steps, 0);
-    let brokered = floor_handoffs(&scratch, &steps, 1);
-    let threaded = floor_handoffs(&scratch, &steps, 2);
+    let programs = FloorPrograms::compile(&scratch);
+    let floor_through = |relays| {
+        let programs = programs.as_ref().map_err(Clone::clone)?;
+        floor_handoffs(&scratch, programs, &steps, relays)
+    };
+    let floor = floor_through(0);
+    let brokered = floor_through(1);
+    let threaded = floor_through(2);
     if latencies.len() != hops as usize || coalesced > 0 {
         println!(
             "signal: {} of {hops} hop exits seen, {coalesced} of them in a signal of a later hop \
@@ -1567,24 +1572,37 @@ impl Drop for Relays {
     }
 }
 
-/// Starts `count` relays in a chain ending at `reader`, each ready to
-/// forward `messages` datagrams; the socket to send to, and the relays.
+/// The floor's two C programs, compiled once for its runs.
+struct FloorPrograms {
+    subreaper: PathBuf,
+    relay: PathBuf,
+}
+
+impl FloorPrograms {
+    fn compile(scratch: &Scratch) -> Result<Self, String> {
+        Ok(FloorPrograms {
+            subreaper: compile_c(FLOOR_HANDOFF, &scratch.path, "floor-handoff")?,
+            relay: compile_c(FLOOR_RELAY, &scratch.path, "floor-relay")?,
+        })
+    }
+}
+
+/// Starts `count` relays (`program`) in a chain ending at `reader`, each
+/// ready to forward `messages` datagrams; the socket to send to, and the
+/// relays.
 fn relay_chain(
     scratch: &Scratch,
+    program: &Path,
     reader: &Path,
     count: usize,
     messages: usize,
 ) -> Result<(PathBuf, Relays), String> {
     let mut relays = Relays(Vec::new());
     let mut next = reader.to_path_buf();
-    if count == 0 {
-        return Ok((next, relays));
-    }
-    let program = compile_c(FLOOR_RELAY, &scratch.path, "floor-relay")?;
     for index in (0..count).rev() {
         let socket = scratch.path.join(format!("relay-{index}.sock"));
         std::fs::remove_file(&socket).ok();
-        let mut relay = Command::new(&program)
+        let mut relay = Command::new(program)
             .arg(&socket)
             .arg(&next)
             .arg(messages.to_string())
@@ -1610,8 +1628,12 @@ fn relay_chain(
 /// The floor's latencies, in µs, for the dance `steps` (whose hops are
 /// its reaps), sorted: each reap's datagram straight to the reader, or
 /// through `relays` processes in a chain.
-fn floor_handoffs(scratch: &Scratch, steps: &[String], relays: usize) -> Result<Vec<i64>, String> {
-    let program = compile_c(FLOOR_HANDOFF, &scratch.path, "floor-handoff")?;
+fn floor_handoffs(
+    scratch: &Scratch,
+    programs: &FloorPrograms,
+    steps: &[String],
+    relays: usize,
+) -> Result<Vec<i64>, String> {
     let times = scratch.path.join("floor-hop-times");
     std::fs::remove_file(&times).ok();
     let socket_path = scratch.path.join("floor.sock");
@@ -1621,9 +1643,9 @@ fn floor_handoffs(scratch: &Scratch, steps: &[String], relays: usize) -> Result<
         .set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
     let hops = steps.iter().filter(|step| step.as_str() == "fork").count();
-    let (first, _relays) = relay_chain(scratch, &socket_path, relays, hops)?;
+    let (first, _relays) = relay_chain(scratch, &programs.relay, &socket_path, relays, hops)?;
     // Without --report the dance's last hop reports on stdout.
-    let mut floor = Command::new(&program)
+    let mut floor = Command::new(&programs.subreaper)
         .arg(&first)
         .arg(hops.to_string())
         .arg(binary("dance"))
