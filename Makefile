@@ -4,7 +4,7 @@
 # example services, the applet's desktop entries and the exporter's
 # alerting rules.
 #
-#   make                          # cargo build --release
+#   make                          # cargo build --release (adoptctl static)
 #   sudo make install             # into /usr/local; builds first if
 #                                 # `make` did not (then root needs cargo)
 #   make install PREFIX=/usr DESTDIR=/tmp/stage   # as a package does
@@ -46,7 +46,8 @@ applicationsdir = $(datadir)/applications
 autostartdir = /etc/xdg/autostart
 
 release = $(CARGO_TARGET_DIR)/release
-packages = -p adoptd -p adoptctl $(if $(filter yes,$(APPLET)),-p adoptd-applet) \
+# adoptctl is built on its own, linked statically (below).
+packages = -p adoptd $(if $(filter yes,$(APPLET)),-p adoptd-applet) \
     $(if $(filter yes,$(EXPORTER)),-p adoptd-exporter)
 binaries = $(release)/adoptd $(release)/adoptctl $(if $(filter yes,$(APPLET)),$(release)/adoptd-applet) \
     $(if $(filter yes,$(EXPORTER)),$(release)/adoptd-exporter)
@@ -61,13 +62,26 @@ INSTALL_DATA = $(INSTALL) -m644
 
 all: build
 
-build:
+# adoptctl is linked with glibc's static libraries (crt-static, given to
+# its binary's own crate only, so the rest of the build is shared): a
+# one-shot command's start-up is most of its run, and loading libc, libm
+# and libgcc_s at each start made `adoptctl status` about a quarter
+# slower (docs/BENCHMARKS.md). It stays position-independent, so its
+# addresses are still randomised. adoptctl looks no user or host up
+# through NSS on a unix socket bus, the one case a static glibc handles
+# less well.
+define cargo_build
 	$(CARGO) build --release --locked $(packages)
+	$(CARGO) rustc --release --locked -p adoptctl --bin adoptctl -- -C target-feature=+crt-static
+endef
+
+build:
+	$(cargo_build)
 
 # Installing uses what `make` built, so that `sudo make install` needs
 # no cargo; it builds only what is missing.
 $(binaries) &:
-	$(CARGO) build --release --locked $(packages)
+	$(cargo_build)
 
 # adoptctl(1) and the completions come from adoptctl's clap definition.
 generated: $(binaries)

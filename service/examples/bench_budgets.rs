@@ -121,7 +121,10 @@
 //! adoptd what `adoptctl status` asks, by hand on a raw socket (connect,
 //! authenticate, then Hello, `GetAll` and `GetOutput` in one write) and
 //! exits once both answers came; its median and adoptctl's as a ratio to
-//! it, and the floor's as a ratio to `s6-svstat`'s.
+//! it, and the floor's as a ratio to `s6-svstat`'s. It says first
+//! whether the adoptctl measured is linked statically, as `make` builds
+//! and installs it, or dynamically, as a plain `cargo build` leaves it:
+//! the second starts slower.
 //!
 //! Every adoptd is stopped with SIGTERM, and the benchmark waits for it to
 //! exit. One that has not exited two minutes later is reported (its last
@@ -1012,6 +1015,21 @@ const STATUS_RUNS: u32 = 300;
 /// `adoptctl status NAME` as a whole process against s6's `s6-svstat
 /// DIR`, each over one running service, run in turn.
 fn status(options: &Options) {
+    let adoptctl = binary("adoptctl");
+    match has_interpreter(&adoptctl) {
+        Ok(false) => println!(
+            "status: {} is linked statically, as `make` builds it",
+            adoptctl.display()
+        ),
+        Ok(true) => println!(
+            "status: {} is linked dynamically (cargo build); `make` links it statically, as it is installed",
+            adoptctl.display()
+        ),
+        Err(e) => println!(
+            "status: cannot tell how {} is linked: {e}",
+            adoptctl.display()
+        ),
+    }
     let scratch = Scratch::new("status");
     scratch.service("web", &sleeper(&options.output, ""));
     let mut adoptd = Adoptd::start(&scratch, options);
@@ -1061,8 +1079,7 @@ fn status(options: &Options) {
     let mut floors = Vec::new();
     let mut failed = 0;
     for _ in 0..STATUS_RUNS {
-        match time(Command::new(binary("adoptctl")).args(["--address", &address, "status", "web"]))
-        {
+        match time(Command::new(&adoptctl).args(["--address", &address, "status", "web"])) {
             Some(took) => ours.push(took),
             None => failed += 1,
         }
@@ -1123,6 +1140,36 @@ fn status(options: &Options) {
             },
         );
     }
+}
+
+/// Whether the ELF executable at `path` names a program interpreter
+/// (`PT_INTERP`, the dynamic loader), that is whether it is linked
+/// dynamically. Little-endian 64-bit ELF only, which is what this
+/// benchmark runs on.
+fn has_interpreter(path: &Path) -> Result<bool, String> {
+    const PT_INTERP: u32 = 3;
+    let image = std::fs::read(path).map_err(|e| e.to_string())?;
+    let field = |at: usize, width: usize| -> Result<u64, String> {
+        let bytes = image
+            .get(at..at + width)
+            .ok_or_else(|| format!("the file ends before byte {}", at + width))?;
+        Ok(bytes
+            .iter()
+            .rev()
+            .fold(0, |value, byte| value << 8 | u64::from(*byte)))
+    };
+    if image.get(..5) != Some(b"\x7fELF\x02".as_slice()) {
+        return Err("not a 64-bit ELF file".to_owned());
+    }
+    let table = usize::try_from(field(0x20, 8)?).map_err(|e| e.to_string())?;
+    let entry_size = usize::try_from(field(0x36, 2)?).map_err(|e| e.to_string())?;
+    let entries = usize::try_from(field(0x38, 2)?).map_err(|e| e.to_string())?;
+    for entry in 0..entries {
+        if field(table + entry * entry_size, 4)? == u64::from(PT_INTERP) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The least a status over the bus can cost: a C client that connects to
