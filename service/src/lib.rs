@@ -50,6 +50,7 @@ pub mod config;
 pub mod errors;
 pub mod exit_info;
 pub mod invocation;
+pub mod logging;
 pub mod memory;
 pub mod notify;
 pub mod output;

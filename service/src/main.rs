@@ -146,28 +146,10 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| LossyStderr)
+        .with_writer(|| adoptd::logging::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     Ok(())
-}
-
-/// Standard error that never fails: a log line that cannot be written (the
-/// console went away, the reader closed its pipe) is dropped. tracing
-/// reports write errors with `eprintln!`, which panics on a broken stderr,
-/// and a panic of PID 1 is a kernel panic.
-struct LossyStderr;
-
-impl std::io::Write for LossyStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        std::io::stderr().write_all(buf).ok();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush().ok();
-        Ok(())
-    }
 }
 
 fn default_config_dir() -> PathBuf {

@@ -11,6 +11,7 @@ use super::{Supervisor, Update};
 use crate::{
     config::ServiceSpec,
     invocation::InvocationId,
+    logging,
     memory::{self, Shrink},
     output, proc, reaper, spawn,
     tracker::{Action, Event, Expect, Notification, Outcome, Pid, ServiceId},
@@ -216,11 +217,13 @@ impl Supervisor {
     /// Carries out the tracker's actions (which may produce further
     /// outputs, as spawning does) and logs its notices.
     pub(super) fn carry_out(&mut self, out: Outcome) {
-        // A restart's new process first, then the bus (see `outbox`).
+        // A restart's new process first, then the bus (see `outbox`), then
+        // the moment's log lines, in one write (see `logging`).
         let spawns = out
             .actions
             .iter()
             .any(|action| matches!(action, Action::Spawn { .. }));
+        let held_lines = logging::Held::begin();
         if spawns {
             self.outbox.hold();
         }
@@ -228,6 +231,7 @@ impl Supervisor {
         if spawns {
             self.outbox.release();
         }
+        drop(held_lines);
         if !self.retiring.is_empty() {
             self.remove_retired();
         }
