@@ -1066,7 +1066,11 @@ fn status(options: &Options) {
         let took = i64::try_from(began.elapsed().as_micros()).ok()?;
         status.success().then_some(took)
     };
-    let floor = match address.strip_prefix("unix:path=") {
+    // A dbus-daemon's address goes on after the path (`,guid=…`).
+    let socket = address
+        .strip_prefix("unix:path=")
+        .and_then(|rest| rest.split(',').next());
+    let floor = match socket {
         Some(socket) => compile_c(FLOOR_STATUS, &scratch.path, "floor-status")
             .map(|program| (program, socket.to_owned())),
         None => Err(format!("the bus address {address} names no socket path")),
