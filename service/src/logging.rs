@@ -36,19 +36,19 @@ pub struct Stderr;
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let kept = HELD.with(|held| match held.try_borrow_mut() {
-            Ok(mut held) => match held.as_mut() {
-                Some(lines) => {
-                    let kept = keep(lines, buf);
-                    if !kept {
-                        write_out(lines);
-                        lines.clear();
-                    }
-                    kept
-                }
-                None => false,
-            },
-            Err(_) => false,
+        let kept = HELD.with(|held| {
+            let Ok(mut held) = held.try_borrow_mut() else {
+                return false;
+            };
+            let Some(lines) = held.as_mut() else {
+                return false;
+            };
+            if keep(lines, buf) {
+                return true;
+            }
+            write_out(lines);
+            lines.clear();
+            false
         });
         if !kept {
             write_out(buf);
