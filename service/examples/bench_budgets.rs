@@ -56,10 +56,16 @@
 //! it has exec'd: the spawn waits for the exec) − that clock. The `main process exited` line
 //! between them (logged once adoptd has reaped the process and decided)
 //! splits it into kill → reaped and reaped → started. The next kill waits
-//! for the status line of the new main process. Then the same K kills of
-//! a bare C loop that the benchmark compiles with `cc` (vfork, setsid,
-//! exec, print the realtime clock and the pid, waitpid): the least a
-//! supervisor does, and adoptd's median as a ratio to its.
+//! for the status line of the new main process. After each of adoptd's
+//! kills come one kill of each of two C loops that the benchmark compiles
+//! with `cc`, so that all three are measured over the same stretch of a
+//! noisy machine: a bare loop (vfork, setsid, exec, print the realtime
+//! clock and the pid, waitpid), the least a supervisor does; and a loop
+//! that does the kernel's share of what adoptd does for a restart (woken
+//! by a signalfd in epoll, waitid, a pipe for stdout and one for stderr,
+//! a pidfd, every signal blocked across the vfork and every action reset
+//! in the child), the floor of a supervisor that keeps adoptd's promises.
+//! adoptd's median as a ratio to each.
 //!
 //! `signal`: a service that hops H times (`fork setsid`, then `sleep:5
 //! fork` H − 1 times) with `dance --hop-times`: each hop's parent writes
@@ -368,7 +374,9 @@ fn start(options: &Options) {
     );
 }
 
-/// SIGKILL → the new main process exists, with `restart-delay = "0"`.
+/// SIGKILL → the new main process exists, with `restart-delay = "0"`;
+/// each kill of adoptd's service is followed by one of each C loop's
+/// child, so that all three are measured over the same stretch of time.
 fn restart(options: &Options) {
     let scratch = Scratch::new("restart");
     scratch.service(
@@ -379,6 +387,21 @@ fn restart(options: &Options) {
              start-limit = { burst = 10000, interval = \"1s\" }\n",
         ),
     );
+    let mut loops = [
+        LoopRun::start(
+            &scratch,
+            (BARE_LOOP, "bare-loop"),
+            "a bare C loop (vfork, exec, waitpid)",
+            Some(1.3),
+        ),
+        LoopRun::start(
+            &scratch,
+            (SAME_WORK_LOOP, "same-work-loop"),
+            "a C loop doing adoptd's kernel work (signalfd in epoll, waitid, two pipes, \
+             a pidfd, every signal blocked, then reset in the child)",
+            None,
+        ),
+    ];
     let mut adoptd = Adoptd::start(&scratch, options);
     adoptd.wait_published();
     let mut pid = adoptd.wait_main_pid("victim", None);
@@ -404,6 +427,12 @@ fn restart(options: &Options) {
         to_reaped.push(exited_at - killed_at);
         to_started.push(started_at - exited_at);
         pid = adoptd.wait_main_pid("victim", Some(new_pid));
+        // Each restart's tail (adoptd's record and bus traffic, the new
+        // `sleep` loading) is over before the next kill, whoever's it is.
+        settle(adoptd.child.id(), pid);
+        for run in &mut loops {
+            run.kill_and_restart();
+        }
     }
     adoptd.stop();
     for list in [&mut total, &mut to_reaped, &mut to_started] {
@@ -424,16 +453,97 @@ fn restart(options: &Options) {
         percentile(&to_started, 50),
         percentile(&to_started, 99),
     );
-    match bare_loop_restarts(&scratch, options.kills) {
-        Ok(bare) => println!(
-            "restart: a bare C loop (vfork, exec, waitpid) over {} kills: median {} µs, p99 {} µs; \
-             adoptd / bare loop = {:.2} (median; budget ≤ 1.3)",
-            bare.len(),
-            percentile(&bare, 50),
-            percentile(&bare, 99),
-            percentile(&total, 50) as f64 / percentile(&bare, 50).max(1) as f64,
-        ),
-        Err(problem) => println!("restart: the bare C loop is not measured: {problem}"),
+    let adoptd_median = percentile(&total, 50);
+    for run in loops {
+        run.report(adoptd_median);
+    }
+}
+
+/// Waits (100 ms at most) until every thread of `supervisor` and the
+/// service process `service` are asleep: a restart's tail is done.
+fn settle(supervisor: u32, service: u32) {
+    let asleep = |stat: &std::path::Path| {
+        std::fs::read_to_string(stat).map_or(true, |text| {
+            // The state follows the command's closing parenthesis.
+            text.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with(['S', 'I']))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < deadline {
+        let service_asleep = asleep(Path::new(&format!("/proc/{service}/stat")));
+        let threads_asleep = std::fs::read_dir(format!("/proc/{supervisor}/task"))
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .all(|task| asleep(&task.path().join("stat")))
+            })
+            .unwrap_or(true);
+        if service_asleep && threads_asleep {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// One C loop of the `restart` measurement and its latencies so far.
+struct LoopRun {
+    what: &'static str,
+    /// The budget of adoptd's ratio to it, if it has one.
+    budget: Option<f64>,
+    running: Result<CLoop, String>,
+    latencies: Vec<i64>,
+}
+
+impl LoopRun {
+    fn start(
+        scratch: &Scratch,
+        (source, name): (&str, &str),
+        what: &'static str,
+        budget: Option<f64>,
+    ) -> Self {
+        LoopRun {
+            what,
+            budget,
+            running: CLoop::start(scratch, source, name),
+            latencies: Vec::new(),
+        }
+    }
+
+    fn kill_and_restart(&mut self) {
+        let Ok(running) = &mut self.running else {
+            return;
+        };
+        match running.kill_and_restart() {
+            Some(latency) => {
+                self.latencies.push(latency);
+                settle(running.looping.id(), running.pid);
+            }
+            None => self.running = Err("it stopped printing".to_owned()),
+        }
+    }
+
+    /// Prints its median and p99, and `adoptd_median` as a ratio to its
+    /// median.
+    fn report(mut self, adoptd_median: i64) {
+        if let Err(problem) = &self.running {
+            println!("restart: {} is not measured: {problem}", self.what);
+            return;
+        }
+        self.latencies.sort_unstable();
+        let median = percentile(&self.latencies, 50);
+        let budget = self
+            .budget
+            .map(|budget| format!("; budget ≤ {budget}"))
+            .unwrap_or_default();
+        println!(
+            "restart: {} over {} kills: median {median} µs, p99 {} µs; \
+             adoptd / it = {:.2} (median{budget})",
+            self.what,
+            self.latencies.len(),
+            percentile(&self.latencies, 99),
+            adoptd_median as f64 / median.max(1) as f64,
+        );
     }
 }
 
@@ -465,6 +575,87 @@ int main(void) {
         int status;
         while (waitpid(pid, &status, 0) != pid) {
         }
+    }
+}
+"#;
+
+/// The least a supervisor that keeps adoptd's promises does to restart a
+/// killed service, in C: the kernel's share of adoptd's restart. It waits
+/// in `epoll` on a signalfd for SIGCHLD and reaps with `waitid`, as adoptd's
+/// reaper does; it gives the child a pipe for stdout and one for stderr and
+/// holds it by a pidfd; the child is made with every signal blocked,
+/// resets every signal action, becomes a session leader, takes its
+/// descriptors and unblocks its signals just before its exec. It stamps as
+/// [`BARE_LOOP`] does, once the child has exec'd and the pidfd is held.
+const SAME_WORK_LOOP: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(void) {
+    char *argv[] = {"/bin/sleep", "100000", NULL};
+    char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+    sigset_t chld, all, old, none;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigfillset(&all);
+    sigemptyset(&none);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int signals = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    int poll = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event event = {.events = EPOLLIN};
+    epoll_ctl(poll, EPOLL_CTL_ADD, signals, &event);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (signals < 0 || poll < 0 || null < 0)
+        return 1;
+    for (;;) {
+        int out[2], err[2];
+        if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
+            return 1;
+        sigprocmask(SIG_SETMASK, &all, &old);
+        pid_t pid = vfork();
+        if (pid == 0) {
+            struct sigaction dfl = {.sa_handler = SIG_DFL};
+            for (int s = 1; s < NSIG; s++)
+                if (s != SIGKILL && s != SIGSTOP)
+                    sigaction(s, &dfl, NULL);
+            setsid();
+            dup2(null, 0);
+            dup2(out[1], 1);
+            dup2(err[1], 2);
+            sigprocmask(SIG_SETMASK, &none, NULL);
+            execve(argv[0], argv, envp);
+            _exit(127);
+        }
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        if (pid < 0)
+            return 1;
+        int pidfd = syscall(SYS_pidfd_open, pid, 0);
+        close(out[1]);
+        close(err[1]);
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        printf("%d %lld\n", (int)pid, (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000);
+        fflush(stdout);
+        for (;;) {
+            epoll_wait(poll, &event, 1, -1);
+            struct signalfd_siginfo info;
+            while (read(signals, &info, sizeof info) > 0) {
+            }
+            siginfo_t reaped = {0};
+            if (waitid(P_PID, pid, &reaped, WEXITED | WNOHANG) == 0 && reaped.si_pid == pid)
+                break;
+        }
+        close(pidfd);
+        close(out[0]);
+        close(err[0]);
     }
 }
 "#;
@@ -566,40 +757,58 @@ fn floor_start(scratch: &Scratch, n: u32) -> Result<f64, String> {
     Ok((stamp - spawned_at) as f64 / 1000.0)
 }
 
-/// `kills` times: SIGKILL to the bare loop's child, and the time to the
-/// loop's line for the next one. Sorted latencies in µs.
-fn bare_loop_restarts(scratch: &Scratch, kills: u32) -> Result<Vec<i64>, String> {
-    let program = compile_c(BARE_LOOP, &scratch.path, "bare-loop")?;
-    let mut looping = Command::new(&program)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut lines = BufReader::new(looping.stdout.take().expect("the loop's stdout")).lines();
-    let mut next = move || -> Option<(u32, i64)> {
-        let line = lines.next()?.ok()?;
+/// A C supervision loop ([`BARE_LOOP`] or [`SAME_WORK_LOOP`]) running,
+/// its current child, and the lines it prints (pid, stamp).
+struct CLoop {
+    looping: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    pid: u32,
+}
+
+impl CLoop {
+    fn start(scratch: &Scratch, source: &str, name: &str) -> Result<Self, String> {
+        let program = compile_c(source, &scratch.path, name)?;
+        let mut looping = Command::new(&program)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = looping.stdout.take().ok_or("no stdout")?;
+        let mut started = CLoop {
+            looping,
+            lines: BufReader::new(stdout).lines(),
+            pid: 0,
+        };
+        let (pid, _) = started.next().ok_or("the loop said nothing")?;
+        started.pid = pid;
+        Ok(started)
+    }
+
+    fn next(&mut self) -> Option<(u32, i64)> {
+        let line = self.lines.next()?.ok()?;
         let (pid, at) = line.split_once(' ')?;
         Some((pid.parse().ok()?, at.parse().ok()?))
-    };
-    let (mut pid, _) = next().ok_or("the loop said nothing")?;
-    let mut total = Vec::new();
-    for _ in 0..kills {
-        let killed_at = now_us();
-        send_signal(pid, libc::SIGKILL);
-        let Some((new_pid, started_at)) = next() else {
-            break;
-        };
-        total.push(started_at - killed_at);
-        pid = new_pid;
     }
-    // The loop first; its last child then comes to this program.
-    looping.kill().ok();
-    looping.wait().ok();
-    send_signal(pid, libc::SIGKILL);
-    // SAFETY: our own unreaped child now (this program is a subreaper).
-    unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
-    total.sort_unstable();
-    Ok(total)
+
+    /// SIGKILL to the loop's child; µs until the loop's line for the next.
+    fn kill_and_restart(&mut self) -> Option<i64> {
+        let killed_at = now_us();
+        send_signal(self.pid, libc::SIGKILL);
+        let (pid, started_at) = self.next()?;
+        self.pid = pid;
+        Some(started_at - killed_at)
+    }
+}
+
+impl Drop for CLoop {
+    fn drop(&mut self) {
+        // The loop first; its last child then comes to this program.
+        self.looping.kill().ok();
+        self.looping.wait().ok();
+        send_signal(self.pid, libc::SIGKILL);
+        // SAFETY: our own unreaped child now (this program is a subreaper).
+        unsafe { libc::waitpid(self.pid as libc::pid_t, std::ptr::null_mut(), 0) };
+    }
 }
 
 /// How many services `idle` runs, and for how long it counts.
