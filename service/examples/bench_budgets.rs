@@ -49,23 +49,28 @@
 //! core, with no output, from its spawn to its stamp once the last has
 //! exec'd (what starting N programs costs this machine at least).
 //!
-//! `restart`: one such service with `restart = "always"`, `restart-delay =
-//! "0"` and a start limit it cannot reach (10,000 starts a second). K
-//! times: the realtime clock, then SIGKILL to its main process; latency =
-//! the stamp of adoptd's `started` line for the new process (logged once
-//! it has exec'd: the spawn waits for the exec) − that clock. The `main process exited` line
-//! between them (logged once adoptd has reaped the process and decided)
-//! splits it into kill → reaped and reaped → started. The next kill waits
-//! for the status line of the new main process. After each of adoptd's
+//! `restart`: a service with `restart = "always"`, `restart-delay = "0"`
+//! and a start limit it cannot reach (10,000 starts a second), whose
+//! program (compiled by the benchmark, statically where it can) sends the
+//! realtime clock as its `main` begins to a socket of the benchmark's,
+//! then sleeps. K times: the realtime clock, then SIGKILL to its main
+//! process; latency = the new process's stamp − that clock: the time
+//! until the service runs again, whatever adoptd logs meanwhile. The
+//! stamps of adoptd's `main process exited` and `started` lines are
+//! printed too (both written once the moment's new process is made).
+//! The next kill waits for the status line of the new main process, and
+//! for the supervisor's threads to be asleep. After each of adoptd's
 //! kills come one kill of each of two C loops that the benchmark compiles
 //! with `cc`, so that all three are measured over the same stretch of a
-//! noisy machine: a bare loop (vfork, setsid, exec, print the realtime
-//! clock and the pid, waitpid), the least a supervisor does; and a loop
+//! noisy machine, each running the same program: a bare loop (vfork,
+//! setsid, exec, print the pid, waitpid), the least a supervisor does;
+//! and a loop
 //! that does the kernel's share of what adoptd does for a restart (woken
 //! by a signalfd in epoll, waitid, a pipe for stdout and one for stderr,
 //! a pidfd, every signal blocked across the vfork and every action reset
-//! in the child), the floor of a supervisor that keeps adoptd's promises.
-//! adoptd's median as a ratio to each.
+//! in the child), the floor of a supervisor that keeps adoptd's promises;
+//! each waits after its kills as adoptd's do. adoptd's median as a ratio
+//! to each.
 //!
 //! `signal`: a service that hops H times (`fork setsid`, then `sleep:5
 //! fork` H − 1 times) with `dance --hop-times`: each hop's parent writes
@@ -160,7 +165,7 @@ use std::{
 };
 
 use bus::Bus;
-use support::{binary, compile_c, cores, cpu_model, parse_utc_micros, percentile};
+use support::{binary, compile_c, compile_c_with, cores, cpu_model, parse_utc_micros, percentile};
 
 use futures_util::StreamExt as _;
 
@@ -374,28 +379,38 @@ fn start(options: &Options) {
     );
 }
 
-/// SIGKILL → the new main process exists, with `restart-delay = "0"`;
+/// SIGKILL → the new main process runs, with `restart-delay = "0"`;
 /// each kill of adoptd's service is followed by one of each C loop's
 /// child, so that all three are measured over the same stretch of time.
 fn restart(options: &Options) {
     let scratch = Scratch::new("restart");
+    let stamps = match Stamps::open(&scratch) {
+        Ok(stamps) => stamps,
+        Err(problem) => {
+            println!("restart: not measured: {problem}");
+            return;
+        }
+    };
     scratch.service(
         "victim",
-        &sleeper(
-            &options.output,
-            "restart = \"always\"\nrestart-delay = \"0\"\n\
-             start-limit = { burst = 10000, interval = \"1s\" }\n",
+        &format!(
+            "exec = [{:?}, {:?}]\nexpect = \"foreground\"\noutput = \"{}\"\n\
+             restart = \"always\"\nrestart-delay = \"0\"\n\
+             start-limit = {{ burst = 10000, interval = \"1s\" }}\n",
+            stamps.program.display().to_string(),
+            stamps.path.display().to_string(),
+            options.output,
         ),
     );
     let mut loops = [
         LoopRun::start(
-            &scratch,
+            &stamps,
             (BARE_LOOP, "bare-loop"),
             "a bare C loop (vfork, exec, waitpid)",
             Some(1.3),
         ),
         LoopRun::start(
-            &scratch,
+            &stamps,
             (SAME_WORK_LOOP, "same-work-loop"),
             "a C loop doing adoptd's kernel work (signalfd in epoll, waitid, two pipes, \
              a pidfd, every signal blocked, then reset in the child)",
@@ -405,9 +420,12 @@ fn restart(options: &Options) {
     let mut adoptd = Adoptd::start(&scratch, options);
     adoptd.wait_published();
     let mut pid = adoptd.wait_main_pid("victim", None);
+    stamps
+        .next_of(pid)
+        .expect("the victim's first process says it runs");
     let mut total = Vec::new();
-    let mut to_reaped = Vec::new();
-    let mut to_started = Vec::new();
+    let mut to_exited_line = Vec::new();
+    let mut to_started_line = Vec::new();
     for _ in 0..options.kills {
         let killed_at = now_us();
         send_signal(pid, libc::SIGKILL);
@@ -420,42 +438,175 @@ fn restart(options: &Options) {
         let new_pid = field(&started, "pid")
             .and_then(|p| p.parse().ok())
             .expect("a pid in the started line");
+        let runs_at = stamps
+            .next_of(new_pid)
+            .expect("the victim's new process says it runs");
         let (Some(exited_at), Some(started_at)) = (log_stamp(&exited), log_stamp(&started)) else {
             panic!("log lines without a time stamp: {exited:?}, {started:?}");
         };
-        total.push(started_at - killed_at);
-        to_reaped.push(exited_at - killed_at);
-        to_started.push(started_at - exited_at);
+        total.push(runs_at - killed_at);
+        to_exited_line.push(exited_at - killed_at);
+        to_started_line.push(started_at - killed_at);
         pid = adoptd.wait_main_pid("victim", Some(new_pid));
-        // Each restart's tail (adoptd's record and bus traffic, the new
-        // `sleep` loading) is over before the next kill, whoever's it is.
+        // Each restart's tail (adoptd's record and bus traffic) is over
+        // before the next kill, whoever's it is.
         settle(adoptd.child.id(), pid);
         for run in &mut loops {
-            run.kill_and_restart();
+            run.kill_and_restart(&stamps);
         }
     }
     adoptd.stop();
-    for list in [&mut total, &mut to_reaped, &mut to_started] {
+    for list in [&mut total, &mut to_exited_line, &mut to_started_line] {
         list.sort_unstable();
     }
     println!(
-        "restart: SIGKILL → new process over {} kills: median {} µs, p99 {} µs, max {} µs \
-         (budget ≤ 1000 µs median)",
+        "restart: SIGKILL → the new process runs, over {} kills: median {} µs, p99 {} µs, \
+         max {} µs (budget ≤ 1000 µs median)",
         total.len(),
         percentile(&total, 50),
         percentile(&total, 99),
         total.last().copied().unwrap_or(0),
     );
     println!(
-        "restart: of which kill → reaped median {} µs (p99 {} µs), reaped → started median {} µs (p99 {} µs)",
-        percentile(&to_reaped, 50),
-        percentile(&to_reaped, 99),
-        percentile(&to_started, 50),
-        percentile(&to_started, 99),
+        "restart: kill → adoptd's `main process exited` line median {} µs (p99 {} µs), \
+         → its `started` line median {} µs (p99 {} µs)",
+        percentile(&to_exited_line, 50),
+        percentile(&to_exited_line, 99),
+        percentile(&to_started_line, 50),
+        percentile(&to_started_line, 99),
     );
     let adoptd_median = percentile(&total, 50);
     for run in loops {
         run.report(adoptd_median);
+    }
+}
+
+/// What every supervisor of `restart` runs as its service, where the
+/// machine is an x86-64: it sends `PID STAMP` (the realtime clock, µs, as
+/// its first work) to the datagram socket its first argument names, then
+/// sleeps until killed. Without the C library, whose start-up (probing
+/// the CPU, which a virtual machine answers slowly) would add a third of
+/// a millisecond to every supervisor's figure alike and so hide how they
+/// differ.
+const STAMP_PROGRAM_BARE: &str = r#"
+#if defined(__x86_64__)
+/* No C library: the stamp is the program's first work after the exec. */
+static long sys(long n, long a, long b, long c, long d, long e, long f) {
+    long r;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(r)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return r;
+}
+struct timespec_ { long sec, nsec; };
+struct sockaddr_un_ { unsigned short family; char path[108]; };
+__asm__(".globl _start\n_start:\n mov %rsp, %rdi\n and $-16, %rsp\n call begin\n hlt\n");
+static char *decimal(char *end, long value) {
+    do { *--end = (char)('0' + value % 10); value /= 10; } while (value);
+    return end;
+}
+__attribute__((used)) void begin(long *stack) {
+    struct timespec_ now;
+    sys(228 /* clock_gettime */, 0 /* CLOCK_REALTIME */, (long)&now, 0, 0, 0, 0);
+    long argc = stack[0];
+    char **argv = (char **)(stack + 1);
+    if (argc < 2)
+        sys(60 /* exit */, 2, 0, 0, 0, 0, 0);
+    struct sockaddr_un_ to = {1 /* AF_UNIX */, {0}};
+    for (int i = 0; i < 107 && argv[1][i]; i++)
+        to.path[i] = argv[1][i];
+    char text[64];
+    char *end = text + sizeof text;
+    char *start = decimal(end, now.sec * 1000000 + now.nsec / 1000);
+    *--start = ' ';
+    start = decimal(start, sys(39 /* getpid */, 0, 0, 0, 0, 0, 0));
+    long fd = sys(41 /* socket */, 1, 2 /* SOCK_DGRAM */ | 02000000 /* SOCK_CLOEXEC */, 0, 0, 0, 0);
+    sys(44 /* sendto */, fd, (long)start, end - start, 0, (long)&to, sizeof to);
+    for (;;)
+        sys(34 /* pause */, 0, 0, 0, 0, 0, 0);
+}
+#else
+#error "x86-64 only: the benchmark falls back to the C library's version"
+#endif
+"#;
+
+/// [`STAMP_PROGRAM_BARE`] with the C library, elsewhere.
+const STAMP_PROGRAM: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (argc < 2)
+        return 2;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un to = {.sun_family = AF_UNIX};
+    strncpy(to.sun_path, argv[1], sizeof to.sun_path - 1);
+    char text[64];
+    int n = snprintf(text, sizeof text, "%d %lld", (int)getpid(),
+                     (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000);
+    sendto(fd, text, n, 0, (struct sockaddr *)&to, sizeof to);
+    close(fd);
+    for (;;)
+        pause();
+}
+"#;
+
+/// The socket the new processes of `restart` say on that they run, and
+/// the program they run.
+struct Stamps {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+    program: PathBuf,
+}
+
+impl Stamps {
+    fn open(scratch: &Scratch) -> Result<Self, String> {
+        let bare = [
+            "-static",
+            "-nostdlib",
+            "-ffreestanding",
+            "-fno-stack-protector",
+        ];
+        let (program, kind) = compile_c_with(STAMP_PROGRAM_BARE, &scratch.path, "stamp", &bare)
+            .map(|program| (program, "without the C library"))
+            .or_else(|_| {
+                compile_c_with(STAMP_PROGRAM, &scratch.path, "stamp", &["-static"])
+                    .map(|program| (program, "linked statically"))
+            })
+            .or_else(|_| {
+                compile_c(STAMP_PROGRAM, &scratch.path, "stamp")
+                    .map(|program| (program, "linked dynamically"))
+            })?;
+        println!("restart: the services' program reports when it runs, {kind}");
+        let path = scratch.path.join("stamps.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).map_err(|e| e.to_string())?;
+        socket
+            .set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        Ok(Stamps {
+            socket,
+            path,
+            program,
+        })
+    }
+
+    /// The stamp of process `pid`: the next one said, which must be its.
+    fn next_of(&self, pid: u32) -> Option<i64> {
+        let mut buffer = [0u8; 64];
+        let n = self.socket.recv(&mut buffer).ok()?;
+        let text = std::str::from_utf8(&buffer[..n]).ok()?;
+        let (said_pid, at) = text.split_once(' ')?;
+        (said_pid.parse::<u32>().ok()? == pid).then(|| at.parse().ok())?
     }
 }
 
@@ -497,7 +648,7 @@ struct LoopRun {
 
 impl LoopRun {
     fn start(
-        scratch: &Scratch,
+        stamps: &Stamps,
         (source, name): (&str, &str),
         what: &'static str,
         budget: Option<f64>,
@@ -505,21 +656,21 @@ impl LoopRun {
         LoopRun {
             what,
             budget,
-            running: CLoop::start(scratch, source, name),
+            running: CLoop::start(stamps, source, name),
             latencies: Vec::new(),
         }
     }
 
-    fn kill_and_restart(&mut self) {
+    fn kill_and_restart(&mut self, stamps: &Stamps) {
         let Ok(running) = &mut self.running else {
             return;
         };
-        match running.kill_and_restart() {
+        match running.kill_and_restart(stamps) {
             Some(latency) => {
                 self.latencies.push(latency);
                 settle(running.looping.id(), running.pid);
             }
-            None => self.running = Err("it stopped printing".to_owned()),
+            None => self.running = Err("its new process did not say it runs".to_owned()),
         }
     }
 
@@ -548,22 +699,24 @@ impl LoopRun {
 }
 
 /// The least a supervisor can do to restart a killed service: wait for
-/// it, vfork, exec, and say so (the stamp is taken once the child has
-/// exec'd, as adoptd's `started` line is).
+/// it, vfork, exec the program its arguments name, and print the new
+/// pid (and a stamp of its own, once the child has exec'd).
 const BARE_LOOP: &str = r#"
 #include <stdio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-int main(void) {
-    char *argv[] = {"/bin/sleep", "100000", NULL};
+int main(int argc, char **argv) {
+    if (argc != 3)
+        return 2;
+    char *args[] = {argv[1], argv[2], NULL};
     char *envp[] = {"PATH=/usr/bin:/bin", NULL};
     for (;;) {
         pid_t pid = vfork();
         if (pid == 0) {
             setsid();
-            execve(argv[0], argv, envp);
+            execve(args[0], args, envp);
             _exit(127);
         }
         if (pid < 0)
@@ -585,8 +738,8 @@ int main(void) {
 /// reaper does; it gives the child a pipe for stdout and one for stderr and
 /// holds it by a pidfd; the child is made with every signal blocked,
 /// resets every signal action, becomes a session leader, takes its
-/// descriptors and unblocks its signals just before its exec. It stamps as
-/// [`BARE_LOOP`] does, once the child has exec'd and the pidfd is held.
+/// descriptors and unblocks its signals just before its exec. It prints
+/// as [`BARE_LOOP`] does, once the child has exec'd and the pidfd is held.
 const SAME_WORK_LOOP: &str = r#"
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -599,8 +752,10 @@ const SAME_WORK_LOOP: &str = r#"
 #include <time.h>
 #include <unistd.h>
 
-int main(void) {
-    char *argv[] = {"/bin/sleep", "100000", NULL};
+int main(int argc, char **argv) {
+    if (argc != 3)
+        return 2;
+    char *args[] = {argv[1], argv[2], NULL};
     char *envp[] = {"PATH=/usr/bin:/bin", NULL};
     sigset_t chld, all, old, none;
     sigemptyset(&chld);
@@ -631,7 +786,7 @@ int main(void) {
             dup2(out[1], 1);
             dup2(err[1], 2);
             sigprocmask(SIG_SETMASK, &none, NULL);
-            execve(argv[0], argv, envp);
+            execve(args[0], args, envp);
             _exit(127);
         }
         sigprocmask(SIG_SETMASK, &old, NULL);
@@ -757,8 +912,9 @@ fn floor_start(scratch: &Scratch, n: u32) -> Result<f64, String> {
     Ok((stamp - spawned_at) as f64 / 1000.0)
 }
 
-/// A C supervision loop ([`BARE_LOOP`] or [`SAME_WORK_LOOP`]) running,
-/// its current child, and the lines it prints (pid, stamp).
+/// A C supervision loop ([`BARE_LOOP`] or [`SAME_WORK_LOOP`]) running
+/// [`STAMP_PROGRAM`], its current child, and the lines it prints (the
+/// child's pid, then a stamp of its own).
 struct CLoop {
     looping: Child,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
@@ -766,9 +922,12 @@ struct CLoop {
 }
 
 impl CLoop {
-    fn start(scratch: &Scratch, source: &str, name: &str) -> Result<Self, String> {
-        let program = compile_c(source, &scratch.path, name)?;
+    fn start(stamps: &Stamps, source: &str, name: &str) -> Result<Self, String> {
+        let directory = stamps.path.parent().ok_or("no scratch directory")?;
+        let program = compile_c(source, directory, name)?;
         let mut looping = Command::new(&program)
+            .arg(&stamps.program)
+            .arg(&stamps.path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -781,6 +940,9 @@ impl CLoop {
         };
         let (pid, _) = started.next().ok_or("the loop said nothing")?;
         started.pid = pid;
+        stamps
+            .next_of(pid)
+            .ok_or("the loop's first process did not say it runs")?;
         Ok(started)
     }
 
@@ -790,13 +952,13 @@ impl CLoop {
         Some((pid.parse().ok()?, at.parse().ok()?))
     }
 
-    /// SIGKILL to the loop's child; µs until the loop's line for the next.
-    fn kill_and_restart(&mut self) -> Option<i64> {
+    /// SIGKILL to the loop's child; µs until the next one runs.
+    fn kill_and_restart(&mut self, stamps: &Stamps) -> Option<i64> {
         let killed_at = now_us();
         send_signal(self.pid, libc::SIGKILL);
-        let (pid, started_at) = self.next()?;
+        let (pid, _) = self.next()?;
         self.pid = pid;
-        Some(started_at - killed_at)
+        Some(stamps.next_of(pid)? - killed_at)
     }
 }
 

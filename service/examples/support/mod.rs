@@ -78,10 +78,21 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Compiles the C program `source` with `cc -O2` into `directory/name`.
 pub fn compile_c(source: &str, directory: &Path, name: &str) -> Result<PathBuf, String> {
+    compile_c_with(source, directory, name, &[])
+}
+
+/// As [`compile_c`], with `flags` added (`-static`).
+pub fn compile_c_with(
+    source: &str,
+    directory: &Path,
+    name: &str,
+    flags: &[&str],
+) -> Result<PathBuf, String> {
     let file = directory.join(format!("{name}.c"));
     let program = directory.join(name);
     std::fs::write(&file, source).map_err(|e| e.to_string())?;
     let compiled = std::process::Command::new("cc")
+        .args(flags)
         .args(["-O2", "-o"])
         .arg(&program)
         .arg(&file)
