@@ -240,9 +240,14 @@ impl Supervisor {
     pub(super) fn carry_out_actions(&mut self, out: Outcome) {
         let mut pending = vec![out];
         while let Some(out) = pending.pop() {
+            // The bus hears first (see `outbox`), the log after the
+            // actions: a restart's new process does not wait while the
+            // lines about its predecessor are formatted (30 µs of a
+            // restart's 150 before the clone). The lines keep their order.
             for notice in &out.notices {
-                self.log_notice(notice);
+                self.tell_notice(notice);
             }
+            let mut starts = Vec::new();
             let mut actions = out.actions.into_iter().peekable();
             while let Some(action) = actions.next() {
                 match action {
@@ -253,7 +258,7 @@ impl Supervisor {
                             services.push(service);
                             actions.next();
                         }
-                        pending.extend(self.spawn_each(&services));
+                        pending.extend(self.spawn_each(&services, &mut starts));
                     }
                     Action::Signal {
                         service,
@@ -262,13 +267,31 @@ impl Supervisor {
                     } => self.signal(service, pid, signal),
                 }
             }
+            for notice in &out.notices {
+                self.log_notice(notice);
+            }
+            for start in starts {
+                self.log_start(start);
+            }
+        }
+    }
+
+    /// The log line of one start: its process, or why it could not be
+    /// made.
+    fn log_start(&self, start: StartLine) {
+        let spec = &self.specs[start.service.index()];
+        match start.result {
+            Ok((pid, invocation)) => {
+                info!(service = %spec.name, pid, %invocation, "started {}", spec.exec.join(" "));
+            }
+            Err(reason) => error!(service = %spec.name, "cannot start: {reason}"),
         }
     }
 
     /// Starts each of `services` (as [`spawn::spawn_each`] does, several
     /// at once where there are many) and tells the tracker of each, in
-    /// their order.
-    fn spawn_each(&mut self, services: &[ServiceId]) -> Vec<Outcome> {
+    /// their order; adds the line to log of each to `lines`.
+    fn spawn_each(&mut self, services: &[ServiceId], lines: &mut Vec<StartLine>) -> Vec<Outcome> {
         let specs: Vec<Arc<ServiceSpec>> = services
             .iter()
             .map(|id| Arc::clone(&self.specs[id.index()]))
@@ -294,21 +317,26 @@ impl Supervisor {
             .zip(specs)
             .zip(invocations)
             .zip(results)
-            .map(|(((&id, spec), invocation), result)| self.spawned(id, &spec, invocation, result))
+            .map(|(((&id, spec), invocation), result)| {
+                let (outcome, line) = self.spawned(id, &spec, invocation, result);
+                lines.push(line);
+                outcome
+            })
             .collect()
     }
 
     /// Takes in the start of service `id` as run `invocation`: holds the
     /// new process, or records why it could not be made, and tells the
-    /// tracker.
+    /// tracker. Returns what the tracker answers, and the start's line
+    /// for the log.
     fn spawned(
         &mut self,
         id: ServiceId,
         spec: &Arc<ServiceSpec>,
         invocation: InvocationId,
         result: Result<spawn::Spawned, spawn::SpawnError>,
-    ) -> Outcome {
-        let event = match result {
+    ) -> (Outcome, StartLine) {
+        let (event, logged) = match result {
             Ok(spawned) => {
                 self.source.spawned(spawned.pid, id, invocation);
                 self.invocations.insert(id, invocation);
@@ -322,34 +350,37 @@ impl Supervisor {
                         pipes.stderr,
                     );
                 }
-                info!(service = %spec.name, pid = spawned.pid, %invocation, "started {}", spec.exec.join(" "));
                 if self.exec_failed.remove(&id).is_some() {
                     self.publish(Update::ExecError {
                         service: id,
                         error: String::new(),
                     });
                 }
-                Event::Spawned {
+                let event = Event::Spawned {
                     service: id,
                     pid: spawned.pid,
                     start_time: spawned
                         .start_time
                         .or_else(|| proc::read_stat(spawned.pid).map(|stat| stat.start_time)),
-                }
+                };
+                (event, Ok((spawned.pid, invocation)))
             }
             Err(e) => {
                 let reason = crate::errors::chain(&e);
-                error!(service = %spec.name, "cannot start: {reason}");
                 self.exec_failed.insert(id, reason.clone());
                 self.publish(Update::ExecError {
                     service: id,
-                    error: reason,
+                    error: reason.clone(),
                 });
-                Event::SpawnFailed { service: id }
+                (Event::SpawnFailed { service: id }, Err(reason))
             }
         };
         let now = self.now();
-        self.tracker.apply(now, &[event])
+        let line = StartLine {
+            service: id,
+            result: logged,
+        };
+        (self.tracker.apply(now, &[event]), line)
     }
 
     pub(super) fn signal(&mut self, id: ServiceId, pid: Pid, signal: Signal) {
@@ -366,6 +397,13 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// What the log says of one start, written after the moment's actions.
+struct StartLine {
+    service: ServiceId,
+    /// The new process and its run, or why it could not be made.
+    result: Result<(Pid, InvocationId), String>,
 }
 
 /// The pid in the service's pid file, if it has one that reads well.

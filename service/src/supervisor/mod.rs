@@ -538,14 +538,17 @@ impl Supervisor {
         self.outbox.publish(update);
     }
 
-    /// Hands what the tracker said to the bus layer, then logs it: the
-    /// bus thread publishes while this one writes the line (once the
-    /// moment's spawns are made, if it has any).
-    fn log_notice(&self, notice: &Notice) {
+    /// Hands what the tracker said to the bus layer (and marks the
+    /// service's record for rewriting); [`Self::log_notice`] logs it.
+    fn tell_notice(&self, notice: &Notice) {
         if let Notice::Changed { service, .. } = *notice {
             self.record.changed.borrow_mut().insert(service);
         }
         self.publish(Update::Tracker(*notice));
+    }
+
+    /// The log line of what the tracker said.
+    fn log_notice(&self, notice: &Notice) {
         match *notice {
             Notice::Changed {
                 service, status, ..
