@@ -1326,7 +1326,7 @@ fn reads(options: &Options) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (quiet, _) = kill_and_restart(&mut adoptd, &mut pid, options.kills);
+    let quiet = kill_and_restart(&mut adoptd, &mut pid, options.kills);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut readers = Vec::new();
@@ -1352,7 +1352,7 @@ fn reads(options: &Options) {
         count.load(std::sync::atomic::Ordering::Relaxed),
         Instant::now(),
     );
-    let (loaded, loaded_restarts) = kill_and_restart(&mut adoptd, &mut pid, options.kills);
+    let loaded = kill_and_restart(&mut adoptd, &mut pid, options.kills);
     let elapsed = began.elapsed().as_secs_f64();
     let cpu = cpu_ms(adoptd.pid()) - cpu_before;
     let reads = count.load(std::sync::atomic::Ordering::Relaxed) - reads_before;
@@ -1363,14 +1363,13 @@ fn reads(options: &Options) {
     adoptd.stop();
     println!(
         "reads: another service's SIGKILL → restarted over {} kills: median {} µs (p99 {} µs) \
-         quiet; median {} µs (p99 {} µs, reaped → started median {} µs) while {READERS} clients \
+         quiet; median {} µs (p99 {} µs) while {READERS} clients \
          read PIDs of 1,001 processes in a loop = {:.2}× quiet",
         quiet.len(),
         percentile(&quiet, 50),
         percentile(&quiet, 99),
         percentile(&loaded, 50),
         percentile(&loaded, 99),
-        percentile(&loaded_restarts, 50),
         percentile(&loaded, 50) as f64 / percentile(&quiet, 50).max(1) as f64,
     );
     println!(
@@ -1720,32 +1719,26 @@ async fn read_pids(connection: &zbus::Connection, path: &str) -> Option<usize> {
 
 /// `kills` times: SIGKILL to `pid`, the victim's main process, and the
 /// time to its `started` line; `pid` is the new one after each. Returns
-/// the latencies and, of each, the part from reaped to started, sorted.
-fn kill_and_restart(adoptd: &mut Adoptd, pid: &mut u32, kills: u32) -> (Vec<i64>, Vec<i64>) {
+/// the latencies, sorted.
+fn kill_and_restart(adoptd: &mut Adoptd, pid: &mut u32, kills: u32) -> Vec<i64> {
     let mut total = Vec::new();
-    let mut to_started = Vec::new();
     for _ in 0..kills {
         let killed_at = now_us();
         send_signal(*pid, libc::SIGKILL);
-        let exited = adoptd.wait_line("the victim's main process exited", |line| {
-            line.contains(" main process exited ") && field(line, "service") == Some("victim")
-        });
         let started = adoptd.wait_line("the victim started again", |line| {
             line.contains(" started ") && field(line, "service") == Some("victim")
         });
         let new_pid = field(&started, "pid")
             .and_then(|p| p.parse().ok())
             .expect("a pid in the started line");
-        let (Some(exited_at), Some(started_at)) = (log_stamp(&exited), log_stamp(&started)) else {
-            panic!("log lines without a time stamp: {exited:?}, {started:?}");
+        let Some(started_at) = log_stamp(&started) else {
+            panic!("a log line without a time stamp: {started:?}");
         };
         total.push(started_at - killed_at);
-        to_started.push(started_at - exited_at);
         *pid = adoptd.wait_main_pid("victim", Some(new_pid));
     }
     total.sort_unstable();
-    to_started.sort_unstable();
-    (total, to_started)
+    total
 }
 
 /// A hop's exit → `PropertiesChanged(MainPID)` at a subscriber.
