@@ -514,6 +514,89 @@ fn bad_input_gets_the_contracts_errors_and_disturbs_nothing() {
 }
 
 #[test]
+fn setting_a_property_is_refused_as_read_only_or_unknown() {
+    let scratch = Scratch::new("setprop");
+    let Some(bus) = TestBus::or_skip(&scratch) else {
+        return;
+    };
+    scratch.service(
+        "web",
+        &format!("exec = {}\n", argv(&["/bin/sleep", "1000"])),
+    );
+    let (_adoptd, mut watch) = bus.adoptd(&scratch);
+    let pid = watch.wait_state("web", State::Running).main_pid;
+    let web = service_path("web");
+
+    // Every property of the contract is read-only, and the error says so.
+    let refused = bus.busctl_output(
+        &[
+            "set-property",
+            BUS_NAME,
+            &web,
+            SERVICE_INTERFACE,
+            "MainPID",
+            "u",
+            "1",
+        ],
+        None,
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("Property 'MainPID' is read-only"), "{said}");
+
+    block_on(async {
+        let connection = connect(&bus).await;
+        let set = |path: String, interface: &'static str, property: &'static str| {
+            let connection = connection.clone();
+            async move {
+                let value = zbus::Variant::from("x");
+                let answer = connection
+                    .call_method(
+                        Some(BUS_NAME),
+                        path.as_str(),
+                        Some("org.freedesktop.DBus.Properties"),
+                        "Set",
+                        &(interface, property, value),
+                    )
+                    .await;
+                match answer {
+                    Err(zbus::Error::MethodError(name, _, _)) => name.to_string(),
+                    Err(zbus::Error::FDO(e)) => zbus::DBusError::name(&*e).to_string(),
+                    other => panic!("Set({interface}, {property}): {other:?}"),
+                }
+            }
+        };
+        for (path, interface, property, error) in [
+            (web.clone(), SERVICE_INTERFACE, "State", "PropertyReadOnly"),
+            (web.clone(), SERVICE_INTERFACE, "PIDs", "PropertyReadOnly"),
+            (web.clone(), SERVICE_INTERFACE, "Nope", "UnknownProperty"),
+            (
+                MANAGER_PATH.to_owned(),
+                MANAGER_INTERFACE,
+                "Version",
+                "PropertyReadOnly",
+            ),
+            (
+                MANAGER_PATH.to_owned(),
+                "org.freedesktop.DBus.Peer",
+                "Version",
+                "UnknownProperty",
+            ),
+        ] {
+            assert_eq!(
+                set(path, interface, property).await,
+                format!("org.freedesktop.DBus.Error.{error}"),
+                "Set({interface}, {property})"
+            );
+        }
+    });
+
+    // Nothing changed.
+    assert_eq!(property(&bus, "web", "MainPID"), format!("u {pid}"));
+    assert!(is_alive(pid));
+}
+
+#[test]
 fn starting_a_template_instance_adds_its_object() {
     let scratch = Scratch::new("instance");
     let Some(bus) = TestBus::or_skip(&scratch) else {

@@ -88,12 +88,14 @@ impl Properties {
         );
         match set {
             DispatchResult::Async(set) => set.await,
+            // zbus answers so for a property it has no setter of too:
+            // every property of adoptd's is one.
+            DispatchResult::NotFound if declares_property(&own, property_name) => {
+                Err(read_only(property_name))
+            }
             DispatchResult::NotFound => Err(unknown_property(property_name)),
             // adoptd's interfaces have no property a `&mut self` sets.
-            DispatchResult::RequiresMut => Err(fdo::Error::PropertyReadOnly(format!(
-                "Property '{property_name}' is read-only"
-            ))
-            .into()),
+            DispatchResult::RequiresMut => Err(read_only(property_name)),
         }
     }
 
@@ -140,4 +142,17 @@ fn is_standard(name: &InterfaceName<'_>) -> bool {
 
 fn unknown_property(name: &str) -> BoxDBusError {
     fdo::Error::UnknownProperty(format!("Unknown property '{name}'")).into()
+}
+
+fn read_only(name: &str) -> BoxDBusError {
+    fdo::Error::PropertyReadOnly(format!("Property '{name}' is read-only")).into()
+}
+
+/// Whether the interface `own` serves declares property `name` (its
+/// introspection, as zbus writes it: asked only of a `Set`, which is
+/// rare, and without reading the property).
+fn declares_property(own: &Own, name: &str) -> bool {
+    let mut xml = String::new();
+    own.interface().introspect_to_writer(&mut xml, 0);
+    xml.contains(&format!("<property name=\"{name}\" "))
 }
