@@ -88,8 +88,8 @@ impl Properties {
         );
         match set {
             DispatchResult::Async(set) => set.await,
-            // zbus answers so for a property it has no setter of too:
-            // every property of adoptd's is one.
+            // zbus says "not found" of a property without a setter too,
+            // and no property of adoptd's has one.
             DispatchResult::NotFound if declares_property(&own, property_name) => {
                 Err(read_only(property_name))
             }
