@@ -56,8 +56,8 @@
 //! then sleeps. K times: the realtime clock, then SIGKILL to its main
 //! process; latency = the new process's stamp − that clock: the time
 //! until the service runs again, whatever adoptd logs meanwhile. The
-//! stamps of adoptd's `main process exited` and `started` lines are
-//! printed too (both written once the moment's new process is made).
+//! time to adoptd's `started` line is printed too (the measure of
+//! earlier runs).
 //! The next kill waits for the status line of the new main process, and
 //! for the supervisor's threads to be asleep. After each of adoptd's
 //! kills come one kill of each of two C loops that the benchmark compiles
@@ -404,12 +404,14 @@ fn restart(options: &Options) {
     );
     let mut loops = [
         LoopRun::start(
+            &scratch,
             &stamps,
             (BARE_LOOP, "bare-loop"),
             "a bare C loop (vfork, exec, waitpid)",
             Some(1.3),
         ),
         LoopRun::start(
+            &scratch,
             &stamps,
             (SAME_WORK_LOOP, "same-work-loop"),
             "a C loop doing adoptd's kernel work (signalfd in epoll, waitid, two pipes, \
@@ -424,14 +426,10 @@ fn restart(options: &Options) {
         .next_of(pid)
         .expect("the victim's first process says it runs");
     let mut total = Vec::new();
-    let mut to_exited_line = Vec::new();
     let mut to_started_line = Vec::new();
     for _ in 0..options.kills {
         let killed_at = now_us();
         send_signal(pid, libc::SIGKILL);
-        let exited = adoptd.wait_line("the victim's main process exited", |line| {
-            line.contains(" main process exited ") && field(line, "service") == Some("victim")
-        });
         let started = adoptd.wait_line("the victim started again", |line| {
             line.contains(" started ") && field(line, "service") == Some("victim")
         });
@@ -441,11 +439,10 @@ fn restart(options: &Options) {
         let runs_at = stamps
             .next_of(new_pid)
             .expect("the victim's new process says it runs");
-        let (Some(exited_at), Some(started_at)) = (log_stamp(&exited), log_stamp(&started)) else {
-            panic!("log lines without a time stamp: {exited:?}, {started:?}");
+        let Some(started_at) = log_stamp(&started) else {
+            panic!("a log line without a time stamp: {started:?}");
         };
         total.push(runs_at - killed_at);
-        to_exited_line.push(exited_at - killed_at);
         to_started_line.push(started_at - killed_at);
         pid = adoptd.wait_main_pid("victim", Some(new_pid));
         // Each restart's tail (adoptd's record and bus traffic) is over
@@ -456,7 +453,7 @@ fn restart(options: &Options) {
         }
     }
     adoptd.stop();
-    for list in [&mut total, &mut to_exited_line, &mut to_started_line] {
+    for list in [&mut total, &mut to_started_line] {
         list.sort_unstable();
     }
     println!(
@@ -468,10 +465,7 @@ fn restart(options: &Options) {
         total.last().copied().unwrap_or(0),
     );
     println!(
-        "restart: kill → adoptd's `main process exited` line median {} µs (p99 {} µs), \
-         → its `started` line median {} µs (p99 {} µs)",
-        percentile(&to_exited_line, 50),
-        percentile(&to_exited_line, 99),
+        "restart: kill → adoptd's `started` line median {} µs (p99 {} µs)",
         percentile(&to_started_line, 50),
         percentile(&to_started_line, 99),
     );
@@ -648,6 +642,7 @@ struct LoopRun {
 
 impl LoopRun {
     fn start(
+        scratch: &Scratch,
         stamps: &Stamps,
         (source, name): (&str, &str),
         what: &'static str,
@@ -656,7 +651,7 @@ impl LoopRun {
         LoopRun {
             what,
             budget,
-            running: CLoop::start(stamps, source, name),
+            running: CLoop::start(scratch, stamps, source, name),
             latencies: Vec::new(),
         }
     }
@@ -922,9 +917,8 @@ struct CLoop {
 }
 
 impl CLoop {
-    fn start(stamps: &Stamps, source: &str, name: &str) -> Result<Self, String> {
-        let directory = stamps.path.parent().ok_or("no scratch directory")?;
-        let program = compile_c(source, directory, name)?;
+    fn start(scratch: &Scratch, stamps: &Stamps, source: &str, name: &str) -> Result<Self, String> {
+        let program = compile_c(source, &scratch.path, name)?;
         let mut looping = Command::new(&program)
             .arg(&stamps.program)
             .arg(&stamps.path)

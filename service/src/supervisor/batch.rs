@@ -247,7 +247,7 @@ impl Supervisor {
             for notice in &out.notices {
                 self.tell_notice(notice);
             }
-            let mut starts = Vec::new();
+            let mut start_lines = Vec::new();
             let mut actions = out.actions.into_iter().peekable();
             while let Some(action) = actions.next() {
                 match action {
@@ -258,7 +258,7 @@ impl Supervisor {
                             services.push(service);
                             actions.next();
                         }
-                        pending.extend(self.spawn_each(&services, &mut starts));
+                        pending.extend(self.spawn_each(&services, &mut start_lines));
                     }
                     Action::Signal {
                         service,
@@ -270,17 +270,17 @@ impl Supervisor {
             for notice in &out.notices {
                 self.log_notice(notice);
             }
-            for start in starts {
-                self.log_start(start);
+            for line in start_lines {
+                self.log_start(line);
             }
         }
     }
 
     /// The log line of one start: its process, or why it could not be
     /// made.
-    fn log_start(&self, start: StartLine) {
-        let spec = &self.specs[start.service.index()];
-        match start.result {
+    fn log_start(&self, line: StartLine) {
+        let spec = &self.specs[line.service.index()];
+        match line.result {
             Ok((pid, invocation)) => {
                 info!(service = %spec.name, pid, %invocation, "started {}", spec.exec.join(" "));
             }
