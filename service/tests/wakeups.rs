@@ -144,11 +144,12 @@ async fn run_until(
         tokio::time::timeout(TIMEOUT, async {
             while !done(seen) {
                 tokio::select! {
-                    update = published.recv() => match update {
-                        Some(Update::ServiceAdded { spec, .. }) if spec.name == "quiet" => {
-                            seen.reloaded = true;
+                    handed = published.recv() => match handed {
+                        Some(updates) => {
+                            seen.reloaded |= updates.iter().any(|update| {
+                                matches!(update, Update::ServiceAdded { spec, .. } if spec.name == "quiet")
+                            });
                         }
-                        Some(_) => {}
                         None => return,
                     },
                     changed = looks.changed() => match changed {

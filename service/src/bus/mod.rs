@@ -137,7 +137,7 @@ const READERS_NICENESS: libc::c_int = 10;
 pub fn start(
     choice: BusChoice,
     identity: Identity,
-    updates: mpsc::UnboundedReceiver<Update>,
+    updates: mpsc::UnboundedReceiver<Vec<Update>>,
     requests: mpsc::Sender<Request>,
     outputs: Arc<crate::output::Outputs>,
 ) {
@@ -193,7 +193,7 @@ fn lower_priority() {
 pub async fn run(
     choice: BusChoice,
     identity: Identity,
-    mut updates: mpsc::UnboundedReceiver<Update>,
+    mut updates: mpsc::UnboundedReceiver<Vec<Update>>,
     requests: mpsc::Sender<Request>,
     outputs: Arc<crate::output::Outputs>,
 ) {
@@ -269,20 +269,23 @@ pub async fn run(
                 // served before the name is claimed.
                 tokio::select! {
                     biased;
-                    update = updates.recv() => match update {
+                    handed = updates.recv() => match handed {
                         // Not connected (yet): only the registry learns it.
-                        Some(update) => {
-                            if matches!(update, Update::Restored) {
-                                since_restore = Some(SinceRestore::default());
-                            } else if let Some(since) = &mut since_restore {
-                                since.note(&update);
+                        Some(handed) => {
+                            let mut handed = handed.into_iter().peekable();
+                            while let Some(update) = handed.next() {
+                                if matches!(update, Update::Restored) {
+                                    since_restore = Some(SinceRestore::default());
+                                } else if let Some(since) = &mut since_restore {
+                                    since.note(&update);
+                                }
+                                shared.registry().apply(&update);
+                                shared.applied.notify_waiters();
+                                if let Update::Flush(done) = update {
+                                    done.send(()).ok();
+                                }
+                                burst.applied(handed.peek().is_some() || !updates.is_empty());
                             }
-                            shared.registry().apply(&update);
-                            shared.applied.notify_waiters();
-                            if let Update::Flush(done) = update {
-                                done.send(()).ok();
-                            }
-                            burst.applied(!updates.is_empty());
                         }
                         None => return,
                     },
@@ -309,10 +312,15 @@ pub async fn run(
         }
         loop {
             tokio::select! {
-                update = updates.recv() => match update {
-                    Some(update) => {
-                        publisher.publish(update).await;
-                        burst.applied(!updates.is_empty());
+                handed = updates.recv() => match handed {
+                    // What the supervisor handed over at once (a moment's
+                    // notices) is published at once, in order.
+                    Some(handed) => {
+                        let mut handed = handed.into_iter().peekable();
+                        while let Some(update) = handed.next() {
+                            publisher.publish(update).await;
+                            burst.applied(handed.peek().is_some() || !updates.is_empty());
+                        }
                     }
                     None => return,
                 },

@@ -244,9 +244,7 @@ impl Supervisor {
             // actions: a restart's new process does not wait while the
             // lines about its predecessor are formatted (30 µs of a
             // restart's 150 before the clone). The lines keep their order.
-            for notice in &out.notices {
-                self.tell_notice(notice);
-            }
+            self.tell_notices(&out.notices);
             let mut start_lines = Vec::new();
             let mut actions = out.actions.into_iter().peekable();
             while let Some(action) = actions.next() {

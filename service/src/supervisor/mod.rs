@@ -269,7 +269,7 @@ impl Supervisor {
         config_dir: PathBuf,
         source: Box<dyn AdoptionSource + Send>,
         signals: AsyncFd<Signals>,
-        updates: mpsc::UnboundedSender<Update>,
+        updates: mpsc::UnboundedSender<Vec<Update>>,
         outputs: Arc<Outputs>,
     ) -> Self {
         // SAFETY: the descriptor belongs to the source, which the supervisor
@@ -538,13 +538,17 @@ impl Supervisor {
         self.outbox.publish(update);
     }
 
-    /// Hands what the tracker said to the bus layer (and marks the
-    /// service's record for rewriting); [`Self::log_notice`] logs it.
-    fn tell_notice(&self, notice: &Notice) {
-        if let Notice::Changed { service, .. } = *notice {
-            self.record.changed.borrow_mut().insert(service);
+    /// Hands what the tracker said of a moment to the bus layer, at once
+    /// (and marks the services' records for rewriting);
+    /// [`Self::log_notice`] logs each.
+    fn tell_notices(&self, notices: &[Notice]) {
+        for notice in notices {
+            if let Notice::Changed { service, .. } = *notice {
+                self.record.changed.borrow_mut().insert(service);
+            }
         }
-        self.publish(Update::Tracker(*notice));
+        self.outbox
+            .publish_together(notices.iter().map(|notice| Update::Tracker(*notice)));
     }
 
     /// The log line of what the tracker said.
