@@ -29,7 +29,9 @@
 //!   object is published again from the registry, then the name is claimed.
 //!
 //! The supervisor never waits for the bus: updates travel on an unbounded
-//! channel and requests come from here.
+//! channel (each message what the supervisor handed over at once, such as
+//! a moment's notices, so that they cost one wake-up of this thread) and
+//! requests come from here.
 
 mod auth;
 mod configured;
