@@ -72,9 +72,10 @@
 //! each waits after its kills as adoptd's do. adoptd's median as a ratio
 //! to each.
 //!
-//! `signal`: a service that hops H times (`fork setsid`, then `sleep:5
-//! fork` H − 1 times) with `dance --hop-times`: each hop's parent writes
-//! its pid and the realtime clock just before `_exit`. The benchmark
+//! `signal`: H hops in up to ten rounds of H / 10 (rounded up), one
+//! service each that hops that many times (`fork setsid`, then `sleep:5
+//! fork`) with `dance --hop-times`: each hop's parent writes its pid and
+//! the realtime clock just before `_exit`. The benchmark
 //! subscribes to the service object's `PropertiesChanged` (zbus, a
 //! current-thread tokio runtime, as adoptctl monitor), starts the service,
 //! and takes the realtime clock when each signal that carries `MainPID`
@@ -91,13 +92,14 @@
 //! the same floor with its datagrams passed through one relay process
 //! (as a broker passes a signal from publisher to subscriber) and through
 //! two (a publishing thread apart from the reaper, then a broker): what
-//! the hops between processes cost, without the bus's encoding. And,
-//! before adoptd stops, the floor on the bus: the same subreaper says
-//! each reap itself as the `PropertiesChanged(MainPID)` adoptd sends
-//! (written by hand on a raw socket), through the broker adoptd used, to
-//! a zbus subscriber as above: the least a supervisor bound to the D-Bus
-//! contract can take, with no reaper's attribution, tokio or zbus of its
-//! own.
+//! the hops between processes cost, without the bus's encoding (each in
+//! as many rounds, once adoptd has stopped). And, after each of adoptd's
+//! rounds, a round of the floor on the bus (so that a noisy stretch falls
+//! on both): the same subreaper says each reap itself as the
+//! `PropertiesChanged(MainPID)` adoptd sends (written by hand on a raw
+//! socket), through the broker adoptd used, to a zbus subscriber as
+//! above: the least a supervisor bound to the D-Bus contract can take,
+//! with no reaper's attribution, tokio or zbus of its own.
 //!
 //! `many`: M services (running `/bin/sleep`, as in `start`, if pid_max
 //! leaves room, else or with `--idle` loaded with `autostart = false`).
@@ -177,6 +179,9 @@ use futures_util::StreamExt as _;
 
 /// How long any one expected event may take.
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// How many rounds `signal` splits its hops into, adoptd's and the floor's
+/// taking turns.
+const SIGNAL_ROUNDS: u32 = 10;
 
 /// How long adoptd may take to stop its services and exit on SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -1801,79 +1806,87 @@ fn kill_and_restart(adoptd: &mut Adoptd, pid: &mut u32, kills: u32) -> Vec<i64> 
 
 /// A hop's exit → `PropertiesChanged(MainPID)` at a subscriber.
 fn signal(options: &Options) {
-    let hops = options.hops;
     let scratch = Scratch::new("signal");
-    let times = scratch.path.join("hop-times");
-    let report = scratch.path.join("report.sock");
+    // adoptd's hops and the floor on the bus take turns, a round each, so
+    // that a noisy stretch of the machine falls on both.
+    let rounds = options.hops.clamp(1, SIGNAL_ROUNDS);
+    let per_round = options.hops.div_ceil(rounds);
+    let hops = rounds * per_round;
     let mut steps = vec!["fork".to_owned(), "setsid".to_owned()];
-    for _ in 1..hops {
+    for _ in 1..per_round {
         steps.push("sleep:5".to_owned());
         steps.push("fork".to_owned());
     }
     steps.push("serve".to_owned());
-    scratch.service(
-        "hops",
-        &format!(
-            "exec = {}\nrestart = \"no\"\noutput = \"null\"\nautostart = false\n",
-            dance_argv(&report, &times, &steps)
-        ),
-    );
+    let round_files = |round: u32| {
+        (
+            scratch.path.join(format!("hop-times-{round}")),
+            scratch.path.join(format!("report-{round}.sock")),
+        )
+    };
+    for round in 0..rounds {
+        let (times, report) = round_files(round);
+        scratch.service(
+            &format!("hops-{round}"),
+            &format!(
+                "exec = {}\nrestart = \"no\"\noutput = \"null\"\nautostart = false\n",
+                dance_argv(&report, &times, &steps)
+            ),
+        );
+    }
     let mut adoptd = Adoptd::start(&scratch, options);
     let address = adoptd.wait_published();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let watched = runtime.block_on(watch_main_pid(&address, "hops", &report));
-    let Some((final_pid, arrivals)) = watched else {
-        println!("signal: the dance did not settle within {TIMEOUT:?}; adoptd said last:");
-        let said: Vec<String> = adoptd.lines.try_iter().collect();
-        for line in said.iter().rev().take(20).rev() {
-            println!("  {line}");
-        }
-        adoptd.stop();
-        return;
-    };
     let programs = FloorPrograms::compile(&scratch);
-    // On the bus adoptd published on, its broker (with --private-bus,
-    // adoptd's own) still there and adoptd idle.
-    let on_bus = programs
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|programs| floor_handoffs_on_bus(&scratch, programs, &steps, &address));
-    adoptd.stop();
-    // The chain of main processes: each hop's parent in the order they
-    // exited, then the last hop, which stays.
-    let mut exits: Vec<(i64, u32)> = hop_times(&times)
-        .into_iter()
-        .map(|(pid, at)| (at, pid))
-        .collect();
-    exits.sort_unstable();
-    let position: HashMap<u32, usize> = exits
-        .iter()
-        .map(|&(_, pid)| pid)
-        .chain([final_pid])
-        .enumerate()
-        .map(|(index, pid)| (pid, index))
-        .collect();
-    // A hop's exit is seen with the first signal whose MainPID is its
-    // heir or a later one: adoptd coalesces the hops of one moment.
     let mut latencies = Vec::new();
     let mut coalesced = 0;
-    for (hop, &(exited, _)) in exits.iter().enumerate() {
-        let seen = arrivals.iter().find_map(|&(main_pid, arrived)| {
-            let index = *position.get(&main_pid)?;
-            (index > hop).then_some((index, arrived))
-        });
-        if let Some((index, arrived)) = seen {
-            latencies.push(arrived - exited);
-            coalesced += usize::from(index > hop + 1);
+    let mut on_bus: Result<Vec<i64>, String> = Ok(Vec::new());
+    for round in 0..rounds {
+        let (times, report) = round_files(round);
+        let service = format!("hops-{round}");
+        let watched = runtime.block_on(watch_main_pid(&address, &service, &report));
+        let Some((final_pid, arrivals)) = watched else {
+            println!("signal: the dance did not settle within {TIMEOUT:?}; adoptd said last:");
+            let said: Vec<String> = adoptd.lines.try_iter().collect();
+            for line in said.iter().rev().take(20).rev() {
+                println!("  {line}");
+            }
+            adoptd.stop();
+            return;
+        };
+        let (seen, merged) = handoff_latencies(&hop_times(&times), final_pid, &arrivals);
+        latencies.extend(seen);
+        coalesced += merged;
+        // The same round under the floor, on the bus adoptd published on,
+        // its broker (with --private-bus, adoptd's own) still there and
+        // adoptd idle.
+        if let Ok(so_far) = &mut on_bus {
+            let round = programs
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|programs| floor_handoffs_on_bus(&scratch, programs, &steps, &address));
+            match round {
+                Ok(more) => so_far.extend(more),
+                Err(problem) => on_bus = Err(problem),
+            }
         }
     }
+    adoptd.stop();
     latencies.sort_unstable();
+    if let Ok(floor) = &mut on_bus {
+        floor.sort_unstable();
+    }
     let floor_through = |relays| {
         let programs = programs.as_ref().map_err(Clone::clone)?;
-        floor_handoffs(&scratch, programs, &steps, relays)
+        let mut floor = Vec::new();
+        for _ in 0..rounds {
+            floor.extend(floor_handoffs(&scratch, programs, &steps, relays)?);
+        }
+        floor.sort_unstable();
+        Ok::<_, String>(floor)
     };
     let floor = floor_through(0);
     let brokered = floor_through(1);
@@ -1937,6 +1950,43 @@ fn signal(options: &Options) {
         ),
         Err(problem) => println!("signal: the floor on the bus is not measured: {problem}"),
     }
+}
+
+/// The latencies, in µs, of one round's hops (their exits, by pid),
+/// seen in `arrivals` (each `PropertiesChanged`'s `MainPID` and arrival),
+/// whose last hop is `final_pid`; and how many of them came in a signal
+/// of a later hop.
+fn handoff_latencies(
+    exits: &HashMap<u32, i64>,
+    final_pid: u32,
+    arrivals: &[(u32, i64)],
+) -> (Vec<i64>, usize) {
+    // The chain of main processes: each hop's parent in the order they
+    // exited, then the last hop, which stays.
+    let mut exits: Vec<(i64, u32)> = exits.iter().map(|(&pid, &at)| (at, pid)).collect();
+    exits.sort_unstable();
+    let position: HashMap<u32, usize> = exits
+        .iter()
+        .map(|&(_, pid)| pid)
+        .chain([final_pid])
+        .enumerate()
+        .map(|(index, pid)| (pid, index))
+        .collect();
+    // A hop's exit is seen with the first signal whose MainPID is its
+    // heir or a later one: adoptd coalesces the hops of one moment.
+    let mut latencies = Vec::new();
+    let mut coalesced = 0;
+    for (hop, &(exited, _)) in exits.iter().enumerate() {
+        let seen = arrivals.iter().find_map(|&(main_pid, arrived)| {
+            let index = *position.get(&main_pid)?;
+            (index > hop).then_some((index, arrived))
+        });
+        if let Some((index, arrived)) = seen {
+            latencies.push(arrived - exited);
+            coalesced += usize::from(index > hop + 1);
+        }
+    }
+    (latencies, coalesced)
 }
 
 /// The least any supervisor's hand-off notice costs this machine: a child
