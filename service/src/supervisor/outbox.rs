@@ -54,12 +54,7 @@ impl Outbox {
 
     /// Hands `update` to the bus layer, or holds it while spawns are made.
     pub(super) fn publish(&self, update: Update) {
-        self.published.set(self.published.get() + 1);
-        if let Some(held) = self.held.borrow_mut().as_mut() {
-            held.push(update);
-            return;
-        }
-        self.send(vec![update]);
+        self.publish_together([update]);
     }
 
     /// Hands `updates` to the bus layer in one message, in their order, or
