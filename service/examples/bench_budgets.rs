@@ -1441,11 +1441,7 @@ fn status(options: &Options) {
         let took = i64::try_from(began.elapsed().as_micros()).ok()?;
         status.success().then_some(took)
     };
-    // A dbus-daemon's address goes on after the path (`,guid=…`).
-    let socket = address
-        .strip_prefix("unix:path=")
-        .and_then(|rest| rest.split(',').next());
-    let floor = match socket {
+    let floor = match bus_socket(&address) {
         Some(socket) => compile_c(
             &format!("{DBUS_WRITER_C}{FLOOR_STATUS}"),
             &scratch.path,
@@ -2248,10 +2244,7 @@ fn floor_handoffs_on_bus(
     steps: &[String],
     address: &str,
 ) -> Result<Vec<i64>, String> {
-    // A dbus-daemon's address goes on after the path (`,guid=…`).
-    let socket = address
-        .strip_prefix("unix:path=")
-        .and_then(|rest| rest.split(',').next())
+    let socket = bus_socket(address)
         .ok_or_else(|| format!("the bus address {address} names no socket path"))?;
     let hops = hop_count(steps);
     let (ready_sender, ready) = mpsc::channel();
@@ -2269,15 +2262,7 @@ fn floor_handoffs_on_bus(
                 .build()
                 .await
                 .map_err(|e| e.to_string())?;
-            let rule = zbus::MatchRule::builder()
-                .msg_type(zbus::message::Type::Signal)
-                .path(FLOOR_PATH)
-                .interface("org.freedesktop.DBus.Properties")
-                .member("PropertiesChanged")
-                .build()
-                .map_err(|e| e.to_string())?;
-            let queue = std::num::NonZeroUsize::new(1 << 16);
-            let mut signals = zbus::MessageStream::for_match_rule(rule, &connection, queue)
+            let mut signals = properties_changed_at(&connection, FLOOR_PATH)
                 .await
                 .map_err(|e| e.to_string())?;
             ready_sender.send(()).ok();
@@ -2287,12 +2272,10 @@ fn floor_handoffs_on_bus(
                     break;
                 };
                 let arrived = now_us();
-                let main_pid = message
-                    .body()
-                    .deserialize::<(String, HashMap<String, zbus::OwnedVariant>, Vec<String>)>()
-                    .ok()
-                    .and_then(|(_, changed, _)| u32::try_from(changed.get("MainPID")?).ok());
-                if arrival_sender.send((main_pid, arrived)).is_err() {
+                if arrival_sender
+                    .send((main_pid_of(&message), arrived))
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -2390,17 +2373,7 @@ async fn watch_main_pid(
         .await
         .expect("connect to adoptd's private bus");
     let path = adoptd_dbus::service_path(service);
-    let rule = zbus::MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .path(path.as_str())
-        .interface("org.freedesktop.DBus.Properties")
-        .member("PropertiesChanged")
-        .build()
-        .expect("a match rule");
-    // zbus drops what overflows a stream's queue without a word: room for
-    // every hop's signal, however slowly this side reads.
-    let queue = std::num::NonZeroUsize::new(1 << 16);
-    let mut signals = zbus::MessageStream::for_match_rule(rule, &connection, queue)
+    let mut signals = properties_changed_at(&connection, path.as_str())
         .await
         .expect("subscribe to PropertiesChanged");
     let manager = adoptd_dbus::ManagerProxy::new(&connection)
@@ -2436,19 +2409,44 @@ async fn watch_main_pid(
             continue;
         };
         let arrived = now_us();
-        let Ok((_, changed, _)) =
-            message
-                .body()
-                .deserialize::<(String, HashMap<String, zbus::OwnedVariant>, Vec<String>)>()
-        else {
-            continue;
-        };
-        if let Some(main_pid) = changed.get("MainPID").and_then(|v| u32::try_from(v).ok())
-            && main_pid != 0
-        {
+        if let Some(main_pid) = main_pid_of(&message).filter(|&pid| pid != 0) {
             arrivals.push((main_pid, arrived));
         }
     }
+}
+
+/// A stream of the `PropertiesChanged` signals sent at `path`.
+async fn properties_changed_at(
+    connection: &zbus::Connection,
+    path: &str,
+) -> zbus::Result<zbus::MessageStream> {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path(path)
+        .interface("org.freedesktop.DBus.Properties")
+        .member("PropertiesChanged")
+        .build()?;
+    // zbus drops what overflows a stream's queue without a word: room for
+    // every hop's signal, however slowly this side reads.
+    let queue = std::num::NonZeroUsize::new(1 << 16);
+    zbus::MessageStream::for_match_rule(rule, connection, queue).await
+}
+
+/// The `MainPID` a `PropertiesChanged` carries, if it carries one.
+fn main_pid_of(message: &zbus::Message) -> Option<u32> {
+    let (_, changed, _) = message
+        .body()
+        .deserialize::<(String, HashMap<String, zbus::OwnedVariant>, Vec<String>)>()
+        .ok()?;
+    u32::try_from(changed.get("MainPID")?).ok()
+}
+
+/// The socket path of a `unix:path=` bus address (a dbus-daemon's goes on
+/// after the path with `,guid=…`).
+fn bus_socket(address: &str) -> Option<&str> {
+    address
+        .strip_prefix("unix:path=")
+        .and_then(|rest| rest.split(',').next())
 }
 
 /// `PID SECONDS.NANOSECONDS` lines → exit time in µs since the epoch, by pid.
